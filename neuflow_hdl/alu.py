@@ -1,0 +1,197 @@
+"""The StreamALU: NeuFlow's term-by-term streaming operators."""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .numerics import Q8_8, Format, hdl_round_shift, hdl_saturate
+from .regs import ALU_CONFIG, AluOp, sample_layout
+from .stream import CreditBuffer
+
+__all__ = ["StreamALU"]
+
+
+class StreamALU(wiring.Component):
+    """Term-by-term ADD, SUB, MUL, DIV, MAX, MIN, SQUARE, ABS of two streams.
+
+    Operand ``a`` comes from stream ``a``; operand ``b`` from stream ``b``, or
+    from ``config.const`` when ``config.b_const`` is set.  SQUARE and ABS never
+    consume ``b``.  Results follow :mod:`neuflow_hdl.numerics`: the exact
+    result is narrowed by ``config.shift`` (round half up, saturate), except
+    DIV, which computes ``a * 2**shift / b`` rounded half up and saturated,
+    with division by zero saturating toward the sign of ``a``.
+
+    The join waits for both operands.  Output words carry the ``eol``/``eof``
+    flags of ``a``; a ``b`` word whose flags differ sets ``error`` (sticky
+    until ``start``).  One result per cycle for every operation.
+
+    Latency (operand handshake to ``o.valid``): :attr:`latency` for DIV,
+    :attr:`fast_latency` for every other operation.
+
+    Members
+    -------
+    config : In(ALU_CONFIG)
+    start : In(1)
+    a, b : In(stream.Signature(sample_layout(width)))
+    o : Out(stream.Signature(sample_layout(width)))
+    busy, error : Out(1)
+        ``error`` is also high while ``config.shift`` exceeds the word width
+        (then nothing is accepted).
+    """
+
+    def __init__(self, *, fmt=Q8_8):
+        if not isinstance(fmt, Format):
+            raise TypeError(f"fmt must be a Format, not {fmt!r}")
+        self._fmt = fmt
+        W = fmt.width
+        self._fast_pipeline = 3             # operands, exact result, narrowing
+        self._div_pipeline = 2 + W + 1      # operands, dividend/divisor, W quotient bits, sign
+        sample = stream.Signature(sample_layout(W))
+        super().__init__({
+            "config": In(ALU_CONFIG),
+            "start": In(1),
+            "a": In(sample),
+            "b": In(sample),
+            "o": Out(sample),
+            "busy": Out(1),
+            "error": Out(1),
+        })
+
+    fmt = property(lambda self: self._fmt)
+
+    @property
+    def latency(self):
+        """DIV latency in cycles (the longest)."""
+        return self._div_pipeline + 1
+
+    @property
+    def fast_latency(self):
+        """Latency of every operation but DIV."""
+        return self._fast_pipeline + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        W = self._fmt.width
+        cfg = self.config
+        m.submodules.out = out = CreditBuffer(sample_layout(W), self._div_pipeline)
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+
+        # -- Join ---------------------------------------------------------------
+        unary = Signal()
+        need_b = Signal()
+        cfg_ok = Signal()
+        flag_error = Signal()
+        m.d.comb += [
+            unary.eq((cfg.op == AluOp.SQUARE) | (cfg.op == AluOp.ABS)),
+            need_b.eq(~cfg.b_const & ~unary),
+            cfg_ok.eq(cfg.shift <= W),
+            self.error.eq(~cfg_ok | flag_error),
+        ]
+        go = Signal()
+        m.d.comb += [
+            go.eq(cfg_ok & ~self.start & out.credit),
+            self.a.ready.eq(go & (~need_b | self.b.valid)),
+            self.b.ready.eq(go & need_b & self.a.valid),
+        ]
+        fire = Signal()
+        m.d.comb += fire.eq(self.a.valid & self.a.ready)
+        with m.If(self.start):
+            m.d.sync += flag_error.eq(0)
+        with m.Elif(fire & need_b & ((self.a.payload.eol != self.b.payload.eol) |
+                                     (self.a.payload.eof != self.b.payload.eof))):
+            m.d.sync += flag_error.eq(1)
+
+        # -- Stage 0: operands ----------------------------------------------------
+        meta_layout = data.StructLayout({"valid": 1, "eol": 1, "eof": 1})
+        meta = [Signal(meta_layout, name=f"meta_{n}") for n in range(self._div_pipeline)]
+        m.d.sync += [
+            meta[0].valid.eq(fire),
+            meta[0].eol.eq(self.a.payload.eol),
+            meta[0].eof.eq(self.a.payload.eof),
+        ]
+        for n in range(1, self._div_pipeline):
+            m.d.sync += meta[n].eq(meta[n - 1])
+        a = Signal(signed(W))
+        b = Signal(signed(W))
+        m.d.sync += [
+            a.eq(self.a.payload.data),
+            b.eq(Mux(cfg.b_const, cfg.const[:W].as_signed(), self.b.payload.data)),
+        ]
+
+        # -- Fast path: exact result, then the one narrowing ------------------------
+        exact = Signal(signed(2 * W + 1))
+        product = a * Mux(cfg.op == AluOp.SQUARE, a, b)
+        with m.Switch(cfg.op):
+            with m.Case(AluOp.ADD):
+                m.d.sync += exact.eq(a + b)
+            with m.Case(AluOp.SUB):
+                m.d.sync += exact.eq(a - b)
+            with m.Case(AluOp.MUL, AluOp.SQUARE):
+                m.d.sync += exact.eq(product)
+            with m.Case(AluOp.MAX):
+                m.d.sync += exact.eq(Mux(a > b, a, b))
+            with m.Case(AluOp.MIN):
+                m.d.sync += exact.eq(Mux(a < b, a, b))
+            with m.Case(AluOp.ABS):
+                m.d.sync += exact.eq(Mux(a < 0, -a, a))
+        fast = Signal(signed(W))
+        m.d.sync += fast.eq(hdl_saturate(hdl_round_shift(exact, cfg.shift, W), W))
+
+        # -- DIV: restoring division on magnitudes, one quotient bit per stage ------
+        # q = floor((2*(|a| << s) + |b| - neg) / (2*|b|)) is |a * 2**s / b| rounded
+        # half up for the signed result (neg: the signs differ); q >= 2**W saturates.
+        neg = Signal()
+        dividend = Signal(unsigned(2 * W + 1))
+        divisor = Signal(unsigned(W + 1))
+        by_zero = Signal()
+        a_sign = Signal(2)     # 1: a > 0, 2: a < 0
+        magnitude_a = Mux(a < 0, -a, a)[:W]
+        magnitude_b = Mux(b < 0, -b, b)[:W]
+        m.d.sync += [
+            neg.eq((a < 0) ^ (b < 0)),
+            dividend.eq((magnitude_a << cfg.shift) * 2 + magnitude_b - ((a < 0) ^ (b < 0))),
+            divisor.eq(magnitude_b * 2),
+            by_zero.eq(b == 0),
+            a_sign.eq(Cat(a > 0, a < 0)),
+        ]
+        side_layout = data.StructLayout({"neg": 1, "by_zero": 1, "a_sign": 2})
+        rem = dividend
+        dvs = divisor
+        side = Signal(side_layout)
+        m.d.comb += side.eq(Cat(neg, by_zero, a_sign))
+        quotient = Signal(unsigned(0))
+        overflow = Signal()
+        m.d.comb += overflow.eq(dividend >= (divisor << W))
+        for bit in reversed(range(W)):
+            next_rem = Signal(unsigned(2 * W + 1), name=f"div_rem_{bit}")
+            next_dvs = Signal(unsigned(W + 1), name=f"div_divisor_{bit}")
+            next_q = Signal(unsigned(W - bit), name=f"div_quotient_{bit}")
+            next_side = Signal(side_layout, name=f"div_side_{bit}")
+            next_ovf = Signal(name=f"div_overflow_{bit}")
+            subtract = rem >= (dvs << bit)
+            m.d.sync += [
+                next_rem.eq(Mux(subtract, rem - (dvs << bit), rem)),
+                next_dvs.eq(dvs),
+                next_q.eq(Cat(subtract, quotient)),
+                next_side.eq(side),
+                next_ovf.eq(overflow),
+            ]
+            rem, dvs, quotient, side, overflow = next_rem, next_dvs, next_q, next_side, next_ovf
+        magnitude = Mux(overflow, (1 << W) - 1, quotient)
+        signed_q = Mux(side.neg, -magnitude, magnitude)
+        div = Signal(signed(W))
+        m.d.sync += div.eq(Mux(side.by_zero,
+                               Mux(side.a_sign[0], self._fmt.max, Mux(side.a_sign[1], self._fmt.min, 0)),
+                               hdl_saturate(signed_q, W)))
+
+        is_div = cfg.op == AluOp.DIV
+        fast_meta = meta[self._fast_pipeline - 1]
+        div_meta = meta[self._div_pipeline - 1]
+        m.d.comb += [
+            out.i.valid.eq(Mux(is_div, div_meta.valid, fast_meta.valid)),
+            out.i.payload.data.eq(Mux(is_div, div, fast)),
+            out.i.payload.eol.eq(Mux(is_div, div_meta.eol, fast_meta.eol)),
+            out.i.payload.eof.eq(Mux(is_div, div_meta.eof, fast_meta.eof)),
+            self.busy.eq(Cat(stage.valid for stage in meta).any() | out.o.valid),
+        ]
+        return m

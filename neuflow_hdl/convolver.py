@@ -1,0 +1,269 @@
+"""The 2-D convolver: NeuFlow's K x K parallel multiply-accumulate array."""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .numerics import Q8_8, Format, accumulator_width, hdl_round_shift, hdl_saturate
+from .regs import CONV_CONFIG, ConvMode, GEOMETRY_BITS, MAX_KERNEL, sample_layout
+from .stream import CreditBuffer
+
+__all__ = ["Convolver"]
+
+
+class Convolver(wiring.Component):
+    """K x K convolver with line buffers, for images up to ``max_width`` words wide.
+
+    Consumes a row-major image, one word per cycle with no back-pressure of its
+    own, and produces one word for every valid window (``k x k``, ``k <= K``,
+    bottom-right corner at a multiple of ``stride``): ``MAC`` computes
+    ``narrow(sum(w * window) + bias, shift)``, ``MAC_PSUM`` adds a word of the
+    ``psum`` stream aligned by ``shift`` before the single rounding, ``MAX``
+    takes the window maximum (pooling).  Outputs carry ``eol``/``eof`` for the
+    output geometry ``((W-k)//stride + 1) x ((H-k)//stride + 1)``.
+
+    Weights arrive on the ``weights`` stream, ``k*k`` words row-major; a
+    ``start`` strobe rewinds the weight pointer and the frame position and
+    clears ``error``.  Frames may follow each other without ``start``.
+
+    The pipeline never stalls: a word that completes a window enters only
+    when the output buffer grants a credit, so output back-pressure reaches
+    ``i.ready`` without stalling any pipeline register.  Words that complete
+    no window are always accepted.
+
+    Parameters
+    ----------
+    kernel : int
+        K, the largest kernel size (1 .. 15).  K*K multipliers.
+    max_width : int
+        Longest image row the ``K-1`` line buffers (memory blocks) hold.
+    fmt : Format
+        Word format.
+
+    Members
+    -------
+    config : In(CONV_CONFIG)
+        Held stable while a frame streams.
+    start : In(1)
+    weights, i, psum : In(stream.Signature(sample_layout(width)))
+    o : Out(stream.Signature(sample_layout(width)))
+    busy : Out(1)
+        A frame is partly consumed or results are in flight.
+    error : Out(1)
+        The configuration is invalid (``k`` not in 1..K, ``stride`` 0, width
+        not in k..max_width, height < k, shift > width, unknown mode: then no
+        input is accepted), or an input word's ``eol``/``eof`` disagreed with
+        the configured geometry (sticky until ``start``).
+
+    Latency: :attr:`latency` cycles from the handshake of a window's last
+    input word to ``o.valid``; a W x H frame with no back-pressure takes
+    ``W*H + latency`` cycles from first input to last output.
+    """
+
+    def __init__(self, *, kernel=3, max_width=64, fmt=Q8_8):
+        if not isinstance(kernel, int) or not 1 <= kernel <= MAX_KERNEL:
+            raise ValueError(f"kernel must be an integer from 1 to {MAX_KERNEL}, not {kernel!r}")
+        if not isinstance(max_width, int) or not kernel <= max_width < (1 << GEOMETRY_BITS):
+            raise ValueError(f"max_width must be an integer from the kernel size ({kernel}) "
+                             f"to {(1 << GEOMETRY_BITS) - 1}, not {max_width!r}")
+        if not isinstance(fmt, Format):
+            raise TypeError(f"fmt must be a Format, not {fmt!r}")
+        self._kernel = kernel
+        self._max_width = max_width
+        self._fmt = fmt
+        self._tree_levels = (kernel * kernel - 1).bit_length()
+        # fire -> line buffer/window -> leaves -> tree levels -> bias -> narrow
+        self._pipeline = 4 + self._tree_levels + 1
+        sample = stream.Signature(sample_layout(fmt.width))
+        super().__init__({
+            "config": In(CONV_CONFIG),
+            "start": In(1),
+            "weights": In(sample),
+            "i": In(sample),
+            "psum": In(sample),
+            "o": Out(sample),
+            "busy": Out(1),
+            "error": Out(1),
+        })
+
+    kernel = property(lambda self: self._kernel)
+    max_width = property(lambda self: self._max_width)
+    fmt = property(lambda self: self._fmt)
+
+    @property
+    def latency(self):
+        """Cycles from the handshake of a window's last input word to its output."""
+        return self._pipeline + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        K, W = self._kernel, self._fmt.width
+        acc_shape = signed(accumulator_width(W, K))
+        cfg = self.config
+        m.submodules.out = out = CreditBuffer(sample_layout(W), self._pipeline)
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+
+        # -- Configuration checks --------------------------------------------
+        is_max = Signal()
+        use_psum = Signal()
+        cfg_ok = Signal()
+        m.d.comb += [
+            is_max.eq(cfg.mode == ConvMode.MAX),
+            use_psum.eq(cfg.mode == ConvMode.MAC_PSUM),
+            cfg_ok.eq((cfg.k >= 1) & (cfg.k <= K) & (cfg.stride >= 1) &
+                      (cfg.width >= cfg.k) & (cfg.width <= self._max_width) &
+                      (cfg.height >= cfg.k) & (cfg.shift <= W) &
+                      (cfg.mode.as_value() != 3)),
+        ]
+        flag_error = Signal()
+        m.d.comb += self.error.eq(~cfg_ok | flag_error)
+
+        # -- Weights: k*k words into the bottom-right k x k of the K x K array --
+        weight = [[Signal(signed(W), name=f"weight_{r}_{c}") for c in range(K)] for r in range(K)]
+        w_row = Signal(range(K))
+        w_col = Signal(range(K))
+        corner = Signal(range(K + 1))
+        m.d.comb += [corner.eq(K - cfg.k), self.weights.ready.eq(1)]
+        with m.If(self.start):
+            m.d.sync += [w_row.eq(corner), w_col.eq(corner)]
+        with m.Elif(self.weights.valid):
+            for r in range(K):
+                for c in range(K):
+                    with m.If((w_row == r) & (w_col == c)):
+                        m.d.sync += weight[r][c].eq(self.weights.payload.data)
+            with m.If(w_col >= K - 1):
+                m.d.sync += w_col.eq(corner)
+                m.d.sync += w_row.eq(Mux(w_row >= K - 1, corner, w_row + 1))
+            with m.Else():
+                m.d.sync += w_col.eq(w_col + 1)
+
+        # -- Stage A: frame position, window validity, handshakes -------------
+        x = Signal(GEOMETRY_BITS)
+        y = Signal(GEOMETRY_BITS)
+        next_x = Signal(GEOMETRY_BITS + 4)   # column of the next output window (this row)
+        next_y = Signal(GEOMETRY_BITS + 4)
+        cur_nx = Signal.like(next_x)
+        cur_ny = Signal.like(next_y)
+        emit = Signal()
+        last_col = Signal()
+        last_row = Signal()
+        m.d.comb += [
+            cur_nx.eq(Mux(x == 0, cfg.k - 1, next_x)),
+            cur_ny.eq(Mux(y == 0, cfg.k - 1, next_y)),
+            emit.eq((x == cur_nx) & (y == cur_ny)),
+            last_col.eq(x == cfg.width - 1),
+            last_row.eq(y == cfg.height - 1),
+        ]
+        take_psum = Signal()
+        fire = Signal()
+        m.d.comb += [
+            take_psum.eq(use_psum & emit),
+            self.i.ready.eq(cfg_ok & ~self.start & (~emit | (out.credit & (~use_psum | self.psum.valid)))),
+            self.psum.ready.eq(cfg_ok & ~self.start & take_psum & out.credit & self.i.valid),
+            fire.eq(self.i.valid & self.i.ready),
+        ]
+        with m.If(self.start):
+            m.d.sync += [x.eq(0), y.eq(0), flag_error.eq(0)]
+        with m.Elif(fire):
+            with m.If((self.i.payload.eol != last_col) | (self.i.payload.eof != (last_col & last_row))):
+                m.d.sync += flag_error.eq(1)
+            m.d.sync += next_x.eq(Mux(x == cur_nx, cur_nx + cfg.stride, cur_nx))
+            with m.If(last_col):
+                m.d.sync += x.eq(0)
+                m.d.sync += next_y.eq(Mux(y == cur_ny, cur_ny + cfg.stride, cur_ny))
+                m.d.sync += y.eq(Mux(last_row, 0, y + 1))
+            with m.Else():
+                m.d.sync += x.eq(x + 1)
+
+        # Side band travelling beside the data: delayed by the pipeline depth.
+        meta_layout = data.StructLayout({
+            "valid": 1, "eol": 1, "eof": 1, "psum": signed(W),
+        })
+        meta = [Signal(meta_layout, name=f"meta_{n}") for n in range(self._pipeline)]
+        m.d.sync += [
+            meta[0].valid.eq(fire & emit),
+            meta[0].eol.eq(x + cfg.stride >= cfg.width),
+            meta[0].eof.eq((x + cfg.stride >= cfg.width) & (y + cfg.stride >= cfg.height)),
+            meta[0].psum.eq(Mux(use_psum, self.psum.payload.data, 0)),
+        ]
+        for n in range(1, self._pipeline):
+            m.d.sync += meta[n].eq(meta[n - 1])
+
+        # -- Stage B: line buffers and the window ------------------------------
+        a_x = Signal.like(x)
+        a_fire = Signal()
+        a_pixel = Signal(signed(W))
+        m.d.sync += [a_x.eq(x), a_fire.eq(fire), a_pixel.eq(self.i.payload.data)]
+        column = [a_pixel]      # bottom (current row) first
+        for r in range(K - 1):
+            mem = Memory(shape=signed(W), depth=self._max_width, init=[])
+            m.submodules[f"line_{r}"] = mem
+            rd = mem.read_port()
+            wr = mem.write_port()
+            m.d.comb += [
+                rd.addr.eq(x),
+                wr.addr.eq(a_x),
+                wr.data.eq(column[-1]),     # each row moves one line up
+                wr.en.eq(a_fire),
+            ]
+            column.append(rd.data)
+        column.reverse()        # top (oldest row) first
+        window = [[Signal(signed(W), name=f"window_{r}_{c}") for c in range(K)] for r in range(K)]
+        with m.If(a_fire):
+            for r in range(K):
+                for c in range(K - 1):
+                    m.d.sync += window[r][c].eq(window[r][c + 1])
+                m.d.sync += window[r][K - 1].eq(column[r])
+
+        # -- Stage C: masked products (MAC) or masked words (MAX) --------------
+        mask = [[Signal(name=f"mask_{r}_{c}") for c in range(K)] for r in range(K)]
+        for r in range(K):
+            for c in range(K):
+                m.d.sync += mask[r][c].eq((r >= corner) & (c >= corner))
+        leaves = []
+        for r in range(K):
+            for c in range(K):
+                leaf = Signal(acc_shape, name=f"leaf_{r}_{c}")
+                m.d.sync += leaf.eq(Mux(is_max,
+                                        Mux(mask[r][c], window[r][c], self._fmt.min),
+                                        Mux(mask[r][c], window[r][c] * weight[r][c], 0)))
+                leaves.append(leaf)
+
+        # -- Tree: sums (MAC) or maxima (MAX), one registered level at a time ---
+        level = 0
+        while len(leaves) > 1:
+            nodes = []
+            for n in range(0, len(leaves) - 1, 2):
+                a, b = leaves[n], leaves[n + 1]
+                node = Signal(acc_shape, name=f"tree_{level}_{n // 2}")
+                m.d.sync += node.eq(Mux(is_max, Mux(a > b, a, b), a + b))
+                nodes.append(node)
+            if len(leaves) % 2:
+                node = Signal(acc_shape, name=f"tree_{level}_{len(nodes)}")
+                m.d.sync += node.eq(leaves[-1])
+                nodes.append(node)
+            leaves = nodes
+            level += 1
+        assert level == self._tree_levels
+
+        # -- Bias and partial sum, then the single rounding --------------------
+        total = Signal(acc_shape)
+        psum = meta[self._pipeline - 3].psum
+        psum_aligned = (psum << cfg.shift)[:acc_shape.width].as_signed()
+        m.d.sync += total.eq(Mux(is_max, leaves[0], leaves[0] + cfg.bias + psum_aligned))
+        result = Signal(signed(W))
+        shift = Mux(is_max, 0, cfg.shift)
+        m.d.sync += result.eq(hdl_saturate(hdl_round_shift(total, shift, W), W))
+
+        last = meta[self._pipeline - 1]
+        m.d.comb += [
+            out.i.valid.eq(last.valid),
+            out.i.payload.data.eq(result),
+            out.i.payload.eol.eq(last.eol),
+            out.i.payload.eof.eq(last.eof),
+        ]
+        in_flight = Signal()
+        m.d.comb += in_flight.eq(Cat(stage.valid for stage in meta).any())
+        m.d.comb += self.busy.eq((x != 0) | (y != 0) | in_flight | out.o.valid)
+        return m

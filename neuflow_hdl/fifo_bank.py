@@ -1,0 +1,77 @@
+"""The FIFO bank: a tile's configurable stream buffering."""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .numerics import Q8_8, Format
+from .regs import sample_layout
+from .stream import StreamFIFO
+
+__all__ = ["FifoBank"]
+
+
+class FifoBank(wiring.Component):
+    """``count`` stream FIFOs of ``depth`` words each, optionally chained.
+
+    NeuFlow's tiles held up to 10 kB of FIFOs to absorb the latency
+    differences between the branches of a computation.  Here bit ``n`` of
+    ``chain`` (``n >= 1``) feeds FIFO ``n`` from FIFO ``n-1`` instead of from
+    input ``n`` (which then accepts nothing, and output ``n-1`` offers
+    nothing), so one stream can be given up to ``count * depth`` words of
+    buffering.  Change ``chain`` only while the bank is empty.
+
+    Members
+    -------
+    chain : In(count)
+    i : In(stream.Signature(sample_layout(width))).array(count)
+    o : Out(stream.Signature(sample_layout(width))).array(count)
+    level : Out(range(depth + 1)).array(count)
+    """
+
+    def __init__(self, *, count=2, depth=64, fmt=Q8_8):
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be a positive integer, not {count!r}")
+        if not isinstance(depth, int) or depth < 2:
+            raise ValueError(f"depth must be an integer of at least 2, not {depth!r}")
+        self._count, self._depth, self._fmt = count, depth, fmt
+        sample = stream.Signature(sample_layout(fmt.width))
+        super().__init__({
+            "chain": In(count),
+            "i": In(sample).array(count),
+            "o": Out(sample).array(count),
+            "level": Out(range(depth + 1)).array(count),
+        })
+
+    count = property(lambda self: self._count)
+    depth = property(lambda self: self._depth)
+
+    def elaborate(self, platform):
+        m = Module()
+        fifos = []
+        for n in range(self._count):
+            fifo = StreamFIFO(sample_layout(self._fmt.width), self._depth)
+            m.submodules[f"fifo_{n}"] = fifo
+            fifos.append(fifo)
+            m.d.comb += self.level[n].eq(fifo.level)
+        for n, fifo in enumerate(fifos):
+            chained = self.chain[n] if n > 0 else 0
+            source = self.i[n]
+            if n > 0:
+                prev = fifos[n - 1]
+                m.d.comb += [
+                    fifo.i.valid.eq(Mux(chained, prev.o.valid, source.valid)),
+                    fifo.i.payload.eq(Mux(chained, prev.o.payload, source.payload)),
+                    source.ready.eq(~chained & fifo.i.ready),
+                ]
+            else:
+                m.d.comb += [fifo.i.valid.eq(source.valid), fifo.i.payload.eq(source.payload),
+                             source.ready.eq(fifo.i.ready)]
+            # Output n is silent when FIFO n+1 takes its words.
+            taken = self.chain[n + 1] if n + 1 < self._count else 0
+            if n + 1 < self._count:
+                m.d.comb += fifo.o.ready.eq(Mux(taken, fifos[n + 1].i.ready, self.o[n].ready))
+            else:
+                m.d.comb += fifo.o.ready.eq(self.o[n].ready)
+            m.d.comb += [self.o[n].valid.eq(fifo.o.valid & ~taken), self.o[n].payload.eq(fifo.o.payload)]
+        return m

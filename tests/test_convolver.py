@@ -1,0 +1,198 @@
+"""Convolver on Amaranth's simulator against the numpy reference."""
+
+import numpy as np
+import pytest
+
+from helpers import flat_words, frame_words, simulate, stream_get, stream_put
+from neuflow_hdl.convolver import Convolver
+from neuflow_hdl.numerics import Q8_8
+from neuflow_hdl.regs import ConvMode
+from sim import reference
+
+K, MAX_WIDTH = 3, 12
+
+
+@pytest.fixture(scope="module")
+def dut():
+    return Convolver(kernel=K, max_width=MAX_WIDTH)
+
+
+def conv_config(width, height, k, stride, mode, shift=8, bias=0):
+    return {"width": width, "height": height, "k": k, "stride": stride,
+            "mode": mode, "shift": shift, "bias": bias}
+
+
+def expected(image, kernel, cfg, psum):
+    k, s = cfg["k"], cfg["stride"]
+    if cfg["mode"] is ConvMode.MAX:
+        return reference.window_max(image, k, stride=s)
+    return reference.conv2d(image, kernel, stride=s, bias=cfg["bias"], shift=cfg["shift"],
+                            psum=psum if cfg["mode"] is ConvMode.MAC_PSUM else None)
+
+
+def run_frames(dut, jobs, *, rng, gap=0.0, stall=0.0):
+    """Run (config, image, kernel, psum) jobs back to back; return outputs per job."""
+    results = []
+
+    async def bench(ctx):
+        for cfg, image, kernel, psum in jobs:
+            ctx.set(dut.config, cfg)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            await stream_put(ctx, dut.weights, flat_words(kernel.ravel()))
+            want = expected(image, kernel, cfg, psum)
+            results.append((want, await _run_one(ctx, dut, image, psum, cfg, want.size,
+                                                 rng, gap, stall)))
+
+    simulate(dut, bench, cycles=200_000)
+    return results
+
+
+async def _run_one(ctx, dut, image, psum, cfg, count, rng, gap, stall):
+    """Feed one frame (and partial sums) while collecting ``count`` outputs."""
+    words_in = frame_words(image)
+    words_psum = frame_words(psum) if cfg["mode"] is ConvMode.MAC_PSUM else []
+    out, n_in, n_psum = [], 0, 0
+    i_valid = p_valid = False
+    while len(out) < count or n_in < len(words_in):
+        if not i_valid and n_in < len(words_in) and rng.random() >= gap:
+            ctx.set(dut.i.payload, dict(zip(("data", "eol", "eof"), words_in[n_in])))
+            i_valid = True
+        if not p_valid and n_psum < len(words_psum) and rng.random() >= gap:
+            ctx.set(dut.psum.payload, dict(zip(("data", "eol", "eof"), words_psum[n_psum])))
+            p_valid = True
+        ctx.set(dut.i.valid, i_valid)
+        ctx.set(dut.psum.valid, p_valid)
+        ready = rng.random() >= stall
+        ctx.set(dut.o.ready, ready)
+        _, _, i_ready, p_ready, o_valid, o_payload = await ctx.tick().sample(
+            dut.i.ready, dut.psum.ready, dut.o.valid, dut.o.payload)
+        if i_valid and i_ready:
+            n_in += 1
+            i_valid = False
+        if p_valid and p_ready:
+            n_psum += 1
+            p_valid = False
+        if o_valid and ready:
+            out.append((o_payload.data, o_payload.eol, o_payload.eof))
+    ctx.set(dut.i.valid, 0)
+    ctx.set(dut.psum.valid, 0)
+    ctx.set(dut.o.ready, 0)
+    assert n_psum == len(words_psum), "partial sums left unconsumed"
+    return out
+
+
+def random_job(rng, *, k=None, stride=None, mode=None, width=None, height=None, extreme=False):
+    k = k or int(rng.integers(1, K + 1))
+    stride = stride or int(rng.integers(1, 4))
+    mode = mode or [ConvMode.MAC, ConvMode.MAC_PSUM, ConvMode.MAX][rng.integers(3)]
+    width = width or int(rng.integers(k, MAX_WIDTH + 1))
+    height = height or int(rng.integers(k, 8))
+    lo, hi = (Q8_8.min, Q8_8.max + 1) if extreme else (-600, 600)
+    image = rng.integers(lo, hi, size=(height, width))
+    if extreme:
+        image = rng.choice([Q8_8.min, Q8_8.max, -1, 0, 1], size=(height, width))
+    kernel = rng.integers(lo, hi, size=(k, k))
+    shift = int(rng.integers(0, Q8_8.width + 1))
+    bias = int(rng.integers(-(1 << 31), 1 << 31)) if extreme else int(rng.integers(-5000, 5000))
+    cfg = conv_config(width, height, k, stride, mode, shift, bias)
+    oh, ow = reference.output_size(height, k, stride), reference.output_size(width, k, stride)
+    psum = rng.integers(Q8_8.min, Q8_8.max + 1, size=(oh, ow))
+    return cfg, image, kernel, psum
+
+
+def check(results):
+    for want, got in results:
+        oh, ow = want.shape
+        assert [g[0] for g in got] == want.ravel().tolist()
+        assert [(g[1], g[2]) for g in got] == [(int(c == ow - 1), int(c == ow - 1 and r == oh - 1))
+                                              for r in range(oh) for c in range(ow)]
+
+
+def test_random_frames_with_gaps_and_backpressure(dut):
+    rng = np.random.default_rng(1)
+    jobs = [random_job(rng) for _ in range(24)]
+    check(run_frames(dut, jobs, rng=rng, gap=0.3, stall=0.4))
+
+
+def test_corners(dut):
+    """Extreme words and biases (saturation), k = 1 and k = K, stride > 1, rows of max_width."""
+    rng = np.random.default_rng(2)
+    jobs = [random_job(rng, k=1, extreme=True), random_job(rng, k=K, extreme=True),
+            random_job(rng, k=K, stride=3, width=MAX_WIDTH, extreme=True),
+            random_job(rng, k=2, stride=2, width=MAX_WIDTH, mode=ConvMode.MAX, extreme=True),
+            random_job(rng, k=K, mode=ConvMode.MAC_PSUM, width=MAX_WIDTH, extreme=True)]
+    check(run_frames(dut, jobs, rng=rng, gap=0.2, stall=0.5))
+
+
+def test_full_rate_latency(dut):
+    """With no gaps and no back-pressure a W x H frame takes W*H + latency cycles."""
+    rng = np.random.default_rng(3)
+    cfg, image, kernel, psum = random_job(rng, k=K, stride=1, mode=ConvMode.MAC,
+                                          width=MAX_WIDTH, height=6)
+    h, w = image.shape
+    timing = {}
+
+    async def bench(ctx):
+        ctx.set(dut.config, cfg)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        await stream_put(ctx, dut.weights, flat_words(kernel.ravel()))
+        ctx.set(dut.o.ready, 1)
+        words = frame_words(image)
+        cycle, n_in, n_out = 0, 0, 0
+        want = expected(image, kernel, cfg, psum).size
+        while n_out < want:
+            if n_in < len(words):
+                ctx.set(dut.i.payload, dict(zip(("data", "eol", "eof"), words[n_in])))
+                ctx.set(dut.i.valid, 1)
+            else:
+                ctx.set(dut.i.valid, 0)
+            _, _, i_ready, o_valid = await ctx.tick().sample(dut.i.ready, dut.o.valid)
+            if n_in < len(words):
+                assert i_ready, f"input stalled at word {n_in} with the output always ready"
+                n_in += 1
+            n_out += o_valid
+            cycle += 1
+        timing["cycles"] = cycle
+
+    simulate(dut, bench, cycles=10_000)
+    assert timing["cycles"] == w * h + dut.latency
+
+
+def test_invalid_config_accepts_nothing(dut):
+    async def bench(ctx):
+        for bad in [conv_config(8, 8, K + 1, 1, ConvMode.MAC), conv_config(8, 8, 0, 1, ConvMode.MAC),
+                    conv_config(MAX_WIDTH + 1, 8, 3, 1, ConvMode.MAC),
+                    conv_config(8, 8, 3, 0, ConvMode.MAC), conv_config(2, 8, 3, 1, ConvMode.MAC),
+                    conv_config(8, 8, 3, 1, ConvMode.MAC, shift=Q8_8.width + 1)]:
+            ctx.set(dut.config, bad)
+            ctx.set(dut.i.valid, 1)
+            _, _, ready, error = await ctx.tick().sample(dut.i.ready, dut.error)
+            assert (ready, error) == (0, 1), bad
+        ctx.set(dut.i.valid, 0)
+
+    simulate(dut, bench, cycles=100)
+
+
+def test_wrong_geometry_flags_raise_error(dut):
+    """A frame whose eol flags disagree with the configured width sets error."""
+    rng = np.random.default_rng(4)
+    cfg, image, kernel, psum = random_job(rng, k=2, stride=1, mode=ConvMode.MAX, width=6, height=4)
+
+    async def bench(ctx):
+        ctx.set(dut.config, cfg)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        wrong = frame_words(image.reshape(8, 3))       # 3-word rows, configured 6
+        ctx.set(dut.o.ready, 1)
+        await stream_put(ctx, dut.i, wrong)
+        assert ctx.get(dut.error)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        assert not ctx.get(dut.error)
+
+    simulate(dut, bench, cycles=1000)

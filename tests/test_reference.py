@@ -1,0 +1,138 @@
+"""The numeric contract and the numpy reference, against independent float/int models."""
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from neuflow_hdl.numerics import Format, Q8_8, accumulator_width, div_round, narrow, round_shift
+from neuflow_hdl.regs import AluOp, CONV_CONFIG, Symmetry, pack_registers, unpack_registers
+from sim import reference
+from sim.mapper_fit import FUNCTIONS, fit
+
+
+@given(st.integers(-(1 << 40), 1 << 40), st.integers(0, 20))
+def test_round_shift_is_round_half_up(x, s):
+    from fractions import Fraction
+    exact = Fraction(x, 1 << s)
+    assert round_shift(x, s) == int(np.floor(exact + Fraction(1, 2)))
+
+
+def test_narrow_saturates_never_wraps():
+    assert narrow(1 << 30, 0, 16) == Q8_8.max
+    assert narrow(-(1 << 30), 0, 16) == Q8_8.min
+    assert narrow(np.array([Q8_8.max * 256 + 128]), 8, 16)[0] == Q8_8.max
+
+
+def test_quantise_matches_neuflow_rule():
+    assert Q8_8.quantise(1.0) == 256 and Q8_8.quantise(-0.5 / 256) == 0
+    assert Q8_8.quantise(1000.0) == Q8_8.max and Q8_8.quantise(-1000.0) == Q8_8.min
+    np.testing.assert_array_equal(Q8_8.dequantise(Q8_8.quantise([0.25, -2.0])), [0.25, -2.0])
+    with pytest.raises(ValueError, match="fraction bits"):
+        Format(16, 16)
+
+
+@given(st.integers(Q8_8.min, Q8_8.max), st.integers(Q8_8.min, Q8_8.max), st.integers(0, 16))
+def test_div_round_against_fractions(a, b, s):
+    from fractions import Fraction
+    got = int(div_round(np.array([a]), np.array([b]), s, 16)[0])
+    if b == 0:
+        assert got == (Q8_8.max if a > 0 else Q8_8.min if a < 0 else 0)
+    else:
+        q = int(np.floor(Fraction(a * (1 << s), b) + Fraction(1, 2)))
+        assert got == min(max(q, Q8_8.min), Q8_8.max)
+
+
+def test_accumulator_never_overflows():
+    """Worst case sum of K*K products + bias + shifted partial sum fits."""
+    for width in (8, 16, 24):
+        for k in (1, 3, 10, 15):
+            worst = k * k * (1 << (2 * width - 2)) + (1 << 31) + (1 << (2 * width - 1))
+            assert worst < (1 << (accumulator_width(width, k) - 1))
+
+
+def test_conv2d_against_float_loops():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        k, s = int(rng.integers(1, 8)), int(rng.integers(1, 4))
+        h, w = int(rng.integers(k, 20)), int(rng.integers(k, 20))
+        x = rng.integers(Q8_8.min, Q8_8.max + 1, (h, w))
+        kern = rng.integers(-300, 300, (k, k))
+        bias, shift = int(rng.integers(-1 << 20, 1 << 20)), int(rng.integers(0, 17))
+        got = reference.conv2d(x, kern, stride=s, bias=bias, shift=shift)
+        oh, ow = (h - k) // s + 1, (w - k) // s + 1
+        for oy in range(oh):
+            for ox in range(ow):
+                acc = int(sum(int(kern[i, j]) * int(x[oy * s + i, ox * s + j])
+                              for i in range(k) for j in range(k))) + bias
+                assert got[oy, ox] == narrow(acc, shift, 16)
+
+
+def test_conv2d_float_meaning():
+    """Q8.8 image * Q8.8 kernel >> 8 approximates the float convolution."""
+    rng = np.random.default_rng(1)
+    xf, kf = rng.uniform(-1, 1, (9, 9)), rng.uniform(-0.5, 0.5, (3, 3))
+    got = Q8_8.dequantise(reference.conv2d(Q8_8.quantise(xf), Q8_8.quantise(kf), shift=8))
+    want = np.array([[np.sum(xf[y:y + 3, x:x + 3] * kf) for x in range(7)] for y in range(7)])
+    assert np.max(np.abs(got - want)) < 9 * 2 / 256
+
+
+def test_window_max_and_psum():
+    x = np.arange(16).reshape(4, 4)
+    np.testing.assert_array_equal(reference.window_max(x, 2, stride=2), [[5, 7], [13, 15]])
+    psum = np.full((3, 3), 10)
+    got = reference.conv2d(x, np.zeros((2, 2), int), psum=psum, shift=4)
+    np.testing.assert_array_equal(got, psum)
+
+
+def test_reference_rejects_bad_input():
+    with pytest.raises(ValueError, match="word range"):
+        reference.conv2d(np.full((3, 3), 1 << 20), np.ones((3, 3), int))
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        reference.window_max(np.zeros((2, 2), int), 3)
+    with pytest.raises(ValueError, match="shift"):
+        reference.alu(AluOp.ADD, [1], [2], shift=17)
+
+
+@pytest.mark.parametrize("op", list(AluOp))
+def test_alu_against_python_ints(op):
+    rng = np.random.default_rng(int(op.value))
+    a = rng.integers(Q8_8.min, Q8_8.max + 1, 500)
+    b = rng.integers(Q8_8.min, Q8_8.max + 1, 500)
+    shift = 8 if op in (AluOp.MUL, AluOp.SQUARE, AluOp.DIV) else 0
+    got = reference.alu(op, a, b, shift=shift)
+    py = {AluOp.ADD: lambda x, y: x + y, AluOp.SUB: lambda x, y: x - y, AluOp.MUL: lambda x, y: x * y,
+          AluOp.MAX: max, AluOp.MIN: min, AluOp.SQUARE: lambda x, y: x * x, AluOp.ABS: lambda x, y: abs(x)}
+    for x, y, g in zip(a.tolist(), b.tolist(), got.tolist()):
+        if op is AluOp.DIV:
+            continue        # covered by test_div_round_against_fractions
+        assert g == narrow(py[op](x, y), shift, 16)
+
+
+def test_mapper_segments_and_symmetry():
+    bounds, slopes, offsets = [0, 256, 512], [256, 0, 128], [0, 256, 0]
+    x = np.array([-300, 0, 100, 256, 300, 600])
+    none = reference.mapper(x, bounds, slopes, offsets, shift=8)
+    np.testing.assert_array_equal(none, [-300, 0, 100, 256, 256, 300])   # -300: segment 0
+    odd = reference.mapper(x, bounds, slopes, offsets, symmetry=Symmetry.ODD, shift=8)
+    assert odd[0] == -256
+    even = reference.mapper(x, bounds, slopes, offsets, symmetry=Symmetry.EVEN, shift=8)
+    assert even[0] == 256
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_mapper_fits(name):
+    """The fit's reported error is what the reference really makes, and small."""
+    result = fit(name)
+    codes = np.arange(Q8_8.min, Q8_8.max + 1)
+    real = np.max(np.abs(result(codes) * Q8_8.step - FUNCTIONS[name][0](codes * Q8_8.step)))
+    assert real == pytest.approx(result.max_error)
+    bound = {"tanh": 0.01, "sigmoid": 0.015, "relu": 0.0, "abs": Q8_8.step, "sqrt": 0.1,
+             "identity": 0.0}[name]
+    assert result.max_error <= bound
+
+
+def test_register_packing_round_trips():
+    words = pack_registers(CONV_CONFIG, {"width": 320, "height": 240, "k": 7, "stride": 1,
+                                         "shift": 8, "bias": -5})
+    assert words[0] == 320 | (240 << 12) | (7 << 24) | (1 << 28)
+    assert CONV_CONFIG.from_bits(unpack_registers(words)).bias == -5
