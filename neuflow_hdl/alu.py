@@ -26,7 +26,8 @@ class StreamALU(wiring.Component):
     until ``start``).  One result per cycle for every operation.
 
     Latency (operand handshake to ``o.valid``): :attr:`latency` for DIV,
-    :attr:`fast_latency` for every other operation.
+    :attr:`fast_latency` for every other operation.  Change ``config`` only
+    while ``busy`` is low.
 
     Members
     -------
@@ -102,10 +103,13 @@ class StreamALU(wiring.Component):
             m.d.sync += flag_error.eq(1)
 
         # -- Stage 0: operands ----------------------------------------------------
-        meta_layout = data.StructLayout({"valid": 1, "eol": 1, "eof": 1})
+        # `div` records which tap emits the word, so a word that left by the
+        # fast tap is never emitted again by the DIV tap after an op change.
+        meta_layout = data.StructLayout({"valid": 1, "div": 1, "eol": 1, "eof": 1})
         meta = [Signal(meta_layout, name=f"meta_{n}") for n in range(self._div_pipeline)]
         m.d.sync += [
             meta[0].valid.eq(fire),
+            meta[0].div.eq(cfg.op == AluOp.DIV),
             meta[0].eol.eq(self.a.payload.eol),
             meta[0].eof.eq(self.a.payload.eof),
         ]
@@ -184,11 +188,11 @@ class StreamALU(wiring.Component):
                                Mux(side.a_sign[0], self._fmt.max, Mux(side.a_sign[1], self._fmt.min, 0)),
                                hdl_saturate(signed_q, W)))
 
-        is_div = cfg.op == AluOp.DIV
         fast_meta = meta[self._fast_pipeline - 1]
         div_meta = meta[self._div_pipeline - 1]
+        is_div = div_meta.valid & div_meta.div
         m.d.comb += [
-            out.i.valid.eq(Mux(is_div, div_meta.valid, fast_meta.valid)),
+            out.i.valid.eq(is_div | (fast_meta.valid & ~fast_meta.div)),
             out.i.payload.data.eq(Mux(is_div, div, fast)),
             out.i.payload.eol.eq(Mux(is_div, div_meta.eol, fast_meta.eol)),
             out.i.payload.eof.eq(Mux(is_div, div_meta.eof, fast_meta.eof)),

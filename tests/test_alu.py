@@ -3,29 +3,16 @@
 import numpy as np
 import pytest
 
+from cases import alu_operands
 from helpers import flat_words, simulate, stream_get, stream_put
 from neuflow_hdl.alu import StreamALU
 from neuflow_hdl.numerics import Q8_8
 from neuflow_hdl.regs import AluOp
 from sim import reference
 
-EXTREMES = [Q8_8.min, Q8_8.min + 1, -257, -256, -1, 0, 1, 255, 256, Q8_8.max - 1, Q8_8.max]
-
-
 @pytest.fixture(scope="module")
 def dut():
     return StreamALU()
-
-
-def operands(rng, n):
-    """Random words with the extremes mixed in (saturation, division by zero)."""
-    a = rng.integers(Q8_8.min, Q8_8.max + 1, n)
-    b = rng.integers(Q8_8.min, Q8_8.max + 1, n)
-    pick = rng.random(n) < 0.25
-    a[pick] = rng.choice(EXTREMES, pick.sum())
-    pick = rng.random(n) < 0.25
-    b[pick] = rng.choice(EXTREMES, pick.sum())
-    return a, b
 
 
 def run_alu(dut, cfg, a, b, rng, gap, stall):
@@ -49,7 +36,7 @@ def run_alu(dut, cfg, a, b, rng, gap, stall):
 @pytest.mark.parametrize("op", list(AluOp))
 def test_streams_with_gaps_and_backpressure(dut, op):
     rng = np.random.default_rng(10 + op.value)
-    a, b = operands(rng, 400)
+    a, b = alu_operands(rng, 400)
     for shift in (0, 8, 16):
         cfg = {"op": op, "b_const": 0, "shift": shift, "const": 0}
         got = run_alu(dut, cfg, a, b, rng, gap=0.3, stall=0.3)
@@ -59,7 +46,7 @@ def test_streams_with_gaps_and_backpressure(dut, op):
 @pytest.mark.parametrize("op", [AluOp.ADD, AluOp.MUL, AluOp.DIV, AluOp.MAX])
 def test_constant_operand(dut, op):
     rng = np.random.default_rng(30 + op.value)
-    a, _ = operands(rng, 200)
+    a, _ = alu_operands(rng, 200)
     for const in (0, -1, Q8_8.min, 300):
         cfg = {"op": op, "b_const": 1, "shift": 8, "const": const}
         got = run_alu(dut, cfg, a, None, rng, gap=0.2, stall=0.2)
@@ -69,7 +56,7 @@ def test_constant_operand(dut, op):
 def test_full_rate(dut):
     """One result per cycle with no gaps and no back-pressure (DIV included)."""
     rng = np.random.default_rng(5)
-    a, b = operands(rng, 64)
+    a, b = alu_operands(rng, 64)
     for op, latency in ((AluOp.DIV, dut.latency), (AluOp.ADD, dut.fast_latency)):
         cfg = {"op": op, "b_const": 0, "shift": 8, "const": 0}
         cycles = {}

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from cases import mapper_config, mapper_segments
 from helpers import flat_words, frame_words, simulate, stream_get, stream_put
 from neuflow_hdl.mapper import Mapper
 from neuflow_hdl.numerics import Q8_8
@@ -30,25 +31,15 @@ def run_mapper(dut, config, words, rng, gap, stall):
     return got["words"]
 
 
-def random_segments(rng, symmetry):
-    lo = 0 if symmetry is not Symmetry.NONE else Q8_8.min
-    bounds = np.sort(rng.integers(lo, Q8_8.max, 8))
-    if rng.random() < 0.5:
-        bounds = rng.integers(Q8_8.min, Q8_8.max, 8)       # unsorted: highest index wins
-    return bounds, rng.integers(Q8_8.min, Q8_8.max + 1, 8), rng.integers(Q8_8.min, Q8_8.max + 1, 8)
-
-
 @pytest.mark.parametrize("symmetry", list(Symmetry))
 def test_random_segments_with_gaps_and_backpressure(dut, symmetry):
     rng = np.random.default_rng(20 + symmetry.value)
     for _ in range(4):
-        bounds, slopes, offsets = random_segments(rng, symmetry)
+        bounds, slopes, offsets = mapper_segments(rng, symmetry)
         shift = int(rng.integers(0, 17))
         x = rng.integers(Q8_8.min, Q8_8.max + 1, 300)
         x[:6] = [Q8_8.min, Q8_8.max, 0, -1, bounds[3], bounds[5]]
-        config = {"symmetry": symmetry, "shift": shift,
-                  "segments": [{"bound": int(b), "slope": int(a), "offset": int(c)}
-                               for b, a, c in zip(bounds, slopes, offsets)]}
+        config = mapper_config(symmetry, shift, bounds, slopes, offsets)
         got = run_mapper(dut, config, flat_words(x), rng, gap=0.3, stall=0.3)
         want = reference.mapper(x, bounds, slopes, offsets, symmetry=symmetry, shift=shift)
         np.testing.assert_array_equal([w[0] for w in got], want)

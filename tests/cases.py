@@ -1,0 +1,73 @@
+"""Random test cases shared by the Amaranth-simulator tests and the cocotb
+benches, each paired with the numpy reference's answer."""
+
+import numpy as np
+
+from neuflow_hdl.numerics import Q8_8
+from neuflow_hdl.regs import ConvMode, Symmetry
+from sim import reference
+
+EXTREMES = [Q8_8.min, Q8_8.min + 1, -257, -256, -1, 0, 1, 255, 256, Q8_8.max - 1, Q8_8.max]
+
+
+def conv_job(rng, kernel, max_width, *, k=None, stride=None, mode=None, width=None, height=None,
+             extreme=False, max_height=8):
+    """A random convolver job: (config, image, weights, partial sums)."""
+    k = k or int(rng.integers(1, kernel + 1))
+    stride = stride or int(rng.integers(1, 4))
+    mode = mode or [ConvMode.MAC, ConvMode.MAC_PSUM, ConvMode.MAX][rng.integers(3)]
+    width = width or int(rng.integers(k, max_width + 1))
+    height = height or int(rng.integers(k, max(k, max_height) + 1))
+    if extreme:
+        image = rng.choice(EXTREMES, size=(height, width))
+        weights = rng.choice(EXTREMES, size=(k, k))
+        bias = int(rng.integers(-(1 << 31), 1 << 31))
+    else:
+        image = rng.integers(-600, 600, size=(height, width))
+        weights = rng.integers(-600, 600, size=(k, k))
+        bias = int(rng.integers(-5000, 5000))
+    cfg = {"width": width, "height": height, "k": k, "stride": stride, "mode": mode,
+           "shift": int(rng.integers(0, Q8_8.width + 1)), "bias": bias}
+    oh, ow = reference.output_size(height, k, stride), reference.output_size(width, k, stride)
+    psum = rng.integers(Q8_8.min, Q8_8.max + 1, size=(oh, ow))
+    return cfg, image, weights, psum
+
+
+def conv_expected(cfg, image, weights, psum):
+    if cfg["mode"] is ConvMode.MAX:
+        return reference.window_max(image, cfg["k"], stride=cfg["stride"])
+    return reference.conv2d(image, weights, stride=cfg["stride"], bias=cfg["bias"],
+                            shift=cfg["shift"],
+                            psum=psum if cfg["mode"] is ConvMode.MAC_PSUM else None)
+
+
+def frame_flags(shape):
+    """The (eol, eof) flags of a row-major frame."""
+    h, w = shape
+    return [(int(c == w - 1), int(c == w - 1 and r == h - 1)) for r in range(h) for c in range(w)]
+
+
+def alu_operands(rng, n):
+    """Random words with the extremes mixed in (saturation, division by zero)."""
+    a = rng.integers(Q8_8.min, Q8_8.max + 1, n)
+    b = rng.integers(Q8_8.min, Q8_8.max + 1, n)
+    for x in (a, b):
+        pick = rng.random(n) < 0.25
+        x[pick] = rng.choice(EXTREMES, pick.sum())
+    return a, b
+
+
+def mapper_segments(rng, symmetry, segments=8):
+    """Random bounds (sorted or not: the highest matching index wins), slopes, offsets."""
+    lo = 0 if symmetry is not Symmetry.NONE else Q8_8.min
+    bounds = np.sort(rng.integers(lo, Q8_8.max, segments))
+    if rng.random() < 0.5:
+        bounds = rng.integers(Q8_8.min, Q8_8.max, segments)
+    return (bounds, rng.integers(Q8_8.min, Q8_8.max + 1, segments),
+            rng.integers(Q8_8.min, Q8_8.max + 1, segments))
+
+
+def mapper_config(symmetry, shift, bounds, slopes, offsets):
+    return {"symmetry": symmetry, "shift": shift,
+            "segments": [{"bound": int(b), "slope": int(a), "offset": int(c)}
+                         for b, a, c in zip(bounds, slopes, offsets)]}

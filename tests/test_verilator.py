@@ -1,0 +1,69 @@
+"""Each operator built once on Verilator and checked through cocotb against
+the numpy reference (see tests/cocotb/).  One build per configuration, shared
+by every bench that uses it."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from neuflow_hdl.alu import StreamALU
+from neuflow_hdl.convolver import Convolver
+from neuflow_hdl.fifo_bank import FifoBank
+from neuflow_hdl.mapper import Mapper
+from sim.verilator import build
+
+pytestmark = [pytest.mark.verilator, pytest.mark.xdist_group("verilator")]
+BENCHES = Path(__file__).parent / "cocotb"
+
+
+def run(design, module, **params):
+    tests, failed = design.run(module, test_dir=BENCHES, env={"NEUFLOW_TB": json.dumps(params)})
+    assert tests > 0, f"{module}: no cocotb test ran"
+    assert failed == 0, f"{module}: {failed} of {tests} cocotb tests failed (see the log above)"
+
+
+@pytest.fixture(scope="session")
+def convolver_k3():
+    dut = Convolver(kernel=3, max_width=32)
+    return build(dut, "convolver_k3"), dut
+
+
+@pytest.fixture(scope="session")
+def convolver_k7():
+    dut = Convolver(kernel=7, max_width=40)
+    return build(dut, "convolver_k7"), dut
+
+
+@pytest.fixture(scope="session")
+def alu():
+    return build(StreamALU(), "stream_alu")
+
+
+@pytest.fixture(scope="session")
+def mapper():
+    return build(Mapper(segments=8), "mapper")
+
+
+@pytest.fixture(scope="session")
+def fifo_bank():
+    return build(FifoBank(count=3, depth=16), "fifo_bank")
+
+
+@pytest.mark.parametrize("config", ["convolver_k3", "convolver_k7"])
+def test_convolver(config, request):
+    design, dut = request.getfixturevalue(config)
+    run(design, "tb_convolver", seed=dut.kernel, frames=150, kernel=dut.kernel,
+        max_width=dut.max_width, latency=dut.latency)
+
+
+def test_alu(alu):
+    run(alu, "tb_alu", seed=11, words=400)
+
+
+def test_mapper(mapper):
+    run(mapper, "tb_mapper", seed=12, configs=30, words=300, segments=8)
+
+
+def test_fifo_bank(fifo_bank):
+    run(fifo_bank, "tb_fifo_bank", seed=13, count=3, words=2000)
