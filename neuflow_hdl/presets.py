@@ -1,0 +1,61 @@
+"""Grid presets: the one place where named hardware configurations live."""
+
+from dataclasses import dataclass, field
+
+from .numerics import Q8_8, Format
+
+__all__ = ["GridConfig", "PRESETS", "preset"]
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Parameters of a grid of tiles (and, later, of the processor around it)."""
+    rows: int
+    columns: int
+    globals_: int           #: global stream lines in each direction
+    kernel: int             #: K of every convolver
+    max_width: int          #: longest image row a convolver's line buffers hold
+    segments: int = 8
+    fifos: int = 2          #: FIFO-bank FIFOs per tile
+    fifo_depth: int = 256
+    input_depth: int = 16   #: FIFO on each operator input
+    fmt: Format = field(default=Q8_8)
+    clock_mhz: float = 100.0  #: nominal grid clock, for frames/s estimates
+
+    def __post_init__(self):
+        for name in ("rows", "columns", "globals_"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 1 <= value <= 16:
+                raise ValueError(f"{name} must be an integer from 1 to 16, not {value!r}")
+        if self.rows * self.columns > 254:
+            raise ValueError(f"a grid holds at most 254 tiles, not {self.rows * self.columns}")
+
+    @property
+    def tiles(self):
+        return self.rows * self.columns
+
+    @property
+    def multipliers(self):
+        """Multipliers: K*K per convolver plus one in each ALU and mapper."""
+        return self.tiles * (self.kernel * self.kernel + 2)
+
+
+PRESETS = {
+    # Fast tests: four small tiles.
+    "tiny": GridConfig(rows=2, columns=2, globals_=4, kernel=7, max_width=32, fifo_depth=32,
+                       clock_mhz=100.0),
+    # Sized to the ECP5-85F: 3 x (49 + 2) = 153 of its 156 MULT18X18D.
+    "ulx3s-85f": GridConfig(rows=1, columns=3, globals_=4, kernel=7, max_width=512,
+                            fifo_depth=512, clock_mhz=50.0),
+    # NeuFlow's MAC budget (680 on the Virtex-6) for performance studies: 6 x 102 = 612.
+    "neuflow-v6": GridConfig(rows=2, columns=3, globals_=8, kernel=10, max_width=1024,
+                             fifo_depth=1024, clock_mhz=200.0),
+}
+
+
+def preset(name):
+    """The named :class:`GridConfig`; ``ValueError`` naming the known ones otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown grid preset {name!r}; known: {', '.join(PRESETS)}") from None

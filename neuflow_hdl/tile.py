@@ -1,0 +1,228 @@
+"""The processing tile: convolver, StreamALU, mapper and FIFO bank behind a router."""
+
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .alu import StreamALU
+from .convolver import Convolver
+from .fifo_bank import FifoBank
+from .mapper import Mapper
+from .numerics import Q8_8
+from .regs import (ALU_CONFIG, CONFIG_ADDRESS, CONTROL, CONTROL_REG, CONV_CONFIG, NEIGHBOURS,
+                   REGISTER_BITS, ROUTE_BITS, ROUTE_NONE, STATUS, Unit, mapper_config_layout,
+                   router_sinks, router_sources, sample_layout)
+from .stream import StreamFIFO
+
+__all__ = ["Tile"]
+
+
+class Tile(wiring.Component):
+    """One processing tile.
+
+    Every operator input and every tile output is a FIFO fed by the router:
+    each sink selects one source (a neighbour, a global line, or one of the
+    tile's own operators; see :func:`regs.router_sinks` and
+    :func:`regs.router_sources`).  A source feeding several sinks moves a
+    word only when all of them can take it, so nothing is lost or duplicated,
+    and since a FIFO's ``ready`` never depends on ``valid`` the forks form no
+    combinational loop, inside a tile or across tiles.
+
+    Configuration writes (``we``, ``addr``, ``wdata``) fill *shadow*
+    registers; a CONTROL write with ``start`` copies them all to the active
+    registers at once and rewinds the operators, so writes take effect between
+    frames.  ``flush`` empties every FIFO and pipeline of the tile.
+
+    Global input lines are shared by all tiles, so their forks span the grid:
+    the tile reports ``global_used`` and, in ``global_in[g].ready``, whether
+    all of its sinks that read line ``g`` can take a word; the grid answers
+    with ``global_commit[g]`` when the word moves.
+
+    Parameters
+    ----------
+    kernel, max_width : convolver parameters.
+    globals_ : number of global lines in each direction.
+    fifos, fifo_depth : FIFO bank.
+    input_depth : depth of each operator-input FIFO (NeuFlow: 64 words).
+    segments : mapper segments.
+    neighbours : which of north, east, south, west exist (routes to or from a
+        missing one are configuration errors).
+    """
+
+    def __init__(self, *, kernel=3, max_width=64, globals_=4, fifos=2, fifo_depth=64,
+                 input_depth=16, segments=8, fmt=Q8_8, neighbours=(True, True, True, True)):
+        self._kernel, self._max_width, self._globals = kernel, max_width, globals_
+        self._fifos, self._fifo_depth, self._input_depth = fifos, fifo_depth, input_depth
+        self._segments, self._fmt, self._neighbours = segments, fmt, tuple(neighbours)
+        self.sources = router_sources(globals_, fifos)
+        self.sinks = router_sinks(globals_, fifos)
+        sample = stream.Signature(sample_layout(fmt.width))
+        ports = {
+            "we": In(1),
+            "addr": In(CONFIG_ADDRESS),
+            "wdata": In(REGISTER_BITS),
+            "status": Out(STATUS),
+            "global_in": In(sample).array(globals_),
+            "global_used": Out(globals_),
+            "global_commit": In(globals_),
+            "global_out": Out(sample).array(globals_),
+            "global_driven": Out(globals_),
+        }
+        for d in NEIGHBOURS:
+            ports[f"{d}_in"] = In(sample)
+            ports[f"{d}_out"] = Out(sample)
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        W, G, F = self._fmt.width, self._globals, self._fifos
+        sample = sample_layout(W)
+
+        # -- Configuration registers: shadow, made active by CONTROL.start ------
+        start = Signal()
+        flush = Signal()
+        control = Signal(CONTROL)
+        m.d.comb += control.eq(self.wdata)
+        write_control = self.we & (self.addr.unit == Unit.CONTROL) & (self.addr.reg == CONTROL_REG)
+        m.d.comb += [start.eq(write_control & control.start), flush.eq(write_control & control.flush)]
+
+        def registers(unit, layout, init=None):
+            shadow = Signal(layout, init=init)
+            active = Signal(layout, init=init)
+            bits = shadow.as_value()
+            for r in range(-(-len(bits) // REGISTER_BITS)):
+                with m.If(self.we & (self.addr.unit == unit) & (self.addr.reg == r)):
+                    top = min(len(bits), REGISTER_BITS * (r + 1))
+                    m.d.sync += bits[REGISTER_BITS * r:top].eq(self.wdata[:top - REGISTER_BITS * r])
+            with m.If(start):
+                m.d.sync += active.eq(shadow)
+            return active
+
+        conv_cfg = registers(Unit.CONVOLVER, CONV_CONFIG)
+        alu_cfg = registers(Unit.ALU, ALU_CONFIG)
+        mapper_cfg = registers(Unit.MAPPER, mapper_config_layout(W, self._segments))
+        bank_cfg = registers(Unit.FIFO_BANK, data.StructLayout({"chain": F}))
+        route_layout = data.ArrayLayout(ROUTE_BITS, len(self.sinks))
+        # One register per sink: ROUTE_BITS of every 32-bit register are used.
+        route_regs = data.ArrayLayout(data.StructLayout({"select": ROUTE_BITS,
+                                                         "reserved": REGISTER_BITS - ROUTE_BITS}),
+                                      len(self.sinks))
+        routes = registers(Unit.ROUTER, route_regs,
+                           init=[{"select": ROUTE_NONE}] * len(self.sinks))
+        select = [routes[k].select for k in range(len(self.sinks))]
+
+        # -- Operators and FIFOs: emptied by flush ----------------------------
+        def flushable(elaboratable):
+            return ResetInserter({"sync": flush})(elaboratable)
+
+        conv = Convolver(kernel=self._kernel, max_width=self._max_width, fmt=self._fmt)
+        alu = StreamALU(fmt=self._fmt)
+        mapper = Mapper(segments=self._segments, fmt=self._fmt)
+        bank = FifoBank(count=F, depth=self._fifo_depth, fmt=self._fmt)
+        for name, unit in (("convolver", conv), ("alu", alu), ("mapper", mapper), ("fifo_bank", bank)):
+            m.submodules[name] = flushable(unit)
+        # Operators rewind one cycle after activation, so they see the new
+        # configuration (the convolver's weight pointer depends on k).
+        rewind = Signal()
+        m.d.sync += rewind.eq(start)
+        m.d.comb += [conv.config.eq(conv_cfg), conv.start.eq(rewind), alu.config.eq(alu_cfg),
+                     alu.start.eq(rewind), mapper.config.eq(mapper_cfg), bank.chain.eq(bank_cfg.chain)]
+
+        def fifo(name, depth):
+            unit = StreamFIFO(sample, depth)
+            m.submodules[name] = flushable(unit)
+            return unit
+
+        # Sink FIFOs, in router order, each with the stream its output drives.
+        sink_fifo = []
+        for name, dest in (("convolver_in", conv.i), ("convolver_psum", conv.psum),
+                           ("convolver_weights", conv.weights), ("alu_a", alu.a),
+                           ("alu_b", alu.b), ("mapper_in", mapper.i)):
+            unit = fifo(name, self._input_depth)
+            wiring.connect(m, unit.o, dest)
+            sink_fifo.append(unit.i)
+        sink_fifo += [bank.i[n] for n in range(F)]      # the bank is FIFOs already
+        out_fifos = []
+        for d in NEIGHBOURS:
+            unit = fifo(f"{d}_out", 2)
+            wiring.connect(m, unit.o, wiring.flipped(getattr(self, f"{d}_out")))
+            sink_fifo.append(unit.i)
+            out_fifos.append(unit)
+        for g in range(G):
+            unit = fifo(f"global_out_{g}", 2)
+            wiring.connect(m, unit.o, wiring.flipped(self.global_out[g]))
+            sink_fifo.append(unit.i)
+            out_fifos.append(unit)
+        assert len(sink_fifo) == len(self.sinks)
+
+        sources = ([getattr(self, f"{d}_in") for d in NEIGHBOURS] + list(self.global_in) +
+                   [conv.o, alu.o, mapper.o] + [bank.o[n] for n in range(F)])
+        assert len(sources) == len(self.sources)
+        first_global = len(NEIGHBOURS)
+
+        # -- Router: forks that wait for every consumer ------------------------
+        fire = []
+        for s, source in enumerate(sources):
+            users = [select[k] == s for k in range(len(self.sinks))]
+            all_ready = Signal(name=f"all_ready_{self.sources[s]}")
+            used = Signal(name=f"used_{self.sources[s]}")
+            m.d.comb += [
+                all_ready.eq(Cat(~u | sink.ready for u, sink in zip(users, sink_fifo)).all()),
+                used.eq(Cat(users).any()),
+            ]
+            moved = Signal(name=f"fire_{self.sources[s]}")
+            if first_global <= s < first_global + G:
+                g = s - first_global
+                m.d.comb += [source.ready.eq(all_ready), self.global_used[g].eq(used),
+                             moved.eq(self.global_commit[g])]
+            else:
+                m.d.comb += [source.ready.eq(used & all_ready), moved.eq(source.valid & source.ready)]
+            fire.append(moved)
+        for k, sink in enumerate(sink_fifo):
+            with m.Switch(select[k]):
+                for s, source in enumerate(sources):
+                    with m.Case(s):
+                        m.d.comb += [sink.valid.eq(fire[s]), sink.payload.eq(source.payload)]
+
+        # -- Status -------------------------------------------------------------
+        route_error = Signal()
+        bad = []
+        for k, name in enumerate(self.sinks):
+            legal = [s for s, src in enumerate(self.sources)
+                     if not (src.endswith("_in") and src[:-3] in NEIGHBOURS
+                             and not self._neighbours[NEIGHBOURS.index(src[:-3])])]
+            exists = not (name.endswith("_out") and name[:-4] in NEIGHBOURS
+                          and not self._neighbours[NEIGHBOURS.index(name[:-4])])
+            ok = Cat(select[k] == s for s in legal).any() if exists else 0
+            bad.append(~ok & (select[k] != ROUTE_NONE))
+        m.d.comb += route_error.eq(Cat(bad).any())
+        for g in range(G):
+            m.d.comb += self.global_driven[g].eq(select[self.sinks.index(f"global_out_{g}")] != ROUTE_NONE)
+
+        holding = Cat([conv.busy, alu.busy, mapper.busy] +
+                      [u.valid for u in (conv.i, conv.psum, conv.weights, alu.a, alu.b, mapper.i)] +
+                      [bank.level[n] != 0 for n in range(F)] + [u.level != 0 for u in out_fifos]).any()
+        frame_out = Signal()
+        m.d.comb += frame_out.eq(Cat(u.i.valid & u.i.ready & u.i.payload.eof for u in out_fifos).any())
+        ended = Signal()
+        with m.If(start | flush):
+            m.d.sync += ended.eq(0)
+        with m.Elif(frame_out):
+            m.d.sync += ended.eq(1)
+        # An operator's configuration only matters when a route feeds it.
+        def feeds(*sinks):
+            return Cat(select[self.sinks.index(n)] != ROUTE_NONE for n in sinks).any()
+        conv_error = conv.error & feeds("convolver_in", "convolver_psum")
+        alu_error = alu.error & feeds("alu_a", "alu_b")
+        mapper_error = mapper.error & feeds("mapper_in")
+        errors = [route_error, conv_error, alu_error, mapper_error]
+        m.d.comb += [
+            self.status.busy.eq(holding),
+            self.status.done.eq(ended & ~holding),
+            self.status.route_error.eq(route_error),
+            self.status.convolver_error.eq(conv_error),
+            self.status.alu_error.eq(alu_error),
+            self.status.mapper_error.eq(mapper_error),
+            self.status.error.eq(Cat(errors).any()),
+        ]
+        return m

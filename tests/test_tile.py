@@ -1,0 +1,192 @@
+"""Tile, router and configuration decoding on Amaranth's simulator (a 1 x 1
+grid, so global-line forks and bus reads work as in any grid)."""
+
+import numpy as np
+import pytest
+
+from helpers import flat_words, frame_words, simulate, stream_get, stream_put
+from neuflow_hdl.grid import Grid
+from neuflow_hdl.numerics import Q8_8
+from neuflow_hdl.presets import GridConfig
+from neuflow_hdl.regs import (AluOp, STATUS, STATUS_REG, Symmetry, Unit, config_address,
+                              control_write, tile_config_writes)
+from sim import reference
+
+CONFIG = GridConfig(rows=1, columns=1, globals_=2, kernel=3, max_width=16, fifos=1, fifo_depth=8,
+                    input_depth=4)
+
+
+@pytest.fixture(scope="module")
+def dut():
+    return Grid(CONFIG)
+
+
+def writes(**kw):
+    return tile_config_writes(0, globals_=CONFIG.globals_, fifos=CONFIG.fifos, **kw)
+
+
+async def bus_write(ctx, dut, items):
+    for address, word in items:
+        ctx.set(dut.bus.addr, dut.bus.addr.shape().from_bits(address))
+        ctx.set(dut.bus.wdata, word)
+        ctx.set(dut.bus.we, 1)
+        await ctx.tick()
+    ctx.set(dut.bus.we, 0)
+
+
+async def read_status(ctx, dut, tile=0):
+    ctx.set(dut.bus.addr, dut.bus.addr.shape().from_bits(config_address(tile, Unit.CONTROL, STATUS_REG)))
+    ctx.set(dut.bus.re, 1)
+    await ctx.tick()
+    ctx.set(dut.bus.re, 0)
+    return STATUS.from_bits(ctx.get(dut.bus.rdata))
+
+
+LINE = {"symmetry": Symmetry.NONE, "shift": 8,
+        "segments": [{"bound": Q8_8.min, "slope": 512, "offset": 3}] * 8}     # y = 2x + 3/256
+
+
+def test_fork_to_two_operators_with_independent_backpressure(dut):
+    """global_in_0 feeds the mapper and the ALU; each output is stalled at random."""
+    rng = np.random.default_rng(1)
+    x = rng.integers(-3000, 3000, 300)
+    got = {}
+
+    async def control(ctx):
+        await bus_write(ctx, dut, writes(
+            routes={"mapper_in": "global_in_0", "alu_a": "global_in_0",
+                    "global_out_0": "mapper", "global_out_1": "alu"},
+            mapper=LINE, alu={"op": AluOp.SQUARE, "b_const": 0, "shift": 8, "const": 0}))
+        status = await read_status(ctx, dut)
+        assert not status.error
+        await stream_put(ctx, dut.global_in[0], flat_words(x), rng, 0.3)
+
+    def drain(g):
+        async def bench(ctx):
+            got[g] = await stream_get(ctx, dut.global_out[g], len(x), rng, 0.6)
+        return bench
+
+    simulate(dut, control, drain(0), drain(1), cycles=20_000)
+    mapper = reference.mapper(x, [Q8_8.min] * 8, [512] * 8, [3] * 8, shift=8)
+    np.testing.assert_array_equal([w[0] for w in got[0]], mapper)
+    np.testing.assert_array_equal([w[0] for w in got[1]], reference.alu(AluOp.SQUARE, x, shift=8))
+
+
+def test_writes_take_effect_at_start_only(dut):
+    rng = np.random.default_rng(2)
+    x = rng.integers(-3000, 3000, 20)
+    got = []
+
+    async def collect(ctx):
+        while len(got) < 3 * len(x):
+            got.extend(await stream_get(ctx, dut.global_out[0], 1, rng, 0.3))
+
+    async def bench(ctx):
+        routes = {"alu_a": "global_in_1", "global_out_0": "alu"}
+        await bus_write(ctx, dut, writes(routes=routes, alu={"op": AluOp.ADD, "b_const": 1,
+                                                             "shift": 0, "const": 1}))
+        await stream_put(ctx, dut.global_in[1], flat_words(x), rng, 0.2)
+        # Shadow writes only: the running configuration must not change...
+        await bus_write(ctx, dut, writes(routes=routes, start=False,
+                                         alu={"op": AluOp.SUB, "b_const": 1, "shift": 0, "const": 1}))
+        await stream_put(ctx, dut.global_in[1], flat_words(x), rng, 0.2)
+        while len(got) < 2 * len(x) or (await read_status(ctx, dut)).busy:
+            await ctx.tick()
+        # ...until start.
+        await bus_write(ctx, dut, [control_write(0, start=True)])
+        await stream_put(ctx, dut.global_in[1], flat_words(x), rng, 0.2)
+
+    simulate(dut, bench, collect, cycles=5000)
+    assert [w[0] for w in got] == (x + 1).tolist() * 2 + (x - 1).tolist()
+
+
+def test_route_errors_are_reported(dut):
+    async def bench(ctx):
+        # A neighbour the 1 x 1 grid does not have.
+        await bus_write(ctx, dut, writes(routes={"mapper_in": "north_in", "global_out_0": "mapper"},
+                                         mapper=LINE))
+        assert (await read_status(ctx, dut)).route_error
+        # A select code past the last source.
+        await bus_write(ctx, dut, [(config_address(0, Unit.ROUTER, 0), 40),
+                                   control_write(0, start=True)])
+        status = await read_status(ctx, dut)
+        assert status.route_error and status.error
+        # Output toward a missing neighbour.
+        await bus_write(ctx, dut, writes(routes={"mapper_in": "global_in_0", "east_out": "mapper"},
+                                         mapper=LINE))
+        assert (await read_status(ctx, dut)).route_error
+        # A valid configuration clears it.
+        await bus_write(ctx, dut, writes(routes={"mapper_in": "global_in_0", "global_out_0": "mapper"},
+                                         mapper=LINE))
+        status = await read_status(ctx, dut)
+        assert not status.error and not status.route_error
+
+    simulate(dut, bench, cycles=2000)
+
+
+def test_operator_errors_flush_and_done(dut):
+    """k > K is a convolver error; flush empties a stuck tile; done follows a frame end."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(-500, 500, (4, 8))
+    got = []
+
+    async def collect(ctx):
+        got.extend(await stream_get(ctx, dut.global_out[0], 8, rng, 0.3))
+
+    async def bench(ctx):
+        conv = {"width": 8, "height": 4, "k": CONFIG.kernel + 1, "stride": 1, "mode": 2,
+                "shift": 0, "bias": 0}
+        await bus_write(ctx, dut, writes(routes={"convolver_in": "global_in_0",
+                                                 "global_out_0": "convolver"}, convolver=conv))
+        status = await read_status(ctx, dut)
+        assert status.convolver_error and status.error
+        # Words pile up in the input FIFO; the line does not hang the testbench.
+        for value in range(3):
+            ctx.set(dut.global_in[0].payload, {"data": value, "eol": 0, "eof": 0})
+            ctx.set(dut.global_in[0].valid, 1)
+            await ctx.tick()
+        ctx.set(dut.global_in[0].valid, 0)
+        assert (await read_status(ctx, dut)).busy
+        await bus_write(ctx, dut, [control_write(0, flush=True)])
+        assert not (await read_status(ctx, dut)).busy
+        # A good configuration now computes a 2x2 max pool correctly.
+        conv.update(k=2, stride=2)
+        await bus_write(ctx, dut, writes(routes={"convolver_in": "global_in_0",
+                                                 "global_out_0": "convolver"}, convolver=conv))
+        assert not (await read_status(ctx, dut)).error
+        await stream_put(ctx, dut.global_in[0], frame_words(image), rng, 0.3)
+        while len(got) < 8:
+            await ctx.tick()
+        for _ in range(4):
+            await ctx.tick()
+        status = await read_status(ctx, dut)
+        assert status.done and not status.busy
+
+    simulate(dut, bench, collect, cycles=5000)
+    assert [w[0] for w in got] == reference.window_max(image, 2, stride=2).ravel().tolist()
+
+
+def test_convolution_configured_and_started_in_one_burst(dut):
+    """Operators must see the configuration that start activates (the weight
+    pointer depends on k): configure k = 3 after a k = 0 reset state, start,
+    load weights, convolve."""
+    rng = np.random.default_rng(4)
+    image = rng.integers(-500, 500, (5, 7))
+    kernel = rng.integers(-300, 300, (3, 3))
+    want = reference.conv2d(image, kernel, bias=77, shift=8)
+    got = []
+
+    async def collect(ctx):
+        got.extend(await stream_get(ctx, dut.global_out[1], want.size, rng, 0.3))
+
+    async def bench(ctx):
+        await bus_write(ctx, dut, writes(routes={"convolver_in": "global_in_0",
+                                                 "convolver_weights": "global_in_1",
+                                                 "global_out_1": "convolver"},
+                                         convolver={"width": 7, "height": 5, "k": 3, "stride": 1,
+                                                    "mode": 0, "shift": 8, "bias": 77}))
+        await stream_put(ctx, dut.global_in[1], flat_words(kernel.ravel()), rng, 0.3)
+        await stream_put(ctx, dut.global_in[0], frame_words(image), rng, 0.3)
+
+    simulate(dut, bench, collect, cycles=5000)
+    assert [w[0] for w in got] == want.ravel().tolist()
