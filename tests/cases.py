@@ -71,3 +71,59 @@ def mapper_config(symmetry, shift, bounds, slopes, offsets):
     return {"symmetry": symmetry, "shift": shift,
             "segments": [{"bound": int(b), "slope": int(a), "offset": int(c)}
                          for b, a, c in zip(bounds, slopes, offsets)]}
+
+
+# -- Control-CPU programs -------------------------------------------------------
+
+DATA, RESULTS = 0x400, 0x600         # word addresses used by random programs
+
+
+def config_read_value(address):
+    """What the test configuration bus answers for a read of ``address``."""
+    return (address * 2654435761 + 12345) & 0xFFFF_FFFF
+
+
+def random_program(rng, length=60):
+    """Assembly text of a random program that always halts: forward branches,
+    one counted backward loop, loads/stores in a data area (r15 holds its
+    base), configuration reads and writes; it stores r0..r14 at RESULTS."""
+    lines = [f"li r15, {DATA}", f"li r14, {RESULTS}"]
+    ops3 = ["add", "sub", "and", "or"]
+    label = 0
+
+    def reg(limit=14):
+        return f"r{int(rng.integers(0, limit))}"
+
+    for n in range(length):
+        kind = rng.integers(0, 11)
+        if kind == 0:
+            lines.append(f"li {reg()}, {int(rng.integers(-(1 << 31), 1 << 32))}")
+        elif kind == 1:
+            lines.append(f"{rng.choice(ops3)} {reg()}, {reg()}, {reg()}")
+        elif kind == 2:
+            lines.append(f"addi {reg()}, {reg()}, {int(rng.integers(-1000, 1000))}")
+        elif kind == 3:
+            lines.append(f"{rng.choice(['shr', 'shl'])} {reg()}, {reg()}, {int(rng.integers(0, 40))}")
+        elif kind == 4:
+            lines.append(f"{rng.choice(['ld', 'st'])} {reg()}, {2 * int(rng.integers(0, 64))}(r15)")
+        elif kind == 5:
+            lines.append(f"cfgw {reg()}, {int(rng.integers(0, 1 << 20))}")
+        elif kind == 6:
+            lines.append(f"cfgwi {int(rng.integers(0, 1 << 20))}, {int(rng.integers(0, 1 << 32))}")
+        elif kind == 7:
+            lines.append(f"cfgr {reg()}, {int(rng.integers(0, 1 << 20))}")
+        elif kind == 8:
+            skip = f"skip{label}"
+            label += 1
+            lines.append(f"{rng.choice(['beq', 'bne', 'blt'])} {reg()}, {reg()}, {skip}")
+            lines.append(f"addi {reg()}, {reg()}, 1")
+            lines.append(f"{skip}:")
+        elif kind == 9:
+            lines.append("nop")
+        else:
+            lines.append(f"wait 0x00, 0x00, {int(rng.integers(0, 1 << 20))}")   # always true
+    lines += ["li r13, 5", "li r12, 0", "again: addi r12, r12, 7", "addi r13, r13, -1",
+              "li r11, 0", "bne r13, r11, again"]
+    lines += [f"st r{n}, {2 * n}(r14)" for n in range(15)]
+    lines.append(f"halt {int(rng.integers(0, 1 << 16))}")
+    return "\n".join(lines)

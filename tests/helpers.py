@@ -46,13 +46,16 @@ class Hung(AssertionError):
     pass
 
 
-def simulate(dut, *testbenches, cycles):
-    """Run ``testbenches`` (async functions of ctx) on ``dut`` to completion;
-    fail if they have not all finished within ``cycles`` clock cycles."""
+def simulate(dut, *testbenches, cycles, processes=()):
+    """Run ``testbenches`` (async functions of ctx) on ``dut`` to completion,
+    with ``processes`` (models that never finish) in the background; fail if
+    the testbenches have not all finished within ``cycles`` clock cycles."""
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     for bench in testbenches:
         sim.add_testbench(bench)
+    for process in processes:
+        sim.add_process(process)
 
     async def watchdog(ctx):
         for _ in range(cycles):

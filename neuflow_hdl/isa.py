@@ -1,0 +1,117 @@
+"""The control CPU's instruction set: the one home of its encoding.
+
+NeuFlow's control CPU used 64-bit instructions (an 8-bit opcode, three 8-bit
+arguments, one 32-bit argument) and 16 registers; so does this one.  Bits
+63..56 hold the opcode, 55..48 ``a``, 47..40 ``b``, 39..32 ``c``, 31..0
+``imm``.  Registers are 32 bits; ``r0`` is an ordinary register.  A register
+operand uses the low 4 bits of its field.
+
+Memory is an array of data words (the stream word, 16 bits by default),
+addressed in words.  Instruction ``n`` of a program occupies words
+``4n .. 4n+3`` (little-endian: bits 15..0 first), so the program counter
+counts instructions.  ``ld``/``st`` move 32-bit values as two words,
+little-endian, at an even address.
+
+``docs/isa.md`` is the prose version of the table in :data:`INSTRUCTIONS`.
+"""
+
+from dataclasses import dataclass
+
+from amaranth.hdl import unsigned
+from amaranth.lib import data, enum
+
+__all__ = ["Opcode", "HaltCode", "INSTRUCTION", "INSTRUCTIONS", "Form", "encode", "decode",
+           "REGISTERS", "INSTRUCTION_WORDS"]
+
+REGISTERS = 16
+INSTRUCTION_WORDS = 4       #: 16-bit memory words per instruction
+
+
+class Opcode(enum.Enum, shape=8):
+    NOP = 0x00
+    HALT = 0x01
+    LI = 0x02
+    ADD = 0x03
+    ADDI = 0x04
+    SUB = 0x05
+    AND = 0x06
+    OR = 0x07
+    SHR = 0x08
+    SHL = 0x09
+    LD = 0x0A
+    ST = 0x0B
+    CFGW = 0x0C
+    CFGWI = 0x0D
+    CFGR = 0x0E
+    WAIT = 0x0F
+    BEQ = 0x10
+    BNE = 0x11
+    BLT = 0x12
+    JMP = 0x13
+    CYCLES = 0x14
+
+
+class HaltCode(enum.IntEnum):
+    """Halt codes the CPU produces itself (a program's ``halt`` gives its own)."""
+    ILLEGAL_INSTRUCTION = 0xFFFF_FF01   #: an opcode not in the table
+    MISALIGNED = 0xFFFF_FF02            #: ld/st at an odd word address
+    BUS_ERROR = 0xFFFF_FF03             #: fetch, ld or st outside memory
+
+
+INSTRUCTION = data.StructLayout({
+    "imm": unsigned(32),
+    "c": unsigned(8),
+    "b": unsigned(8),
+    "a": unsigned(8),
+    "op": Opcode,
+})
+
+
+@dataclass(frozen=True)
+class Form:
+    """How an instruction is written: its operands, and what it does."""
+    operands: tuple          #: each "ra", "rb", "rc", "imm", "label", "mem" (imm(rb)), "addr24", "mask", "value"
+    semantics: str
+
+
+INSTRUCTIONS = {
+    Opcode.NOP:    Form((), "nothing"),
+    Opcode.HALT:   Form(("imm",), "stop; the halt code is imm"),
+    Opcode.LI:     Form(("ra", "imm"), "ra = imm"),
+    Opcode.ADD:    Form(("ra", "rb", "rc"), "ra = rb + rc (mod 2**32)"),
+    Opcode.ADDI:   Form(("ra", "rb", "imm"), "ra = rb + imm (mod 2**32)"),
+    Opcode.SUB:    Form(("ra", "rb", "rc"), "ra = rb - rc (mod 2**32)"),
+    Opcode.AND:    Form(("ra", "rb", "rc"), "ra = rb & rc"),
+    Opcode.OR:     Form(("ra", "rb", "rc"), "ra = rb | rc"),
+    Opcode.SHR:    Form(("ra", "rb", "imm"), "ra = rb >> (imm & 31), logical"),
+    Opcode.SHL:    Form(("ra", "rb", "imm"), "ra = rb << (imm & 31) (mod 2**32)"),
+    Opcode.LD:     Form(("ra", "mem"), "ra = 32-bit value at word address rb + imm (even)"),
+    Opcode.ST:     Form(("ra", "mem"), "32-bit value at word address rb + imm (even) = ra"),
+    Opcode.CFGW:   Form(("ra", "imm"), "configuration write: address imm (20 bits), data ra"),
+    Opcode.CFGWI:  Form(("addr24", "imm"), "configuration write: address a | b << 8 | c << 16, data imm"),
+    Opcode.CFGR:   Form(("ra", "imm"), "ra = configuration read of address imm"),
+    Opcode.WAIT:   Form(("mask", "value", "imm"),
+                        "read configuration address imm until (data & mask) == value (8-bit mask, value)"),
+    Opcode.BEQ:    Form(("ra", "rb", "label"), "if ra == rb: go to instruction imm"),
+    Opcode.BNE:    Form(("ra", "rb", "label"), "if ra != rb: go to instruction imm"),
+    Opcode.BLT:    Form(("ra", "rb", "label"), "if ra < rb (signed): go to instruction imm"),
+    Opcode.JMP:    Form(("label",), "go to instruction imm"),
+    Opcode.CYCLES: Form(("ra",), "ra = clock cycles since reset (low 32 bits)"),
+}
+assert set(INSTRUCTIONS) == set(Opcode)
+
+
+def encode(op, a=0, b=0, c=0, imm=0):
+    """One instruction as a 64-bit integer."""
+    for name, value, bits in (("a", a, 8), ("b", b, 8), ("c", c, 8)):
+        if not 0 <= value < (1 << bits):
+            raise ValueError(f"{Opcode(op).name.lower()}: field {name} = {value} does not fit {bits} bits")
+    if not -(1 << 31) <= imm < (1 << 32):
+        raise ValueError(f"{Opcode(op).name.lower()}: immediate {imm} does not fit 32 bits")
+    return (Opcode(op).value << 56) | (a << 48) | (b << 40) | (c << 32) | (imm & 0xFFFF_FFFF)
+
+
+def decode(word):
+    """(opcode value, a, b, c, imm) of a 64-bit instruction; the opcode may be illegal."""
+    return ((word >> 56) & 0xFF, (word >> 48) & 0xFF, (word >> 40) & 0xFF, (word >> 32) & 0xFF,
+            word & 0xFFFF_FFFF)

@@ -1,0 +1,142 @@
+"""Control CPU: assembler, disassembler, ISS, and the gateware against the ISS
+on Amaranth's simulator (random programs, random memory latency)."""
+
+import re
+
+import numpy as np
+import pytest
+
+from cases import DATA, config_read_value, random_program
+from helpers import simulate
+from neuflow_hdl.cpu import ControlCPU
+from neuflow_hdl.isa import INSTRUCTIONS, HaltCode, Opcode, encode
+from sim.asm import AsmError, assemble, disassemble, from_words, to_words
+from sim.iss import ISS, ConfigRecorder
+
+WORDS = 1 << 12
+BEAT = 4
+
+
+def test_assembler_round_trips_through_disassembler():
+    rng = np.random.default_rng(0)
+    program = assemble(random_program(rng, 200))
+    text = "\n".join(disassemble(word) for word in program)
+    assert assemble(text) == program
+    assert from_words(to_words(program)) == program
+
+
+@pytest.mark.parametrize("source, message", [
+    ("frob r1", "unknown instruction 'frob'"),
+    ("add r1, r2", "add takes 3 operand(s)"),
+    ("li r16, 1", "'r16' is not a register"),
+    ("jmp nowhere", "neither a number nor a label"),
+    ("x: nop\nx: nop", "label 'x' defined twice"),
+    ("li r1, 0x1ffffffff", "does not fit 32 bits"),
+])
+def test_assembler_errors_name_the_line(source, message):
+    with pytest.raises(AsmError, match=re.escape(message)) as info:
+        assemble(source)
+    assert "line " in str(info.value)
+
+
+def test_every_opcode_is_documented():
+    from pathlib import Path
+    isa_doc = (Path(__file__).resolve().parent.parent / "docs" / "isa.md").read_text()
+    for op in Opcode:
+        assert f"`{op.name.lower()}`" in isa_doc, op
+    for code in HaltCode:
+        assert f"{code.value:#x}" in isa_doc.lower(), code
+
+
+def image(program):
+    memory = np.zeros(WORDS, dtype=np.int64)
+    words = to_words(program)
+    memory[:len(words)] = words
+    memory[DATA:DATA + 128] = np.random.default_rng(len(program)).integers(0, 1 << 16, 128)
+    return memory
+
+
+def run_rtl(dut, memory, rng, max_cycles=50_000):
+    """Run ``dut`` on ``memory`` (modified in place); return (halt code, config writes)."""
+    writes = []
+    state = {}
+
+    async def memory_model(ctx):
+        pending = []            # [cycles left, beat address]
+        while True:
+            ready = rng.random() < 0.7
+            ctx.set(dut.bus.cmd.ready, ready)
+            if pending and pending[0][0] <= 0:
+                beat = pending[0][1]
+                ctx.set(dut.bus.resp.valid, 1)
+                ctx.set(dut.bus.resp.payload, sum(int(memory[beat * BEAT + n]) << (16 * n)
+                                                  for n in range(BEAT)))
+            else:
+                ctx.set(dut.bus.resp.valid, 0)
+            _, _, cmd_valid, cmd, resp_ready, resp_valid = await ctx.tick().sample(
+                dut.bus.cmd.valid, dut.bus.cmd.payload, dut.bus.resp.ready, dut.bus.resp.valid)
+            if resp_valid and resp_ready:
+                pending.pop(0)
+            for entry in pending:
+                entry[0] -= 1
+            if cmd_valid and ready:
+                if cmd.we:
+                    for n in range(BEAT):
+                        if (cmd.wmask >> n) & 1:
+                            memory[cmd.addr * BEAT + n] = (cmd.wdata >> (16 * n)) & 0xFFFF
+                else:
+                    pending.append([int(rng.integers(0, 6)), cmd.addr])
+
+    async def config_target(ctx):
+        while True:
+            _, _, we, re, addr, wdata = await ctx.tick().sample(dut.cfg.we, dut.cfg.re, dut.cfg.addr,
+                                                                dut.cfg.wdata)
+            if we:
+                writes.append((addr.as_bits(), wdata))
+            if re:
+                ctx.set(dut.cfg.rdata, config_read_value(addr.as_bits()))
+
+    async def bench(ctx):
+        await ctx.tick().until(dut.halted)
+        state["code"] = ctx.get(dut.halt_code)
+
+    simulate(dut, bench, processes=[memory_model, config_target], cycles=max_cycles)
+    return state["code"], writes
+
+
+@pytest.fixture(scope="module")
+def dut():
+    return ControlCPU(memory_words=WORDS, beat_words=BEAT)
+
+
+def test_random_programs_match_the_iss(dut):
+    rng = np.random.default_rng(5)
+    for n in range(12):
+        program = assemble(random_program(rng, 60))
+        memory = image(program)
+        iss = ISS(memory, ConfigRecorder(config_read_value))
+        want_code = iss.run()
+        got_code, writes = run_rtl(dut, memory, rng)
+        assert got_code == want_code, f"program {n}"
+        assert writes == iss.config.writes, f"program {n}"
+        np.testing.assert_array_equal(memory, iss.memory, err_msg=f"program {n}")
+
+
+@pytest.mark.parametrize("source, code", [
+    ("nop\n.illegal", None),
+    ("li r1, 3\nld r2, 0(r1)\nhalt 0", HaltCode.MISALIGNED),
+    (f"li r1, {WORDS}\nst r2, 0(r1)\nhalt 0", HaltCode.BUS_ERROR),
+    (f"jmp {WORDS // 4}", HaltCode.BUS_ERROR),
+])
+def test_faults_halt_with_their_codes(dut, source, code):
+    if code is None:
+        program = [encode(Opcode.NOP), 0xEE << 56]
+        code = HaltCode.ILLEGAL_INSTRUCTION
+    else:
+        program = assemble(source)
+    memory = image(program)
+    iss = ISS(memory)
+    assert iss.run() == code
+    got, _ = run_rtl(dut, memory, np.random.default_rng(1))
+    assert got == code
+    np.testing.assert_array_equal(memory, iss.memory)
