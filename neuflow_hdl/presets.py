@@ -21,6 +21,9 @@ class GridConfig:
     input_depth: int = 16   #: FIFO on each operator input
     fmt: Format = field(default=Q8_8)
     clock_mhz: float = 100.0  #: nominal grid clock, for frames/s estimates
+    ports: int = 4          #: streamer ports
+    beat_words: int = 4     #: words per memory-bus beat
+    memory_words: int = 1 << 18   #: external memory (words) of the simulation top
 
     def __post_init__(self):
         for name in ("rows", "columns", "globals_"):
@@ -42,14 +45,15 @@ class GridConfig:
 
 PRESETS = {
     # Fast tests: four small tiles.
-    "tiny": GridConfig(rows=2, columns=2, globals_=4, kernel=7, max_width=32, fifo_depth=32,
+    "tiny": GridConfig(rows=2, columns=2, globals_=4, kernel=7, max_width=64, fifo_depth=32,
                        clock_mhz=100.0),
     # Sized to the ECP5-85F: 3 x (49 + 2) = 153 of its 156 MULT18X18D.
     "ulx3s-85f": GridConfig(rows=1, columns=3, globals_=4, kernel=7, max_width=512,
                             fifo_depth=512, clock_mhz=50.0),
     # NeuFlow's MAC budget (680 on the Virtex-6) for performance studies: 6 x 102 = 612.
     "neuflow-v6": GridConfig(rows=2, columns=3, globals_=8, kernel=10, max_width=1024,
-                             fifo_depth=1024, clock_mhz=200.0),
+                             fifo_depth=1024, clock_mhz=200.0, ports=8, beat_words=16,
+                             memory_words=1 << 22),
 }
 
 

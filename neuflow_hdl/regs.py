@@ -20,6 +20,8 @@ __all__ = [
     "GEOMETRY_BITS", "MAX_KERNEL", "MAX_STRIDE", "Unit", "CONFIG_ADDRESS", "GRID_TILE", "CONTROL",
     "STATUS", "GRID_STATUS", "CONTROL_REG", "STATUS_REG", "ROUTE_NONE", "ROUTE_BITS", "NEIGHBOURS",
     "router_sources", "router_sinks", "config_address", "tile_config_writes", "control_write",
+    "STREAMER_TILE", "STREAM_PORT", "PORT_START_REG", "PORT_STATUS_REG", "PORT_STATUS",
+    "streamer_address", "stream_port_writes",
 ]
 
 REGISTER_BITS = 32
@@ -229,3 +231,51 @@ def tile_config_writes(tile, *, globals_, fifos, width=16, segments=8, routes=No
 def control_write(tile, *, start=False, flush=False):
     return (config_address(tile, Unit.CONTROL, CONTROL_REG),
             CONTROL.const({"start": int(start), "flush": int(flush)}).as_bits())
+
+
+# -- Streamer ports -------------------------------------------------------------
+
+STREAMER_TILE = 0xFE                #: tile field of streamer registers; unit field = port number
+
+#: A streamer port's descriptor: registers 0 .. 5 of the port.
+STREAM_PORT = data.StructLayout({
+    "base": unsigned(32),           # word address of the rectangle's first word
+    "width": unsigned(16),          # words per row
+    "height": unsigned(16),         # rows
+    "stride": unsigned(32),         # words from one row's start to the next
+    "window_base": unsigned(32),    # the only memory the port may touch:
+    "window_size": unsigned(32),    #   window_base .. window_base + window_size - 1
+    "write": unsigned(1),           # 0: memory -> grid global_in[line]; 1: grid global_out[line] -> memory
+    "line": unsigned(4),            # global line
+    "reserved": unsigned(27),
+})
+PORT_START_REG = 6                  #: write: start the transfer (any value)
+PORT_STATUS_REG = 7                 #: read: PORT_STATUS
+
+PORT_STATUS = data.StructLayout({
+    "busy": unsigned(1),
+    "done": unsigned(1),            # the last transfer completed
+    "error": unsigned(1),           # the rectangle left the window (nothing was touched) or
+                                    # a written frame's flags disagreed with its geometry
+    "reserved": unsigned(29),
+})
+
+
+def streamer_address(port, reg):
+    """Configuration-bus address of register ``reg`` of streamer ``port``."""
+    if not 0 <= port < 16:
+        raise ValueError(f"streamer port must be 0 .. 15, not {port}")
+    return (STREAMER_TILE << 12) | (port << 8) | reg
+
+
+def stream_port_writes(port, *, base, width, height, stride=None, window_base=0,
+                       window_size=0xFFFF_FFFF, write=False, line=0, start=True):
+    """Configuration writes ``[(address, data)]`` that describe and start a port."""
+    values = {"base": base, "width": width, "height": height,
+              "stride": width if stride is None else stride, "window_base": window_base,
+              "window_size": window_size, "write": int(write), "line": line}
+    writes = [(streamer_address(port, r), word)
+              for r, word in enumerate(pack_registers(STREAM_PORT, values))]
+    if start:
+        writes.append((streamer_address(port, PORT_START_REG), 1))
+    return writes

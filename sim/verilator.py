@@ -48,7 +48,7 @@ class VerilatorBuild:
     def __init__(self, runner, toplevel, build_dir):
         self.runner, self.toplevel, self.build_dir = runner, toplevel, build_dir
 
-    def run(self, test_module, *, test_dir, env=None, waves=False, testcase=None):
+    def run(self, test_module, *, test_dir, env=None, waves=False, testcase=None, plusargs=()):
         """Run the cocotb ``test_module`` (importable from ``test_dir``); return
         ``(tests, failed)``."""
         from cocotb_tools.runner import get_results
@@ -59,19 +59,22 @@ class VerilatorBuild:
             self.runner.test(
                 test_module=test_module, hdl_toplevel=self.toplevel, build_dir=self.build_dir,
                 test_dir=test_dir, extra_env={"PYTHONPATH": pythonpath, **(env or {})},
-                testcase=testcase, waves=waves, results_xml=str(results))
+                testcase=testcase, waves=waves, results_xml=str(results), plusargs=list(plusargs))
         except SystemExit:      # the runner exits when a test fails; the results say which
             pass
         return get_results(results)
 
 
-def build(component, name, *, waves=False):
+def build(component, name, *, waves=False, extra_sources=()):
     """Convert ``component`` to Verilog as module ``name`` and compile it with
-    Verilator (once per distinct Verilog text).  Returns a :class:`VerilatorBuild`."""
+    Verilator (once per distinct Verilog text), with ``extra_sources``
+    (Verilog files it instantiates).  Returns a :class:`VerilatorBuild`."""
     verilator_env()
     from cocotb_tools.runner import get_runner
     text = verilog.convert(component, name=name, emit_src=False)
-    digest = hashlib.sha256((text + repr(VERILATOR_ARGS) + str(waves)).encode()).hexdigest()[:16]
+    extra = [Path(p).resolve() for p in extra_sources]
+    key = text + repr(VERILATOR_ARGS) + str(waves) + "".join(p.read_text() for p in extra)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     build_dir = BUILD_ROOT / "verilator" / f"{name}-{digest}"
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / f"{name}.v"
@@ -79,18 +82,18 @@ def build(component, name, *, waves=False):
     runner = get_runner("verilator")
     with open(build_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)       # parallel test workers share build folders
-        _build_locked(runner, name, source, text, stamp, digest, build_dir, waves)
+        _build_locked(runner, name, source, text, stamp, digest, build_dir, waves, extra)
     return VerilatorBuild(runner, name, build_dir)
 
 
-def _build_locked(runner, name, source, text, stamp, digest, build_dir, waves):
+def _build_locked(runner, name, source, text, stamp, digest, build_dir, waves, extra):
     if not stamp.exists():
         print(f"verilator: building {name} in {build_dir}", file=sys.stderr)
     if not source.exists() or source.read_text() != text:
         source.write_text(text)
     # Verilator skips identical outputs and make is incremental: a cached
     # build costs a fraction of a second, and the runner learns its state.
-    runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
-                 build_args=VERILATOR_ARGS + (["--trace-fst"] if waves else []),
+    runner.build(sources=[source, *extra], hdl_toplevel=name, build_dir=build_dir,
+                 build_args=VERILATOR_ARGS + (["--trace-fst", "--trace-structs"] if waves else []),
                  waves=False, log_file=build_dir / "build.log")
     stamp.write_text(digest)

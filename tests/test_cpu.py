@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cases import DATA, config_read_value, random_program
-from helpers import simulate
+from helpers import memory_process, simulate
 from neuflow_hdl.cpu import ControlCPU
 from neuflow_hdl.isa import INSTRUCTIONS, HaltCode, Opcode, encode
 from sim.asm import AsmError, assemble, disassemble, from_words, to_words
@@ -61,31 +61,7 @@ def run_rtl(dut, memory, rng, max_cycles=50_000):
     writes = []
     state = {}
 
-    async def memory_model(ctx):
-        pending = []            # [cycles left, beat address]
-        while True:
-            ready = rng.random() < 0.7
-            ctx.set(dut.bus.cmd.ready, ready)
-            if pending and pending[0][0] <= 0:
-                beat = pending[0][1]
-                ctx.set(dut.bus.resp.valid, 1)
-                ctx.set(dut.bus.resp.payload, sum(int(memory[beat * BEAT + n]) << (16 * n)
-                                                  for n in range(BEAT)))
-            else:
-                ctx.set(dut.bus.resp.valid, 0)
-            _, _, cmd_valid, cmd, resp_ready, resp_valid = await ctx.tick().sample(
-                dut.bus.cmd.valid, dut.bus.cmd.payload, dut.bus.resp.ready, dut.bus.resp.valid)
-            if resp_valid and resp_ready:
-                pending.pop(0)
-            for entry in pending:
-                entry[0] -= 1
-            if cmd_valid and ready:
-                if cmd.we:
-                    for n in range(BEAT):
-                        if (cmd.wmask >> n) & 1:
-                            memory[cmd.addr * BEAT + n] = (cmd.wdata >> (16 * n)) & 0xFFFF
-                else:
-                    pending.append([int(rng.integers(0, 6)), cmd.addr])
+    memory_model = memory_process(dut.bus, memory, rng, BEAT)
 
     async def config_target(ctx):
         while True:

@@ -1,0 +1,323 @@
+"""The streamer: NeuFlow's multi-port "smart DMA" between memory and the grid."""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .membus import memory_bus
+from .numerics import Q8_8
+from .regs import (PORT_START_REG, PORT_STATUS_REG, REGISTER_BITS, STREAM_PORT, STREAMER_TILE,
+                   sample_layout)
+
+__all__ = ["BusArbiter", "StreamPort", "Streamer"]
+
+
+class BusArbiter(wiring.Component):
+    """Round-robin arbiter of ``count`` initiators onto one memory bus.
+
+    Commands are granted fairly (the last winner has the lowest priority next);
+    read responses return in command order to the initiator that asked, by a
+    FIFO of initiator numbers, so initiators must be able to take every
+    response they asked for (the streamer ports reserve room before asking).
+    """
+
+    def __init__(self, count, *, addr_width, beat_words, width=16, outstanding=16):
+        self._count, self._outstanding = count, outstanding
+        bus = memory_bus(addr_width=addr_width, beat_words=beat_words, width=width)
+        super().__init__({
+            "initiator": In(bus).array(count),
+            "memory": Out(bus),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self._count
+        m.submodules.order = order = fifo.SyncFIFO(width=max((n - 1).bit_length(), 1),
+                                                   depth=self._outstanding)
+        last = Signal(range(n))
+        grant = Signal(range(n))
+        any_valid = Signal()
+        valid = Cat(i.cmd.valid for i in self.initiator)
+        m.d.comb += any_valid.eq(valid.any())
+        # Priority starts after the last winner.
+        with m.Switch(last):
+            for r in range(n):
+                with m.Case(r):
+                    for k in reversed([(r + 1 + j) % n for j in range(n)]):
+                        with m.If(valid[k]):
+                            m.d.comb += grant.eq(k)
+        chosen = Array(i.cmd for i in self.initiator)[grant]
+        room = order.w_rdy
+        m.d.comb += [
+            self.memory.cmd.valid.eq(any_valid & room),
+            self.memory.cmd.payload.eq(chosen.payload),
+        ]
+        for k, initiator in enumerate(self.initiator):
+            m.d.comb += initiator.cmd.ready.eq((grant == k) & room & self.memory.cmd.ready)
+        moved = self.memory.cmd.valid & self.memory.cmd.ready
+        with m.If(moved):
+            m.d.sync += last.eq(grant)
+        m.d.comb += [order.w_data.eq(grant), order.w_en.eq(moved & ~chosen.payload.we)]
+        # Responses to whoever asked first.
+        for k, initiator in enumerate(self.initiator):
+            mine = order.r_rdy & (order.r_data == k)
+            m.d.comb += [initiator.resp.valid.eq(mine & self.memory.resp.valid),
+                         initiator.resp.payload.eq(self.memory.resp.payload)]
+        asker = Array(i.resp.ready for i in self.initiator)[order.r_data]
+        m.d.comb += [self.memory.resp.ready.eq(order.r_rdy & asker),
+                     order.r_en.eq(self.memory.resp.valid & self.memory.resp.ready)]
+        return m
+
+
+class StreamPort(wiring.Component):
+    """One streamer port: a 2-D rectangle of memory to a stream, or back.
+
+    ``start`` latches ``desc``.  The rectangle's first and last word must lie
+    inside the descriptor's window and inside memory; otherwise ``error`` is
+    set and the port touches nothing.  A reader issues one read per beat that
+    holds words of the rectangle, never more than ``buffer_beats`` ahead of
+    what its output has taken, and emits one word per cycle with ``eol``/``eof``
+    flags.  A writer packs consecutive words of a row into one masked beat
+    write; it checks incoming flags against the geometry (``error`` on a
+    mismatch; the words are still written).
+    """
+
+    def __init__(self, *, memory_words, beat_words, fmt=Q8_8, buffer_beats=4):
+        self._memory_words, self._beat_words = memory_words, beat_words
+        self._fmt, self._buffer = fmt, buffer_beats
+        self._addr_width = max((memory_words // beat_words - 1).bit_length(), 1)
+        sample = stream.Signature(sample_layout(fmt.width))
+        super().__init__({
+            "desc": In(STREAM_PORT),
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(1),
+            "active_write": Out(1),
+            "active_line": Out(4),
+            "bus": Out(memory_bus(addr_width=self._addr_width, beat_words=beat_words,
+                                  width=fmt.width)),
+            "o": Out(sample),
+            "i": In(sample),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        B, W = self._beat_words, self._fmt.width
+        s = B.bit_length() - 1
+        d = Signal(STREAM_PORT)
+        m.d.comb += [self.active_write.eq(d.write), self.active_line.eq(d.line)]
+
+        # -- Start: latch, check the window --------------------------------------
+        last_word = Signal(64)
+        m.d.comb += last_word.eq(self.desc.base + (self.desc.height - 1) * self.desc.stride +
+                                 self.desc.width - 1)
+        inside = Signal()
+        m.d.comb += inside.eq((self.desc.width != 0) & (self.desc.height != 0) &
+                              (self.desc.base >= self.desc.window_base) &
+                              (last_word < self.desc.window_base + self.desc.window_size) &
+                              (last_word < self._memory_words))
+        reading = Signal()
+        writing = Signal()
+        flag_error = Signal()
+        m.d.comb += self.busy.eq(reading | writing)
+
+        row = Signal(16)
+        row_addr = Signal(32)
+        col = Signal(16)
+        with m.If(self.start):
+            m.d.sync += [d.eq(self.desc), row.eq(0), row_addr.eq(self.desc.base), col.eq(0),
+                         self.done.eq(0), flag_error.eq(0)]
+            with m.If(inside):
+                m.d.sync += [reading.eq(~self.desc.write), writing.eq(self.desc.write),
+                             self.error.eq(0)]
+            with m.Else():
+                m.d.sync += [reading.eq(0), writing.eq(0), self.error.eq(1)]
+
+        # -- Reader ----------------------------------------------------------------
+        meta_layout = data.StructLayout({"first": range(B), "last": range(B), "eol": 1, "eof": 1})
+        m.submodules.beats = beats = fifo.SyncFIFOBuffered(width=B * W, depth=self._buffer)
+        m.submodules.meta = meta = fifo.SyncFIFOBuffered(width=meta_layout.size, depth=self._buffer)
+        issuing = Signal()
+        beat = Signal(32)
+        credits = Signal(range(self._buffer + 1))      # beats asked for and not yet emitted
+        row_end = Signal(32)
+        m.d.comb += row_end.eq(row_addr + d.width - 1)
+        end_beat = row_end >> s
+        last_row = row == d.height - 1
+        with m.If(self.start):
+            m.d.sync += [issuing.eq(inside & ~self.desc.write), beat.eq(self.desc.base >> s)]
+        issue = Signal()
+        m.d.comb += [
+            issue.eq(reading & issuing & (credits < self._buffer)),
+            self.bus.cmd.payload.addr.eq(Mux(writing, 0, beat)),
+        ]
+        new_meta = Signal(meta_layout)
+        m.d.comb += [
+            new_meta.first.eq(Mux(beat == (row_addr >> s), row_addr[:s] if s else 0, 0)),
+            new_meta.last.eq(Mux(beat == end_beat, row_end[:s] if s else 0, B - 1)),
+            new_meta.eol.eq(beat == end_beat),
+            new_meta.eof.eq((beat == end_beat) & last_row),
+            meta.w_data.eq(new_meta),
+        ]
+        asked = Signal()
+        emitted = Signal()
+        m.d.comb += asked.eq(issue & self.bus.cmd.ready)
+        m.d.sync += credits.eq(credits + asked - emitted)
+        with m.If(asked):
+            with m.If(beat == end_beat):
+                m.d.sync += [row.eq(row + 1), row_addr.eq(row_addr + d.stride),
+                             beat.eq((row_addr + d.stride) >> s)]
+                with m.If(last_row):
+                    m.d.sync += issuing.eq(0)
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+        m.d.comb += [meta.w_en.eq(asked),
+                     beats.w_data.eq(self.bus.resp.payload), beats.w_en.eq(self.bus.resp.valid),
+                     self.bus.resp.ready.eq(1)]      # room was reserved by the credit
+        # Words out of the head beat, one per cycle.
+        head = Signal(meta_layout)
+        m.d.comb += head.eq(meta.r_data)
+        pos = Signal(range(B))
+        in_beat = Signal()
+        at = Mux(in_beat, pos, head.first)
+        words = Array(beats.r_data[n * W:(n + 1) * W] for n in range(B))
+        have = beats.r_rdy & meta.r_rdy & reading
+        m.d.comb += [
+            self.o.valid.eq(have),
+            self.o.payload.data.eq(words[at]),
+            self.o.payload.eol.eq(head.eol & (at == head.last)),
+            self.o.payload.eof.eq(head.eof & (at == head.last)),
+        ]
+        taken = self.o.valid & self.o.ready
+        with m.If(taken):
+            with m.If(at == head.last):
+                m.d.comb += [beats.r_en.eq(1), meta.r_en.eq(1), emitted.eq(1)]
+                m.d.sync += in_beat.eq(0)
+                with m.If(head.eof):
+                    m.d.sync += [reading.eq(0), self.done.eq(1)]
+            with m.Else():
+                m.d.sync += [pos.eq(at + 1), in_beat.eq(1)]
+
+        # -- Writer ----------------------------------------------------------------
+        pack_data = Signal(B * W)
+        pack_mask = Signal(B)
+        out_valid = Signal()
+        out = Signal(data.StructLayout({"addr": 32, "data": B * W, "mask": B}))
+        address = Signal(32)
+        m.d.comb += address.eq(row_addr + col)
+        offset = address[:s] if s else Const(0)
+        row_done = col == d.width - 1
+        complete = (offset == B - 1) | row_done
+        word_bits = (self.i.payload.data.as_unsigned() << (offset * W))[:B * W]
+        m.d.comb += self.i.ready.eq(writing & ~self.start & (~out_valid | self.bus.cmd.ready))
+        accepted = self.i.valid & self.i.ready
+        sent = out_valid & self.bus.cmd.ready & writing
+        with m.If(sent):
+            m.d.sync += out_valid.eq(0)
+        finishing = Signal()
+        with m.If(accepted):
+            with m.If((self.i.payload.eol != row_done) |
+                      (self.i.payload.eof != (row_done & last_row))):
+                m.d.sync += flag_error.eq(1)
+            with m.If(complete):
+                m.d.sync += [out_valid.eq(1), out.addr.eq(address >> s),
+                             out.data.eq(pack_data | word_bits),
+                             out.mask.eq(pack_mask | (Const(1, B) << offset)),
+                             pack_data.eq(0), pack_mask.eq(0)]
+            with m.Else():
+                m.d.sync += [pack_data.eq(pack_data | word_bits),
+                             pack_mask.eq(pack_mask | (Const(1, B) << offset))]
+            with m.If(row_done):
+                m.d.sync += [col.eq(0), row.eq(row + 1), row_addr.eq(row_addr + d.stride)]
+                with m.If(last_row):
+                    m.d.sync += finishing.eq(1)
+            with m.Else():
+                m.d.sync += col.eq(col + 1)
+        with m.If(finishing & ~out_valid & writing):
+            m.d.sync += [writing.eq(0), finishing.eq(0), self.done.eq(1)]
+        with m.If(self.start):
+            m.d.sync += [finishing.eq(0), out_valid.eq(0), pack_mask.eq(0), pack_data.eq(0)]
+        with m.If(flag_error):
+            m.d.sync += self.error.eq(1)
+
+        m.d.comb += self.bus.cmd.valid.eq(issue | (writing & out_valid))
+        with m.If(writing):
+            m.d.comb += [self.bus.cmd.payload.addr.eq(out.addr), self.bus.cmd.payload.we.eq(1),
+                         self.bus.cmd.payload.wdata.eq(out.data), self.bus.cmd.payload.wmask.eq(out.mask)]
+        return m
+
+
+class Streamer(wiring.Component):
+    """``ports`` StreamPorts behind the configuration bus, bound to global lines.
+
+    Port ``p`` answers configuration addresses of tile ``STREAMER_TILE``, unit
+    ``p``: registers 0 .. 5 hold its descriptor (``STREAM_PORT``), a write to
+    ``PORT_START_REG`` starts it, ``PORT_STATUS_REG`` reads ``PORT_STATUS``.
+    A reader drives grid global input ``line``; a writer takes grid global
+    output ``line``.  Each port is one initiator of the memory bus (see
+    :class:`BusArbiter`).
+    """
+
+    def __init__(self, *, ports, globals_, memory_words, beat_words, fmt=Q8_8, buffer_beats=4):
+        self._ports, self._globals = ports, globals_
+        self._kw = dict(memory_words=memory_words, beat_words=beat_words, fmt=fmt,
+                        buffer_beats=buffer_beats)
+        addr_width = max((memory_words // beat_words - 1).bit_length(), 1)
+        sample = stream.Signature(sample_layout(fmt.width))
+        bus = memory_bus(addr_width=addr_width, beat_words=beat_words, width=fmt.width)
+        super().__init__({
+            "we": In(1), "re": In(1), "addr": In(20), "wdata": In(REGISTER_BITS),
+            "rdata": Out(REGISTER_BITS),
+            "bus": Out(bus).array(ports),
+            "to_grid": Out(sample).array(globals_),
+            "from_grid": In(sample).array(globals_),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ports = []
+        mine = self.addr[12:20] == STREAMER_TILE
+        for p in range(self._ports):
+            port = StreamPort(**self._kw)
+            m.submodules[f"port_{p}"] = port
+            ports.append(port)
+            wiring.connect(m, port.bus, wiring.flipped(self.bus[p]))
+            selected = mine & (self.addr[8:12] == p)
+            bits = Signal(STREAM_PORT, name=f"desc_{p}")
+            raw = bits.as_value()
+            for r in range(-(-STREAM_PORT.size // REGISTER_BITS)):
+                with m.If(self.we & selected & (self.addr[:8] == r)):
+                    m.d.sync += raw[REGISTER_BITS * r:REGISTER_BITS * (r + 1)].eq(self.wdata)
+            m.d.comb += [port.desc.eq(bits),
+                         port.start.eq(self.we & selected & (self.addr[:8] == PORT_START_REG))]
+        with m.If(self.re):
+            m.d.sync += self.rdata.eq(0)
+            for p, port in enumerate(ports):
+                with m.If(mine & (self.addr[8:12] == p) & (self.addr[:8] == PORT_STATUS_REG)):
+                    m.d.sync += self.rdata.eq(Cat(port.busy, port.done, port.error))
+        # Bind ports to global lines: per line, the first busy port in the
+        # right direction owns it; only the owner sees the handshake.
+        o_ready = [Const(0, 1)] * len(ports)
+        for g in range(self._globals):
+            out, inp = self.to_grid[g], self.from_grid[g]
+            reader_taken = writer_taken = Const(0, 1)
+            for n, port in enumerate(ports):
+                here = port.busy & (port.active_line == g)
+                reads = Signal(name=f"port_{n}_reads_{g}")
+                writes = Signal(name=f"port_{n}_writes_{g}")
+                m.d.comb += [reads.eq(here & ~port.active_write & ~reader_taken),
+                             writes.eq(here & port.active_write & ~writer_taken)]
+                with m.If(reads):
+                    m.d.comb += [out.valid.eq(port.o.valid), out.payload.eq(port.o.payload)]
+                with m.If(writes):
+                    m.d.comb += [port.i.valid.eq(inp.valid), port.i.payload.eq(inp.payload),
+                                 inp.ready.eq(port.i.ready)]
+                o_ready[n] = o_ready[n] | (reads & out.ready)
+                reader_taken = reader_taken | reads
+                writer_taken = writer_taken | writes
+        for n, port in enumerate(ports):
+            m.d.comb += port.o.ready.eq(o_ready[n])
+        m.d.comb += self.busy.eq(Cat(port.busy for port in ports).any())
+        return m

@@ -1,0 +1,91 @@
+"""Run a memory image on the simulated processor (Verilator, through cocotb).
+
+The simulation top (:class:`neuflow_hdl.soc.SimTop`) is built once per grid
+preset and cached; the image is loaded by the behavioural memory
+($readmemh) and written back at halt ($writememh), so the whole run happens
+at Verilator speed with no Python in the per-cycle loop.
+"""
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from neuflow_hdl.presets import preset
+from neuflow_hdl.soc import SimTop
+
+from .verilator import BUILD_ROOT, build
+
+__all__ = ["RunResult", "soc_build", "run_image", "read_hex", "write_hex"]
+
+SIM_MEMORY = Path(__file__).resolve().parent / "rtl" / "sim_memory.v"
+
+
+@dataclass
+class RunResult:
+    memory: np.ndarray      #: every memory word after halt (unsigned codes)
+    halted: bool
+    halt_code: int
+    cycles: int             #: clock cycles from reset to halt
+    seconds: float          #: wall-clock time of the simulation
+
+    @property
+    def cycles_per_second(self):
+        return self.cycles / self.seconds if self.seconds else 0.0
+
+
+def write_hex(path, words, width=16):
+    digits = -(-width // 4)
+    mask = (1 << width) - 1
+    Path(path).write_text("".join(f"{int(w) & mask:0{digits}x}\n" for w in words))
+
+
+def read_hex(path, count):
+    words = np.zeros(count, dtype=np.int64)
+    values = [int(line, 16) for line in Path(path).read_text().split() if not line.startswith("//")]
+    words[:len(values)] = values[:count]
+    return words
+
+
+def soc_build(grid="tiny", *, waves=False):
+    """The Verilator build of the simulation top for a preset (cached)."""
+    config = preset(grid)
+    return build(SimTop(config), f"soc_{grid.replace('-', '_')}", waves=waves,
+                 extra_sources=[SIM_MEMORY]), config
+
+
+def run_image(image, grid="tiny", *, latency=2, jitter=0, max_cycles=50_000_000, trace=None,
+              seed=1):
+    """Run ``image`` (memory words, from address 0) to halt; return a :class:`RunResult`."""
+    design, config = soc_build(grid, waves=trace is not None)
+    image = np.asarray(image)
+    if len(image) > config.memory_words:
+        raise ValueError(f"image of {len(image)} words does not fit the {config.memory_words}-word "
+                         f"memory of grid {grid}")
+    runs = BUILD_ROOT / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=runs) as work:
+        work = Path(work)
+        write_hex(work / "image.hex", image, config.fmt.width)
+        params = {"max_cycles": max_cycles, "result": str(work / "result.json")}
+        started = time.monotonic()
+        tests, failed = design.run(
+            "sim.cocotb_run", test_dir=work, env={"NEUFLOW_RUN": json.dumps(params)}, waves=trace is not None,
+            plusargs=[f"+image={work / 'image.hex'}", f"+dump={work / 'dump.hex'}",
+                      f"+latency={latency}", f"+jitter={jitter}", f"+verilator+seed+{seed}"])
+        seconds = time.monotonic() - started
+        if tests != 1 or failed:
+            raise RuntimeError(f"simulation failed; see {design.build_dir}")
+        result = json.loads((work / "result.json").read_text())
+        if trace is not None:
+            produced = sorted(work.glob("*.fst")) + sorted(Path(design.build_dir).glob("*.fst"))
+            if produced:
+                shutil.move(str(produced[-1]), trace)
+        memory = (read_hex(work / "dump.hex", config.memory_words) if result["halted"]
+                  else np.zeros(config.memory_words, dtype=np.int64))
+    return RunResult(memory=memory, halted=bool(result["halted"]), halt_code=result["halt_code"],
+                     cycles=result["cycles"], seconds=seconds)
