@@ -11,7 +11,7 @@ JOBS   ?= 2
 GRID   ?= tiny
 UNIT   ?=
 
-.PHONY: env test test-fast verilog synth fit-mapper clean help
+.PHONY: env test test-fast verilog synth bench fit-mapper clean help
 
 help:
 	@echo "make test           create .venv if needed and run the whole test suite"
@@ -19,6 +19,7 @@ help:
 	@echo "make verilog GRID=  write build/GRID.v for a grid preset (tiny, ulx3s-85f, neuflow-v6)"
 	@echo "make verilog UNIT=  write build/UNIT.v for one operator (convolver, alu, mapper, fifo-bank)"
 	@echo "make synth GRID=    synthesize + place the grid for the LFE5U-85F, print resources and fmax"
+	@echo "make bench          simulator speed of the processor (Verilator vs Amaranth), cycles/s"
 	@echo "make fit-mapper FN= print the 8-segment mapper fit of FN (tanh, sigmoid, ...)"
 	@echo "make env            only create/refresh .venv"
 	@echo "make clean          remove build outputs (keeps .venv)"
@@ -46,6 +47,9 @@ endif
 
 synth: $(STAMP)
 	$(VENV)/bin/neuflow synth --grid $(GRID)
+
+bench: $(STAMP)
+	$(PY) -m sim.bench
 
 FN ?= tanh
 fit-mapper: $(STAMP)

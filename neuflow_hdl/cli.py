@@ -66,6 +66,60 @@ def cmd_synth(args):
         raise UsageError(f"grid {args.grid} does not fit the {DEVICE['name']}")
 
 
+def _read_image(path):
+    import numpy as np
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path).astype(np.int64).ravel()
+        return np.array([int(word, 16) for word in path.read_text().split()
+                         if not word.startswith("//")], dtype=np.int64)
+    except ValueError as exc:
+        raise UsageError(f"{path}: not a memory image (hex words, one per line, or .npy): {exc}") from None
+
+
+def cmd_asm(args):
+    from sim.asm import AsmError, assemble, disassemble, to_words
+    from sim.runner import write_hex
+    source = Path(args.source)
+    if not source.exists():
+        raise UsageError(f"{source}: no such file")
+    try:
+        program = assemble(source.read_text())
+    except AsmError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+    write_hex(args.output, to_words(program))
+    print(f"wrote {args.output} ({len(program)} instructions, {4 * len(program)} words)")
+    if args.listing:
+        for n, word in enumerate(program):
+            print(f"{n:5}  {word:016x}  {disassemble(word)}")
+
+
+def cmd_run_image(args):
+    from sim.runner import run_image, write_hex
+    image = _read_image(args.image)
+    _grid_config(args.grid)
+    print(f"run-image: {args.image} ({len(image)} words) on grid {args.grid} (Verilator; the first "
+          f"run of a grid builds it, a few minutes)", flush=True)
+    try:
+        result = run_image(image, args.grid, latency=args.latency, jitter=args.jitter,
+                           max_cycles=args.max_cycles, trace=args.trace)
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.dump:
+        write_hex(args.dump, result.memory)
+        print(f"memory written to {args.dump}")
+    if not result.halted:
+        raise UsageError(f"did not halt within {args.max_cycles} cycles")
+    print(f"halted with code {result.halt_code:#x} after {result.cycles} cycles "
+          f"({result.cycles_per_second / 1e3:.0f} k cycles/s simulated)")
+    if args.trace:
+        print(f"trace written to {args.trace}")
+    return 0 if result.halt_code == 0 else 1
+
+
 def cmd_fit_mapper(args):
     from .numerics import Format
     from sim.mapper_fit import FUNCTIONS, fit
@@ -107,6 +161,22 @@ def build_parser():
     p.add_argument("--build-dir", default="build/synth")
     p.set_defaults(func=cmd_synth)
 
+    p = sub.add_parser("asm", help="assemble a control program into a memory image")
+    p.add_argument("source")
+    p.add_argument("-o", "--output", required=True, help="image file (hex words, one per line)")
+    p.add_argument("--listing", action="store_true", help="print the disassembly")
+    p.set_defaults(func=cmd_asm)
+
+    p = sub.add_parser("run-image", help="run a memory image on the simulated processor to halt")
+    p.add_argument("image", help="hex words, one per line, or a .npy array")
+    p.add_argument("--grid", default="tiny")
+    p.add_argument("--trace", help="write a waveform (FST) of the run")
+    p.add_argument("--dump", help="write memory after halt (hex words)")
+    p.add_argument("--latency", type=int, default=2, help="memory read latency, cycles")
+    p.add_argument("--jitter", type=int, default=0, help="extra random read latency, 0 .. J cycles")
+    p.add_argument("--max-cycles", type=int, default=50_000_000)
+    p.set_defaults(func=cmd_run_image)
+
     p = sub.add_parser("fit-mapper", help="fit the piecewise-linear mapper to a function")
     p.add_argument("function")
     p.add_argument("--segments", type=int, default=8)
@@ -119,11 +189,10 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except UsageError as exc:
         print(f"neuflow: error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """A hand-written control program: a three-layer pipeline on one pass of the grid.
 
 5x5 convolution + tanh (tile 0,0) -> 2x2 max pooling (tile 0,1, via the east
-link) -> 3x3 convolution + relu (tile 1,1, via the south link), from an image
-in memory to a result in memory.  Weights come from memory through two
+link) -> 3x3 convolution + relu (tile 1,1 via the south link, or tile 0,2 via
+the east link on a grid of three columns), from an image in memory to a
+result in memory.  Weights come from memory through two
 streamer ports first; then the image streams in and the result streams out.
 It is both a test of the whole processor and the workload of ``make bench``.
 """
@@ -36,11 +37,16 @@ def _cfg(writes):
 
 
 def three_layer_pipeline(config, rng, *, height=48, width=64):
-    """Build the program, memory image and expected result for grid ``config``
-    (at least 2 x 2 tiles, K >= 5, rows of ``width`` words)."""
-    if config.rows < 2 or config.columns < 2 or config.kernel < 5 or config.max_width < width:
-        raise ValueError("the three-layer pipeline needs a 2 x 2 grid, K >= 5 and "
-                         f"rows of {width} words")
+    """Build the program, memory image and expected result for grid ``config``:
+    three tiles along a path, (0,0) -> east (0,1) -> then east (0,2) on a grid of
+    three columns or more, else south (1,1); K >= 5; rows of ``width`` words."""
+    if config.columns < 2 or config.rows * config.columns < 3 or config.kernel < 5 \
+            or config.max_width < width:
+        raise ValueError("the three-layer pipeline needs three tiles in an L or a row, K >= 5 "
+                         f"and rows of {width} words")
+    east = config.columns >= 3
+    third = (0, 2) if east else (1, 1)
+    link_out, link_in = ("east_out", "west_in") if east else ("south_out", "north_in")
     G, F, S = config.globals_, config.fifos, config.segments
     image = rng.integers(-512, 512, (height, width))
     w5 = rng.integers(-40, 40, (5, 5))
@@ -71,12 +77,12 @@ def three_layer_pipeline(config, rng, *, height=48, width=64):
                   convolver={"width": width, "height": height, "k": 5, "stride": 1,
                              "mode": ConvMode.MAC, "shift": 8, "bias": bias},
                   mapper=tanh.config())
-    lines += ["; tile (0,1): 2x2 max pooling, south"]
-    lines += tile(0, 1, routes={"convolver_in": "west_in", "south_out": "convolver"},
+    lines += [f"; tile (0,1): 2x2 max pooling, to tile {third}"]
+    lines += tile(0, 1, routes={"convolver_in": "west_in", link_out: "convolver"},
                   convolver={"width": w1, "height": h1, "k": 2, "stride": 2, "mode": ConvMode.MAX,
                              "shift": 0, "bias": 0})
-    lines += ["; tile (1,1): 3x3 convolution, relu, global line 3"]
-    lines += tile(1, 1, routes={"convolver_in": "north_in", "convolver_weights": "global_in_2",
+    lines += [f"; tile {third}: 3x3 convolution, relu, global line 3"]
+    lines += tile(*third, routes={"convolver_in": link_in, "convolver_weights": "global_in_2",
                                 "mapper_in": "convolver", "global_out_3": "mapper"},
                   convolver={"width": w2, "height": h2, "k": 3, "stride": 1, "mode": ConvMode.MAC,
                              "shift": 8, "bias": 0},

@@ -55,7 +55,7 @@ def soc_build(grid="tiny", *, waves=False):
     """The Verilator build of the simulation top for a preset (cached)."""
     config = preset(grid)
     return build(SimTop(config), f"soc_{grid.replace('-', '_')}", waves=waves,
-                 extra_sources=[SIM_MEMORY]), config
+                 extra_sources=[SIM_MEMORY], private=True), config
 
 
 def run_image(image, grid="tiny", *, latency=2, jitter=0, max_cycles=50_000_000, trace=None,
@@ -76,10 +76,12 @@ def run_image(image, grid="tiny", *, latency=2, jitter=0, max_cycles=50_000_000,
         tests, failed = design.run(
             "sim.cocotb_run", test_dir=work, env={"NEUFLOW_RUN": json.dumps(params)}, waves=trace is not None,
             plusargs=[f"+image={work / 'image.hex'}", f"+dump={work / 'dump.hex'}",
-                      f"+latency={latency}", f"+jitter={jitter}", f"+verilator+seed+{seed}"])
+                      f"+latency={latency}", f"+jitter={jitter}", f"+verilator+seed+{seed}"],
+            log_file=work / "simulation.log")
         seconds = time.monotonic() - started
         if tests != 1 or failed:
-            raise RuntimeError(f"simulation failed; see {design.build_dir}")
+            log = (work / "simulation.log").read_text()[-3000:] if (work / "simulation.log").exists() else ""
+            raise RuntimeError(f"simulation failed:\n{log}")
         result = json.loads((work / "result.json").read_text())
         if trace is not None:
             produced = sorted(work.glob("*.fst")) + sorted(Path(design.build_dir).glob("*.fst"))

@@ -48,7 +48,8 @@ class VerilatorBuild:
     def __init__(self, runner, toplevel, build_dir):
         self.runner, self.toplevel, self.build_dir = runner, toplevel, build_dir
 
-    def run(self, test_module, *, test_dir, env=None, waves=False, testcase=None, plusargs=()):
+    def run(self, test_module, *, test_dir, env=None, waves=False, testcase=None, plusargs=(),
+            log_file=None):
         """Run the cocotb ``test_module`` (importable from ``test_dir``); return
         ``(tests, failed)``."""
         from cocotb_tools.runner import get_results
@@ -59,21 +60,35 @@ class VerilatorBuild:
             self.runner.test(
                 test_module=test_module, hdl_toplevel=self.toplevel, build_dir=self.build_dir,
                 test_dir=test_dir, extra_env={"PYTHONPATH": pythonpath, **(env or {})},
-                testcase=testcase, waves=waves, results_xml=str(results), plusargs=list(plusargs))
+                testcase=testcase, waves=waves, results_xml=str(results), plusargs=list(plusargs),
+                log_file=log_file)
         except SystemExit:      # the runner exits when a test fails; the results say which
             pass
         return get_results(results)
 
 
-def build(component, name, *, waves=False, extra_sources=()):
+PUBLIC_TOP = Path(__file__).resolve().parent / "rtl" / "public_top.vlt"
+
+
+def build(component, name, *, waves=False, extra_sources=(), private=False):
     """Convert ``component`` to Verilog as module ``name`` and compile it with
     Verilator (once per distinct Verilog text), with ``extra_sources``
-    (Verilog files it instantiates).  Returns a :class:`VerilatorBuild`."""
+    (Verilog files it instantiates).  Returns a :class:`VerilatorBuild`.
+
+    ``private``: only the top module's signals are visible to cocotb (see
+    ``rtl/public_top.vlt``; the top must be named ``soc_*``) and the C++ is
+    compiled with -O2, for designs that run long with cocotb only waiting.
+    cocotb otherwise makes every signal public, which stops Verilator from
+    optimising across the hierarchy.
+    """
     verilator_env()
     from cocotb_tools.runner import get_runner
     text = verilog.convert(component, name=name, emit_src=False)
     extra = [Path(p).resolve() for p in extra_sources]
-    key = text + repr(VERILATOR_ARGS) + str(waves) + "".join(p.read_text() for p in extra)
+    if private:
+        extra.insert(0, PUBLIC_TOP)
+    key = (text + repr(VERILATOR_ARGS) + str(waves) + str(private) +
+           "".join(p.read_text() for p in extra))
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     build_dir = BUILD_ROOT / "verilator" / f"{name}-{digest}"
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -82,18 +97,29 @@ def build(component, name, *, waves=False, extra_sources=()):
     runner = get_runner("verilator")
     with open(build_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)       # parallel test workers share build folders
-        _build_locked(runner, name, source, text, stamp, digest, build_dir, waves, extra)
+        _build_locked(runner, name, source, text, stamp, digest, build_dir, waves, extra, private)
     return VerilatorBuild(runner, name, build_dir)
 
 
-def _build_locked(runner, name, source, text, stamp, digest, build_dir, waves, extra):
+def _build_locked(runner, name, source, text, stamp, digest, build_dir, waves, extra, private):
+    from cocotb_tools.runner import VerilatorControlFile
     if not stamp.exists():
         print(f"verilator: building {name} in {build_dir}", file=sys.stderr)
     if not source.exists() or source.read_text() != text:
         source.write_text(text)
     # Verilator skips identical outputs and make is incremental: a cached
     # build costs a fraction of a second, and the runner learns its state.
-    runner.build(sources=[source, *extra], hdl_toplevel=name, build_dir=build_dir,
-                 build_args=VERILATOR_ARGS + (["--trace-fst", "--trace-structs"] if waves else []),
-                 waves=False, log_file=build_dir / "build.log")
+    # cocotb takes the language from the last source: control files go first.
+    sources = ([VerilatorControlFile(p) for p in extra if p.suffix == ".vlt"] +
+               [p for p in extra if p.suffix != ".vlt"] + [source])
+    args = VERILATOR_ARGS + (["--trace-fst", "--trace-structs"] if waves else [])
+    makeflags = os.environ.get("MAKEFLAGS", "")
+    if private:
+        args = args + ["--no-public-flat-rw"]
+        os.environ["MAKEFLAGS"] = f"{makeflags} OPT_FAST=-O2".strip()
+    try:
+        runner.build(sources=sources, hdl_toplevel=name, build_dir=build_dir, build_args=args,
+                     waves=False, log_file=build_dir / "build.log")
+    finally:
+        os.environ["MAKEFLAGS"] = makeflags
     stamp.write_text(digest)

@@ -82,3 +82,26 @@ def test_out_of_window_descriptor_and_illegal_instruction(tiny):
     illegal[:8] = to_words([encode(Opcode.NOP), 0xEE << 56])
     result = run_image(illegal, "tiny")
     assert result.halt_code == HaltCode.ILLEGAL_INSTRUCTION
+
+
+def test_cli_assembles_and_runs_an_image(tiny, tmp_path):
+    import subprocess
+    import sys
+    source = tmp_path / "prog.s"
+    source.write_text("    li r1, 0x1234\n    st r1, 100(r0)\n    halt 3\n")
+    neuflow = [sys.executable, "-m", "neuflow_hdl.cli"]
+    done = subprocess.run(neuflow + ["asm", str(source), "-o", str(tmp_path / "prog.hex"), "--listing"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "st     r1, 100(r0)" in done.stdout
+    done = subprocess.run(neuflow + ["run-image", str(tmp_path / "prog.hex"), "--grid", "tiny",
+                                     "--dump", str(tmp_path / "after.hex")], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr           # halt code 3 is not 0
+    assert "halted with code 0x3" in done.stdout
+    words = (tmp_path / "after.hex").read_text().split()
+    assert int(words[100], 16) == 0x1234
+    source.write_text("    li r1\n")
+    done = subprocess.run(neuflow + ["asm", str(source), "-o", str(tmp_path / "bad.hex")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "line 1" in done.stderr
