@@ -114,7 +114,7 @@ def cmd_run_image(args):
     if not result.halted:
         raise UsageError(f"did not halt within {args.max_cycles} cycles")
     print(f"halted with code {result.halt_code:#x} after {result.cycles} cycles "
-          f"({result.cycles_per_second / 1e3:.0f} k cycles/s simulated)")
+          f"({result.seconds:.2f} s of simulation, start-up included)")
     if args.trace:
         print(f"trace written to {args.trace}")
     return 0 if result.halt_code == 0 else 1

@@ -31,11 +31,7 @@ class RunResult:
     halted: bool
     halt_code: int
     cycles: int             #: clock cycles from reset to halt
-    seconds: float          #: wall-clock time of the simulation
-
-    @property
-    def cycles_per_second(self):
-        return self.cycles / self.seconds if self.seconds else 0.0
+    seconds: float          #: wall-clock time of the simulation, start-up included
 
 
 def write_hex(path, words, width=16):
