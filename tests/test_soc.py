@@ -105,3 +105,18 @@ def test_cli_assembles_and_runs_an_image(tiny, tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "line 1" in done.stderr
+
+
+def test_trace_writes_a_vcd_waveform(tmp_path):
+    """run_image(trace=...) builds the traced top once and writes a VCD with the CPU in it;
+    an FST name is refused with the reason."""
+    program = to_words(assemble("    li r1, 7\n    st r1, 64(r0)\n    halt 0\n"))
+    image = np.zeros(128, dtype=np.int64)
+    image[:len(program)] = program
+    with pytest.raises(ValueError, match="lz4"):
+        run_image(image, "tiny", trace=tmp_path / "run.fst")
+    trace = tmp_path / "run.vcd"
+    result = run_image(image, "tiny", trace=trace)
+    assert result.halt_code == 0 and result.memory[64] == 7
+    text = trace.read_text(errors="replace")
+    assert "$enddefinitions" in text and "halted" in text
