@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .numerics import Q8_8, Format, hdl_round_shift, hdl_saturate
 from .regs import ALU_CONFIG, AluOp, sample_layout
-from .stream import CreditBuffer
+from .stream import CreditBuffer, delay_line
 
 __all__ = ["StreamALU"]
 
@@ -106,15 +106,13 @@ class StreamALU(wiring.Component):
         # `div` records which tap emits the word, so a word that left by the
         # fast tap is never emitted again by the DIV tap after an op change.
         meta_layout = data.StructLayout({"valid": 1, "div": 1, "eol": 1, "eof": 1})
-        meta = [Signal(meta_layout, name=f"meta_{n}") for n in range(self._div_pipeline)]
+        meta = delay_line(m, meta_layout, self._div_pipeline)
         m.d.sync += [
             meta[0].valid.eq(fire),
             meta[0].div.eq(cfg.op == AluOp.DIV),
             meta[0].eol.eq(self.a.payload.eol),
             meta[0].eof.eq(self.a.payload.eof),
         ]
-        for n in range(1, self._div_pipeline):
-            m.d.sync += meta[n].eq(meta[n - 1])
         a = Signal(signed(W))
         b = Signal(signed(W))
         m.d.sync += [

@@ -1,13 +1,13 @@
 """The 2-D convolver: NeuFlow's K x K parallel multiply-accumulate array."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .numerics import Q8_8, Format, accumulator_width, hdl_round_shift, hdl_saturate
 from .regs import CONV_CONFIG, ConvMode, GEOMETRY_BITS, MAX_KERNEL, sample_layout
-from .stream import CreditBuffer
+from .stream import CreditBuffer, delay_line
 
 __all__ = ["Convolver"]
 
@@ -180,15 +180,13 @@ class Convolver(wiring.Component):
         meta_layout = data.StructLayout({
             "valid": 1, "eol": 1, "eof": 1, "psum": signed(W),
         })
-        meta = [Signal(meta_layout, name=f"meta_{n}") for n in range(self._pipeline)]
+        meta = delay_line(m, meta_layout, self._pipeline)
         m.d.sync += [
             meta[0].valid.eq(fire & emit),
             meta[0].eol.eq(x + cfg.stride >= cfg.width),
             meta[0].eof.eq((x + cfg.stride >= cfg.width) & (y + cfg.stride >= cfg.height)),
             meta[0].psum.eq(Mux(use_psum, self.psum.payload.data, 0)),
         ]
-        for n in range(1, self._pipeline):
-            m.d.sync += meta[n].eq(meta[n - 1])
 
         # -- Stage B: line buffers and the window ------------------------------
         a_x = Signal.like(x)

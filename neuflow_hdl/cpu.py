@@ -1,9 +1,9 @@
 """The control CPU: fetches its program from memory, configures the grid and
 the streamer over the configuration bus, waits on status, halts with a code."""
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
 from .grid import ConfigBus
 from .isa import INSTRUCTION, INSTRUCTION_WORDS, REGISTERS, HaltCode, Opcode

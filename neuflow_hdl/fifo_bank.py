@@ -1,10 +1,10 @@
 """The FIFO bank: a tile's configurable stream buffering."""
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .numerics import Q8_8, Format
+from .numerics import Q8_8
 from .regs import sample_layout
 from .stream import StreamFIFO
 

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .numerics import Q8_8, Format, hdl_round_shift, hdl_saturate
 from .regs import Symmetry, mapper_config_layout, sample_layout
-from .stream import CreditBuffer
+from .stream import CreditBuffer, delay_line
 
 __all__ = ["Mapper"]
 
@@ -76,15 +76,13 @@ class Mapper(wiring.Component):
         ]
         fire = self.i.valid & self.i.ready
         meta_layout = data.StructLayout({"valid": 1, "eol": 1, "eof": 1, "negate": 1})
-        meta = [Signal(meta_layout, name=f"meta_{n}") for n in range(self._pipeline)]
+        meta = delay_line(m, meta_layout, self._pipeline)
         m.d.sync += [
             meta[0].valid.eq(fire),
             meta[0].eol.eq(self.i.payload.eol),
             meta[0].eof.eq(self.i.payload.eof),
             meta[0].negate.eq((cfg.symmetry == Symmetry.ODD) & (self.i.payload.data < 0)),
         ]
-        for n in range(1, self._pipeline):
-            m.d.sync += meta[n].eq(meta[n - 1])
 
         # Stage 0: the input word.  Stage 1: |x| if symmetric; compare with bounds.
         x = Signal(signed(W))

@@ -1,8 +1,8 @@
 """The processor: control CPU, configuration bus, grid, streamer, one memory port."""
 
-from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, Signal
+from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
 from .cpu import ControlCPU
 from .grid import Grid

@@ -9,11 +9,21 @@
   without a combinational stall signal fanning out to every pipeline register.
 """
 
-from amaranth.hdl import Module, Shape
+from amaranth.hdl import Module, Shape, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["StreamFIFO", "CreditBuffer"]
+__all__ = ["StreamFIFO", "CreditBuffer", "delay_line"]
+
+
+def delay_line(m, layout, depth, name="meta"):
+    """``depth`` registers of ``layout``, each a copy of the previous one a cycle
+    later: the side band (valid bit, flags) travelling beside a pipeline's
+    data.  The caller drives entry 0."""
+    stages = [Signal(layout, name=f"{name}_{n}") for n in range(depth)]
+    for n in range(1, depth):
+        m.d.sync += stages[n].eq(stages[n - 1])
+    return stages
 
 
 class StreamFIFO(wiring.Component):

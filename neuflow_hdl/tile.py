@@ -1,6 +1,6 @@
 """The processing tile: convolver, StreamALU, mapper and FIFO bank behind a router."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Cat, Module, ResetInserter, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -102,7 +102,6 @@ class Tile(wiring.Component):
         alu_cfg = registers(Unit.ALU, ALU_CONFIG)
         mapper_cfg = registers(Unit.MAPPER, mapper_config_layout(W, self._segments))
         bank_cfg = registers(Unit.FIFO_BANK, data.StructLayout({"chain": F}))
-        route_layout = data.ArrayLayout(ROUTE_BITS, len(self.sinks))
         # One register per sink: ROUTE_BITS of every 32-bit register are used.
         route_regs = data.ArrayLayout(data.StructLayout({"select": ROUTE_BITS,
                                                          "reserved": REGISTER_BITS - ROUTE_BITS}),

@@ -9,7 +9,7 @@ configuration outside the hardware's limits raises ``ValueError``.
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from neuflow_hdl.numerics import Format, Q8_8, narrow, div_round, saturate
+from neuflow_hdl.numerics import Q8_8, narrow, div_round, saturate
 from neuflow_hdl.regs import AluOp, Symmetry
 
 __all__ = ["conv2d", "window_max", "alu", "mapper", "output_size"]

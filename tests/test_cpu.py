@@ -9,7 +9,7 @@ import pytest
 from cases import DATA, config_read_value, random_program
 from helpers import memory_process, simulate
 from neuflow_hdl.cpu import ControlCPU
-from neuflow_hdl.isa import INSTRUCTIONS, HaltCode, Opcode, encode
+from neuflow_hdl.isa import HaltCode, Opcode, encode
 from sim.asm import AsmError, assemble, disassemble, from_words, to_words
 from sim.iss import ISS, ConfigRecorder
 

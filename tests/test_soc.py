@@ -11,7 +11,7 @@ from sim.iss import ISS
 from sim.pipeline_program import three_layer_pipeline
 from sim.runner import run_image, soc_build
 
-pytestmark = [pytest.mark.verilator, pytest.mark.xdist_group("verilator")]
+pytestmark = [pytest.mark.verilator, pytest.mark.xdist_group("verilator-soc")]
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from neuflow_hdl.fifo_bank import FifoBank
 from neuflow_hdl.mapper import Mapper
 from sim.verilator import build
 
-pytestmark = [pytest.mark.verilator, pytest.mark.xdist_group("verilator")]
+pytestmark = [pytest.mark.verilator, pytest.mark.xdist_group("verilator-grid")]
 BENCHES = Path(__file__).parent / "cocotb"
 
 
