@@ -170,7 +170,7 @@ def build_parser():
     p = sub.add_parser("run-image", help="run a memory image on the simulated processor to halt")
     p.add_argument("image", help="hex words, one per line, or a .npy array")
     p.add_argument("--grid", default="tiny")
-    p.add_argument("--trace", help="write a waveform of the run (FILE.vcd)")
+    p.add_argument("--trace", help="write a waveform of the run (FILE.fst)")
     p.add_argument("--dump", help="write memory after halt (hex words)")
     p.add_argument("--latency", type=int, default=2, help="memory read latency, cycles")
     p.add_argument("--jitter", type=int, default=0, help="extra random read latency, 0 .. J cycles")

