@@ -40,7 +40,9 @@ class SynthReport:
     def table(self):
         rows = [("LUT4", self.lut4, DEVICE["LUT4"]), ("flip-flops", self.flip_flops, DEVICE["TRELLIS_FF"]),
                 ("MULT18X18D", self.mult18, DEVICE["MULT18X18D"]), ("DP16KD", self.dp16kd, DEVICE["DP16KD"])]
-        lines = [f"{self.design} on {DEVICE['name']} (yosys synth_ecp5 + nextpnr-ecp5, out of context)"]
+        flow = ("yosys synth_ecp5 + nextpnr-ecp5, out of context" if self.fmax_mhz is not None else
+                "yosys synth_ecp5 only; logic = LUT4 + 2 per CCU2C carry cell")
+        lines = [f"{self.design} on {DEVICE['name']} ({flow})"]
         lines += [f"  {name:<11} {used:>7} / {total:<6} ({100 * used / total:5.1f}%)"
                   for name, used, total in rows]
         if self.fmax_mhz is None:
