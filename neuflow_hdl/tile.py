@@ -16,6 +16,10 @@ from .stream import StreamFIFO
 
 __all__ = ["Tile"]
 
+#: Words of each tile-output FIFO.  A SyncFIFOBuffered needs 3 or more to take
+#: and give a word in the same cycle (at 2 its 1-entry inner FIFO halves the rate).
+OUTPUT_DEPTH = 4
+
 
 class Tile(wiring.Component):
     """One processing tile.
@@ -143,12 +147,12 @@ class Tile(wiring.Component):
         sink_fifo += [bank.i[n] for n in range(F)]      # the bank is FIFOs already
         out_fifos = []
         for d in NEIGHBOURS:
-            unit = fifo(f"{d}_out", 2)
+            unit = fifo(f"{d}_out", OUTPUT_DEPTH)
             wiring.connect(m, unit.o, wiring.flipped(getattr(self, f"{d}_out")))
             sink_fifo.append(unit.i)
             out_fifos.append(unit)
         for g in range(G):
-            unit = fifo(f"global_out_{g}", 2)
+            unit = fifo(f"global_out_{g}", OUTPUT_DEPTH)
             wiring.connect(m, unit.o, wiring.flipped(self.global_out[g]))
             sink_fifo.append(unit.i)
             out_fifos.append(unit)

@@ -36,10 +36,12 @@ def _cfg(writes):
     return [f"    cfgwi {address:#07x}, {word & 0xFFFFFFFF:#x}" for address, word in writes]
 
 
-def three_layer_pipeline(config, rng, *, height=48, width=64):
+def three_layer_pipeline(config, rng, *, height=48, width=64, repeat=1):
     """Build the program, memory image and expected result for grid ``config``:
     three tiles along a path, (0,0) -> east (0,1) -> then east (0,2) on a grid of
-    three columns or more, else south (1,1); K >= 5; rows of ``width`` words."""
+    three columns or more, else south (1,1); K >= 5; rows of ``width`` words.
+    ``repeat`` streams the image through the pipeline that many times (the
+    result is the same each time), for a longer benchmark."""
     if config.columns < 2 or config.rows * config.columns < 3 or config.kernel < 5 \
             or config.max_width < width:
         raise ValueError("the three-layer pipeline needs three tiles in an L or a row, K >= 5 "
@@ -91,11 +93,13 @@ def three_layer_pipeline(config, rng, *, height=48, width=64):
     lines += _cfg(stream_port_writes(0, base=WEIGHTS5, width=25, height=1, line=1))
     lines += _cfg(stream_port_writes(1, base=WEIGHTS3, width=9, height=1, line=2))
     lines += wait_port(0) + wait_port(1)
-    lines += ["; image in on line 0 (port 0), result out from line 3 (port 1)"]
+    lines += ["; image in on line 0 (port 0), result out from line 3 (port 1), `repeat` times",
+              f"    li r5, {repeat}", "    li r6, 0", "frame:"]
     lines += _cfg(stream_port_writes(1, base=OUTPUT, width=w3_, height=h3, line=3, write=True,
                                      window_base=OUTPUT, window_size=h3 * w3_))
     lines += _cfg(stream_port_writes(0, base=IMAGE, width=width, height=height, line=0))
     lines += wait_port(1)
+    lines += ["    addi r5, r5, -1", "    bne r5, r6, frame"]
     lines += ["    cycles r1", f"    st r1, {TIMES + 2}(r0)", "    halt 0"]
     source = "\n".join(lines)
     program = to_words(assemble(source))

@@ -190,3 +190,33 @@ def test_convolution_configured_and_started_in_one_burst(dut):
 
     simulate(dut, bench, collect, cycles=5000)
     assert [w[0] for w in got] == want.ravel().tolist()
+
+
+def test_a_tile_passes_one_word_per_cycle(dut):
+    """global_in -> mapper -> global_out with no gaps and no back-pressure: one
+    word per cycle after the pipeline fills (every FIFO on the way included)."""
+    x = np.arange(200) - 100
+    cycles = {}
+
+    async def bench(ctx):
+        await bus_write(ctx, dut, writes(routes={"mapper_in": "global_in_0", "global_out_0": "mapper"},
+                                         mapper=LINE))
+        ctx.set(dut.global_out[0].ready, 1)
+        n_in = n_out = cycle = 0
+        first = last = None
+        while n_out < len(x):
+            if n_in < len(x):
+                ctx.set(dut.global_in[0].payload, {"data": int(x[n_in]), "eol": 0, "eof": 0})
+            ctx.set(dut.global_in[0].valid, n_in < len(x))
+            _, _, ready, valid = await ctx.tick().sample(dut.global_in[0].ready, dut.global_out[0].valid)
+            if n_in < len(x) and ready:
+                n_in += 1
+            if valid:
+                first = cycle if first is None else first
+                last = cycle
+                n_out += 1
+            cycle += 1
+        cycles["span"] = last - first + 1
+
+    simulate(dut, bench, cycles=5000)
+    assert cycles["span"] == len(x)
