@@ -32,8 +32,8 @@ class FifoBank(wiring.Component):
     def __init__(self, *, count=2, depth=64, fmt=Q8_8):
         if not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be a positive integer, not {count!r}")
-        if not isinstance(depth, int) or depth < 2:
-            raise ValueError(f"depth must be an integer of at least 2, not {depth!r}")
+        if not isinstance(depth, int) or depth < 3:
+            raise ValueError(f"depth must be an integer of at least 3, not {depth!r}")
         self._count, self._depth, self._fmt = count, depth, fmt
         sample = stream.Signature(sample_layout(fmt.width))
         super().__init__({

@@ -34,7 +34,10 @@ class StreamFIFO(wiring.Component):
     shape : shape-like
         Payload shape.
     depth : int
-        Capacity in words (block RAM backed where the target allows it).
+        Capacity in words (block RAM backed where the target allows it); at
+        least 3, because a ``SyncFIFOBuffered`` of 2 (a 1-entry FIFO and an
+        output register) cannot take and give a word in the same cycle and
+        would halve the stream's rate.
 
     Members
     -------
@@ -45,8 +48,8 @@ class StreamFIFO(wiring.Component):
     """
 
     def __init__(self, shape, depth):
-        if not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"FIFO depth must be a positive integer, not {depth!r}")
+        if not isinstance(depth, int) or depth < 3:
+            raise ValueError(f"FIFO depth must be an integer of at least 3 (full rate), not {depth!r}")
         self._shape = shape
         self._depth = depth
         super().__init__({

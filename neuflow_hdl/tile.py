@@ -16,8 +16,7 @@ from .stream import StreamFIFO
 
 __all__ = ["Tile"]
 
-#: Words of each tile-output FIFO.  A SyncFIFOBuffered needs 3 or more to take
-#: and give a word in the same cycle (at 2 its 1-entry inner FIFO halves the rate).
+#: Words of each tile-output FIFO (StreamFIFO needs 3 or more for full rate).
 OUTPUT_DEPTH = 4
 
 

@@ -68,4 +68,4 @@ def test_chained_fifos_hold_count_times_depth(dut):
 
 def test_rejects_bad_parameters():
     with pytest.raises(ValueError, match="depth"):
-        FifoBank(count=2, depth=1)
+        FifoBank(count=2, depth=2)
