@@ -11,12 +11,12 @@ the same names work in Python and in hardware.
 
 from functools import lru_cache
 
-from amaranth.hdl import signed, unsigned
+from amaranth.hdl import Value, signed, unsigned
 from amaranth.lib import data, enum
 
 __all__ = [
     "REGISTER_BITS", "ConvMode", "AluOp", "Symmetry", "CONV_CONFIG", "ALU_CONFIG",
-    "sample_layout", "mapper_config_layout", "pack_registers", "unpack_registers",
+    "sample_layout", "mapper_config_layout", "pack_registers", "hdl_write_registers", "unpack_registers",
     "GEOMETRY_BITS", "MAX_KERNEL", "MAX_STRIDE", "Unit", "CONFIG_ADDRESS", "GRID_TILE", "CONTROL",
     "STATUS", "GRID_STATUS", "CONTROL_REG", "STATUS_REG", "ROUTE_NONE", "ROUTE_BITS", "NEIGHBOURS",
     "router_sources", "router_sinks", "config_address", "tile_config_writes", "control_write",
@@ -107,6 +107,17 @@ def mapper_config_layout(width, segments):
         "reserved0": unsigned(24),
         "segments":  data.ArrayLayout(segment, segments),
     })
+
+
+def hdl_write_registers(m, target, enable, reg, wdata):
+    """Gateware: when ``enable``, write the 32-bit ``wdata`` into register ``reg``
+    of ``target`` (a signal of a register layout; register ``r`` is bits
+    ``32*r .. 32*r+31``, the last one possibly shorter)."""
+    bits = Value.cast(target)
+    for r in range(-(-len(bits) // REGISTER_BITS)):
+        top = min(len(bits), REGISTER_BITS * (r + 1))
+        with m.If(enable & (reg == r)):
+            m.d.sync += bits[REGISTER_BITS * r:top].eq(wdata[:top - REGISTER_BITS * r])
 
 
 def pack_registers(layout, values):

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .membus import memory_bus
 from .numerics import Q8_8
 from .regs import (PORT_START_REG, PORT_STATUS_REG, REGISTER_BITS, STREAM_PORT, STREAMER_TILE,
-                   sample_layout)
+                   hdl_write_registers, sample_layout)
 
 __all__ = ["BusArbiter", "StreamPort", "Streamer"]
 
@@ -150,7 +150,7 @@ class StreamPort(wiring.Component):
         issue = Signal()
         m.d.comb += [
             issue.eq(reading & issuing & (credits < self._buffer)),
-            self.bus.cmd.payload.addr.eq(Mux(writing, 0, beat)),
+            self.bus.cmd.payload.addr.eq(beat),          # the writer overrides it below
         ]
         new_meta = Signal(meta_layout)
         m.d.comb += [
@@ -286,10 +286,7 @@ class Streamer(wiring.Component):
             wiring.connect(m, port.bus, wiring.flipped(self.bus[p]))
             selected = mine & (self.addr[8:12] == p)
             bits = Signal(STREAM_PORT, name=f"desc_{p}")
-            raw = bits.as_value()
-            for r in range(-(-STREAM_PORT.size // REGISTER_BITS)):
-                with m.If(self.we & selected & (self.addr[:8] == r)):
-                    m.d.sync += raw[REGISTER_BITS * r:REGISTER_BITS * (r + 1)].eq(self.wdata)
+            hdl_write_registers(m, bits, self.we & selected, self.addr[:8], self.wdata)
             m.d.comb += [port.desc.eq(bits),
                          port.start.eq(self.we & selected & (self.addr[:8] == PORT_START_REG))]
         with m.If(self.re):

@@ -11,7 +11,7 @@ from .mapper import Mapper
 from .numerics import Q8_8
 from .regs import (ALU_CONFIG, CONFIG_ADDRESS, CONTROL, CONTROL_REG, CONV_CONFIG, NEIGHBOURS,
                    REGISTER_BITS, ROUTE_BITS, ROUTE_NONE, STATUS, Unit, mapper_config_layout,
-                   router_sinks, router_sources, sample_layout)
+                   router_sinks, router_sources, sample_layout, hdl_write_registers)
 from .stream import StreamFIFO
 
 __all__ = ["Tile"]
@@ -92,11 +92,7 @@ class Tile(wiring.Component):
         def registers(unit, layout, init=None):
             shadow = Signal(layout, init=init)
             active = Signal(layout, init=init)
-            bits = shadow.as_value()
-            for r in range(-(-len(bits) // REGISTER_BITS)):
-                with m.If(self.we & (self.addr.unit == unit) & (self.addr.reg == r)):
-                    top = min(len(bits), REGISTER_BITS * (r + 1))
-                    m.d.sync += bits[REGISTER_BITS * r:top].eq(self.wdata[:top - REGISTER_BITS * r])
+            hdl_write_registers(m, shadow, self.we & (self.addr.unit == unit), self.addr.reg, self.wdata)
             with m.If(start):
                 m.d.sync += active.eq(shadow)
             return active
