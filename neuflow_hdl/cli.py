@@ -140,6 +140,97 @@ def cmd_fit_mapper(args):
           f"({result.max_error / fmt.step:.2f} LSB)")
 
 
+def _load_array(path, what):
+    import numpy as np
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{what} {path}: no such file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise UsageError(f"{what} {path}: not a .npy array ({type(exc).__name__})") from None
+
+
+def cmd_compile(args):
+    from compiler import CompileError
+    from compiler.driver import compile_model, write_outputs
+    calibration = None if args.calibration is None else _load_array(args.calibration,
+                                                                     "calibration")
+    try:
+        compiled = compile_model(args.model, args.grid, calibration,
+                                 progress=lambda text: print(text, flush=True),
+                                 reference=not args.no_reference)
+        manifest = write_outputs(compiled, args.output)
+    except CompileError as exc:
+        raise UsageError(str(exc)) from None
+    c = compiled.config
+    total = manifest["estimated_cycles"]
+    print(f"compiled {args.model} for grid {args.grid}: {len(compiled.layers)} layers, "
+          f"{sum(len(l.passes) for l in compiled.layers)} passes, program "
+          f"{manifest['program_words']} words, image {manifest['memory_words']} words")
+    print(f"estimated {total} cycles per image = {c.clock_mhz * 1e6 / max(total, 1):.1f} "
+          f"images/s at {c.clock_mhz:g} MHz; wrote {args.output}/ (image.hex, image.npy, "
+          f"manifest.json, program.s, report.md)")
+    for row in compiled.errors:
+        print(f"  {row['layer']:>24}: max |error| {row['max_abs']:.4g} (bound {row['bound']:.3g}), "
+              f"SNR {row['snr_db']:.1f} dB")
+
+
+def _mismatch(reference, got, manifest):
+    """First differing layer / map / pixel between two memories, or None."""
+    import numpy as np
+    from compiler.driver import tensor_codes
+    for layer in manifest["layers"]:
+        spec = manifest["buffers"][layer["output"]]
+        a, b = tensor_codes(reference, spec), tensor_codes(got, spec)
+        diff = (a != b)
+        if diff.any():
+            c, y, x = (int(v) for v in np.argwhere(diff)[0])
+            return (f"layer {layer['index']} ({layer['name']}): map {c}, pixel (row {y}, column "
+                    f"{x}): expected {a[c, y, x]}, got {b[c, y, x]} "
+                    f"({int(diff.sum())} of {diff.size} words differ)")
+    return None
+
+
+def cmd_simulate(args):
+    import numpy as np
+    from compiler import CompileError
+    from compiler.driver import layer_cycles, load_compiled, simulate
+    x = _load_array(args.input, "input")
+    if args.engine == "rtl":
+        print("simulate: the first run on a grid builds its Verilator model (a few minutes)",
+              flush=True)
+
+    def progress(done, total):
+        if total > 1 or args.engine == "rtl":
+            print(f"\r  image {done} / {total}", end="\n" if done == total else "", flush=True)
+    try:
+        manifest, _ = load_compiled(args.directory)
+        y, info = simulate(args.directory, x, args.engine, progress=progress, trace=args.trace)
+        if args.engine == "rtl":
+            ref, ref_info = simulate(args.directory, x, "reference")
+            for n, (a, b) in enumerate(zip(ref_info, info)):
+                bad = _mismatch(a["memory"], b["memory"], manifest)
+                if bad:
+                    raise UsageError(f"image {n}: hardware differs from the reference: {bad}")
+            print(f"hardware equals the reference engine bit for bit on every layer of "
+                  f"{len(info)} image(s)")
+            measured = layer_cycles(info[0]["memory"], manifest)
+            print(f"{'layer':>28} {'cycles':>9} {'estimate':>9} {'error':>7}")
+            for layer, cyc in zip(manifest["layers"], measured):
+                est = layer["estimated_cycles"]
+                print(f"{layer['index']:>3} {layer['name'][:24]:>24} {cyc:>9} {est:>9} "
+                      f"{100 * (est - cyc) / max(cyc, 1):>+6.1f}%")
+            total = info[0]["cycles"]
+            print(f"total {total} cycles per image (reset to halt) = "
+                  f"{manifest['clock_mhz'] * 1e6 / total:.1f} images/s at "
+                  f"{manifest['clock_mhz']:g} MHz")
+    except CompileError as exc:
+        raise UsageError(str(exc)) from None
+    np.save(args.output, y.astype(np.float32))
+    print(f"wrote {args.output} {tuple(y.shape)}")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="neuflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -176,6 +267,23 @@ def build_parser():
     p.add_argument("--jitter", type=int, default=0, help="extra random read latency, 0 .. J cycles")
     p.add_argument("--max-cycles", type=int, default=50_000_000)
     p.set_defaults(func=cmd_run_image)
+
+    p = sub.add_parser("compile", help="compile an ONNX network into a program and memory image")
+    p.add_argument("model", help="ONNX file")
+    p.add_argument("--grid", default="tiny")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--calibration", help=".npy array of inputs (N, ...) for per-layer formats")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the reference run that measures the error against onnxruntime")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("simulate", help="run a compiled network on an engine")
+    p.add_argument("directory", help="output directory of neuflow compile")
+    p.add_argument("--input", required=True, help=".npy input shaped like the ONNX input")
+    p.add_argument("--output", required=True, help=".npy file for the network's output")
+    p.add_argument("--engine", choices=["reference", "rtl"], default="reference")
+    p.add_argument("--trace", help="rtl: waveform of the first image (FILE.fst)")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("fit-mapper", help="fit the piecewise-linear mapper to a function")
     p.add_argument("function")

@@ -15,7 +15,7 @@ from neuflow_hdl.numerics import Q8_8, Format
 from neuflow_hdl.regs import Symmetry
 from sim.reference import mapper
 
-__all__ = ["FUNCTIONS", "MapperFit", "fit"]
+__all__ = ["FUNCTIONS", "MapperFit", "fit", "fit_function"]
 
 
 def _sigmoid(x):
@@ -86,6 +86,12 @@ def fit(function, segments=8, fmt=Q8_8):
     if function not in FUNCTIONS:
         raise ValueError(f"no mapper fit for {function!r}; known: {', '.join(FUNCTIONS)}")
     f, symmetry = FUNCTIONS[function]
+    return fit_function(function, f, symmetry, segments, fmt)
+
+
+def fit_function(name, f, symmetry=Symmetry.NONE, segments=8, fmt=Q8_8):
+    """Fit ``segments`` segments to the float function ``f`` (vectorised) over
+    the whole input range of ``fmt``; ``name`` labels the result."""
     all_codes = np.arange(fmt.min, fmt.max + 1, dtype=np.int64)
     codes = all_codes if symmetry is Symmetry.NONE else all_codes[all_codes >= 0]
     target = f(codes * fmt.step)
@@ -136,7 +142,7 @@ def fit(function, segments=8, fmt=Q8_8):
     lo, hi = int(codes[0]), int(codes[-1])
     probe = all_codes[::7]
     starts_tried = []
-    if function == "sqrt":
+    if name == "sqrt":
         starts_tried.append(([int(v) for v in np.geomspace(1, hi, segments)[:-1]], hi))
     else:
         for reach in (3.0, 4.5, 6.0):
@@ -152,5 +158,5 @@ def fit(function, segments=8, fmt=Q8_8):
     starts, slopes, offsets = build(inner)
     while len(starts) < segments:        # identical segments keep the table full
         starts.append(starts[-1]); slopes.append(slopes[-1]); offsets.append(offsets[-1])
-    return MapperFit(function, tuple(starts), tuple(slopes), tuple(offsets), symmetry, shift,
+    return MapperFit(name, tuple(starts), tuple(slopes), tuple(offsets), symmetry, shift,
                      fmt, best)

@@ -1,0 +1,508 @@
+"""The compiler driver: ONNX file -> program, memory image, manifest, report;
+and the ``simulate`` side that runs a compiled directory on an engine."""
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from neuflow_hdl.presets import preset
+from sim.asm import assemble, to_words
+
+from . import codegen as cg
+from .codegen import CodeGen
+from .errors import CompileError
+from .frontend import load_model, to_graph
+from .passes import run_passes
+from .quantise import assign_formats, mapper_for
+from .schedule import (ConvJob, Layer, allocate, conv_passes, lower_node, plan_buffers,
+                       stream_passes)
+
+__all__ = ["Compiled", "compile_model", "write_outputs", "load_compiled", "input_image",
+           "read_output", "layer_cycles", "simulate"]
+
+STAMPS = 0x200              # first try for the cycle-stamp table (after the program)
+ALIGN = 64
+
+
+@dataclass
+class Compiled:
+    grid: str
+    config: object
+    graph: object
+    buffers: dict
+    layers: list
+    source: str
+    image: np.ndarray               #: memory image without an input (pads, weights, program)
+    stamps: int
+    seconds: float = 0.0
+    errors: list = field(default_factory=list)      #: per-layer error rows, when measured
+    reference_input: str = ""
+
+    def manifest(self):
+        c = self.config
+        buffers = {t: {"base": b.base, "shape": [b.channels, b.height, b.width], "pads": list(b.pads),
+                       "pad_value": b.pad_value, "frac": b.frac, "words": b.size}
+                   for t, b in self.buffers.items()}
+        g = self.graph
+        return {
+            "grid": self.grid,
+            "format": {"width": c.fmt.width},
+            "clock_mhz": c.clock_mhz,
+            "multipliers": c.multipliers,
+            "memory_words": int(len(self.image)),
+            "program_words": int(self.program_words),
+            "stamps": self.stamps,
+            "input": {"tensor": g.input, "onnx_name": g.input_name,
+                      "onnx_shape": list(g.input_shape), **buffers[g.input]},
+            "output": {"tensor": g.output, "onnx_name": g.output_name,
+                       "onnx_shape": list(g.output_shape), "host_softmax": g.host_softmax,
+                       **buffers[g.output]},
+            "buffers": buffers,
+            "layers": [{"index": n, "name": l.name, "op": l.op, "output": l.output,
+                        "onnx_output": l.onnx_output, "shape": list(l.shape),
+                        "passes": len(l.passes), "macs": int(l.macs),
+                        "estimated_cycles": int(l.cycles),
+                        "pass_cycles": [int(x) for x in l.pass_cycles],
+                        "error_bound": l.error_bound, "notes": l.notes}
+                       for n, l in enumerate(self.layers)],
+            "estimated_cycles": int(sum(l.cycles for l in self.layers)),
+        }
+
+
+def _static_estimate(passes, config):
+    """Cycles of a list of passes before code generation (for choosing the blocking)."""
+    cpi = cg.CYCLES_PER_INSTRUCTION
+    total = 0
+    for p in passes:
+        loads = sum(1 for s in p.tiles if s.weights is not None)
+        words = sum(len(s.weights) for s in p.tiles if s.weights is not None)
+        streams = [r.words for _, r in p.reads] + [r.words for _, r, _ in p.writes]
+        total += loads * (9 * cpi + cg.WEIGHT_LOAD_OVERHEAD) + words
+        total += (4 * len(p.tiles) + 4 * len(streams)) * cpi
+        total += max(max(streams), math.ceil(sum(streams) / config.beat_words)) + p.latency + \
+            cg.STREAM_OVERHEAD
+    return total
+
+
+def _choose_passes(job, config, window):
+    if not isinstance(job, ConvJob):
+        raise TypeError(job)
+    longest = max(len(t) for t in job.terms)
+    best = None
+    for length in range(1, min(longest, config.tiles) + 1):
+        try:
+            passes = conv_passes(job, config, window, length)
+        except AssertionError:
+            continue
+        cost = _static_estimate(passes, config)
+        if best is None or cost < best[0]:
+            best = (cost, passes)
+    if best is None:
+        raise CompileError("no blocking of this layer fits the grid")
+    return best[1]
+
+
+def _pass_cycles(counter, p, config):
+    cpi = cg.CYCLES_PER_INSTRUCTION
+    streams = [r.words for _, r in p.reads] + [r.words for _, r, _ in p.writes]
+    return (counter.instructions * cpi + counter.weight_words +
+            counter.weight_loads * cg.WEIGHT_LOAD_OVERHEAD +
+            max(max(streams), math.ceil(sum(streams) / config.beat_words)) + p.latency +
+            cg.STREAM_OVERHEAD)
+
+
+def _error_bounds(graph, buffers, layers_by_output, config, maxima):
+    """Worst-case |quantised - float| per tensor (no saturation), propagated
+    through the layers: input rounding, weight rounding against the largest
+    input magnitude, every narrowing's half step, the mapper's measured error
+    times the function's slope bound."""
+    fmt = config.fmt
+    err = {graph.input: 0.5 * 2.0 ** -buffers[graph.input].frac}
+
+    def xmax(t):
+        limit = 2.0 ** (fmt.width - 1 - buffers[t].frac)
+        return min(limit, maxima[t] * 1.25) if maxima and t in maxima else limit
+
+    for node in graph.nodes:
+        y = buffers[node.output]
+        half = 0.5 * 2.0 ** -y.frac
+        e_in = [err[t] for t in node.inputs]
+        if node.op in ("conv", "gemm", "affine", "avgpool"):
+            if node.op == "conv":
+                w = node.params["weight"].reshape(node.params["weight"].shape[0], -1)
+            elif node.op == "gemm":
+                w = node.params["weight"]
+            elif node.op == "affine":
+                w = node.params["scale"].reshape(-1, 1)
+            else:
+                kh, kw = node.attrs["kernel"]
+                w = np.full((1, kh * kw), 1.0 / (kh * kw))
+            layer = layers_by_output[node.output]
+            fw = layer.weight_frac
+            dw = 0.5 * 2.0 ** -fw if fw is not None else 0.0
+            l1 = np.abs(w).sum(axis=1).max() + w.shape[1] * dw
+            terms = w.shape[1]
+            e = l1 * e_in[0] + terms * dw * xmax(node.inputs[0]) + layer.narrowings * half + \
+                0.5 * 2.0 ** -(buffers[node.inputs[0]].frac + (fw or 0))
+        elif node.op == "maxpool":
+            e = e_in[0]
+        elif node.op == "eltwise":
+            op = node.attrs["op"]
+            a, b = node.inputs
+            if op in ("add", "sub"):
+                e = e_in[0] + e_in[1]
+            elif op in ("max", "min"):
+                e = max(e_in)
+            elif op == "mul":
+                e = xmax(a) * e_in[1] + xmax(b) * e_in[0] + e_in[0] * e_in[1] + half
+            else:
+                e = float("inf")
+        else:
+            e = e_in[0]
+        act = node.attrs.get("act")
+        if act is not None:
+            choice = mapper_for(act, y.frac, fmt, config.segments)
+            e = choice.lipschitz * e + choice.max_error
+        err[node.output] = float(e)
+    return err
+
+
+def compile_model(path, grid="tiny", calibration=None, *, progress=None, reference=True):
+    """Compile the ONNX model at ``path`` for grid preset ``grid``.
+
+    ``calibration``: float array shaped like the ONNX input, or None (Q8.8).
+    ``progress``: callable(str) for progress lines.  ``reference``: run the
+    reference engine on one input and measure per-layer error against
+    onnxruntime for the report.
+    """
+    started = time.monotonic()
+    say = progress or (lambda text: None)
+    try:
+        config = preset(grid)
+    except ValueError as exc:
+        raise CompileError(str(exc)) from None
+    model = load_model(path)
+    graph = run_passes(to_graph(model))
+    say(f"{Path(path).name}: {len(graph.nodes)} layers after folding and fusion")
+    maxima = None
+    if calibration is not None:
+        from .onnx_reference import run_onnx
+        calibration = _check_input(calibration, graph)
+        outs = run_onnx(model, calibration, _onnx_names(graph))
+        maxima = {name: float(np.max(np.abs(v))) for name, v in outs.items()}
+        maxima = _ir_maxima(graph, maxima)
+    formats = assign_formats(graph, config.fmt, maxima)
+    buffers = plan_buffers(graph, formats, config)
+    data_base = 0x1000
+    while True:
+        compiled = _generate(graph, buffers, config, grid, data_base, say)
+        if compiled.program_words + 2 * (len(compiled.layers) + 2) <= data_base:
+            break
+        data_base = -(-(compiled.program_words + 2 * len(compiled.layers) + 64) // ALIGN) * ALIGN
+        say(f"program of {compiled.program_words} words: placing data at {data_base:#x}")
+    by_output = {l.output: l for l in compiled.layers}
+    bounds = _error_bounds(graph, buffers, by_output, config, maxima)
+    for l in compiled.layers:
+        l.error_bound = bounds[l.output]
+    compiled.seconds = time.monotonic() - started
+    if reference:
+        x = calibration[:1] if calibration is not None else _default_input(graph)
+        compiled.reference_input = "the first calibration input" if calibration is not None \
+            else "a fixed random input (normal, seed 0)"
+        compiled.errors = measure_errors(compiled, model, x, progress=say)
+    return compiled
+
+
+def _default_input(graph):
+    rng = np.random.default_rng(0)
+    return rng.normal(0.0, 1.0, graph.input_shape).astype(np.float32)
+
+
+def _onnx_names(graph):
+    return [n.onnx_outputs[-1] for n in graph.nodes] + \
+        [name for n in graph.nodes for name in n.onnx_outputs[:-1]]
+
+
+def _ir_maxima(graph, onnx_maxima):
+    maxima = dict(onnx_maxima)
+    for n in graph.nodes:
+        maxima[n.output] = max(onnx_maxima.get(name, 0.0) for name in n.onnx_outputs)
+    if graph.input_name in onnx_maxima:
+        maxima[graph.input] = onnx_maxima[graph.input_name]
+    return maxima
+
+
+def _generate(graph, buffers, config, grid, data_base, say):
+    stamps = data_base - 2 * (len(graph.nodes) + 2)
+    stamps -= stamps % 2
+    end = allocate(buffers, data_base)
+    weights = {}                    # kernel bytes -> address
+    weight_blocks = []
+    next_weight = [-(-end // ALIGN) * ALIGN]
+
+    def weights_address(setup):
+        key = setup.weights.astype(np.int64).tobytes()
+        if key not in weights:
+            weights[key] = next_weight[0]
+            weight_blocks.append((next_weight[0], setup.weights))
+            next_weight[0] += len(setup.weights)
+        return weights[key]
+
+    gen = CodeGen(config, stamps)
+    gen.begin()
+    layers = []
+    for node in graph.nodes:
+        jobs, notes = lower_node(node, graph, buffers, config)
+        window = (buffers[node.output].base, buffers[node.output].size)
+        if jobs and isinstance(jobs[0], ConvJob):
+            passes = [p for job in jobs for p in _choose_passes(job, config, window)]
+        else:
+            passes = stream_passes(jobs, config, window)
+        layer = Layer(node.name, node.onnx_op if node.op != "conv" or node.onnx_op == "Conv"
+                      else node.onnx_op, node.output, passes, sum(p.macs for p in passes),
+                      graph.shapes[node.output], notes)
+        layer.onnx_output = node.onnx_outputs[-1]
+        layer.weight_frac = _weight_frac(jobs, buffers, node)
+        layer.narrowings = _narrowings(jobs)
+        gen.measure()
+        gen.layer(f"{node.name} ({node.onnx_op}): {len(passes)} passes")
+        layer.pass_cycles = []
+        for n, p in enumerate(passes):
+            gen.comment(f"pass {n}")
+            gen.emit_pass(p, weights_address)
+            layer.pass_cycles.append(_pass_cycles(gen.measure(), p, config))
+        gen.check_layer()
+        layer.pass_cycles[-1] += gen.measure().instructions * cg.CYCLES_PER_INSTRUCTION
+        layer.cycles = sum(layer.pass_cycles)
+        layers.append(layer)
+        if len(layers) % 10 == 0:
+            say(f"  {len(layers)} / {len(graph.nodes)} layers scheduled")
+    gen.end()
+    source = "\n".join(gen.lines) + "\n"
+    program = to_words(assemble(source))
+    size = next_weight[0]
+    if size > config.memory_words:
+        raise CompileError(f"the program, tensors and weights need {size} words; grid {grid} "
+                           f"has {config.memory_words} words of memory")
+    image = np.zeros(size, dtype=np.int64)
+    image[:len(program)] = program
+    for b in buffers.values():
+        image[b.base:b.base + b.size] = b.initial() & 0xFFFF
+    for address, words in weight_blocks:
+        image[address:address + len(words)] = np.asarray(words) & 0xFFFF
+    compiled = Compiled(grid, config, graph, buffers, layers, source, image, stamps)
+    compiled.program_words = len(program)
+    return compiled
+
+
+def _weight_frac(jobs, buffers, node):
+    if not jobs or not isinstance(jobs[0], ConvJob) or jobs[0].mode.name == "MAX":
+        return None
+    fi = buffers[node.inputs[0]].frac
+    fo = buffers[node.output].frac
+    return jobs[0].shift + fo - fi
+
+
+def _narrowings(jobs):
+    if not jobs or not isinstance(jobs[0], ConvJob):
+        return 1
+    return max(len(t) for t in jobs[0].terms)
+
+
+def _check_input(x, graph):
+    x = np.asarray(x, dtype=np.float64)
+    want = tuple(graph.input_shape[1:])
+    if x.ndim == len(want):
+        x = x[None]
+    if tuple(x.shape[1:]) != want:
+        raise CompileError(f"input of shape {tuple(x.shape)}; the model takes (N, "
+                           f"{', '.join(str(d) for d in want)})")
+    return x
+
+
+# -- Images, outputs and engines ---------------------------------------------------------
+
+def input_image(image, manifest, x):
+    """The memory image with one input (float, per-image shape) quantised into it."""
+    from .schedule import Buffer
+    spec = manifest["input"]
+    buf = Buffer(spec["tensor"], *spec["shape"], spec["frac"], tuple(spec["pads"]),
+                 spec["pad_value"], base=spec["base"])
+    width = manifest["format"]["width"]
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    codes = np.clip(np.floor(np.asarray(x, dtype=np.float64).reshape(spec["shape"]) *
+                             2.0 ** spec["frac"] + 0.5), lo, hi).astype(np.int64)
+    image = np.array(image, dtype=np.int64)
+    words = buf.scatter(codes)
+    image[buf.base:buf.base + len(words)] = words & ((1 << width) - 1)
+    return image
+
+
+def tensor_codes(memory, spec, width=16):
+    """Signed codes (C, H, W) of a buffer described by a manifest entry."""
+    from .schedule import Buffer
+    buf = Buffer("", *spec["shape"], spec["frac"], tuple(spec["pads"]), spec["pad_value"],
+                 base=spec["base"])
+    words = np.asarray(memory[buf.base:buf.base + buf.size], dtype=np.int64)
+    half = 1 << (width - 1)
+    codes = ((words + half) & ((1 << width) - 1)) - half
+    return buf.gather(codes)
+
+
+def read_output(memory, manifest):
+    """The network's float output for one image (ONNX output shape without N)."""
+    spec = manifest["output"]
+    y = tensor_codes(memory, spec, manifest["format"]["width"]) * 2.0 ** -spec["frac"]
+    y = y.reshape(spec["shape"][0] * spec["shape"][1] * spec["shape"][2])
+    if spec["host_softmax"]:
+        e = np.exp(y - y.max())
+        y = e / e.sum()
+    return y.reshape(tuple(spec["onnx_shape"][1:]))
+
+
+def layer_cycles(memory, manifest):
+    """Cycles per layer from the program's cycle stamps."""
+    stamps = manifest["stamps"]
+    n = len(manifest["layers"])
+    values = [int(memory[stamps + 2 * i]) | int(memory[stamps + 2 * i + 1]) << 16
+              for i in range(n + 1)]
+    return [values[i + 1] - values[i] for i in range(n)]
+
+
+def run_reference_image(image, manifest, config):
+    from .engine import run_program
+    memory, halt, steps = run_program(image, config)
+    if halt != 0:
+        raise CompileError(f"the program halted with code {halt:#x}")
+    return memory
+
+
+def measure_errors(compiled, model, x, progress=None):
+    """Per-layer max abs error and SNR of the reference engine against onnxruntime."""
+    from .onnx_reference import run_onnx
+    manifest = compiled.manifest()
+    names = [l.onnx_output for l in compiled.layers]
+    float_out = run_onnx(model, x, names)
+    image = input_image(compiled.image, manifest, x[0])
+    memory = run_reference_image(image, manifest, compiled.config)
+    rows = []
+    for l in compiled.layers:
+        spec = manifest["buffers"][l.output]
+        got = tensor_codes(memory, spec) * 2.0 ** -spec["frac"]
+        ref = float_out[l.onnx_output][0].reshape(got.shape)
+        err = np.abs(got - ref)
+        signal = float(np.sum(ref ** 2))
+        noise = float(np.sum((got - ref) ** 2))
+        snr = float("inf") if noise == 0 else 10 * math.log10(max(signal, 1e-30) / noise)
+        limit = 2.0 ** (compiled.config.fmt.width - 1 - spec["frac"])
+        rows.append({"layer": l.name, "max_abs": float(err.max()), "snr_db": snr,
+                     "bound": l.error_bound, "saturates": bool(np.max(np.abs(ref)) >= limit)})
+    return rows
+
+
+def write_outputs(compiled, outdir):
+    """image.hex, image.npy, manifest.json, program.s (listing) and report.md in ``outdir``."""
+    from sim.runner import write_hex
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = compiled.manifest()
+    np.save(out / "image.npy", compiled.image.astype(np.uint16))
+    write_hex(out / "image.hex", compiled.image, compiled.config.fmt.width)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=_json))
+    (out / "program.s").write_text(compiled.source)
+    (out / "report.md").write_text(report(compiled, manifest))
+    return manifest
+
+
+def _json(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return str(value)
+
+
+def report(compiled, manifest):
+    c = compiled.config
+    lines = [f"# NeuFlow compile report: grid `{compiled.grid}`", "",
+             f"{c.rows} x {c.columns} tiles, K = {c.kernel}, {c.multipliers} multipliers, "
+             f"{c.clock_mhz:g} MHz nominal; {c.ports} streamer ports, {c.globals_} global lines.",
+             "",
+             f"Memory: program {manifest['program_words']} words, image {manifest['memory_words']} "
+             f"words.  Compile time {compiled.seconds:.2f} s.", ""]
+    total = manifest["estimated_cycles"]
+    macs = sum(l["macs"] for l in manifest["layers"])
+    fps = c.clock_mhz * 1e6 / max(total, 1)
+    lines += [f"Estimated: **{total} cycles per image, {fps:.1f} images/s at {c.clock_mhz:g} MHz**; "
+              f"{macs} MACs, {macs / max(total, 1):.1f} MACs/cycle "
+              f"({100 * macs / max(total, 1) / c.multipliers:.1f}% of the grid's "
+              f"{c.multipliers}).", ""]
+    lines += ["| # | layer | op | output | passes | MACs | est. cycles | MAC util. | error bound |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for l in manifest["layers"]:
+        util = l["macs"] / max(l["estimated_cycles"], 1) / c.multipliers
+        lines.append(f"| {l['index']} | {l['name']} | {l['op']} | {'x'.join(map(str, l['shape']))} "
+                     f"| {l['passes']} | {l['macs']} | {l['estimated_cycles']} | {100 * util:.1f}% "
+                     f"| {l['error_bound']:.3g} |")
+    notes = [f"- {l['name']}: {n}" for l in manifest["layers"] for n in l["notes"]]
+    if notes:
+        lines += ["", "Notes:", ""] + notes
+    if manifest["output"]["host_softmax"]:
+        lines += ["", "The final Softmax runs on the host (`neuflow simulate` applies it)."]
+    if compiled.errors:
+        lines += ["", f"## Error against onnxruntime ({compiled.reference_input})", "",
+                  "| layer | max abs error | SNR (dB) | bound | saturates |",
+                  "| --- | --- | --- | --- | --- |"]
+        for r in compiled.errors:
+            lines.append(f"| {r['layer']} | {r['max_abs']:.4g} | {r['snr_db']:.1f} | "
+                         f"{r['bound']:.3g} | {'yes' if r['saturates'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def load_compiled(directory):
+    d = Path(directory)
+    if not (d / "manifest.json").is_file() or not (d / "image.npy").is_file():
+        raise CompileError(f"{d}: not a compiled directory (no manifest.json / image.npy); run "
+                           "neuflow compile first")
+    manifest = json.loads((d / "manifest.json").read_text())
+    image = np.load(d / "image.npy").astype(np.int64)
+    return manifest, image
+
+
+def simulate(directory, x, engine="reference", *, progress=None, trace=None):
+    """Run every image of ``x`` (N, ...) on ``engine``; returns (outputs, per-image info)."""
+    manifest, image = load_compiled(directory)
+    config = preset(manifest["grid"])
+    want = tuple(manifest["input"]["onnx_shape"][1:])
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == len(want):
+        x = x[None]
+    if tuple(x.shape[1:]) != want:
+        raise CompileError(f"input of shape {tuple(x.shape)}; the model takes (N, "
+                           f"{', '.join(str(d) for d in want)})")
+    outputs, info = [], []
+    for n in range(x.shape[0]):
+        img = input_image(image, manifest, x[n])
+        if engine == "reference":
+            memory = run_reference_image(img, manifest, config)
+            cycles = None
+        elif engine == "rtl":
+            from sim.runner import run_image
+            result = run_image(img, manifest["grid"], trace=trace if n == 0 else None)
+            if not result.halted or result.halt_code != 0:
+                raise CompileError(f"image {n}: the hardware halted with code "
+                                   f"{result.halt_code:#x}" if result.halted else
+                                   f"image {n}: the hardware did not halt")
+            memory = result.memory
+            cycles = result.cycles
+        else:
+            raise CompileError(f"unknown engine {engine!r}; use reference or rtl")
+        outputs.append(read_output(memory, manifest))
+        info.append({"memory": memory, "cycles": cycles})
+        if progress:
+            progress(n + 1, x.shape[0])
+    return np.stack(outputs), info

@@ -1,0 +1,314 @@
+"""The reference engine: runs a compiled program exactly as the hardware must.
+
+The control program runs on the instruction-set simulator (:mod:`sim.iss`);
+its configuration bus is :class:`GridModel`, a functional model of the grid
+and the streamer that moves whole frames instead of words.  Every register
+write lands in the tile's shadow copy and becomes active at ``start``;
+streams follow the *active* routes (a source feeding several sinks copies
+its frame to each); operators compute with :mod:`sim.reference`, the
+bit-exact numpy model the gateware is verified against.  The engine is
+independent of the compiler's intentions: it executes the program, so the
+memory it produces is what the hardware must produce.
+
+Anything the hardware would flag or hang on (a frame whose size disagrees
+with an operator's configuration, a stream nobody consumes when the program
+waits for it, two writers on one global line) raises :class:`EngineError`
+naming the instruction.
+"""
+
+import numpy as np
+from amaranth.lib import data
+
+from neuflow_hdl.numerics import Format
+from neuflow_hdl.regs import (ALU_CONFIG, CONV_CONFIG, GRID_TILE, NEIGHBOURS, PORT_START_REG,
+                              PORT_STATUS_REG, ROUTE_NONE, STREAM_PORT, STREAMER_TILE, AluOp,
+                              ConvMode, Unit, mapper_config_layout, router_sinks, router_sources,
+                              unpack_registers)
+from sim import reference
+from sim.iss import ISS
+
+__all__ = ["EngineError", "GridModel", "run_program"]
+
+_OPPOSITE = {"north": "south", "south": "north", "east": "west", "west": "east"}
+
+
+class EngineError(Exception):
+    pass
+
+
+class _Tile:
+    def __init__(self, index, config):
+        self.index = index
+        self.shadow = {}
+        self.active = {}
+        K = config.kernel
+        self.weights = np.zeros((K, K), dtype=np.int64)
+        self.pointer = (K - 1, K - 1)
+        self.queues = {}        # sink name -> [frame]
+
+
+class GridModel:
+    """Configuration bus of the ISS: tiles, routes, operators and streamer ports."""
+
+    def __init__(self, config, memory):
+        self.c = config
+        self.memory = memory            # the ISS's memory (shared, unsigned words)
+        self.fmt = Format(config.fmt.width, config.fmt.frac)
+        self.tiles = [_Tile(t, config) for t in range(config.tiles)]
+        self.sinks = router_sinks(config.globals_, config.fifos)
+        self.sources = router_sources(config.globals_, config.fifos)
+        self.ports = [{"regs": [0] * 6, "busy": False, "done": False, "error": False,
+                       "desc": None} for _ in range(config.ports)]
+        self.line_in = {g: [] for g in range(config.globals_)}     # frames waiting for a consumer
+        self.line_out = {g: [] for g in range(config.globals_)}    # frames waiting for a writer
+        self.where = "?"
+        self.mapper_layout = mapper_config_layout(config.fmt.width, config.segments)
+
+    # -- helpers --------------------------------------------------------------------
+    def _fail(self, message):
+        raise EngineError(f"{self.where}: {message}")
+
+    def _unit(self, tile, unit, layout):
+        regs = -(-layout.size // 32)
+        words = [tile.active.get((unit.value, r), 0) for r in range(regs)]
+        return data.Const(layout, unpack_registers(words) & ((1 << layout.size) - 1))
+
+    def _route(self, tile, sink):
+        select = tile.active.get((Unit.ROUTER.value, self.sinks.index(sink)), ROUTE_NONE)
+        if select == ROUTE_NONE:
+            return None
+        if select >= len(self.sources):
+            self._fail(f"tile {tile.index}: sink {sink} selects source {select}, which does not "
+                       "exist (route error)")
+        return self.sources[select]
+
+    def _neighbour(self, index, direction):
+        r, c = divmod(index, self.c.columns)
+        dr, dc = {"north": (-1, 0), "south": (1, 0), "east": (0, 1), "west": (0, -1)}[direction]
+        r, c = r + dr, c + dc
+        if not (0 <= r < self.c.rows and 0 <= c < self.c.columns):
+            return None
+        return r * self.c.columns + c
+
+    def _words(self, base, width, height, stride):
+        rows = [self.memory[base + y * stride: base + y * stride + width] for y in range(height)]
+        frame = np.array(rows, dtype=np.int64).reshape(height, width)
+        half = 1 << (self.fmt.width - 1)
+        return ((frame + half) & ((1 << self.fmt.width) - 1)) - half
+
+    # -- bus --------------------------------------------------------------------------
+    def write(self, address, value):
+        tile, unit, reg = address >> 12, (address >> 8) & 0xF, address & 0xFF
+        if tile == STREAMER_TILE:
+            if unit >= len(self.ports):
+                self._fail(f"write to streamer port {unit}, which does not exist")
+            port = self.ports[unit]
+            if reg < 6:
+                port["regs"][reg] = value
+            elif reg == PORT_START_REG:
+                self._start_port(unit)
+            return
+        if tile >= len(self.tiles):
+            self._fail(f"write to tile {tile}, which does not exist")
+        t = self.tiles[tile]
+        if unit == Unit.CONTROL.value and reg == 0:
+            if value & 2:                       # flush
+                t.queues = {}
+            if value & 1:                       # start
+                t.active = dict(t.shadow)
+                conv = self._unit(t, Unit.CONVOLVER, CONV_CONFIG)
+                corner = self.c.kernel - conv.k if 1 <= conv.k <= self.c.kernel else 0
+                t.pointer = (corner, corner)
+                self._propagate()
+            return
+        t.shadow[(unit, reg)] = value
+
+    def read(self, address):
+        tile, unit, reg = address >> 12, (address >> 8) & 0xF, address & 0xFF
+        if tile == STREAMER_TILE and reg == PORT_STATUS_REG and unit < len(self.ports):
+            p = self.ports[unit]
+            return int(p["busy"]) | int(p["done"]) << 1 | int(p["error"]) << 2
+        if tile == GRID_TILE:
+            busy = any(any(q for q in t.queues.values()) for t in self.tiles)
+            return int(busy)
+        if tile < len(self.tiles) and unit == Unit.CONTROL.value and reg == 1:
+            t = self.tiles[tile]
+            return int(any(q for q in t.queues.values()))
+        return 0
+
+    # -- streams ----------------------------------------------------------------------
+    def _start_port(self, n):
+        regs = self.ports[n]["regs"]
+        d = data.Const(STREAM_PORT, unpack_registers(regs) & ((1 << STREAM_PORT.size) - 1))
+        port = self.ports[n]
+        last = d.base + (d.height - 1) * d.stride + d.width - 1
+        if d.width == 0 or d.height == 0 or d.base < d.window_base or \
+                last >= d.window_base + d.window_size or last >= len(self.memory):
+            port.update(busy=False, done=False, error=True)
+            self._fail(f"port {n}: rectangle base {d.base:#x} {d.width}x{d.height} stride "
+                       f"{d.stride} leaves its window")
+        if d.line >= self.c.globals_:
+            self._fail(f"port {n}: global line {d.line} does not exist")
+        port.update(busy=True, done=False, error=False, desc=d)
+        if d.write:
+            self._try_writers()
+        else:
+            self.line_in[d.line].append((n, self._words(d.base, d.width, d.height, d.stride)))
+            self._propagate()
+
+    def _try_writers(self):
+        for n, port in enumerate(self.ports):
+            d = port["desc"]
+            if not port["busy"] or d is None or not d.write or not self.line_out[d.line]:
+                continue
+            frame = self.line_out[d.line].pop(0)
+            if frame.shape != (d.height, d.width):
+                port.update(busy=False, error=True)
+                self._fail(f"port {n} writes a {d.width}x{d.height} rectangle but line {d.line} "
+                           f"carries a {frame.shape[1]}x{frame.shape[0]} frame")
+            for y in range(d.height):
+                start = d.base + y * d.stride
+                self.memory[start:start + d.width] = frame[y] & ((1 << self.fmt.width) - 1)
+            port.update(busy=False, done=True)
+
+    def _consumers(self, tile, source):
+        return [(tile, sink) for sink in self.sinks if self._route(tile, sink) == source]
+
+    def _deliver(self, tile, source, frame):
+        """Send ``frame`` from ``source`` of ``tile`` to every sink routed to it.
+        Returns False if nothing consumes it."""
+        targets = self._consumers(tile, source)
+        if not targets:
+            return False
+        for t, sink in targets:
+            if sink.endswith("_out") and sink.split("_")[0] in NEIGHBOURS:
+                direction = sink.split("_")[0]
+                other = self._neighbour(t.index, direction)
+                if other is None:
+                    self._fail(f"tile {t.index}: {sink} leads off the grid (route error)")
+                if not self._deliver(self.tiles[other], f"{_OPPOSITE[direction]}_in", frame):
+                    self._fail(f"tile {other}: the frame from tile {t.index} ({sink}) has no "
+                               "consumer")
+            elif sink.startswith("global_out_"):
+                g = int(sink.rsplit("_", 1)[1])
+                drivers = [u.index for u in self.tiles if self._route(u, sink) is not None]
+                if len(drivers) > 1:
+                    self._fail(f"global output line {g} is driven by tiles {drivers}")
+                self.line_out[g].append(frame)
+            else:
+                t.queues.setdefault(sink, []).append(frame)
+        return True
+
+    def _propagate(self):
+        progress = True
+        while progress:
+            progress = False
+            for g in range(self.c.globals_):
+                while self.line_in[g]:
+                    port, frame = self.line_in[g][0]
+                    delivered = False
+                    for t in self.tiles:
+                        delivered |= self._deliver(t, f"global_in_{g}", frame)
+                    if not delivered:
+                        break
+                    self.line_in[g].pop(0)
+                    self.ports[port].update(busy=False, done=True)
+                    progress = True
+            for t in self.tiles:
+                progress |= self._fire(t)
+            self._try_writers()
+
+    def _take(self, t, sink):
+        q = t.queues.get(sink)
+        return q.pop(0) if q else None
+
+    def _fire(self, t):
+        fired = False
+        K = self.c.kernel
+        fmt = self.fmt
+        weights = t.queues.pop("convolver_weights", [])
+        for frame in weights:
+            for word in frame.ravel():
+                r, c = t.pointer
+                t.weights[r, c] = word
+                conv = self._unit(t, Unit.CONVOLVER, CONV_CONFIG)
+                corner = K - conv.k
+                if c >= K - 1:
+                    t.pointer = (corner if r >= K - 1 else r + 1, corner)
+                else:
+                    t.pointer = (r, c + 1)
+            fired = True
+        q = t.queues
+        if q.get("convolver_in"):
+            conv = self._unit(t, Unit.CONVOLVER, CONV_CONFIG)
+            mode = ConvMode(conv.mode)
+            if mode != ConvMode.MAC_PSUM or q.get("convolver_psum"):
+                x = self._take(t, "convolver_in")
+                if x.shape != (conv.height, conv.width):
+                    self._fail(f"tile {t.index}: convolver configured for {conv.width}x"
+                               f"{conv.height} receives a {x.shape[1]}x{x.shape[0]} frame")
+                if not (1 <= conv.k <= K and conv.stride >= 1):
+                    self._fail(f"tile {t.index}: convolver k={conv.k} stride={conv.stride} invalid")
+                if mode == ConvMode.MAX:
+                    y = reference.window_max(x, conv.k, stride=conv.stride, fmt=fmt)
+                else:
+                    psum = self._take(t, "convolver_psum") if mode == ConvMode.MAC_PSUM else None
+                    kernel = t.weights[K - conv.k:, K - conv.k:]
+                    y = reference.conv2d(x, kernel, stride=conv.stride, bias=conv.bias, psum=psum,
+                                         shift=conv.shift, fmt=fmt)
+                self._emit(t, "convolver", y)
+                fired = True
+        if q.get("alu_a"):
+            alu = self._unit(t, Unit.ALU, ALU_CONFIG)
+            if alu.b_const or q.get("alu_b") or AluOp(alu.op) in (AluOp.SQUARE, AluOp.ABS):
+                a = self._take(t, "alu_a")
+                if alu.b_const or AluOp(alu.op) in (AluOp.SQUARE, AluOp.ABS):
+                    half = 1 << (fmt.width - 1)
+                    b = ((alu.const + half) & ((1 << fmt.width) - 1)) - half
+                else:
+                    b = self._take(t, "alu_b")
+                    if b.shape != a.shape:
+                        self._fail(f"tile {t.index}: ALU operands of shapes {a.shape} and {b.shape}")
+                self._emit(t, "alu", reference.alu(AluOp(alu.op), a, b, shift=alu.shift, fmt=fmt))
+                fired = True
+        if q.get("mapper_in"):
+            m = self._unit(t, Unit.MAPPER, self.mapper_layout)
+            x = self._take(t, "mapper_in")
+            segs = [m.segments[i] for i in range(self.c.segments)]
+            half = 1 << (fmt.width - 1)
+            word = lambda v: ((v + half) & ((1 << fmt.width) - 1)) - half
+            y = reference.mapper(x, [word(s.bound) for s in segs], [word(s.slope) for s in segs],
+                                 [word(s.offset) for s in segs], symmetry=m.symmetry,
+                                 shift=m.shift, fmt=fmt)
+            self._emit(t, "mapper", y)
+            fired = True
+        for n in range(self.c.fifos):
+            frame = self._take(t, f"fifo_{n}_in")
+            if frame is not None:
+                self._emit(t, f"fifo_{n}", frame)
+                fired = True
+        return fired
+
+    def _emit(self, t, source, frame):
+        if not self._deliver(t, source, frame):
+            self._fail(f"tile {t.index}: the {source} output has no consumer")
+
+
+def run_program(memory, config, *, max_steps=50_000_000):
+    """Run the program in ``memory`` (unsigned words) to halt on the ISS with the
+    grid model; returns ``(memory after halt, halt code, instructions)``."""
+    iss = ISS(memory, width=config.fmt.width, wait_limit=1)
+    model = GridModel(config, iss.memory)
+    iss.config = model
+    steps = 0
+    while not iss.halted:
+        model.where = f"instruction {iss.pc}"
+        try:
+            iss.step()
+        except RuntimeError as exc:
+            raise EngineError(f"instruction {iss.pc}: the program waits for a condition that can "
+                              f"never hold ({exc})") from None
+        steps += 1
+        if steps > max_steps:
+            raise EngineError(f"the program did not halt within {max_steps} instructions")
+    return iss.memory, iss.halt_code, iss.steps

@@ -1,0 +1,90 @@
+"""The compiler's graph IR: float-domain dataflow operators on per-image tensors.
+
+A tensor is one image's activation, shaped ``(C, H, W)`` (a vector of F
+features is ``(F, 1, 1)``; the batch dimension is dropped, every image runs
+the same program).  A node is one of the operators below; the passes of
+:mod:`compiler.passes` rewrite ONNX's operator set into them, and
+:mod:`compiler.schedule` lowers them onto the grid.
+
+=========== ============================================================
+``conv``    ``weight (Co, Ci/groups, kh, kw)``, ``bias (Co,)``; attrs
+            ``stride (sh, sw)``, ``pads (top, left, bottom, right)``,
+            ``groups``, ``act``
+``maxpool`` attrs ``kernel (kh, kw)``, ``stride``, ``pads``
+``avgpool`` attrs ``kernel``, ``stride``, ``pads`` (zero pads counted),
+            ``act``
+``gemm``    ``weight (N, F)``, ``bias (N,)``; the input is read flat
+            (C*H*W features in C, H, W order); attrs ``act``
+``eltwise`` two tensors; attrs ``op`` in add, sub, mul, div, max, min,
+            ``act``
+``affine``  per-channel ``scale (C,)`` and ``shift (C,)``:
+            ``x * scale + shift``; attrs ``act``
+``act``     the activation ``attrs['act']`` alone
+``lrn``     local response normalisation across channels; attrs
+            ``size``, ``alpha``, ``beta``, ``bias``
+``flatten`` a view: ``(C, H, W)`` read as ``(C*H*W, 1, 1)``
+=========== ============================================================
+
+An activation is a tuple: ``("relu",)``, ``("tanh",)``, ``("sigmoid",)``,
+``("clip", lo, hi)``, ``("leaky", alpha)``.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Node", "Graph", "ACTIVATIONS", "activation_function"]
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "clip", "leaky")
+
+
+def activation_function(act):
+    """The float function of an activation tuple (for reference and error bounds)."""
+    kind = act[0]
+    if kind == "relu":
+        return lambda x: np.maximum(x, 0.0)
+    if kind == "tanh":
+        return np.tanh
+    if kind == "sigmoid":
+        return lambda x: 1.0 / (1.0 + np.exp(-x))
+    if kind == "clip":
+        return lambda x: np.clip(x, act[1], act[2])
+    if kind == "leaky":
+        return lambda x: np.where(x >= 0, x, act[1] * x)
+    raise ValueError(f"unknown activation {act!r}")
+
+
+@dataclass
+class Node:
+    op: str                     #: IR operator (see the module docstring)
+    name: str                   #: the ONNX node it came from (for messages and reports)
+    onnx_op: str                #: that node's ONNX operator type
+    inputs: list                #: tensor names
+    output: str                 #: tensor name
+    attrs: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)      #: float numpy arrays
+    #: ONNX tensors whose values this node's output stands for (for per-layer
+    #: comparison); the last one is the node's own output.
+    onnx_outputs: list = field(default_factory=list)
+
+
+@dataclass
+class Graph:
+    input: str
+    output: str
+    shapes: dict                #: tensor name -> (C, H, W)
+    nodes: list                 #: topological order
+    input_shape: tuple = ()     #: the ONNX input's shape with the batch dimension (N, ...)
+    output_shape: tuple = ()    #: the ONNX output's shape with the batch dimension
+    input_name: str = ""        #: the ONNX input's name
+    output_name: str = ""       #: the ONNX output's name
+    host_softmax: bool = False  #: a final Softmax runs on the host
+
+    def consumers(self, tensor):
+        return [n for n in self.nodes if tensor in n.inputs]
+
+    def producer(self, tensor):
+        for n in self.nodes:
+            if n.output == tensor:
+                return n
+        return None

@@ -1,0 +1,177 @@
+"""Quantisation: a fixed-point format per tensor, integer weights per layer, and
+the mapper configuration of each activation.
+
+Every tensor is a stream of ``width``-bit words with ``frac`` fraction bits
+(:class:`neuflow_hdl.numerics.Format`).  Without calibration data every
+tensor is Q8.8 (NeuFlow's format).  With calibration inputs each tensor gets
+the most fraction bits that still hold its largest calibrated magnitude with
+25% headroom.  Operators that cannot change format (window max, ALU
+add/sub/max/min, the mapper) tie their operands' and results' formats
+together; the tied group takes the coarsest member's format.
+"""
+
+import math
+
+import numpy as np
+
+from neuflow_hdl.numerics import Format
+from neuflow_hdl.regs import Symmetry
+from sim.mapper_fit import fit, fit_function
+
+from .errors import CompileError
+from .ir import activation_function
+
+__all__ = ["assign_formats", "quantise_kernel", "mapper_for", "MapperChoice"]
+
+HEADROOM = 1.25
+MAX_FRAC_CALIBRATED = 12
+
+
+def _frac_for(maximum, width):
+    if maximum <= 0 or not np.isfinite(maximum):
+        return MAX_FRAC_CALIBRATED
+    integer_bits = math.ceil(math.log2(maximum * HEADROOM))
+    return int(min(max(width - 1 - integer_bits, 0), MAX_FRAC_CALIBRATED))
+
+
+def assign_formats(graph, fmt, maxima=None):
+    """Fraction bits of every tensor: ``{tensor: frac}``.
+
+    ``maxima``: ``{onnx tensor name: max |value|}`` from calibration, or None
+    for ``fmt.frac`` everywhere.
+    """
+    tensors = [graph.input] + [n.output for n in graph.nodes]
+    if maxima is None:
+        return {t: fmt.frac for t in tensors}
+    want = {}
+    for t in tensors:
+        want[t] = maxima.get(t, 0.0)
+    for n in graph.nodes:
+        # The output of a fused operator also holds the pre-activation values.
+        for name in n.onnx_outputs:
+            want[n.output] = max(want[n.output], maxima.get(name, 0.0))
+    want = {t: _frac_for(v, fmt.width) for t, v in want.items()}
+    parent = {t: t for t in tensors}
+
+    def find(t):
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    for n in graph.nodes:
+        tied = []
+        if n.op == "maxpool" or (n.op == "act"):
+            tied = [n.inputs[0], n.output]
+        elif n.op == "eltwise" and n.attrs["op"] in ("add", "sub", "max", "min"):
+            tied = list(n.inputs) + [n.output]
+        for t in tied[1:]:
+            parent[find(t)] = find(tied[0])
+    group = {}
+    for t in tensors:
+        r = find(t)
+        group[r] = min(group.get(r, 99), want[t])
+    return {t: group[find(t)] for t in tensors}
+
+
+def quantise_kernel(weights, fi, fo, fmt, *, node, bias=None):
+    """Integer weights and bias for an operator ``out = sum(w * x) + bias``
+    with input and output fraction bits ``fi`` and ``fo``.
+
+    Chooses the weight fraction bits ``fw`` (most precision that fits the
+    word) so that the output shift ``fi + fw - fo`` is within 0 .. width.
+    Returns ``(codes, bias_codes, fw, shift)``; bias is in the accumulator
+    format (``fi + fw`` fraction bits, 32 bits).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    top = float(np.max(np.abs(w))) if w.size else 0.0
+    fw = fmt.width - 1 if top == 0 else fmt.width - 1 - math.ceil(math.log2(top * (1 + 2.0 ** -12)))
+    if top and top * 2.0 ** fw >= 2 ** (fmt.width - 1) - 0.5:
+        fw -= 1
+    fw = min(fw, fmt.width + fo - fi)         # shift <= width
+    if bias is not None and np.size(bias):
+        bmax = float(np.max(np.abs(bias)))
+        while bmax and fw > fo - fi and bmax * 2.0 ** (fi + fw) >= 2 ** 31 - 1:
+            fw -= 1
+    if fw < fo - fi:
+        raise CompileError(f"weights up to {top:.4g} do not fit a {fmt.width}-bit word for "
+                           f"an output with {fo} fraction bits", node)
+    shift = fi + fw - fo
+    codes = np.clip(np.floor(w * 2.0 ** fw + 0.5), fmt.min, fmt.max).astype(np.int64)
+    bias_codes = None
+    if bias is not None:
+        bias_codes = np.floor(np.asarray(bias, dtype=np.float64) * 2.0 ** (fi + fw) + 0.5)
+        if np.any(np.abs(bias_codes) >= 2 ** 31):
+            raise CompileError(f"bias up to {np.max(np.abs(bias)):.4g} does not fit the 32-bit "
+                               f"bias register at {fi + fw} fraction bits", node)
+        bias_codes = bias_codes.astype(np.int64)
+    return codes, bias_codes, fw, shift
+
+
+class MapperChoice:
+    """An activation on the mapper: its configuration, its exact worst-case
+    error (real units) and the float function's Lipschitz constant (for error
+    bounds)."""
+
+    def __init__(self, config, max_error, lipschitz, name):
+        self.config, self.max_error, self.lipschitz, self.name = config, max_error, lipschitz, name
+
+
+def _exact(segments_fn, fmt, segments, shift=None):
+    """Mapper configuration from exact (bound, slope, offset) real-valued segments."""
+    shift = fmt.width - 2 if shift is None else shift
+    rows = []
+    for bound, slope, offset in segments_fn:
+        b = fmt.min if bound is None else int(np.clip(fmt.quantise(bound), fmt.min, fmt.max))
+        a = int(np.clip(np.floor(slope * 2 ** shift + 0.5), fmt.min, fmt.max))
+        c = int(np.clip(fmt.quantise(offset), fmt.min, fmt.max))
+        rows.append((b, a, c))
+    rows.sort(key=lambda r: r[0])
+    while len(rows) < segments:
+        rows.append(rows[-1])
+    if len(rows) > segments:
+        raise ValueError("too many segments")
+    return {"symmetry": Symmetry.NONE, "shift": shift,
+            "segments": [{"bound": b, "slope": a, "offset": c} for b, a, c in rows]}
+
+
+def mapper_for(act, frac, fmt, segments, *, node=None):
+    """The mapper configuration of activation ``act`` on words of ``frac`` fraction bits."""
+    from sim.reference import mapper
+    f = Format(fmt.width, frac)
+    kind = act[0]
+    if kind in ("relu", "tanh", "sigmoid"):
+        m = fit(kind, segments, f)
+        return MapperChoice(m.config(), m.max_error, {"relu": 1.0, "tanh": 1.0, "sigmoid": 0.25}[kind],
+                            kind)
+    if kind == "clip":
+        lo, hi = act[1], act[2]
+        rows = [(None, 0.0 if np.isfinite(lo) else 1.0, lo if np.isfinite(lo) else 0.0)]
+        if np.isfinite(lo):
+            rows.append((lo, 1.0, 0.0))
+        if np.isfinite(hi):
+            rows.append((hi, 0.0, hi))
+        config = _exact(rows, f, segments)
+        name = f"clip({lo:g}, {hi:g})"
+    elif kind == "leaky":
+        config = _exact([(None, act[1], 0.0), (0.0, 1.0, 0.0)], f, segments)
+        name = f"leaky_relu({act[1]:g})"
+    elif kind == "power":
+        bias, scale, exponent = act[1], act[2], act[3]
+        fn = lambda x: (bias + scale * np.maximum(x, 0.0)) ** exponent
+        m = fit_function(f"({bias:g}+{scale:g}x)^{exponent:g}", fn, Symmetry.NONE, segments, f)
+        lip = abs(exponent) * scale * bias ** (exponent - 1) if bias > 0 else float("inf")
+        return MapperChoice(m.config(), m.max_error, lip, m.function)
+    else:
+        raise CompileError(f"no mapper for activation {kind}", node)
+    # Exact constructions: measure the error on every code like the fitter does.
+    codes = np.arange(f.min, f.max + 1, dtype=np.int64)
+    seg = config["segments"]
+    got = mapper(codes, [s["bound"] for s in seg], [s["slope"] for s in seg],
+                 [s["offset"] for s in seg], symmetry=config["symmetry"], shift=config["shift"],
+                 fmt=f)
+    ref = activation_function(act)(codes * f.step)
+    ref = np.clip(ref, f.min * f.step, f.max * f.step)
+    error = float(np.max(np.abs(got * f.step - ref)))
+    lip = 1.0 if kind == "clip" else max(1.0, abs(act[1]))
+    return MapperChoice(config, error, lip, name)

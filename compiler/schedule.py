@@ -1,0 +1,607 @@
+"""Lowering and scheduling: IR nodes -> dataflow jobs -> passes on the grid.
+
+Memory layout.  Every tensor lives in a :class:`Buffer`: C maps stored one
+after the other, each with a border of ``pads`` words (zeros for
+convolutions, the smallest word for max pooling) that the memory image
+initialises and nothing ever writes.  Padding therefore costs nothing at run
+time: a padded convolution reads a larger rectangle.  Buffers never overlap.
+
+Jobs.  A :class:`ConvJob` is a set of output maps, each the sum of
+convolutions of input rectangles (maps, pieces of a kernel larger than K,
+chunks of a flattened vector) with k x k kernels, plus bias, then an optional
+mapper.  A :class:`StreamJob` is a term-by-term ALU operation and/or a mapper
+over rectangles.
+
+Passes.  A :class:`Pass` is one configuration of the grid and one set of
+streamer transfers.  Each output map is computed by a *chain* of tiles along
+a snake path through the grid: tile j convolves input j and adds the partial
+sum of tile j-1 (``MAC_PSUM`` through a neighbour link).  When an output needs
+more terms than one chain holds, it takes several passes and the partial
+sum goes through memory, in place in the output buffer: the next pass's chain
+head reads it as its partial-sum stream and the chain tail overwrites it.
+Bias comes with the first pass, the mapper with the last.  Chains of one
+pass that use the same inputs share one input stream (the global line forks
+to every tile that listens).  The blocking (terms per chain) is chosen per
+layer to minimise the estimated cycles.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from neuflow_hdl.regs import AluOp, ConvMode
+
+from .errors import CompileError
+from .quantise import mapper_for, quantise_kernel
+
+__all__ = ["Rect", "Buffer", "ConvJob", "StreamJob", "TileSetup", "Pass", "Layer", "snake",
+           "plan_buffers", "allocate", "lower_node", "conv_passes", "stream_passes"]
+
+
+@dataclass(frozen=True)
+class Rect:
+    """A 2-D rectangle of words in memory."""
+    base: int
+    width: int
+    height: int
+    stride: int
+
+    @property
+    def words(self):
+        return self.width * self.height
+
+
+@dataclass
+class Buffer:
+    tensor: str
+    channels: int
+    height: int
+    width: int
+    frac: int
+    pads: tuple = (0, 0, 0, 0)          #: top, left, bottom, right
+    pad_value: int = 0
+    tail: int = 0                       #: extra words after the maps (flat chunk reads)
+    base: int = 0
+
+    @property
+    def row(self):
+        return self.width + self.pads[1] + self.pads[3]
+
+    @property
+    def rows(self):
+        return self.height + self.pads[0] + self.pads[2]
+
+    @property
+    def map_words(self):
+        return self.rows * self.row
+
+    @property
+    def size(self):
+        return self.channels * self.map_words + self.tail
+
+    @property
+    def flat(self):
+        return not any(self.pads)
+
+    def rect(self, c, top, left, height, width):
+        """Rectangle of map ``c`` whose top-left is (``top``, ``left``) relative to
+        the interior's origin (negative values reach into the border)."""
+        t, l = self.pads[0], self.pads[1]
+        if not (0 <= t + top and top + height <= self.height + self.pads[2] and
+                0 <= l + left and left + width <= self.width + self.pads[3]):
+            raise AssertionError(f"{self.tensor}: rectangle outside the padded map")
+        return Rect(self.base + c * self.map_words + (t + top) * self.row + l + left,
+                    width, height, self.row)
+
+    def interior(self, c):
+        return self.rect(c, 0, 0, self.height, self.width)
+
+    def initial(self):
+        """The buffer's words in the memory image: pads set, interior zero."""
+        m = np.full((self.channels, self.rows, self.row), self.pad_value, dtype=np.int64)
+        t, l = self.pads[0], self.pads[1]
+        m[:, t:t + self.height, l:l + self.width] = 0
+        return np.concatenate([m.ravel(), np.zeros(self.tail, dtype=np.int64)])
+
+    def scatter(self, codes):
+        """Words of the whole buffer holding ``codes`` (C, H, W) in the interior."""
+        words = self.initial()
+        m = words[:self.channels * self.map_words].reshape(self.channels, self.rows, self.row)
+        t, l = self.pads[0], self.pads[1]
+        m[:, t:t + self.height, l:l + self.width] = codes
+        return words
+
+    def gather(self, words):
+        """The interior (C, H, W) of the buffer from its words."""
+        m = np.asarray(words[:self.channels * self.map_words]).reshape(
+            self.channels, self.rows, self.row)
+        t, l = self.pads[0], self.pads[1]
+        return m[:, t:t + self.height, l:l + self.width]
+
+
+@dataclass
+class ConvJob:
+    mode: ConvMode
+    stride: int
+    shift: int
+    inputs: list            #: [(Rect, k)]: the input streams
+    outputs: list           #: [Rect]: one per output map
+    terms: list             #: per output: [(input index, k x k kernel codes or None)]
+    bias: list              #: per output: accumulator-format bias
+    mapper: dict = None     #: mapper configuration after the last term, or None
+    macs: int = 0           #: useful multiply-accumulates (for utilisation)
+
+
+@dataclass
+class StreamJob:
+    a: Rect
+    out: Rect
+    b: Rect = None          #: second ALU operand stream (None: constant or no ALU)
+    alu: dict = None        #: ALU configuration, or None (mapper only)
+    mapper: dict = None
+
+
+@dataclass
+class TileSetup:
+    tile: int
+    routes: dict
+    convolver: dict = None
+    alu: dict = None
+    mapper: dict = None
+    weights: np.ndarray = None      #: k*k kernel words to load, or None
+
+
+@dataclass
+class Pass:
+    tiles: list                     #: [TileSetup]
+    reads: list                     #: [(line, Rect)]  memory -> global_in[line]
+    writes: list                    #: [(line, Rect, (window_base, window_size))]
+    macs: int = 0
+    latency: int = 0                #: pipeline depth of the longest path (estimate)
+
+
+@dataclass
+class Layer:
+    """One IR node after lowering: its passes and what the report needs."""
+    name: str
+    op: str
+    output: str
+    passes: list = field(default_factory=list)
+    macs: int = 0
+    shape: tuple = ()
+    notes: list = field(default_factory=list)
+    error_bound: float = 0.0
+
+
+# -- Grid geometry ----------------------------------------------------------------
+
+_OPPOSITE = {"north": "south", "south": "north", "east": "west", "west": "east"}
+
+
+def snake(config):
+    """Tiles in a path where consecutive tiles are neighbours: row 0 west to
+    east, row 1 east to west, ..."""
+    order = []
+    for r in range(config.rows):
+        cols = range(config.columns) if r % 2 == 0 else reversed(range(config.columns))
+        order += [r * config.columns + c for c in cols]
+    return order
+
+
+def _direction(config, a, b):
+    ra, ca = divmod(a, config.columns)
+    rb, cb = divmod(b, config.columns)
+    return {(0, 1): "east", (0, -1): "west", (1, 0): "south", (-1, 0): "north"}[(rb - ra, cb - ca)]
+
+
+# -- Buffers -----------------------------------------------------------------------
+
+def _conv_geometry(node, shapes, K):
+    """(kh, kw, stride, pads, pieces, Ho, Wo) of a conv-like node; pieces are
+    (dy, dx, ph, pw) blocks of at most K x K."""
+    c, h, w = shapes[node.inputs[0]]
+    if node.op == "conv":
+        kh, kw = node.params["weight"].shape[2:]
+    else:
+        kh, kw = node.attrs["kernel"]
+    sh, sw = node.attrs["stride"]
+    if sh != sw:
+        raise CompileError(f"strides {sh}x{sw}: the convolver has one stride for both axes", node)
+    t, l, b, r = node.attrs["pads"]
+    ho, wo = (h + t + b - kh) // sh + 1, (w + l + r - kw) // sw + 1
+    pieces = [(dy, dx, min(K, kh - dy), min(K, kw - dx))
+              for dy in range(0, kh, K) for dx in range(0, kw, K)]
+    return kh, kw, sh, (t, l, b, r), pieces, ho, wo
+
+
+def _consumer_pads(node, graph, config):
+    """(top, left, bottom, right, pad value kind) that ``node`` needs around its input."""
+    K = config.kernel
+    if node.op in ("conv", "avgpool", "maxpool"):
+        kh, kw, s, (t, l, b, r), pieces, ho, wo = _conv_geometry(node, graph.shapes, K)
+        _, h, w = graph.shapes[node.inputs[0]]
+        if node.op == "maxpool":
+            if kh != kw or kh > K:
+                raise CompileError(f"max pooling window {kh}x{kw}: the convolver's window max "
+                                   f"needs a square window of at most {K}x{K}", node)
+        bottom = right = 0
+        for dy, dx, ph, pw in pieces:
+            kp = max(ph, pw)
+            bottom = max(bottom, dy + (ho - 1) * s + kp - (t + h))
+            right = max(right, dx + (wo - 1) * s + kp - (l + w))
+        return (t, l, max(bottom, 0), max(right, 0), "min" if node.op == "maxpool" else "zero")
+    return (0, 0, 0, 0, None)
+
+
+def plan_buffers(graph, formats, config):
+    """A :class:`Buffer` per tensor, with the borders its consumers need."""
+    buffers = {}
+    fmt = config.fmt
+    tensors = [graph.input] + [n.output for n in graph.nodes]
+    for t in tensors:
+        c, h, w = graph.shapes[t]
+        pads, kind, who = [0, 0, 0, 0], None, None
+        for user in graph.consumers(t):
+            p = _consumer_pads(user, graph, config)
+            if any(p[:4]):
+                if kind is not None and p[4] != kind:
+                    raise CompileError(f"input {t!r} is padded with zeros for {who!r} and with the "
+                                       "smallest word for this node; one buffer cannot hold both",
+                                       user)
+                kind, who = p[4], user.name
+                pads = [max(a, b) for a, b in zip(pads, p[:4])]
+        buffers[t] = Buffer(t, c, h, w, formats[t], tuple(pads),
+                            fmt.min if kind == "min" else 0)
+        for user in graph.consumers(t):
+            if user.op == "gemm" and not (h == w and h <= config.kernel):
+                k = _chunk_side(c * h * w, config.kernel)
+                buffers[t].tail = max(buffers[t].tail, -(-(c * h * w) // (k * k)) * k * k - c * h * w)
+    return buffers
+
+
+def _chunk_side(features, K):
+    """Side of the k x k chunks a fully connected layer reads its flat input in."""
+    return min(K, math.isqrt(features - 1) + 1)
+
+
+def allocate(buffers, start, align=16):
+    """Give every buffer its own memory (no overlaps); returns the first free address."""
+    address = start
+    for b in buffers.values():
+        address = -(-address // align) * align
+        b.base = address
+        address += b.size
+    return address
+
+
+# -- Lowering ----------------------------------------------------------------------
+
+def _strips(width_needed, wo, s, kp, max_width):
+    """Split ``wo`` output columns into strips whose input rows fit the line buffers."""
+    if width_needed(wo) <= max_width:
+        return [(0, wo)]
+    per = (max_width - kp) // s + 1
+    if per < 1:
+        raise AssertionError("kernel wider than max_width")
+    return [(x0, min(per, wo - x0)) for x0 in range(0, wo, per)]
+
+
+def _nonzero(chain):
+    """Drop all-zero kernels (they add nothing) but keep at least one term (the bias)."""
+    kept = [t for t in chain if t[1] is None or t[1].any()]
+    return kept or chain[:1]
+
+
+def lower_conv(node, graph, buffers, config, weight):
+    """A convolution-like node (conv, avgpool, affine, maxpool) as ConvJobs."""
+    K, fmt = config.kernel, config.fmt
+    x, y = buffers[node.inputs[0]], buffers[node.output]
+    fi, fo = x.frac, y.frac
+    kh, kw, s, (t, l, _, _), pieces, ho, wo = _conv_geometry(node, graph.shapes, K)
+    cin = x.channels
+    is_max = node.op == "maxpool"
+    groups = cin if is_max else node.attrs.get("groups", 1)
+    cout = y.channels
+    cin_g = cin // groups
+    per_group_out = cout // groups
+    act = node.attrs.get("act")
+    mapper = None
+    notes = []
+    if act is not None:
+        choice = mapper_for(act, fo, fmt, config.segments, node=node)
+        mapper = choice.config
+        notes.append(f"mapper {choice.name}: max error {choice.max_error:.4g}")
+    if is_max:
+        codes, bias_codes, shift = None, [0] * cout, 0
+        if fi != fo:
+            raise AssertionError("max pooling changes no format")
+    else:
+        codes, bias_codes, _, shift = quantise_kernel(weight, fi, fo, fmt, node=node,
+                                                      bias=node.params["bias"])
+    kmax = max(max(ph, pw) for _, _, ph, pw in pieces)
+    strips = _strips(lambda n: (n - 1) * s + kmax, wo, s, kmax, config.max_width)
+    jobs = []
+    for x0, wn in strips:
+        inputs, index = [], {}
+        for c in range(cin):
+            for p, (dy, dx, ph, pw) in enumerate(pieces):
+                kp = max(ph, pw)
+                rect = x.rect(c, dy - t, dx + x0 * s - l, (ho - 1) * s + kp, (wn - 1) * s + kp)
+                index[c, p] = len(inputs)
+                inputs.append((rect, kp))
+        outputs, terms = [], []
+        for o in range(cout):
+            outputs.append(y.rect(o, 0, x0, ho, wn))
+            g = o // per_group_out if not is_max else o
+            chain = []
+            for ci in range(cin_g):
+                c = g * cin_g + ci
+                for p, (dy, dx, ph, pw) in enumerate(pieces):
+                    if is_max:
+                        chain.append((index[c, p], None))
+                        continue
+                    kp = max(ph, pw)
+                    kern = np.zeros((kp, kp), dtype=np.int64)
+                    kern[:ph, :pw] = codes[o, ci, dy:dy + ph, dx:dx + pw]
+                    chain.append((index[c, p], kern))
+            terms.append(_nonzero(chain))
+        macs = ho * wn * cout * cin_g * kh * kw
+        jobs.append(ConvJob(ConvMode.MAX if is_max else ConvMode.MAC, s, shift, inputs, outputs,
+                            terms, [int(b) for b in bias_codes], mapper, 0 if is_max else macs))
+    return jobs, notes
+
+
+def lower_gemm(node, graph, buffers, config):
+    """A fully connected layer as a convolution over chunks of its flat input."""
+    K, fmt = config.kernel, config.fmt
+    x, y = buffers[node.inputs[0]], buffers[node.output]
+    w = node.params["weight"]
+    n_out, features = w.shape
+    codes, bias_codes, _, shift = quantise_kernel(w, x.frac, y.frac, fmt, node=node,
+                                                  bias=node.params["bias"])
+    if x.height == x.width and x.height <= K:
+        k = x.height
+        inputs = [(x.interior(c), k) for c in range(x.channels)]
+    else:
+        if not x.flat:
+            raise CompileError(f"input {node.inputs[0]!r} is stored with borders; a fully "
+                               "connected layer reads it flat", node)
+        k = _chunk_side(features, K)
+        chunks = -(-features // (k * k))
+        inputs = [(Rect(x.base + c * k * k, k, k, k), k) for c in range(chunks)]
+    notes = []
+    mapper = None
+    if node.attrs.get("act") is not None:
+        choice = mapper_for(node.attrs["act"], y.frac, fmt, config.segments, node=node)
+        mapper = choice.config
+        notes.append(f"mapper {choice.name}: max error {choice.max_error:.4g}")
+    padded = np.zeros((n_out, len(inputs) * k * k), dtype=np.int64)
+    padded[:, :features] = codes
+    outputs, terms = [], []
+    for n in range(n_out):
+        outputs.append(y.interior(n))
+        terms.append(_nonzero([(c, padded[n, c * k * k:(c + 1) * k * k].reshape(k, k))
+                               for c in range(len(inputs))]))
+    return [ConvJob(ConvMode.MAC, 1, shift, inputs, outputs, terms,
+                    [int(b) for b in bias_codes], mapper, n_out * features)], notes
+
+
+def _maps(buffers_, tensor_shape):
+    """Per-map interior rectangles of every buffer, or one rectangle each when all are flat."""
+    c, h, w = tensor_shape
+    if all(b.flat for b in buffers_):
+        return [[Rect(b.base, w, c * h, w) for b in buffers_]]
+    return [[b.interior(m) for b in buffers_] for m in range(c)]
+
+
+def lower_stream(node, graph, buffers, config):
+    """Term-by-term layers: ALU operations and stand-alone activations."""
+    fmt = config.fmt
+    y = buffers[node.output]
+    notes = []
+    mapper = None
+    act = node.attrs.get("act")
+    if act is not None:
+        choice = mapper_for(act, y.frac, fmt, config.segments, node=node)
+        mapper = choice.config
+        notes.append(f"mapper {choice.name}: max error {choice.max_error:.4g}")
+    if node.op == "act":
+        x = buffers[node.inputs[0]]
+        return [StreamJob(a, out, mapper=mapper) for a, out in
+                _maps([x, y], graph.shapes[node.output])], notes
+    a_buf, b_buf = buffers[node.inputs[0]], buffers[node.inputs[1]]
+    op = node.attrs["op"]
+    fa, fb, fo = a_buf.frac, b_buf.frac, y.frac
+    shift = {"mul": fa + fb - fo, "div": fo - fa + fb}.get(op, 0)
+    if op in ("add", "sub", "max", "min") and not fa == fb == fo:
+        raise AssertionError("tied formats differ")
+    if not 0 <= shift <= fmt.width:
+        raise CompileError(f"operand formats Q.{fa} and Q.{fb} give an output shift of {shift}, "
+                           f"outside 0 .. {fmt.width}", node)
+    alu_op = {"add": AluOp.ADD, "sub": AluOp.SUB, "mul": AluOp.MUL, "div": AluOp.DIV,
+              "max": AluOp.MAX, "min": AluOp.MIN}[op]
+    if op == "mul" and node.inputs[0] == node.inputs[1]:
+        alu = {"op": AluOp.SQUARE, "b_const": 1, "shift": shift, "const": 0}
+        return [StreamJob(a, out, alu=alu, mapper=mapper) for a, out in
+                _maps([a_buf, y], graph.shapes[node.output])], notes
+    alu = {"op": alu_op, "b_const": 0, "shift": shift, "const": 0}
+    return [StreamJob(a, out, b=b, alu=alu, mapper=mapper) for a, b, out in
+            _maps([a_buf, b_buf, y], graph.shapes[node.output])], notes
+
+
+def lower_node(node, graph, buffers, config):
+    """Jobs and report notes for one IR node."""
+    if node.op == "conv":
+        return lower_conv(node, graph, buffers, config, node.params["weight"])
+    if node.op == "avgpool":
+        kh, kw = node.attrs["kernel"]
+        c = graph.shapes[node.inputs[0]][0]
+        lowered = type(node)("conv", node.name, node.onnx_op, node.inputs, node.output,
+                             dict(node.attrs, groups=c),
+                             {"weight": np.full((c, 1, kh, kw), 1.0 / (kh * kw)),
+                              "bias": np.zeros(c)})
+        return lower_conv(lowered, graph, buffers, config, lowered.params["weight"])
+    if node.op == "affine":
+        c = graph.shapes[node.inputs[0]][0]
+        lowered = type(node)("conv", node.name, node.onnx_op, node.inputs, node.output,
+                             {"stride": (1, 1), "pads": (0, 0, 0, 0), "groups": c,
+                              "act": node.attrs.get("act")},
+                             {"weight": node.params["scale"].reshape(c, 1, 1, 1),
+                              "bias": node.params["shift"]})
+        return lower_conv(lowered, graph, buffers, config, lowered.params["weight"])
+    if node.op == "maxpool":
+        return lower_conv(node, graph, buffers, config, None)
+    if node.op == "gemm":
+        return lower_gemm(node, graph, buffers, config)
+    if node.op in ("eltwise", "act"):
+        return lower_stream(node, graph, buffers, config)
+    raise CompileError(f"no lowering for IR operator {node.op}", node)
+
+
+# -- Passes ------------------------------------------------------------------------
+
+CONV_LATENCY = 12           # convolver latency at K = 7 plus FIFOs (estimate)
+
+
+def _window(buffer):
+    return (buffer.base, buffer.size)
+
+
+def _fits(chains, tiles, config):
+    """Whether ``chains`` [(o, g, terms)] fit one pass: tiles, ports, lines (the
+    last global input line is kept for weights, see :mod:`compiler.codegen`)."""
+    sources = {src for _, g, terms in chains for src, _ in terms}
+    psums = sum(1 for _, g, _ in chains if g > 0)
+    outs = len(chains)
+    used = sum(len(terms) for _, _, terms in chains)
+    return (used <= tiles and len(sources) + psums + outs <= config.ports and
+            len(sources) + psums <= config.globals_ - 1 and outs <= config.globals_)
+
+
+def conv_passes(job, config, window, chain_length):
+    """Passes for a ConvJob with at most ``chain_length`` terms per chain."""
+    path = snake(config)
+    groups = [-(-len(t) // chain_length) for t in job.terms]
+    tasks = [(o, g, job.terms[o][g * chain_length:(g + 1) * chain_length])
+             for g in range(max(groups)) for o in range(len(job.terms)) if g < groups[o]]
+    passes, current = [], []
+    for task in tasks:
+        trial = current + [task]
+        if current and (not _fits(trial, len(path), config) or
+                        any(o == task[0] for o, _, _ in current)):
+            passes.append(current)
+            current = [task]
+        else:
+            current = trial
+        if not _fits(current, len(path), config):
+            raise AssertionError("a single chain does not fit")
+    if current:
+        passes.append(current)
+    return [_conv_pass(job, chains, groups, config, path, window) for chains in passes]
+
+
+def _conv_pass(job, chains, groups, config, path, window):
+    sources = []
+    for _, _, terms in chains:
+        for src, _ in terms:
+            if src not in sources:
+                sources.append(src)
+    line = {src: n for n, src in enumerate(sources)}
+    reads = [(line[src], job.inputs[src][0]) for src in sources]
+    writes = []
+    tiles = []
+    pos = 0
+    next_line = len(sources)
+    for ol, (o, g, terms) in enumerate(chains):
+        last_group = g == groups[o] - 1
+        psum_line = None
+        if g > 0:
+            psum_line = next_line
+            next_line += 1
+            reads.append((psum_line, job.outputs[o]))
+        for j, (src, kernel) in enumerate(terms):
+            tile = path[pos]
+            rect, k = job.inputs[src]
+            routes = {"convolver_in": f"global_in_{line[src]}"}
+            if job.mode == ConvMode.MAX:
+                mode = ConvMode.MAX
+            elif j == 0 and g == 0:
+                mode = ConvMode.MAC
+            else:
+                mode = ConvMode.MAC_PSUM
+            if j > 0:
+                routes["convolver_psum"] = f"{_OPPOSITE[_direction(config, path[pos - 1], tile)]}_in"
+            elif g > 0:
+                routes["convolver_psum"] = f"global_in_{psum_line}"
+            mapper = None
+            if j < len(terms) - 1:
+                routes[f"{_direction(config, tile, path[pos + 1])}_out"] = "convolver"
+            elif last_group and job.mapper is not None:
+                routes["mapper_in"] = "convolver"
+                routes[f"global_out_{ol}"] = "mapper"
+                mapper = job.mapper
+            else:
+                routes[f"global_out_{ol}"] = "convolver"
+            conv = {"width": rect.width, "height": rect.height, "k": k, "stride": job.stride,
+                    "mode": mode, "shift": 0 if mode == ConvMode.MAX else job.shift,
+                    "bias": job.bias[o] if (j == 0 and g == 0) else 0}
+            weights = None if kernel is None else np.asarray(kernel).ravel()
+            tiles.append(TileSetup(tile, routes, convolver=conv, mapper=mapper, weights=weights))
+            pos += 1
+        writes.append((ol, job.outputs[o], window))
+    out_h, out_w = job.outputs[chains[0][0]].height, job.outputs[chains[0][0]].width
+    macs = 0
+    if job.macs:
+        total_terms = sum(len(t) for t in job.terms)
+        macs = job.macs * sum(len(t) for _, _, t in chains) // max(total_terms, 1)
+    longest = max(len(t) for _, _, t in chains)
+    return Pass(tiles, reads, writes, macs, latency=CONV_LATENCY * longest +
+                (8 if job.mapper is not None else 0) + 0 * out_h * out_w)
+
+
+def stream_passes(jobs, config, window):
+    """Passes for StreamJobs: one tile each, as many per pass as ports and lines allow."""
+    path = snake(config)
+    passes, current = [], []
+
+    def need(jobs_):
+        ins = sum(2 if j.b is not None else 1 for j in jobs_)
+        return ins, len(jobs_)
+
+    for job in jobs:
+        ins, outs = need(current + [job])
+        if current and (ins + outs > config.ports or ins > config.globals_ - 1 or
+                        outs > config.globals_ or len(current) + 1 > len(path)):
+            passes.append(current)
+            current = []
+        current.append(job)
+    if current:
+        passes.append(current)
+    result = []
+    for group in passes:
+        tiles, reads, writes = [], [], []
+        line = 0
+        for n, job in enumerate(group):
+            routes = {}
+            if job.alu is not None:
+                routes["alu_a"] = f"global_in_{line}"
+                reads.append((line, job.a))
+                line += 1
+                if job.b is not None:
+                    routes["alu_b"] = f"global_in_{line}"
+                    reads.append((line, job.b))
+                    line += 1
+                src = "alu"
+            else:
+                src = None
+                reads.append((line, job.a))
+                routes["mapper_in"] = f"global_in_{line}"
+                line += 1
+            if job.mapper is not None and src is not None:
+                routes["mapper_in"] = src
+            routes[f"global_out_{n}"] = "mapper" if job.mapper is not None else src
+            writes.append((n, job.out, window))
+            tiles.append(TileSetup(path[n], routes, alu=job.alu, mapper=job.mapper))
+        result.append(Pass(tiles, reads, writes, 0, latency=16))
+    return result
