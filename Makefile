@@ -11,10 +11,19 @@ JOBS   ?= 2
 GRID   ?= tiny
 UNIT   ?=
 
-.PHONY: env test test-fast verilog synth bench fit-mapper clean help
+MODEL  ?= models/digits.onnx
+INPUT  ?=
+OUT    ?= build/compiled
+IMAGES ?= 20
+
+.PHONY: env demo test test-fast verilog compile sim synth bench fit-mapper clean help
 
 help:
+	@echo "make demo           create .venv if needed; compile the digits ConvNet, run it on Verilator"
+	@echo "                    (IMAGES=20; IMAGES=all for the whole test split)"
 	@echo "make test           create .venv if needed and run the whole test suite"
+	@echo "make compile MODEL= compile an ONNX model for GRID into OUT (build/compiled)"
+	@echo "make sim INPUT=     run OUT on Verilator with INPUT (.npy), bit-exact check and cycles"
 	@echo "make test-fast      the suite without the Verilator builds"
 	@echo "make verilog GRID=  write build/GRID.v for a grid preset (tiny, ulx3s-85f, neuflow-v6)"
 	@echo "make verilog UNIT=  write build/UNIT.v for one operator (convolver, alu, mapper, fifo-bank)"
@@ -31,6 +40,20 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 env: $(STAMP)
+
+demo: $(STAMP)
+ifeq ($(IMAGES),all)
+	$(PY) -m sim.demo --grid $(GRID) --all
+else
+	$(PY) -m sim.demo --grid $(GRID) --images $(IMAGES)
+endif
+
+compile: $(STAMP)
+	$(VENV)/bin/neuflow compile $(MODEL) --grid $(GRID) -o $(OUT)
+
+sim: $(STAMP)
+	@test -n "$(INPUT)" || (echo "make sim: give INPUT=file.npy (shaped like the model's input)"; exit 2)
+	$(VENV)/bin/neuflow simulate $(OUT) --input $(INPUT) --output $(OUT)/output.npy --engine rtl
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) --dist loadgroup

@@ -7,6 +7,7 @@ at Verilator speed with no Python in the per-cycle loop.
 """
 
 import json
+from functools import lru_cache
 import tempfile
 import time
 from dataclasses import dataclass
@@ -46,8 +47,10 @@ def read_hex(path, count):
     return words
 
 
+@lru_cache(maxsize=None)
 def soc_build(grid="tiny", *, waves=False):
-    """The Verilator build of the simulation top for a preset (cached)."""
+    """The Verilator build of the simulation top for a preset (cached on disk, and
+    per process: elaborating the design to find the cached build takes seconds)."""
     config = preset(grid)
     return build(SimTop(config), f"soc_{grid.replace('-', '_')}", waves=waves,
                  extra_sources=[SIM_MEMORY], private=True), config
