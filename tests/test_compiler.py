@@ -1,0 +1,214 @@
+"""The compiler on the reference engine: passes, operators against onnxruntime,
+the PyTorch-converted models that ship with onnx, the light model structures,
+bad inputs and the CLI."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from compiler import CompileError
+from compiler.driver import compile_model, simulate, write_outputs
+from compiler.frontend import load_model, to_graph
+from compiler.onnx_reference import run_onnx
+from compiler.passes import fold_affine_into_conv, fuse_activations, host_softmax, remove_flatten
+from neuflow_hdl.cli import main
+from onnx_models import ONNX_DATA, every_operator, model, save
+
+
+def _compile_and_check(m, tmp_path, x, grid="tiny", name="m"):
+    """Compile, run the reference engine, compare with onnxruntime within the
+    compiler's reported bound (of the output layer)."""
+    path = save(m, tmp_path, f"{name}.onnx")
+    compiled = compile_model(path, grid, reference=False)
+    write_outputs(compiled, tmp_path / name)
+    got, _ = simulate(tmp_path / name, x)
+    want = run_onnx(m, x)[m.graph.output[0].name]
+    err = np.abs(got - want.reshape(got.shape)).max()
+    return compiled, err
+
+
+# -- passes ---------------------------------------------------------------------------
+
+def _graph(nodes, in_shape, out_shape, inits=()):
+    return to_graph(model(nodes, in_shape, out_shape, inits))
+
+
+def test_fuse_activation_into_conv():
+    rng = np.random.default_rng(0)
+    g = _graph([helper.make_node("Conv", ["x", "w"], ["c"]),
+                helper.make_node("Tanh", ["c"], ["y"])], (1, 1, 5, 5), (1, 2, 3, 3),
+               [("w", rng.normal(size=(2, 1, 3, 3)))])
+    assert [n.op for n in g.nodes] == ["conv", "act"]
+    fuse_activations(g)
+    assert [n.op for n in g.nodes] == ["conv"] and g.nodes[0].attrs["act"] == ("tanh",)
+    assert g.nodes[0].output == "y" and g.nodes[0].onnx_outputs == ["c", "y"]
+
+
+def test_fold_batchnorm_into_conv():
+    rng = np.random.default_rng(1)
+    inits = [("w", rng.normal(size=(2, 1, 3, 3))), ("s", np.array([2.0, 0.5])),
+             ("b", np.array([1.0, -1.0])), ("m", np.array([0.1, 0.2])), ("v", np.array([4.0, 1.0]))]
+    g = _graph([helper.make_node("Conv", ["x", "w"], ["c"]),
+                helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"],
+                                 epsilon=0.0)], (1, 1, 5, 5), (1, 2, 3, 3), inits)
+    w0 = g.nodes[0].params["weight"].copy()
+    fold_affine_into_conv(g)
+    assert [n.op for n in g.nodes] == ["conv"]
+    np.testing.assert_allclose(g.nodes[0].params["weight"][0], w0[0] * 1.0)    # 2 / sqrt(4)
+    np.testing.assert_allclose(g.nodes[0].params["bias"], [1.0 - 0.1, -1.0 - 0.5 * 0.2 / 1.0])
+
+
+def test_softmax_goes_to_host_and_flatten_is_a_view():
+    rng = np.random.default_rng(2)
+    g = _graph([helper.make_node("Flatten", ["x"], ["f"]),
+                helper.make_node("Gemm", ["f", "w"], ["l"], transB=1),
+                helper.make_node("Softmax", ["l"], ["y"], axis=1)], (1, 2, 2, 2), (1, 3),
+               [("w", rng.normal(size=(3, 8)))])
+    host_softmax(g)
+    remove_flatten(g)
+    assert g.host_softmax and [n.op for n in g.nodes] == ["gemm"] and g.nodes[0].inputs == ["x"]
+
+
+# -- operators against onnxruntime ---------------------------------------------------------
+
+@pytest.mark.parametrize("nodes,in_shape,inits", [
+    ([("Conv", ["x", "w", "b"], {"pads": [1, 1, 1, 1]}), ("Relu", None, {})],
+     (1, 5, 9, 9), [("w", (3, 5, 3, 3)), ("b", (3,))]),
+    ([("Conv", ["x", "w"], {"strides": [2, 2], "pads": [2, 1, 0, 1]})],
+     (1, 2, 11, 9), [("w", (4, 2, 5, 5))]),
+    ([("Conv", ["x", "w", "b"], {})], (1, 1, 12, 12), [("w", (2, 1, 9, 9)), ("b", (2,))]),
+    ([("Conv", ["x", "w"], {"group": 3})], (1, 3, 7, 6), [("w", (3, 1, 3, 2))]),
+    ([("MaxPool", ["x"], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]})],
+     (1, 2, 9, 9), []),
+    ([("MaxPool", ["x"], {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1})],
+     (1, 2, 7, 7), []),
+    ([("AveragePool", ["x"], {"kernel_shape": [3, 3], "strides": [1, 1]})], (1, 2, 6, 6), []),
+    ([("GlobalAveragePool", ["x"], {})], (1, 3, 5, 5), []),
+    ([("Sigmoid", ["x"], {})], (1, 2, 3, 70), []),
+    ([("Clip", ["x", "lo", "hi"], {})], (1, 2, 4, 4),
+     [("lo", np.array(-0.5)), ("hi", np.array(1.0))]),
+    ([("Conv", ["x", "w"], {"pads": [0, 0, 0, 0]})], (1, 1, 4, 100), [("w", (2, 1, 3, 3))]),
+], ids=["conv-relu", "conv-strided-asym-pads", "conv-9x9-over-K", "grouped-nonsquare",
+        "maxpool-pad", "maxpool-ceil", "avgpool", "global-avgpool", "sigmoid-wide",
+        "clip", "conv-strips-wider-than-max-width"])
+def test_operator_against_onnxruntime(tmp_path, nodes, in_shape, inits):
+    rng = np.random.default_rng(len(nodes) * 7 + in_shape[1])
+    onnx_nodes, prev = [], None
+    for n, (op, inputs, attrs) in enumerate(nodes):
+        out = "y" if n == len(nodes) - 1 else f"t{n}"
+        onnx_nodes.append(helper.make_node(op, inputs or [prev], [out], **attrs))
+        prev = out
+    init = [(name, shape if isinstance(shape, np.ndarray) else rng.normal(0, 0.3, shape))
+            for name, shape in inits]
+    m = onnx.shape_inference.infer_shapes(model(onnx_nodes, in_shape, [], init))
+    out_shape = [d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim]
+    m = model(onnx_nodes, in_shape, out_shape, init)
+    x = rng.normal(0, 1, (2,) + in_shape[1:])
+    compiled, err = _compile_and_check(m, tmp_path, x)
+    assert err <= compiled.layers[-1].error_bound, (err, compiled.layers[-1].error_bound)
+
+
+def test_every_operator_network(tmp_path):
+    m = every_operator(np.random.default_rng(1))
+    x = np.random.default_rng(2).normal(0, 1, (2, 2, 8, 8))
+    compiled, err = _compile_and_check(m, tmp_path, x)
+    assert err < 0.01           # softmax probabilities
+
+
+def test_calibration_chooses_formats(tmp_path):
+    rng = np.random.default_rng(3)
+    m = model([helper.make_node("Conv", ["x", "w"], ["y"])], (1, 1, 6, 6), (1, 1, 4, 4),
+              [("w", rng.normal(0, 0.05, (1, 1, 3, 3)))])
+    path = save(m, tmp_path)
+    x = rng.normal(0, 0.2, (4, 1, 6, 6))
+    plain = compile_model(path, "tiny", reference=False)
+    tuned = compile_model(path, "tiny", x, reference=True)
+    assert tuned.buffers["y"].frac > plain.buffers["y"].frac == 8
+    assert tuned.errors[0]["max_abs"] <= tuned.layers[0].error_bound
+
+
+# -- the models that ship with onnx ----------------------------------------------------------
+
+PYTORCH = ["test_Conv2d", "test_Conv2d_strided", "test_Conv2d_padding", "test_Conv2d_depthwise",
+           "test_Conv2d_depthwise_padded", "test_Conv2d_depthwise_strided",
+           "test_Conv2d_depthwise_with_multiplier", "test_Conv2d_groups", "test_Conv2d_no_bias",
+           "test_MaxPool2d", "test_AvgPool2d", "test_AvgPool2d_stride", "test_ReLU", "test_Tanh",
+           "test_Sigmoid", "test_Linear", "test_Linear_no_bias", "test_LeakyReLU",
+           "test_LeakyReLU_with_negval", "test_BatchNorm2d_eval", "test_BatchNorm2d_momentum_eval"]
+
+
+@pytest.mark.parametrize("name", PYTORCH)
+def test_pytorch_converted(tmp_path, name):
+    d = ONNX_DATA / "pytorch-converted" / name
+    x = numpy_helper.to_array(onnx.load_tensor(str(d / "test_data_set_0" / "input_0.pb")))
+    y = numpy_helper.to_array(onnx.load_tensor(str(d / "test_data_set_0" / "output_0.pb")))
+    compiled = compile_model(d / "model.onnx", "tiny", reference=False)
+    write_outputs(compiled, tmp_path)
+    got, _ = simulate(tmp_path, x)
+    assert np.abs(got - y).max() <= compiled.layers[-1].error_bound
+
+
+@pytest.mark.parametrize("name", ["light_resnet50", "light_bvlc_alexnet", "light_vgg19"])
+def test_light_models_lower_for_neuflow_v6(name):
+    """Every node of the light structures is supported and gets a memory layout on
+    neuflow-v6.  (Their full code generation takes minutes; see the closing note.)"""
+    from compiler.passes import run_passes
+    from compiler.quantise import assign_formats
+    from compiler.schedule import plan_buffers
+    from neuflow_hdl.presets import preset
+    config = preset("neuflow-v6")
+    graph = run_passes(to_graph(load_model(ONNX_DATA / "light" / f"{name}.onnx")))
+    buffers = plan_buffers(graph, assign_formats(graph, config.fmt), config)
+    assert graph.nodes and set(buffers) >= {graph.input, graph.output}
+
+
+# -- bad inputs --------------------------------------------------------------------------------
+
+def test_bad_files(tmp_path):
+    good = save(every_operator(np.random.default_rng(0)), tmp_path)
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(good.read_bytes()[:200])
+    text = tmp_path / "text.onnx"
+    text.write_text("this is not a model\n")
+    for path in (truncated, text, tmp_path / "missing.onnx"):
+        with pytest.raises(CompileError) as info:
+            load_model(path)
+        assert "\n" not in str(info.value)
+
+
+def test_unsupported_operator_and_oversized_pool(tmp_path):
+    m = model([helper.make_node("Relu", ["x"], ["r"], name="first"),
+               helper.make_node("Elu", ["r"], ["y"], name="bad_elu")], (1, 1, 4, 4), (1, 1, 4, 4))
+    with pytest.raises(CompileError, match=r"node 'bad_elu' \(Elu\): unsupported operator Elu"):
+        compile_model(save(m, tmp_path, "elu.onnx"), "tiny", reference=False)
+    m = model([helper.make_node("MaxPool", ["x"], ["y"], name="big", kernel_shape=[9, 9])],
+              (1, 1, 12, 12), (1, 1, 4, 4))
+    with pytest.raises(CompileError, match=r"node 'big' \(MaxPool\).*at most 7x7"):
+        compile_model(save(m, tmp_path, "pool.onnx"), "tiny", reference=False)
+
+
+def test_cli_compile_and_simulate(tmp_path, capsys):
+    m = every_operator(np.random.default_rng(4))
+    path = save(m, tmp_path)
+    assert main(["compile", str(path), "--grid", "tiny", "-o", str(tmp_path / "out")]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["layers"] and manifest["estimated_cycles"] > 0
+    for f in ("image.hex", "program.s", "report.md"):
+        assert (tmp_path / "out" / f).is_file()
+    x = np.random.default_rng(5).normal(0, 1, (1, 2, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["simulate", str(tmp_path / "out"), "--input", str(tmp_path / "x.npy"),
+                 "--output", str(tmp_path / "y.npy")]) == 0
+    y = np.load(tmp_path / "y.npy")
+    assert y.shape == (1, 3) and abs(y.sum() - 1) < 0.01
+    capsys.readouterr()
+    (tmp_path / "bad.onnx").write_text("nope")
+    assert main(["compile", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neuflow: error:") and err.count("\n") == 1
+    np.save(tmp_path / "wrong.npy", np.zeros((1, 3, 8, 8)))
+    assert main(["simulate", str(tmp_path / "out"), "--input", str(tmp_path / "wrong.npy"),
+                 "--output", str(tmp_path / "y.npy")]) == 2

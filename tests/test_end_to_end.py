@@ -1,0 +1,65 @@
+"""Compiled networks on the Verilator model of the whole processor: bit for bit
+equal to the reference engine on every layer, cycle estimates within 15%."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler.driver import (compile_model, input_image, layer_cycles, read_output,
+                             run_reference_image, write_outputs)
+from neuflow_hdl.cli import _mismatch
+from onnx_models import every_operator, save
+from sim.runner import run_image, soc_build
+
+pytestmark = [pytest.mark.verilator, pytest.mark.xdist_group("verilator-soc")]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    soc_build("tiny")
+    return "tiny"
+
+
+def _run_both(compiled, manifest, x):
+    image = input_image(compiled.image, manifest, x)
+    reference = run_reference_image(image, manifest, compiled.config)
+    result = run_image(image, "tiny")
+    assert result.halted and result.halt_code == 0
+    assert _mismatch(reference, result.memory, manifest) is None
+    return reference, result
+
+
+def test_digits_network_bit_exact_and_estimates(tiny, tmp_path):
+    sys.path.insert(0, str(ROOT / "models"))
+    from train_digits import split
+    _, _, x_test, y_test = split()
+    compiled = compile_model(ROOT / "models" / "digits.onnx", "tiny", reference=False)
+    manifest = write_outputs(compiled, tmp_path)
+    for i in range(3):
+        reference, result = _run_both(compiled, manifest, x_test[i])
+        assert np.argmax(read_output(result.memory, manifest)) == y_test[i]
+        for layer, cycles in zip(manifest["layers"], layer_cycles(result.memory, manifest)):
+            assert abs(layer["estimated_cycles"] - cycles) <= 0.15 * cycles, (layer["name"], cycles)
+
+
+def test_every_operator_network_bit_exact(tiny, tmp_path):
+    m = every_operator(np.random.default_rng(1))
+    compiled = compile_model(save(m, tmp_path), "tiny", reference=False)
+    manifest = write_outputs(compiled, tmp_path / "out")
+    x = np.random.default_rng(9).normal(0, 1, (2, 8, 8))
+    _run_both(compiled, manifest, x)
+
+
+def test_pytorch_export_end_to_end(tiny, tmp_path):
+    torch = pytest.importorskip("torch", reason="torch is not installed (it is not a dependency); "
+                                "the ONNX path it exports through is tested above")
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(48, 4))
+    path = tmp_path / "torch.onnx"
+    torch.onnx.export(net, torch.zeros(1, 1, 8, 8), str(path))
+    compiled = compile_model(path, "tiny", reference=False)
+    manifest = write_outputs(compiled, tmp_path / "out")
+    _run_both(compiled, manifest, np.random.default_rng(3).normal(0, 1, (1, 8, 8)))
