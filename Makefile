@@ -23,7 +23,7 @@ help:
 	@echo "                    (IMAGES=20; IMAGES=all for the whole test split)"
 	@echo "make test           create .venv if needed and run the whole test suite"
 	@echo "make compile MODEL= compile an ONNX model for GRID into OUT (build/compiled)"
-	@echo "make sim INPUT=     run OUT on Verilator with INPUT (.npy), bit-exact check and cycles"
+	@echo "make sim MODEL= INPUT=  compile MODEL, run it on Verilator with INPUT (.npy): bit-exact check, cycles"
 	@echo "make test-fast      the suite without the Verilator builds"
 	@echo "make verilog GRID=  write build/GRID.v for a grid preset (tiny, ulx3s-85f, neuflow-v6)"
 	@echo "make verilog UNIT=  write build/UNIT.v for one operator (convolver, alu, mapper, fifo-bank)"
@@ -53,6 +53,7 @@ compile: $(STAMP)
 
 sim: $(STAMP)
 	@test -n "$(INPUT)" || (echo "make sim: give INPUT=file.npy (shaped like the model's input)"; exit 2)
+	$(VENV)/bin/neuflow compile $(MODEL) --grid $(GRID) -o $(OUT) --no-reference
 	$(VENV)/bin/neuflow simulate $(OUT) --input $(INPUT) --output $(OUT)/output.npy --engine rtl
 
 test: $(STAMP)
