@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuflow_hdl.numerics import wrap_signed
 from neuflow_hdl.presets import preset
 from sim.asm import assemble, to_words
 
@@ -265,8 +266,7 @@ def _generate(graph, buffers, config, grid, data_base, say):
             passes = [p for job in jobs for p in _choose_passes(job, config, window)]
         else:
             passes = stream_passes(jobs, config, window)
-        layer = Layer(node.name, node.onnx_op if node.op != "conv" or node.onnx_op == "Conv"
-                      else node.onnx_op, node.output, passes, sum(p.macs for p in passes),
+        layer = Layer(node.name, node.onnx_op, node.output, passes, sum(p.macs for p in passes),
                       graph.shapes[node.output], notes)
         layer.onnx_output = node.onnx_outputs[-1] if node.onnx_outputs else None
         layer.weight_frac = _weight_frac(jobs, buffers, node)
@@ -353,8 +353,7 @@ def tensor_codes(memory, spec, width=16):
     buf = Buffer("", *spec["shape"], spec["frac"], tuple(spec["pads"]), spec["pad_value"],
                  base=spec["base"])
     words = np.asarray(memory[buf.base:buf.base + buf.size], dtype=np.int64)
-    half = 1 << (width - 1)
-    codes = ((words + half) & ((1 << width) - 1)) - half
+    codes = wrap_signed(words, width)
     return buf.gather(codes)
 
 

@@ -19,8 +19,8 @@ naming the instruction.
 import numpy as np
 from amaranth.lib import data
 
-from neuflow_hdl.numerics import Format
-from neuflow_hdl.regs import (ALU_CONFIG, CONV_CONFIG, GRID_TILE, NEIGHBOURS, PORT_START_REG,
+from neuflow_hdl.numerics import Format, wrap_signed
+from neuflow_hdl.regs import (ALU_CONFIG, CONV_CONFIG, GRID_TILE, NEIGHBOURS, OPPOSITE, PORT_START_REG,
                               PORT_STATUS_REG, ROUTE_NONE, STREAM_PORT, STREAMER_TILE, AluOp,
                               ConvMode, Unit, mapper_config_layout, router_sinks, router_sources,
                               unpack_registers)
@@ -28,9 +28,6 @@ from sim import reference
 from sim.iss import ISS
 
 __all__ = ["EngineError", "GridModel", "run_program"]
-
-_OPPOSITE = {"north": "south", "south": "north", "east": "west", "west": "east"}
-
 
 class EngineError(Exception):
     pass
@@ -93,8 +90,7 @@ class GridModel:
     def _words(self, base, width, height, stride):
         rows = [self.memory[base + y * stride: base + y * stride + width] for y in range(height)]
         frame = np.array(rows, dtype=np.int64).reshape(height, width)
-        half = 1 << (self.fmt.width - 1)
-        return ((frame + half) & ((1 << self.fmt.width) - 1)) - half
+        return wrap_signed(frame, self.fmt.width)
 
     # -- bus --------------------------------------------------------------------------
     def write(self, address, value):
@@ -186,7 +182,7 @@ class GridModel:
                 other = self._neighbour(t.index, direction)
                 if other is None:
                     self._fail(f"tile {t.index}: {sink} leads off the grid (route error)")
-                if not self._deliver(self.tiles[other], f"{_OPPOSITE[direction]}_in", frame):
+                if not self._deliver(self.tiles[other], f"{OPPOSITE[direction]}_in", frame):
                     self._fail(f"tile {other}: the frame from tile {t.index} ({sink}) has no "
                                "consumer")
             elif sink.startswith("global_out_"):
@@ -263,8 +259,7 @@ class GridModel:
             if alu.b_const or q.get("alu_b") or AluOp(alu.op) in (AluOp.SQUARE, AluOp.ABS):
                 a = self._take(t, "alu_a")
                 if alu.b_const or AluOp(alu.op) in (AluOp.SQUARE, AluOp.ABS):
-                    half = 1 << (fmt.width - 1)
-                    b = ((alu.const + half) & ((1 << fmt.width) - 1)) - half
+                    b = int(wrap_signed(alu.const, fmt.width))
                 else:
                     b = self._take(t, "alu_b")
                     if b.shape != a.shape:
@@ -275,10 +270,9 @@ class GridModel:
             m = self._unit(t, Unit.MAPPER, self.mapper_layout)
             x = self._take(t, "mapper_in")
             segs = [m.segments[i] for i in range(self.c.segments)]
-            half = 1 << (fmt.width - 1)
-            word = lambda v: ((v + half) & ((1 << fmt.width) - 1)) - half
-            y = reference.mapper(x, [word(s.bound) for s in segs], [word(s.slope) for s in segs],
-                                 [word(s.offset) for s in segs], symmetry=m.symmetry,
+            field = lambda name: wrap_signed([getattr(s, name) for s in segs], fmt.width)
+            y = reference.mapper(x, field("bound"), field("slope"), field("offset"),
+                                 symmetry=m.symmetry,
                                  shift=m.shift, fmt=fmt)
             self._emit(t, "mapper", y)
             fired = True

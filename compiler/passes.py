@@ -121,8 +121,8 @@ def lower_lrn(graph):
             lo, hi = max(0, o - (size - 1) // 2), min(c - 1, o + size // 2)
             band[o, lo:hi + 1] = 1.0
         base = node.output
-        sq, total, factor = f"{base}/square", f"{base}/sum", f"{base}/factor"
-        for t in (sq, total, factor):
+        sq, total = f"{base}/square", f"{base}/sum"
+        for t in (sq, total):
             graph.shapes[t] = graph.shapes[x]
         index = graph.nodes.index(node)
         power = ("power", a["bias"], a["alpha"] / size, -a["beta"])
@@ -134,7 +134,6 @@ def lower_lrn(graph):
             Node("eltwise", node.name, node.onnx_op, [x, total], base, {"op": "mul", "act": None},
                  onnx_outputs=list(node.onnx_outputs)),
         ]
-        del factor
         graph.nodes[index:index + 1] = new
     return graph
 

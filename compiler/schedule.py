@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from neuflow_hdl.regs import AluOp, ConvMode
+from neuflow_hdl.regs import OPPOSITE, AluOp, ConvMode
 
 from .errors import CompileError
 from .quantise import mapper_for, quantise_kernel
@@ -175,9 +175,6 @@ class Layer:
 
 
 # -- Grid geometry ----------------------------------------------------------------
-
-_OPPOSITE = {"north": "south", "south": "north", "east": "west", "west": "east"}
-
 
 def snake(config):
     """Tiles in a path where consecutive tiles are neighbours: row 0 west to
@@ -531,7 +528,7 @@ def _conv_pass(job, chains, groups, config, path, window):
             else:
                 mode = ConvMode.MAC_PSUM
             if j > 0:
-                routes["convolver_psum"] = f"{_OPPOSITE[_direction(config, path[pos - 1], tile)]}_in"
+                routes["convolver_psum"] = f"{OPPOSITE[_direction(config, path[pos - 1], tile)]}_in"
             elif g > 0:
                 routes["convolver_psum"] = f"global_in_{psum_line}"
             mapper = None
@@ -550,14 +547,13 @@ def _conv_pass(job, chains, groups, config, path, window):
             tiles.append(TileSetup(tile, routes, convolver=conv, mapper=mapper, weights=weights))
             pos += 1
         writes.append((ol, job.outputs[o], window))
-    out_h, out_w = job.outputs[chains[0][0]].height, job.outputs[chains[0][0]].width
     macs = 0
     if job.macs:
         total_terms = sum(len(t) for t in job.terms)
         macs = job.macs * sum(len(t) for _, _, t in chains) // max(total_terms, 1)
     longest = max(len(t) for _, _, t in chains)
     return Pass(tiles, reads, writes, macs, latency=CONV_LATENCY * longest +
-                (8 if job.mapper is not None else 0) + 0 * out_h * out_w)
+                (8 if job.mapper is not None else 0))
 
 
 def stream_passes(jobs, config, window):

@@ -23,7 +23,7 @@ from amaranth.hdl import Const, Mux, signed, Shape, Value
 
 __all__ = [
     "Format", "Q8_8", "round_shift", "saturate", "narrow", "accumulator_width",
-    "bits_for", "div_round", "hdl_saturate", "hdl_round_shift",
+    "bits_for", "div_round", "wrap_signed", "hdl_saturate", "hdl_round_shift",
 ]
 
 
@@ -90,6 +90,12 @@ def round_shift(x, shift):
     if shift == 0:
         return x
     return (x + (1 << (shift - 1))) >> shift
+
+
+def wrap_signed(words, width):
+    """Low ``width`` bits of integers (memory words, register fields) read as signed codes."""
+    half = 1 << (width - 1)
+    return ((np.asarray(words, dtype=np.int64) + half) & ((1 << width) - 1)) - half
 
 
 def saturate(x, width):

@@ -18,7 +18,7 @@ __all__ = [
     "REGISTER_BITS", "ConvMode", "AluOp", "Symmetry", "CONV_CONFIG", "ALU_CONFIG",
     "sample_layout", "mapper_config_layout", "pack_registers", "hdl_write_registers", "unpack_registers",
     "GEOMETRY_BITS", "MAX_KERNEL", "MAX_STRIDE", "Unit", "CONFIG_ADDRESS", "GRID_TILE", "CONTROL",
-    "STATUS", "GRID_STATUS", "CONTROL_REG", "STATUS_REG", "ROUTE_NONE", "ROUTE_BITS", "NEIGHBOURS",
+    "STATUS", "GRID_STATUS", "CONTROL_REG", "STATUS_REG", "ROUTE_NONE", "ROUTE_BITS", "NEIGHBOURS", "OPPOSITE",
     "router_sources", "router_sinks", "config_address", "tile_config_writes", "control_write",
     "STREAMER_TILE", "STREAM_PORT", "PORT_START_REG", "PORT_STATUS_REG", "PORT_STATUS",
     "streamer_address", "stream_port_writes",
@@ -185,6 +185,7 @@ ROUTE_NONE = 0x3F                   #: select value of an unused sink
 ROUTE_BITS = 6
 
 NEIGHBOURS = ("north", "east", "south", "west")
+OPPOSITE = {"north": "south", "south": "north", "east": "west", "west": "east"}
 
 
 def router_sources(globals_, fifos):
