@@ -28,7 +28,7 @@ help:
 	@echo "make verilog GRID=  write build/GRID.v for a grid preset (tiny, ulx3s-85f, neuflow-v6)"
 	@echo "make verilog UNIT=  write build/UNIT.v for one operator (convolver, alu, mapper, fifo-bank)"
 	@echo "make synth GRID=    synthesize + place the grid for the LFE5U-85F, print resources and fmax"
-	@echo "make bench          simulator speed of the processor (Verilator vs Amaranth), cycles/s"
+	@echo "make bench          compile time and estimated frames/s (scene parsing, light models); simulator speed"
 	@echo "make fit-mapper FN= print the 8-segment mapper fit of FN (tanh, sigmoid, ...)"
 	@echo "make env            only create/refresh .venv"
 	@echo "make clean          remove build outputs (keeps .venv)"
@@ -73,6 +73,7 @@ synth: $(STAMP)
 	$(VENV)/bin/neuflow synth --grid $(GRID)
 
 bench: $(STAMP)
+	$(PY) -m sim.bench_compiler
 	$(PY) -m sim.bench
 
 FN ?= tanh

@@ -53,6 +53,7 @@ class CodeGen:
     shadow: dict = field(default_factory=dict)      #: config address -> value written
     loaded: dict = field(default_factory=dict)      #: tile -> weights address it holds
     layer_index: int = 0
+    _writes: dict = field(default_factory=dict)     #: memo of tile_config_writes
 
     def __post_init__(self):
         self.weight_line = self.config.globals_ - 1
@@ -74,10 +75,14 @@ class CodeGen:
         return False
 
     def _tile(self, setup_tile, routes, convolver=None, alu=None, mapper=None):
-        c = self.config
-        writes = tile_config_writes(setup_tile, globals_=c.globals_, fifos=c.fifos,
-                                    width=c.fmt.width, segments=c.segments, routes=routes,
-                                    convolver=convolver, alu=alu, mapper=mapper, start=False)
+        key = (setup_tile, _freeze(routes), _freeze(convolver), _freeze(alu), _freeze(mapper))
+        writes = self._writes.get(key)
+        if writes is None:
+            c = self.config
+            writes = tile_config_writes(setup_tile, globals_=c.globals_, fifos=c.fifos,
+                                        width=c.fmt.width, segments=c.segments, routes=routes,
+                                        convolver=convolver, alu=alu, mapper=mapper, start=False)
+            self._writes[key] = writes
         changed = False
         for address, value in writes:
             changed |= self._write(address, value)
@@ -171,6 +176,15 @@ class CodeGen:
         for n in range(port):
             self._wait_port(n)
         return port
+
+
+def _freeze(value):
+    """A hashable form of a configuration (dicts, lists, scalars)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from .errors import CompileError
 from .frontend import load_model, to_graph
 from .passes import run_passes
 from .quantise import assign_formats, mapper_for
-from .schedule import (ConvJob, Layer, allocate, conv_passes, lower_node, plan_buffers,
-                       stream_passes)
+from .schedule import (ConvJob, Layer, allocate, conv_packings, conv_passes, lower_node,
+                       pass_summary, plan_buffers, stream_passes)
 
-__all__ = ["Compiled", "compile_model", "write_outputs", "load_compiled", "input_image",
+__all__ = ["Compiled", "compile_model", "estimate_model", "write_outputs", "load_compiled", "input_image",
            "read_output", "layer_cycles", "simulate"]
 
 STAMPS = 0x200              # first try for the cycle-stamp table (after the program)
@@ -74,37 +74,118 @@ class Compiled:
         }
 
 
-def _static_estimate(passes, config):
-    """Cycles of a list of passes before code generation (for choosing the blocking)."""
+def _static_estimate(summaries, config):
+    """Cycles of passes before code generation (for choosing the blocking), from
+    :func:`~compiler.schedule.pass_summary` tuples."""
     cpi = cg.CYCLES_PER_INSTRUCTION
     total = 0
-    for p in passes:
-        loads = sum(1 for s in p.tiles if s.weights is not None)
-        words = sum(len(s.weights) for s in p.tiles if s.weights is not None)
-        streams = [r.words for _, r in p.reads] + [r.words for _, r, _ in p.writes]
+    for loads, words, streams, tiles, latency in summaries:
         total += loads * (9 * cpi + cg.WEIGHT_LOAD_OVERHEAD) + words
-        total += (4 * len(p.tiles) + 4 * len(streams)) * cpi
-        total += max(max(streams), math.ceil(sum(streams) / config.beat_words)) + p.latency + \
+        total += (4 * tiles + 4 * len(streams)) * cpi
+        total += max(max(streams), math.ceil(sum(streams) / config.beat_words)) + latency + \
             cg.STREAM_OVERHEAD
     return total
 
 
-def _choose_passes(job, config, window):
+def _best_packing(job, config):
+    """(estimated cycles, packing) of the blocking with the fewest estimated cycles."""
     if not isinstance(job, ConvJob):
         raise TypeError(job)
-    longest = max(len(t) for t in job.terms)
     best = None
-    for length in range(1, min(longest, config.tiles) + 1):
-        try:
-            passes = conv_passes(job, config, window, length)
-        except AssertionError:
-            continue
-        cost = _static_estimate(passes, config)
+    for length, packing in conv_packings(job, config).items():
+        cost = _static_estimate((pass_summary(job, chains) for chains in packing[0]), config)
         if best is None or cost < best[0]:
-            best = (cost, passes)
+            best = (cost, packing)
     if best is None:
         raise CompileError("no blocking of this layer fits the grid")
-    return best[1]
+    return best
+
+
+def _summary(p):
+    """:func:`~compiler.schedule.pass_summary` of a built pass."""
+    kernels = [s.weights for s in p.tiles if s.weights is not None]
+    streams = [r.words for _, r in p.reads] + [r.words for _, r, _ in p.writes]
+    return len(kernels), sum(len(k) for k in kernels), streams, len(p.tiles), p.latency
+
+
+def _lower(node, graph, buffers, config, build=True):
+    """Jobs, notes, and per job either its passes (``build``) or its estimated cycles."""
+    jobs, notes = lower_node(node, graph, buffers, config)
+    window = (buffers[node.output].base, buffers[node.output].size)
+    if not (jobs and isinstance(jobs[0], ConvJob)):
+        passes = stream_passes(jobs, config, window)
+        return jobs, notes, passes, _static_estimate(map(_summary, passes), config), \
+            sum(p.macs for p in passes)
+    passes, cycles = [], 0
+    for job in jobs:
+        cost, packing = _best_packing(job, config)
+        cycles += cost
+        if build:
+            passes += conv_passes(job, config, window, packing)
+        else:
+            passes += [None] * len(packing[0])
+    return jobs, notes, passes, cycles, sum(job.macs for job in jobs)
+
+
+def _weight_words(node, config):
+    """Words of distinct kernels ``node`` stores (kernels equal before rounding
+    counted once; kernels that only become equal after rounding counted apart)."""
+    K = config.kernel
+    if node.op == "conv":
+        w = node.params["weight"]
+        kh, kw = w.shape[2:]
+        words = 0
+        for dy in range(0, kh, K):
+            for dx in range(0, kw, K):
+                piece = w[:, :, dy:dy + K, dx:dx + K]
+                kp = max(piece.shape[2:])
+                rows = piece.reshape(-1, piece.shape[2] * piece.shape[3])
+                rows = rows[np.any(rows != 0, axis=1)]
+                words += len(np.unique(rows, axis=0)) * kp * kp
+        return words
+    if node.op == "gemm":
+        n_out, features = node.params["weight"].shape
+        k = min(K, math.isqrt(features - 1) + 1)
+        return n_out * -(-features // (k * k)) * k * k
+    return 0
+
+
+def _check_memory(graph, buffers, config, grid):
+    """Stop before code generation when tensors and kernels cannot fit the memory,
+    naming the first layer whose output or kernels overflow it."""
+    used = 0x1000 + buffers[graph.input].size
+    for node in graph.nodes:
+        used += buffers[node.output].size + ALIGN + _weight_words(node, config)
+        if used > config.memory_words:
+            raise CompileError(f"tensors and kernels up to this layer need {used} words; grid "
+                               f"{grid} has {config.memory_words} words of memory", node)
+
+
+def _preset(grid):
+    try:
+        return preset(grid)
+    except ValueError as exc:
+        raise CompileError(str(exc)) from None
+
+
+def estimate_model(path, grid, *, progress=None):
+    """Schedule a model without generating code: per-layer passes, MACs and
+    estimated cycles (the blocking search's own model).  For networks whose
+    code or kernels would not fit, and for quick studies."""
+    started = time.monotonic()
+    say = progress or (lambda text: None)
+    config = _preset(grid)
+    graph = run_passes(to_graph(load_model(path)))
+    buffers = plan_buffers(graph, assign_formats(graph, config.fmt, None), config)
+    allocate(buffers, 0x1000)
+    rows = []
+    for n, node in enumerate(graph.nodes):
+        _, _, passes, cycles, macs = _lower(node, graph, buffers, config, build=False)
+        rows.append({"name": node.name, "op": node.onnx_op, "shape": graph.shapes[node.output],
+                     "passes": len(passes), "macs": macs, "cycles": cycles})
+        if (n + 1) % 10 == 0:
+            say(f"  {n + 1} / {len(graph.nodes)} layers scheduled")
+    return {"grid": grid, "config": config, "layers": rows, "seconds": time.monotonic() - started}
 
 
 def _pass_cycles(counter, p, config):
@@ -182,10 +263,7 @@ def compile_model(path, grid="tiny", calibration=None, *, progress=None, referen
     """
     started = time.monotonic()
     say = progress or (lambda text: None)
-    try:
-        config = preset(grid)
-    except ValueError as exc:
-        raise CompileError(str(exc)) from None
+    config = _preset(grid)
     model = load_model(path)
     graph = run_passes(to_graph(model))
     say(f"{Path(path).name}: {len(graph.nodes)} layers after folding and fusion")
@@ -198,6 +276,7 @@ def compile_model(path, grid="tiny", calibration=None, *, progress=None, referen
         maxima = _ir_maxima(graph, maxima)
     formats = assign_formats(graph, config.fmt, maxima)
     buffers = plan_buffers(graph, formats, config)
+    _check_memory(graph, buffers, config, grid)
     data_base = 0x1000
     if not graph.nodes:
         raise CompileError("nothing to run on the grid: the model has no operator besides "
@@ -260,13 +339,8 @@ def _generate(graph, buffers, config, grid, data_base, say):
     gen.begin()
     layers = []
     for node in graph.nodes:
-        jobs, notes = lower_node(node, graph, buffers, config)
-        window = (buffers[node.output].base, buffers[node.output].size)
-        if jobs and isinstance(jobs[0], ConvJob):
-            passes = [p for job in jobs for p in _choose_passes(job, config, window)]
-        else:
-            passes = stream_passes(jobs, config, window)
-        layer = Layer(node.name, node.onnx_op, node.output, passes, sum(p.macs for p in passes),
+        jobs, notes, passes, _, macs = _lower(node, graph, buffers, config)
+        layer = Layer(node.name, node.onnx_op, node.output, passes, macs,
                       graph.shapes[node.output], notes)
         layer.onnx_output = node.onnx_outputs[-1] if node.onnx_outputs else None
         layer.weight_frac = _weight_frac(jobs, buffers, node)

@@ -11,6 +11,7 @@ together; the tied group takes the coarsest member's format.
 """
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -136,7 +137,15 @@ def _exact(segments_fn, fmt, segments, shift=None):
 
 
 def mapper_for(act, frac, fmt, segments, *, node=None):
-    """The mapper configuration of activation ``act`` on words of ``frac`` fraction bits."""
+    """The mapper configuration of activation ``act`` on words of ``frac`` fraction bits
+    (fitted once per activation and format: every layer of a network shares it)."""
+    if act[0] not in ("relu", "tanh", "sigmoid", "clip", "leaky", "power"):
+        raise CompileError(f"no mapper for activation {act[0]}", node)
+    return _mapper_choice(tuple(act), frac, fmt, segments)
+
+
+@lru_cache(maxsize=None)
+def _mapper_choice(act, frac, fmt, segments):
     from sim.reference import mapper
     f = Format(fmt.width, frac)
     kind = act[0]
@@ -163,7 +172,7 @@ def mapper_for(act, frac, fmt, segments, *, node=None):
         lip = abs(exponent) * scale * bias ** (exponent - 1) if bias > 0 else float("inf")
         return MapperChoice(m.config(), m.max_error, lip, m.function)
     else:
-        raise CompileError(f"no mapper for activation {kind}", node)
+        raise AssertionError(kind)
     # Exact constructions: measure the error on every code like the fitter does.
     codes = np.arange(f.min, f.max + 1, dtype=np.int64)
     seg = config["segments"]

@@ -36,7 +36,8 @@ from .errors import CompileError
 from .quantise import mapper_for, quantise_kernel
 
 __all__ = ["Rect", "Buffer", "ConvJob", "StreamJob", "TileSetup", "Pass", "Layer", "snake",
-           "plan_buffers", "allocate", "lower_node", "conv_passes", "stream_passes"]
+           "plan_buffers", "allocate", "lower_node", "conv_packings", "conv_passes", "pass_summary",
+           "stream_passes"]
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ def plan_buffers(graph, formats, config):
         buffers[t] = Buffer(t, c, h, w, formats[t], tuple(pads),
                             fmt.min if kind == "min" else 0)
         for user in graph.consumers(t):
-            if user.op == "gemm" and not (h == w and h <= config.kernel):
+            if user.op == "gemm":       # read flat in k x k chunks (see lower_gemm)
                 k = _chunk_side(c * h * w, config.kernel)
                 buffers[t].tail = max(buffers[t].tail, -(-(c * h * w) // (k * k)) * k * k - c * h * w)
     return buffers
@@ -316,6 +317,9 @@ def lower_conv(node, graph, buffers, config, weight):
     else:
         codes, bias_codes, _, shift = quantise_kernel(weight, fi, fo, fmt, node=node,
                                                       bias=node.params["bias"])
+    # Useful work: only (output, input) pairs with a kernel (a connection table
+    # is a dense convolution with zero kernels, which the chains skip).
+    connected = 0 if is_max else int(np.count_nonzero(np.any(weight != 0, axis=(2, 3))))
     kmax = max(max(ph, pw) for _, _, ph, pw in pieces)
     strips = _strips(lambda n: (n - 1) * s + kmax, wo, s, kmax, config.max_width)
     jobs = []
@@ -343,9 +347,9 @@ def lower_conv(node, graph, buffers, config, weight):
                     kern[:ph, :pw] = codes[o, ci, dy:dy + ph, dx:dx + pw]
                     chain.append((index[c, p], kern))
             terms.append(_nonzero(chain))
-        macs = ho * wn * cout * cin_g * kh * kw
+        macs = 0 if is_max else ho * wn * kh * kw * connected
         jobs.append(ConvJob(ConvMode.MAX if is_max else ConvMode.MAC, s, shift, inputs, outputs,
-                            terms, [int(b) for b in bias_codes], mapper, 0 if is_max else macs))
+                            terms, [int(b) for b in bias_codes], mapper, macs))
     return jobs, notes
 
 
@@ -357,13 +361,16 @@ def lower_gemm(node, graph, buffers, config):
     n_out, features = w.shape
     codes, bias_codes, _, shift = quantise_kernel(w, x.frac, y.frac, fmt, node=node,
                                                   bias=node.params["bias"])
-    if x.height == x.width and x.height <= K:
+    if not x.flat:
+        # Stored with borders for another consumer: one term per map.
+        if not (x.height == x.width and x.height <= K):
+            raise CompileError(f"input {node.inputs[0]!r} is stored with borders and its "
+                               f"{x.height}x{x.width} maps exceed the {K}x{K} kernel; a fully "
+                               "connected layer reads it flat", node)
         k = x.height
         inputs = [(x.interior(c), k) for c in range(x.channels)]
     else:
-        if not x.flat:
-            raise CompileError(f"input {node.inputs[0]!r} is stored with borders; a fully "
-                               "connected layer reads it flat", node)
+        # Flat: the densest k x k chunks (fewest terms, most MACs per word).
         k = _chunk_side(features, K)
         chunks = -(-features // (k * k))
         inputs = [(Rect(x.base + c * k * k, k, k, k), k) for c in range(chunks)]
@@ -465,40 +472,86 @@ def _window(buffer):
     return (buffer.base, buffer.size)
 
 
-def _fits(chains, tiles, config):
-    """Whether ``chains`` [(o, g, terms)] fit one pass: tiles, ports, lines (the
-    last global input line is kept for weights, see :mod:`compiler.codegen`)."""
-    sources = {src for _, g, terms in chains for src, _ in terms}
-    psums = sum(1 for _, g, _ in chains if g > 0)
-    outs = len(chains)
-    used = sum(len(terms) for _, _, terms in chains)
-    return (used <= tiles and len(sources) + psums + outs <= config.ports and
-            len(sources) + psums <= config.globals_ - 1 and outs <= config.globals_)
-
-
-def conv_passes(job, config, window, chain_length):
-    """Passes for a ConvJob with at most ``chain_length`` terms per chain."""
-    path = snake(config)
+def _pack(job, config, chain_length):
+    """Chains ``[(output, group, terms)]`` of each pass, with at most
+    ``chain_length`` terms per chain, packed greedily in order (every output's
+    first group, then every second group, ...); None when a single chain does
+    not fit.  A pass is limited by tiles, streamer ports and global lines (the
+    last input line is kept for weights, see :mod:`compiler.codegen`)."""
+    tiles, ports, lines_in, lines_out = config.tiles, config.ports, config.globals_ - 1, config.globals_
     groups = [-(-len(t) // chain_length) for t in job.terms]
-    tasks = [(o, g, job.terms[o][g * chain_length:(g + 1) * chain_length])
-             for g in range(max(groups)) for o in range(len(job.terms)) if g < groups[o]]
     passes, current = [], []
-    for task in tasks:
-        trial = current + [task]
-        if current and (not _fits(trial, len(path), config) or
-                        any(o == task[0] for o, _, _ in current)):
-            passes.append(current)
-            current = [task]
-        else:
-            current = trial
-        if not _fits(current, len(path), config):
-            raise AssertionError("a single chain does not fit")
+    sources, outputs, psums, used = set(), set(), 0, 0
+    for g in range(max(groups)):
+        for o, terms in enumerate(job.terms):
+            if g >= groups[o]:
+                continue
+            chain = terms[g * chain_length:(g + 1) * chain_length]
+            new = {src for src, _ in chain} - sources
+            psum = 1 if g > 0 else 0
+            n_in = len(sources) + len(new) + psums + psum
+            if current and (o in outputs or used + len(chain) > tiles or
+                            n_in + len(current) + 1 > ports or n_in > lines_in or
+                            len(current) + 1 > lines_out):
+                passes.append(current)
+                current, sources, outputs, psums, used = [], set(), set(), 0, 0
+                new = {src for src, _ in chain}
+                n_in = len(new) + psum
+            if len(chain) > tiles or n_in + 1 > ports or n_in > lines_in:
+                return None
+            current.append((o, g, chain))
+            sources |= new
+            outputs.add(o)
+            psums += psum
+            used += len(chain)
     if current:
         passes.append(current)
-    return [_conv_pass(job, chains, groups, config, path, window) for chains in passes]
+    return passes, groups
 
 
-def _conv_pass(job, chains, groups, config, path, window):
+def pass_summary(job, chains):
+    """What the cycle estimate needs of a pass before it is built: (weight loads,
+    weight words, stream lengths, tiles, latency)."""
+    sources = {src for _, _, terms in chains for src, _ in terms}
+    streams = [job.inputs[src][0].words for src in sources]
+    streams += [job.outputs[o].words for o, g, _ in chains if g > 0]
+    streams += [job.outputs[o].words for o, _, _ in chains]
+    loads = words = tiles = 0
+    for _, _, terms in chains:
+        tiles += len(terms)
+        for src, k in terms:
+            if k is not None:
+                loads += 1
+                words += job.inputs[src][1] ** 2
+    return loads, words, streams, tiles, _latency(job, chains)
+
+
+def _latency(job, chains):
+    return CONV_LATENCY * max(len(t) for _, _, t in chains) + (8 if job.mapper is not None else 0)
+
+
+def conv_packings(job, config):
+    """Every blocking of a ConvJob that fits the grid: ``{chain length: (passes, groups)}``."""
+    longest = max(len(t) for t in job.terms)
+    result = {}
+    for length in range(1, min(longest, config.tiles) + 1):
+        packed = _pack(job, config, length)
+        if packed is not None:
+            result[length] = packed
+    return result
+
+
+def conv_passes(job, config, window, packing):
+    """Passes for a ConvJob blocked as ``packing`` (from :func:`conv_packings`)."""
+    chains_of_passes, groups = packing
+    path = snake(config)
+    hops = [_direction(config, a, b) for a, b in zip(path, path[1:])]
+    total_terms = sum(len(t) for t in job.terms)
+    return [_conv_pass(job, chains, groups, path, hops, window, total_terms)
+            for chains in chains_of_passes]
+
+
+def _conv_pass(job, chains, groups, path, hops, window, total_terms):
     sources = []
     for _, _, terms in chains:
         for src, _ in terms:
@@ -528,12 +581,12 @@ def _conv_pass(job, chains, groups, config, path, window):
             else:
                 mode = ConvMode.MAC_PSUM
             if j > 0:
-                routes["convolver_psum"] = f"{OPPOSITE[_direction(config, path[pos - 1], tile)]}_in"
+                routes["convolver_psum"] = f"{OPPOSITE[hops[pos - 1]]}_in"
             elif g > 0:
                 routes["convolver_psum"] = f"global_in_{psum_line}"
             mapper = None
             if j < len(terms) - 1:
-                routes[f"{_direction(config, tile, path[pos + 1])}_out"] = "convolver"
+                routes[f"{hops[pos]}_out"] = "convolver"
             elif last_group and job.mapper is not None:
                 routes["mapper_in"] = "convolver"
                 routes[f"global_out_{ol}"] = "mapper"
@@ -549,11 +602,8 @@ def _conv_pass(job, chains, groups, config, path, window):
         writes.append((ol, job.outputs[o], window))
     macs = 0
     if job.macs:
-        total_terms = sum(len(t) for t in job.terms)
         macs = job.macs * sum(len(t) for _, _, t in chains) // max(total_terms, 1)
-    longest = max(len(t) for _, _, t in chains)
-    return Pass(tiles, reads, writes, macs, latency=CONV_LATENCY * longest +
-                (8 if job.mapper is not None else 0))
+    return Pass(tiles, reads, writes, macs, latency=_latency(job, chains))
 
 
 def stream_passes(jobs, config, window):

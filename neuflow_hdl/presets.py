@@ -50,10 +50,12 @@ PRESETS = {
     # Sized to the ECP5-85F: 3 x (49 + 2) = 153 of its 156 MULT18X18D.
     "ulx3s-85f": GridConfig(rows=1, columns=3, globals_=4, kernel=7, max_width=512,
                             fifo_depth=512, clock_mhz=50.0),
-    # NeuFlow's MAC budget (680 on the Virtex-6) for performance studies: 6 x 102 = 612.
-    "neuflow-v6": GridConfig(rows=2, columns=3, globals_=8, kernel=10, max_width=1024,
-                             fifo_depth=1024, clock_mhz=200.0, ports=8, beat_words=16,
-                             memory_words=1 << 22),
+    # NeuFlow's MAC budget (680 on the Virtex-6) for performance studies: 14 convolvers of
+    # 7 x 7 = 686 MACs, which 7 x 7 kernels fill (NeuFlow padded them into 10 x 10 slots).
+    # 16 ports and lines let one pass chain all 14 tiles; 16-word beats (256-bit bus).
+    "neuflow-v6": GridConfig(rows=2, columns=7, globals_=16, kernel=7, max_width=1024,
+                             fifo_depth=1024, clock_mhz=200.0, ports=16, beat_words=16,
+                             memory_words=1 << 23),
 }
 
 

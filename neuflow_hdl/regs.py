@@ -2,7 +2,7 @@
 
 Each operator's configuration is one ``data.StructLayout``.  Gateware views
 its ``config`` port through it, and software packs values with
-``layout.const({...}).as_bits()`` and splits the bits into 32-bit registers
+:func:`pack_bits` and splits the bits into 32-bit registers
 (register ``r`` holds bits ``32*r .. 32*r+31``); reserved fields keep related
 fields inside one register.  Enumerations are ``enum.Enum`` with a shape, so
 the same names work in Python and in hardware.
@@ -11,12 +11,12 @@ the same names work in Python and in hardware.
 
 from functools import lru_cache
 
-from amaranth.hdl import Value, signed, unsigned
+from amaranth.hdl import Shape, Value, signed, unsigned
 from amaranth.lib import data, enum
 
 __all__ = [
     "REGISTER_BITS", "ConvMode", "AluOp", "Symmetry", "CONV_CONFIG", "ALU_CONFIG",
-    "sample_layout", "mapper_config_layout", "pack_registers", "hdl_write_registers", "unpack_registers",
+    "sample_layout", "mapper_config_layout", "pack_bits", "pack_registers", "hdl_write_registers", "unpack_registers",
     "GEOMETRY_BITS", "MAX_KERNEL", "MAX_STRIDE", "Unit", "CONFIG_ADDRESS", "GRID_TILE", "CONTROL",
     "STATUS", "GRID_STATUS", "CONTROL_REG", "STATUS_REG", "ROUTE_NONE", "ROUTE_BITS", "NEIGHBOURS", "OPPOSITE",
     "router_sources", "router_sinks", "config_address", "tile_config_writes", "control_write",
@@ -120,9 +120,48 @@ def hdl_write_registers(m, target, enable, reg, wdata):
             m.d.sync += bits[REGISTER_BITS * r:top].eq(wdata[:top - REGISTER_BITS * r])
 
 
+@lru_cache(maxsize=None)
+def _leaves(layout):
+    """The scalar fields of a (nested) layout: ``(path, offset, width, signed)``;
+    a path is a tuple of field names and array indices."""
+    leaves = []
+    for name, field in layout:
+        shape = field.shape
+        if isinstance(shape, (data.StructLayout, data.ArrayLayout)):
+            leaves += [((name, *path), field.offset + offset, width, sign)
+                       for path, offset, width, sign in _leaves(shape)]
+        else:
+            s = Shape.cast(shape)
+            leaves.append(((name,), field.offset, s.width, s.signed))
+    return tuple(leaves)
+
+
+def pack_bits(layout, values):
+    """The bit pattern of ``layout`` holding ``values`` (nested dicts and lists; a
+    missing field is 0): what ``layout.const(values).as_bits()`` gives, in plain
+    Python, because the compiler packs millions of registers.  A value that does
+    not fit its field raises ``ValueError`` naming the field."""
+    bits = 0
+    for path, offset, width, sign in _leaves(layout):
+        value = values
+        for key in path:
+            try:
+                value = value[key]
+            except (KeyError, IndexError):
+                value = 0
+                break
+        value = int(value.value if isinstance(value, enum.Enum) else value)
+        low, high = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if sign else (0, (1 << width) - 1)
+        if not low <= value <= high:
+            raise ValueError(f"field {'.'.join(map(str, path))}: {value} does not fit "
+                             f"{'signed' if sign else 'unsigned'}({width})")
+        bits |= (value & ((1 << width) - 1)) << offset
+    return bits
+
+
 def pack_registers(layout, values):
     """Pack a dict of field values with ``layout`` into a list of 32-bit register words."""
-    bits = layout.const(values).as_bits()
+    bits = pack_bits(layout, values)
     count = -(-layout.size // REGISTER_BITS)
     return [(bits >> (REGISTER_BITS * r)) & 0xFFFF_FFFF for r in range(count)]
 
@@ -201,9 +240,10 @@ def router_sinks(globals_, fifos):
             [f"global_out_{g}" for g in range(globals_)])
 
 
+@lru_cache(maxsize=None)
 def config_address(tile, unit, reg):
     """The 20-bit configuration-bus address of ``reg`` of ``unit`` in ``tile``."""
-    return CONFIG_ADDRESS.const({"tile": tile, "unit": Unit(unit), "reg": reg}).as_bits()
+    return pack_bits(CONFIG_ADDRESS, {"tile": tile, "unit": Unit(unit), "reg": reg})
 
 
 def tile_config_writes(tile, *, globals_, fifos, width=16, segments=8, routes=None,
@@ -236,13 +276,13 @@ def tile_config_writes(tile, *, globals_, fifos, width=16, segments=8, routes=No
         writes.append((config_address(tile, Unit.FIFO_BANK, 0), chain))
     if start:
         writes.append((config_address(tile, Unit.CONTROL, CONTROL_REG),
-                       CONTROL.const({"start": 1}).as_bits()))
+                       pack_bits(CONTROL, {"start": 1})))
     return writes
 
 
 def control_write(tile, *, start=False, flush=False):
     return (config_address(tile, Unit.CONTROL, CONTROL_REG),
-            CONTROL.const({"start": int(start), "flush": int(flush)}).as_bits())
+            pack_bits(CONTROL, {"start": int(start), "flush": int(flush)}))
 
 
 # -- Streamer ports -------------------------------------------------------------

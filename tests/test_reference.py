@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from neuflow_hdl.numerics import Format, Q8_8, accumulator_width, div_round, narrow, round_shift
-from neuflow_hdl.regs import AluOp, CONV_CONFIG, Symmetry, pack_registers, unpack_registers
+from neuflow_hdl.regs import AluOp, CONV_CONFIG, ConvMode, Symmetry, pack_registers, unpack_registers
 from sim import reference
 from sim.mapper_fit import FUNCTIONS, fit
 
@@ -136,3 +136,23 @@ def test_register_packing_round_trips():
                                          "shift": 8, "bias": -5})
     assert words[0] == 320 | (240 << 12) | (7 << 24) | (1 << 28)
     assert CONV_CONFIG.from_bits(unpack_registers(words)).bias == -5
+
+
+def test_fast_packing_matches_amaranth():
+    """pack_bits (plain Python, used by the compiler) == layout.const().as_bits()."""
+    from neuflow_hdl.regs import STREAM_PORT, mapper_config_layout, pack_bits
+    rng = np.random.default_rng(3)
+    layout = mapper_config_layout(16, 8)
+    for _ in range(50):
+        conv = {"width": int(rng.integers(0, 1 << 12)), "height": int(rng.integers(0, 1 << 12)),
+                "k": int(rng.integers(0, 16)), "mode": ConvMode(int(rng.integers(0, 3))),
+                "shift": int(rng.integers(0, 64)), "bias": int(rng.integers(-2**31, 2**31))}
+        mapper = {"symmetry": Symmetry(int(rng.integers(0, 3))), "shift": int(rng.integers(0, 64)),
+                  "segments": [{"bound": int(rng.integers(-2**31, 2**31)),
+                                "slope": int(rng.integers(-2**31, 2**31)),
+                                "offset": int(rng.integers(-2**31, 2**31))} for _ in range(8)]}
+        port = {"base": int(rng.integers(0, 2**32)), "width": 5, "write": 1, "line": 3}
+        for lay, values in ((CONV_CONFIG, conv), (layout, mapper), (STREAM_PORT, port)):
+            assert pack_bits(lay, values) == lay.const(values).as_bits()
+    with pytest.raises(ValueError, match="field k"):
+        pack_bits(CONV_CONFIG, {"k": 16})
