@@ -109,7 +109,8 @@ def _summary(p):
 
 
 def _lower(node, graph, buffers, config, build=True):
-    """Jobs, notes, and per job either its passes (``build``) or its estimated cycles."""
+    """(jobs, notes, passes, estimated cycles, MACs) of one node; without
+    ``build`` the passes are only counted (a list of None)."""
     jobs, notes = lower_node(node, graph, buffers, config)
     window = (buffers[node.output].base, buffers[node.output].size)
     if not (jobs and isinstance(jobs[0], ConvJob)):
