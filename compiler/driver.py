@@ -19,12 +19,13 @@ from .errors import CompileError
 from .frontend import load_model, to_graph
 from .passes import run_passes
 from .quantise import assign_formats, mapper_for
-from .schedule import (ConvJob, Layer, allocate, conv_packings, conv_passes, lower_node,
-                       pass_summary, plan_buffers, stream_passes)
+from .schedule import (ConvJob, Layer, allocate, chunk_side, conv_packings, conv_passes,
+                       lower_node, pass_summary, plan_buffers, stream_passes)
 
 __all__ = ["Compiled", "compile_model", "estimate_model", "write_outputs", "load_compiled", "input_image",
            "read_output", "layer_cycles", "simulate"]
 
+DATA_BASE = 0x1000          # first try for the tensors (moved up when the program is longer)
 STAMPS = 0x200              # first try for the cycle-stamp table (after the program)
 ALIGN = 64
 
@@ -146,7 +147,7 @@ def _weight_words(node, config):
         return words
     if node.op == "gemm":
         n_out, features = node.params["weight"].shape
-        k = min(K, math.isqrt(features - 1) + 1)
+        k = chunk_side(features, K)
         return n_out * -(-features // (k * k)) * k * k
     return 0
 
@@ -154,7 +155,7 @@ def _weight_words(node, config):
 def _check_memory(graph, buffers, config, grid):
     """Stop before code generation when tensors and kernels cannot fit the memory,
     naming the first layer whose output or kernels overflow it."""
-    used = 0x1000 + buffers[graph.input].size
+    used = DATA_BASE + buffers[graph.input].size
     for node in graph.nodes:
         used += buffers[node.output].size + ALIGN + _weight_words(node, config)
         if used > config.memory_words:
@@ -178,7 +179,7 @@ def estimate_model(path, grid, *, progress=None):
     config = _preset(grid)
     graph = run_passes(to_graph(load_model(path)))
     buffers = plan_buffers(graph, assign_formats(graph, config.fmt, None), config)
-    allocate(buffers, 0x1000)
+    allocate(buffers, DATA_BASE)
     rows = []
     for n, node in enumerate(graph.nodes):
         _, _, passes, cycles, macs = _lower(node, graph, buffers, config, build=False)
@@ -278,7 +279,7 @@ def compile_model(path, grid="tiny", calibration=None, *, progress=None, referen
     formats = assign_formats(graph, config.fmt, maxima)
     buffers = plan_buffers(graph, formats, config)
     _check_memory(graph, buffers, config, grid)
-    data_base = 0x1000
+    data_base = DATA_BASE
     if not graph.nodes:
         raise CompileError("nothing to run on the grid: the model has no operator besides "
                            "the host's Softmax")

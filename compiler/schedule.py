@@ -36,8 +36,8 @@ from .errors import CompileError
 from .quantise import mapper_for, quantise_kernel
 
 __all__ = ["Rect", "Buffer", "ConvJob", "StreamJob", "TileSetup", "Pass", "Layer", "snake",
-           "plan_buffers", "allocate", "lower_node", "conv_packings", "conv_passes", "pass_summary",
-           "stream_passes"]
+           "plan_buffers", "allocate", "chunk_side", "lower_node", "conv_packings", "conv_passes",
+           "pass_summary", "stream_passes"]
 
 
 @dataclass(frozen=True)
@@ -253,12 +253,12 @@ def plan_buffers(graph, formats, config):
                             fmt.min if kind == "min" else 0)
         for user in graph.consumers(t):
             if user.op == "gemm":       # read flat in k x k chunks (see lower_gemm)
-                k = _chunk_side(c * h * w, config.kernel)
+                k = chunk_side(c * h * w, config.kernel)
                 buffers[t].tail = max(buffers[t].tail, -(-(c * h * w) // (k * k)) * k * k - c * h * w)
     return buffers
 
 
-def _chunk_side(features, K):
+def chunk_side(features, K):
     """Side of the k x k chunks a fully connected layer reads its flat input in."""
     return min(K, math.isqrt(features - 1) + 1)
 
@@ -371,7 +371,7 @@ def lower_gemm(node, graph, buffers, config):
         inputs = [(x.interior(c), k) for c in range(x.channels)]
     else:
         # Flat: the densest k x k chunks (fewest terms, most MACs per word).
-        k = _chunk_side(features, K)
+        k = chunk_side(features, K)
         chunks = -(-features // (k * k))
         inputs = [(Rect(x.base + c * k * k, k, k, k), k) for c in range(chunks)]
     notes = []
