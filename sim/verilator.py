@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -56,7 +57,12 @@ class VerilatorBuild:
         from cocotb_tools.runner import get_results
         pythonpath = os.pathsep.join([str(test_dir), str(Path(__file__).resolve().parent.parent),
                                       os.environ.get("PYTHONPATH", "")])
-        results = Path(self.build_dir) / f"results_{test_module}.xml"
+        # One results file per run: parallel workers share a build, and the
+        # runner deletes its results file before it starts the simulator.
+        handle, name = tempfile.mkstemp(prefix=f"results_{test_module}_", suffix=".xml",
+                                        dir=self.build_dir)
+        os.close(handle)
+        results = Path(name)
         try:
             self.runner.test(
                 test_module=test_module, hdl_toplevel=self.toplevel, build_dir=self.build_dir,
@@ -66,7 +72,10 @@ class VerilatorBuild:
                 test_args=["--trace-file", str(trace)] if trace is not None else [])
         except SystemExit:      # the runner exits when a test fails; the results say which
             pass
-        return get_results(results)
+        try:
+            return get_results(results)
+        finally:
+            results.unlink(missing_ok=True)
 
 
 PUBLIC_TOP = Path(__file__).resolve().parent / "rtl" / "public_top.vlt"
