@@ -5,26 +5,37 @@ and streamer ports) and writes only what changes, so a pass that differs
 from the previous one in a kernel and a base address costs a handful of
 instructions.
 
-One pass:
+A layer's passes are pipelined: while pass ``n`` streams, the control CPU
+writes the shadow registers of pass ``n+1`` and the convolvers preload its
+kernels.  One pass:
 
-1. *Weights*, tile by tile, on the last global line (which data never uses):
-   the tile gets its data configuration plus ``convolver_weights <- line``,
-   ``start`` (rewinds the weight pointer), port 0 streams the k*k words, the
-   program waits for the port and for the tile to drain its weight FIFO, then
-   the weight route is dropped and the tile started again.  A tile that
-   already holds the kernel skips the load.
-2. *Configuration* of every other tile (tiles outside the pass get no routes,
-   so they cannot swallow a stream), ``start`` where anything changed.
-3. *Streams*: write ports first, then the reads; then wait for every port.
+1. *Wait* for pass ``n-1``'s ports (and, when kernels were preloaded, for the
+   grid to be idle, so every weight word has left the tiles' FIFOs).
+2. *Start* every tile whose shadow registers changed, that preloaded a kernel
+   (``start`` makes it the kernel in use) or that preloads during this pass.
+3. *Streams*: write ports, then reads, then the *weight frame* of pass
+   ``n+1`` on the last global line (which data never uses): the kernels it
+   needs, each padded to K x K and each distinct kernel once; every tile that
+   takes one routes the line to ``convolver_weights`` with ``preload`` set and
+   ``weight_skip`` at its kernel's slot.  A tile that already holds its kernel
+   takes none.  When the data streams use every port, the frame streams
+   first, on its own (the schedule keeps a port free unless the layer has a
+   single kernel, as pooling does).
+4. *Shadow writes* of pass ``n+1`` (tiles outside it get no routes, so they
+   cannot swallow a stream), overlapping the streams.
 
-Each layer starts with a cycle stamp (``cycles`` stored in the stamp table)
-and ends with a check of the grid status: an error halts with code
-``0x100 + layer``.
+A layer's first kernels are preloaded before its first pass with no data
+streaming.  Each layer starts with a cycle stamp (``cycles`` stored in the
+stamp table) and ends with a check of the grid status: an error halts with
+code ``0x100 + layer``.
 """
 
+import math
 from dataclasses import dataclass, field
 
-from neuflow_hdl.regs import (GRID_TILE, STATUS_REG, STREAM_PORT, PORT_START_REG,
+import numpy as np
+
+from neuflow_hdl.regs import (GRID_TILE, STREAM_PORT, PORT_START_REG,
                               PORT_STATUS_REG, Unit, config_address, control_write, pack_registers,
                               streamer_address, tile_config_writes)
 
@@ -34,15 +45,12 @@ LAYER_ERROR_HALT = 0x100
 
 # Estimate model (cycles), calibrated against the RTL: see docs/compiler.md.
 CYCLES_PER_INSTRUCTION = 4
-WEIGHT_LOAD_OVERHEAD = 12
 STREAM_OVERHEAD = 14
 
 
 @dataclass
 class _Counter:
     instructions: int = 0
-    weight_words: int = 0
-    weight_loads: int = 0
 
 
 @dataclass
@@ -51,7 +59,8 @@ class CodeGen:
     stamps: int                         #: word address of the cycle-stamp table
     lines: list = field(default_factory=list)
     shadow: dict = field(default_factory=dict)      #: config address -> value written
-    loaded: dict = field(default_factory=dict)      #: tile -> weights address it holds
+    loaded: dict = field(default_factory=dict)      #: tile -> kernel (bytes) it holds
+    dirty: set = field(default_factory=set)         #: tiles with shadow writes not started
     layer_index: int = 0
     _writes: dict = field(default_factory=dict)     #: memo of tile_config_writes
 
@@ -83,10 +92,9 @@ class CodeGen:
                                         width=c.fmt.width, segments=c.segments, routes=routes,
                                         convolver=convolver, alu=alu, mapper=mapper, start=False)
             self._writes[key] = writes
-        changed = False
         for address, value in writes:
-            changed |= self._write(address, value)
-        return changed
+            if self._write(address, value):
+                self.dirty.add(setup_tile)
 
     def _start(self, tile):
         address, value = control_write(tile, start=True)
@@ -137,45 +145,116 @@ class CodeGen:
         counter, self._count = self._count, _Counter()
         return counter
 
-    def emit_pass(self, p, weights_address):
-        """Code for one :class:`~compiler.schedule.Pass`; ``weights_address(setup)``
-        gives the memory address of a tile's kernel."""
-        c = self.config
-        in_pass = {s.tile for s in p.tiles}
+    def _wait_idle(self):
+        # GRID_STATUS.busy: a tile still holds words
+        self.emit(f"wait 0x01, 0x00, {config_address(GRID_TILE, Unit.CONTROL, 0):#07x}")
+
+    def _frames(self, passes):
+        """Per pass: (slots, tile -> slot): the kernels its tiles must preload,
+        padded to K x K, each distinct kernel once."""
+        K = self.config.kernel
+        held = dict(self.loaded)        # becomes self.loaded: what the tiles hold after them
+        frames = []
+        for p in passes:
+            slots, where, index = [], {}, {}
+            for s in p.tiles:
+                if s.weights is None:
+                    continue
+                k = math.isqrt(len(s.weights))
+                padded = np.zeros((K, K), dtype=np.int64)
+                padded[K - k:, K - k:] = np.asarray(s.weights, dtype=np.int64).reshape(k, k)
+                key = padded.tobytes()
+                if held.get(s.tile) == key:
+                    continue
+                if key not in index:
+                    index[key] = len(slots)
+                    slots.append(padded.ravel())
+                where[s.tile] = index[key]
+                held[s.tile] = key
+            frames.append((slots, where))
+        self.loaded = held
+        return frames
+
+    def _shadow(self, p, frame):
+        """Shadow writes of pass ``p`` (None: no pass) whose tiles preload ``frame``."""
+        K2 = self.config.kernel ** 2
+        where = frame[1] if frame is not None else {}
         wl = self.weight_line
-        for s in p.tiles:
-            if s.weights is None:
-                continue
-            address = weights_address(s)
-            if self.loaded.get(s.tile) == address:
-                continue
-            routes = dict(s.routes, convolver_weights=f"global_in_{wl}")
-            self._tile(s.tile, routes, s.convolver, s.alu, s.mapper)
-            self._start(s.tile)
-            self._port(0, _Words(address, len(s.weights)), line=wl)
+        setups = {s.tile: s for s in p.tiles} if p is not None else {}
+        for tile in range(self.config.tiles):
+            s = setups.get(tile)
+            routes = dict(s.routes) if s is not None else {}
+            conv = s.convolver if s is not None else None
+            if tile in where:
+                routes["convolver_weights"] = f"global_in_{wl}"
+                conv = dict(conv or {}, preload=1, weight_skip=where[tile] * K2)
+            if s is not None:
+                self._tile(tile, routes, conv, s.alu, s.mapper)
+            else:
+                self._tile(tile, routes, conv)
+
+    def emit_layer(self, passes, frame_address):
+        """Code for one layer's :class:`~compiler.schedule.Pass` list;
+        ``frame_address(words)`` gives the memory address of a weight frame.
+        Returns the estimated cycles of each pass."""
+        cpi = CYCLES_PER_INSTRUCTION
+        frames = self._frames(passes) + [None]
+        cycles = []
+        prologue = 0
+        if frames[0][1]:            # the first pass's kernels, with nothing else streaming
+            self._shadow(None, frames[0])
+            self._start_tiles(frames[0][1])
+            words = self._weight_port(0, frames[0], frame_address)
             self._wait_port(0)
-            self.emit(f"wait 0x01, 0x00, {config_address(s.tile, Unit.CONTROL, STATUS_REG):#07x}")
-            self._tile(s.tile, s.routes, s.convolver, s.alu, s.mapper)    # drop the weight route
-            self._start(s.tile)
-            self._count.weight_words += len(s.weights)
-            self._count.weight_loads += 1
-            self.loaded[s.tile] = address
-        for s in p.tiles:
-            if self._tile(s.tile, s.routes, s.convolver, s.alu, s.mapper):
-                self._start(s.tile)
-        for tile in range(c.tiles):
-            if tile not in in_pass and self._tile(tile, {}):
-                self._start(tile)
-        port = 0
-        for line, rect, window in p.writes:
-            self._port(port, rect, write=True, line=line, window=window)
-            port += 1
-        for line, rect in p.reads:
-            self._port(port, rect, line=line)
-            port += 1
-        for n in range(port):
-            self._wait_port(n)
-        return port
+            self._wait_idle()
+            prologue = self.measure().instructions * cpi + words + STREAM_OVERHEAD
+        self._shadow(passes[0], frames[1])
+        for n, p in enumerate(passes):
+            self._start_tiles(set(frames[n][1]) | set(frames[n + 1][1] if frames[n + 1] else ()))
+            preload = frames[n + 1] is not None and bool(frames[n + 1][1])
+            if preload and len(p.writes) + len(p.reads) >= self.config.ports:
+                self.comment("weight frame first: the data streams use every port")
+                prologue += self._weight_port(0, frames[n + 1], frame_address) + STREAM_OVERHEAD
+                self._wait_port(0)
+                preload = False
+            port = 0
+            for line, rect, window in p.writes:
+                self._port(port, rect, write=True, line=line, window=window)
+                port += 1
+            for line, rect in p.reads:
+                self._port(port, rect, line=line)
+                port += 1
+            streams = [r.words for _, r in p.reads] + [r.words for _, r, _ in p.writes]
+            serial = self.measure().instructions        # the data streams run from here
+            if preload:
+                streams.append(self._weight_port(port, frames[n + 1], frame_address))
+                port += 1
+            if n + 1 < len(passes):
+                self._shadow(passes[n + 1], frames[n + 2])
+            overlapped = self.measure().instructions
+            for k in range(port):
+                self._wait_port(k)
+            if frames[n + 1] and frames[n + 1][1]:
+                self._wait_idle()
+            self.measure()          # the waits poll while the streams run
+            stream = max(max(streams), math.ceil(sum(streams) / self.config.beat_words))
+            cycles.append(prologue + serial * cpi + max(stream + p.latency, overlapped * cpi) +
+                          STREAM_OVERHEAD)
+            prologue = 0
+        return cycles
+
+    def _start_tiles(self, also):
+        """Start every tile with unstarted shadow writes and every tile in ``also``."""
+        for tile in sorted(self.dirty | set(also)):
+            self._start(tile)
+        self.dirty = set()
+
+    def _weight_port(self, port, frame, frame_address):
+        """Stream a weight frame on the weight line; returns its words."""
+        slots, where = frame
+        words = np.concatenate(slots)
+        self._port(port, _Words(frame_address(words), len(words)), line=self.weight_line)
+        return len(words)
 
 
 def _freeze(value):

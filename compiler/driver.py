@@ -77,14 +77,18 @@ class Compiled:
 
 def _static_estimate(summaries, config):
     """Cycles of passes before code generation (for choosing the blocking), from
-    :func:`~compiler.schedule.pass_summary` tuples."""
+    :func:`~compiler.schedule.pass_summary` tuples; the model of
+    :meth:`~compiler.codegen.CodeGen.emit_layer` with typical instruction counts:
+    per pass, a start per tile and about two instructions per port in series,
+    then the streams (which include the weight frame, at most one K x K slot
+    per load) or about four shadow writes per tile, whichever is longer."""
     cpi = cg.CYCLES_PER_INSTRUCTION
     total = 0
     for loads, words, streams, tiles, latency in summaries:
-        total += loads * (9 * cpi + cg.WEIGHT_LOAD_OVERHEAD) + words
-        total += (4 * tiles + 4 * len(streams)) * cpi
-        total += max(max(streams), math.ceil(sum(streams) / config.beat_words)) + latency + \
-            cg.STREAM_OVERHEAD
+        streams = list(streams) + ([loads * config.kernel ** 2] if loads else [])
+        stream = max(max(streams), math.ceil(sum(streams) / config.beat_words))
+        total += (tiles + 2 * len(streams) - 2) * cpi + max(stream + latency, 4 * tiles * cpi)
+        total += cg.STREAM_OVERHEAD
     return total
 
 
@@ -130,8 +134,9 @@ def _lower(node, graph, buffers, config, build=True):
 
 
 def _weight_words(node, config):
-    """Words of distinct kernels ``node`` stores (kernels equal before rounding
-    counted once; kernels that only become equal after rounding counted apart)."""
+    """Words of distinct kernels ``node`` stores, each padded to K x K in the weight
+    frames (kernels equal before rounding counted once; kernels that only become
+    equal after rounding counted apart)."""
     K = config.kernel
     if node.op == "conv":
         w = node.params["weight"]
@@ -140,15 +145,14 @@ def _weight_words(node, config):
         for dy in range(0, kh, K):
             for dx in range(0, kw, K):
                 piece = w[:, :, dy:dy + K, dx:dx + K]
-                kp = max(piece.shape[2:])
                 rows = piece.reshape(-1, piece.shape[2] * piece.shape[3])
                 rows = rows[np.any(rows != 0, axis=1)]
-                words += len(np.unique(rows, axis=0)) * kp * kp
+                words += len(np.unique(rows, axis=0)) * K * K
         return words
     if node.op == "gemm":
         n_out, features = node.params["weight"].shape
         k = chunk_side(features, K)
-        return n_out * -(-features // (k * k)) * k * k
+        return n_out * -(-features // (k * k)) * K * K
     return 0
 
 
@@ -188,15 +192,6 @@ def estimate_model(path, grid, *, progress=None):
         if (n + 1) % 10 == 0:
             say(f"  {n + 1} / {len(graph.nodes)} layers scheduled")
     return {"grid": grid, "config": config, "layers": rows, "seconds": time.monotonic() - started}
-
-
-def _pass_cycles(counter, p, config):
-    cpi = cg.CYCLES_PER_INSTRUCTION
-    streams = [r.words for _, r in p.reads] + [r.words for _, r, _ in p.writes]
-    return (counter.instructions * cpi + counter.weight_words +
-            counter.weight_loads * cg.WEIGHT_LOAD_OVERHEAD +
-            max(max(streams), math.ceil(sum(streams) / config.beat_words)) + p.latency +
-            cg.STREAM_OVERHEAD)
 
 
 def _error_bounds(graph, buffers, layers_by_output, config, maxima):
@@ -325,17 +320,17 @@ def _generate(graph, buffers, config, grid, data_base, say):
     stamps = data_base - 2 * (len(graph.nodes) + 2)
     stamps -= stamps % 2
     end = allocate(buffers, data_base)
-    weights = {}                    # kernel bytes -> address
+    frames = {}                     # weight-frame bytes -> address
     weight_blocks = []
     next_weight = [-(-end // ALIGN) * ALIGN]
 
-    def weights_address(setup):
-        key = setup.weights.astype(np.int64).tobytes()
-        if key not in weights:
-            weights[key] = next_weight[0]
-            weight_blocks.append((next_weight[0], setup.weights))
-            next_weight[0] += len(setup.weights)
-        return weights[key]
+    def frame_address(words):
+        key = words.tobytes()
+        if key not in frames:
+            frames[key] = next_weight[0]
+            weight_blocks.append((next_weight[0], words))
+            next_weight[0] += len(words)
+        return frames[key]
 
     gen = CodeGen(config, stamps)
     gen.begin()
@@ -349,11 +344,7 @@ def _generate(graph, buffers, config, grid, data_base, say):
         layer.narrowings = _narrowings(jobs)
         gen.measure()
         gen.layer(f"{node.name} ({node.onnx_op}): {len(passes)} passes")
-        layer.pass_cycles = []
-        for n, p in enumerate(passes):
-            gen.comment(f"pass {n}")
-            gen.emit_pass(p, weights_address)
-            layer.pass_cycles.append(_pass_cycles(gen.measure(), p, config))
+        layer.pass_cycles = gen.emit_layer(passes, frame_address)
         gen.check_layer()
         layer.pass_cycles[-1] += gen.measure().instructions * cg.CYCLES_PER_INSTRUCTION
         layer.cycles = sum(layer.pass_cycles)

@@ -41,6 +41,9 @@ class _Tile:
         K = config.kernel
         self.weights = np.zeros((K, K), dtype=np.int64)
         self.pointer = (K - 1, K - 1)
+        # Preload bank: a shift chain of K*K words (row-major once full).
+        self.bank = np.zeros(K * K, dtype=np.int64)
+        self.kept, self.pending, self.skip_left = 0, False, 0
         self.queues = {}        # sink name -> [frame]
 
 
@@ -115,6 +118,9 @@ class GridModel:
                 conv = self._unit(t, Unit.CONVOLVER, CONV_CONFIG)
                 corner = self.c.kernel - conv.k if 1 <= conv.k <= self.c.kernel else 0
                 t.pointer = (corner, corner)
+                if t.pending:           # the preload bank becomes the kernel
+                    t.weights = t.bank.reshape(self.c.kernel, self.c.kernel).copy()
+                t.kept, t.pending, t.skip_left = 0, False, conv.weight_skip
                 self._propagate()
             return
         t.shadow[(unit, reg)] = value
@@ -224,6 +230,17 @@ class GridModel:
         fmt = self.fmt
         weights = t.queues.pop("convolver_weights", [])
         for frame in weights:
+            conv = self._unit(t, Unit.CONVOLVER, CONV_CONFIG)
+            if conv.preload:
+                words = frame.ravel()
+                skipped = min(t.skip_left, len(words))
+                t.skip_left -= skipped
+                kept = words[skipped:skipped + K * K - t.kept]
+                t.bank = np.concatenate([t.bank[len(kept):], kept])
+                t.kept += len(kept)
+                t.pending |= len(kept) > 0
+                fired = True
+                continue
             for word in frame.ravel():
                 r, c = t.pointer
                 t.weights[r, c] = word

@@ -472,13 +472,13 @@ def _window(buffer):
     return (buffer.base, buffer.size)
 
 
-def _pack(job, config, chain_length):
+def _pack(job, config, chain_length, ports):
     """Chains ``[(output, group, terms)]`` of each pass, with at most
     ``chain_length`` terms per chain, packed greedily in order (every output's
     first group, then every second group, ...); None when a single chain does
-    not fit.  A pass is limited by tiles, streamer ports and global lines (the
-    last input line is kept for weights, see :mod:`compiler.codegen`)."""
-    tiles, ports, lines_in, lines_out = config.tiles, config.ports, config.globals_ - 1, config.globals_
+    not fit.  A pass is limited by tiles, ``ports`` and global lines (the last
+    input line is kept for weight frames, see :mod:`compiler.codegen`)."""
+    tiles, lines_in, lines_out = config.tiles, config.globals_ - 1, config.globals_
     groups = [-(-len(t) // chain_length) for t in job.terms]
     passes, current = [], []
     sources, outputs, psums, used = set(), set(), 0, 0
@@ -530,12 +530,30 @@ def _latency(job, chains):
     return CONV_LATENCY * max(len(t) for _, _, t in chains) + (8 if job.mapper is not None else 0)
 
 
+def _weight_port(job):
+    """1 when passes keep a streamer port for the next pass's weight frame: when
+    the job has two or more distinct kernels.  With one kernel (pooling), the
+    tiles keep it from pass to pass, and a tile that still needs it gets it
+    before the pass's data streams (see :mod:`compiler.codegen`)."""
+    first = None
+    for terms in job.terms:
+        for _, kernel in terms:
+            if kernel is None:
+                continue
+            if first is None:
+                first = kernel
+            elif kernel.shape != first.shape or np.any(kernel != first):
+                return 1
+    return 0
+
+
 def conv_packings(job, config):
     """Every blocking of a ConvJob that fits the grid: ``{chain length: (passes, groups)}``."""
     longest = max(len(t) for t in job.terms)
+    ports = config.ports - _weight_port(job)
     result = {}
     for length in range(1, min(longest, config.tiles) + 1):
-        packed = _pack(job, config, length)
+        packed = _pack(job, config, length, ports)
         if packed is not None:
             result[length] = packed
     return result

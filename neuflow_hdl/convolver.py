@@ -23,9 +23,16 @@ class Convolver(wiring.Component):
     takes the window maximum (pooling).  Outputs carry ``eol``/``eof`` for the
     output geometry ``((W-k)//stride + 1) x ((H-k)//stride + 1)``.
 
-    Weights arrive on the ``weights`` stream, ``k*k`` words row-major; a
-    ``start`` strobe rewinds the weight pointer and the frame position and
-    clears ``error``.  Frames may follow each other without ``start``.
+    Weights arrive on the ``weights`` stream, which is always ready.  With
+    ``preload`` clear they go straight into the kernel in use: ``k*k`` words
+    row-major.  With ``preload`` set they fill a second bank for the *next*
+    pass while this one streams: of the words after ``start``, the first
+    ``weight_skip`` are skipped (a broadcast weight frame carries the kernels
+    of several tiles one after another), the next ``K*K`` (a kernel padded to
+    K x K, row-major) are kept, the rest are ignored; the next ``start`` makes
+    that bank the kernel in use.  A ``start`` strobe also rewinds the weight
+    pointer and the frame position and clears ``error``.  Frames may follow
+    each other without ``start``.
 
     The pipeline never stalls: a word that completes a window enters only
     when the output buffer grants a credit, so output back-pressure reaches
@@ -119,14 +126,30 @@ class Convolver(wiring.Component):
         flag_error = Signal()
         m.d.comb += self.error.eq(~cfg_ok | flag_error)
 
-        # -- Weights: k*k words into the bottom-right k x k of the K x K array --
+        # -- Weights: k*k words into the bottom-right k x k of the K x K array, or
+        # K*K words into the preload bank, a shift chain (row-major, first word
+        # ends at [0][0]) that becomes the kernel at the next start.
         weight = [[Signal(signed(W), name=f"weight_{r}_{c}") for c in range(K)] for r in range(K)]
+        bank = [Signal(signed(W), name=f"preload_{n}") for n in range(K * K)]
         w_row = Signal(range(K))
         w_col = Signal(range(K))
         corner = Signal(range(K + 1))
+        skip_left = Signal.like(cfg.weight_skip)
+        kept = Signal(range(K * K + 1))
+        pending = Signal()
         m.d.comb += [corner.eq(K - cfg.k), self.weights.ready.eq(1)]
         with m.If(self.start):
-            m.d.sync += [w_row.eq(corner), w_col.eq(corner)]
+            m.d.sync += [w_row.eq(corner), w_col.eq(corner), skip_left.eq(cfg.weight_skip),
+                         kept.eq(0), pending.eq(0)]
+            with m.If(pending):
+                m.d.sync += [weight[r][c].eq(bank[r * K + c]) for r in range(K) for c in range(K)]
+        with m.Elif(self.weights.valid & cfg.preload):
+            with m.If(skip_left != 0):
+                m.d.sync += skip_left.eq(skip_left - 1)
+            with m.Elif(kept != K * K):
+                m.d.sync += [bank[n].eq(bank[n + 1]) for n in range(K * K - 1)]
+                m.d.sync += [bank[-1].eq(self.weights.payload.data), kept.eq(kept + 1),
+                             pending.eq(1)]
         with m.Elif(self.weights.valid):
             for r in range(K):
                 for c in range(K):

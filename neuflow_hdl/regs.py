@@ -65,7 +65,9 @@ CONV_CONFIG = data.StructLayout({
     # register 1
     "mode":      ConvMode,
     "shift":     unsigned(6),               # output shift, 0 .. word width
-    "reserved1": unsigned(24),
+    "preload":   unsigned(1),               # weights go to the next-pass bank (see Convolver)
+    "weight_skip": unsigned(16),            # preload: words of the weight frame before ours
+    "reserved1": unsigned(7),
     # register 2: bias, in the accumulator's format (fraction bits of x * w)
     "bias":      signed(32),
 })

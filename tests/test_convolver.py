@@ -45,19 +45,25 @@ def run_frames(dut, jobs, *, rng, gap=0.0, stall=0.0):
     return results
 
 
-async def _run_one(ctx, dut, image, psum, cfg, count, rng, gap, stall):
-    """Feed one frame (and partial sums) while collecting ``count`` outputs."""
+async def _run_one(ctx, dut, image, psum, cfg, count, rng, gap, stall, weights=()):
+    """Feed one frame (and partial sums) while collecting ``count`` outputs;
+    ``weights`` (words) stream in at the same time, with gaps."""
     words_in = frame_words(image)
     words_psum = frame_words(psum) if cfg["mode"] is ConvMode.MAC_PSUM else []
-    out, n_in, n_psum = [], 0, 0
+    out, n_in, n_psum, n_w = [], 0, 0, 0
     i_valid = p_valid = False
-    while len(out) < count or n_in < len(words_in):
+    while len(out) < count or n_in < len(words_in) or n_w < len(weights):
         if not i_valid and n_in < len(words_in) and rng.random() >= gap:
             ctx.set(dut.i.payload, dict(zip(("data", "eol", "eof"), words_in[n_in])))
             i_valid = True
         if not p_valid and n_psum < len(words_psum) and rng.random() >= gap:
             ctx.set(dut.psum.payload, dict(zip(("data", "eol", "eof"), words_psum[n_psum])))
             p_valid = True
+        w_valid = n_w < len(weights) and rng.random() >= gap
+        if w_valid:     # the weights stream is always ready
+            ctx.set(dut.weights.payload, dict(zip(("data", "eol", "eof"), weights[n_w])))
+            n_w += 1
+        ctx.set(dut.weights.valid, w_valid)
         ctx.set(dut.i.valid, i_valid)
         ctx.set(dut.psum.valid, p_valid)
         ready = rng.random() >= stall
@@ -74,9 +80,60 @@ async def _run_one(ctx, dut, image, psum, cfg, count, rng, gap, stall):
             out.append((o_payload.data, o_payload.eol, o_payload.eof))
     ctx.set(dut.i.valid, 0)
     ctx.set(dut.psum.valid, 0)
+    ctx.set(dut.weights.valid, 0)
     ctx.set(dut.o.ready, 0)
     assert n_psum == len(words_psum), "partial sums left unconsumed"
     return out
+
+
+def preload_frame(rng, kernel, skip):
+    """A broadcast weight frame: ``skip`` other words, ``kernel`` padded to K x K
+    (bottom-right), other words after it.  ``kernel`` None: only other words."""
+    words = list(rng.integers(-600, 600, skip))
+    if kernel is not None:
+        k = kernel.shape[0]
+        padded = np.zeros((K, K), dtype=np.int64)
+        padded[K - k:, K - k:] = kernel
+        words += list(padded.ravel()) + list(rng.integers(-600, 600, int(rng.integers(0, 2 * K * K))))
+    return flat_words(words)
+
+
+def test_preload_during_the_previous_frame(dut):
+    """Kernels stream into the preload bank, behind other tiles' words, while
+    the previous frame streams, and take effect at the next start; a start with
+    nothing preloaded keeps the kernel."""
+    rng = np.random.default_rng(4)
+    jobs = [random_job(rng, max_height=8) for _ in range(40)]
+    for n in range(1, len(jobs)):
+        if rng.random() < 0.3 and jobs[n][0]["k"] == jobs[n - 1][0]["k"]:
+            jobs[n] = jobs[n][:2] + (jobs[n - 1][2],) + jobs[n][3:]      # the same kernel
+    skips = [int(rng.integers(0, 3 * K * K)) for _ in jobs]
+    results = []
+
+    def preloading(cfg, skip):
+        return dict(cfg, preload=1, weight_skip=skip)
+
+    async def bench(ctx):
+        ctx.set(dut.config, preloading(jobs[0][0], skips[0]))     # prologue: the first kernel
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        await stream_put(ctx, dut.weights, preload_frame(rng, jobs[0][2], skips[0]), rng, 0.3)
+        for n, (cfg, image, kernel, psum) in enumerate(jobs):
+            ctx.set(dut.config, preloading(cfg, skips[n]))
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            following = jobs[n + 1][2] if n + 1 < len(jobs) else None
+            if following is kernel:
+                following = None
+            frame = preload_frame(rng, following, skips[n])
+            want = conv_expected(cfg, image, kernel, psum)
+            results.append((want, await _run_one(ctx, dut, image, psum, cfg, want.size, rng,
+                                                 0.3, 0.4, weights=frame)))
+
+    simulate(dut, bench, cycles=1_000_000)
+    check(results)
 
 
 def check(results):

@@ -53,6 +53,23 @@ def test_every_operator_network_bit_exact(tiny, tmp_path):
     _run_both(compiled, manifest, x)
 
 
+def test_weight_frame_first_when_every_port_streams(tiny, tmp_path, monkeypatch):
+    """With no port kept for weight frames, a pass whose data use every port
+    streams the next pass's frame first, on its own: still bit-exact, and the
+    softmax output within 0.01 of onnxruntime's (as in test_compiler)."""
+    from compiler import schedule
+    from compiler.onnx_reference import run_onnx
+    monkeypatch.setattr(schedule, "_weight_port", lambda job: 0)
+    m = every_operator(np.random.default_rng(1))
+    compiled = compile_model(save(m, tmp_path), "tiny", reference=False)
+    assert "weight frame first" in compiled.source
+    manifest = write_outputs(compiled, tmp_path / "out")
+    x = np.random.default_rng(9).normal(0, 1, (2, 8, 8))
+    _, result = _run_both(compiled, manifest, x)
+    want = run_onnx(m, x[None])[m.graph.output[0].name][0]
+    assert np.abs(read_output(result.memory, manifest) - want).max() < 0.01   # probabilities
+
+
 def test_pytorch_export_end_to_end(tiny, tmp_path):
     torch = pytest.importorskip("torch", reason="torch is not installed (it is not a dependency); "
                                 "the ONNX path it exports through is tested above")
