@@ -93,14 +93,17 @@ def _static_estimate(summaries, config):
 
 
 def _best_packing(job, config):
-    """(estimated cycles, packing) of the blocking with the fewest estimated cycles."""
+    """(estimated cycles, packing, blocking) of the blocking with the fewest
+    estimated cycles; ``blocking`` names it for the report."""
     if not isinstance(job, ConvJob):
         raise TypeError(job)
     best = None
     for length, packing in conv_packings(job, config).items():
         cost = _static_estimate((pass_summary(job, chains) for chains in packing[0]), config)
         if best is None or cost < best[0]:
-            best = (cost, packing)
+            name = ("chains sharing input maps" if length == "shared" else
+                    f"chains of up to {length} terms")
+            best = (cost, packing, f"blocking: {name}")
     if best is None:
         raise CompileError("no blocking of this layer fits the grid")
     return best
@@ -123,8 +126,11 @@ def _lower(node, graph, buffers, config, build=True):
         return jobs, notes, passes, _static_estimate(map(_summary, passes), config), \
             sum(p.macs for p in passes)
     passes, cycles = [], 0
+    notes = list(notes)
     for job in jobs:
-        cost, packing = _best_packing(job, config)
+        cost, packing, blocking = _best_packing(job, config)
+        if blocking not in notes:
+            notes.append(blocking)
         cycles += cost
         if build:
             passes += conv_passes(job, config, window, packing)

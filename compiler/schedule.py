@@ -509,6 +509,57 @@ def _pack(job, config, chain_length, ports):
     return passes, groups
 
 
+def _pack_shared(job, config, ports):
+    """Chains of each pass, built pass by pass for a sparse connection table:
+    each next chain is the output whose remaining terms fill the most tiles
+    per port, taking first the terms on input maps the pass already reads
+    (free) and then new maps.  Same limits as :func:`_pack`; an output's chains
+    are its groups in pass order.  Returns ``(passes, groups)``."""
+    tiles, lines_in, lines_out = config.tiles, config.globals_ - 1, config.globals_
+    remaining = {o: list(t) for o, t in enumerate(job.terms)}
+    groups = [0] * len(job.terms)
+    passes = []
+    while remaining:
+        chains, sources, used, n_ports, psums = [], set(), 0, 0, 0
+        while len(chains) < lines_out:
+            best = None
+            for o, terms in remaining.items():
+                if any(c[0] == o for c in chains):
+                    continue
+                psum = 1 if groups[o] else 0
+                room_ports = ports - n_ports - 1 - psum
+                room_lines = lines_in - len(sources) - psums - psum
+                if room_ports < 0 or room_lines < 0:
+                    continue
+                free = [t for t in terms if t[0] in sources]
+                new = [t for t in terms if t[0] not in sources]
+                n_free = min(len(free), tiles - used)
+                n_new = min(len(new), tiles - used - n_free, room_ports, room_lines)
+                if n_free + n_new == 0:
+                    continue
+                score = (n_free + n_new) / (1 + psum + n_new)
+                if best is None or score > best[0]:
+                    best = (score, o, free[:n_free] + new[:n_new], psum)
+            if best is None:
+                break
+            _, o, chain, psum = best
+            chains.append((o, groups[o], chain))
+            groups[o] += 1
+            new = {src for src, _ in chain} - sources
+            sources |= new
+            used += len(chain)
+            n_ports += 1 + psum + len(new)
+            psums += psum
+            taken = {id(t) for t in chain}
+            remaining[o] = [t for t in remaining[o] if id(t) not in taken]
+            if not remaining[o]:
+                del remaining[o]
+        if not chains:
+            return None
+        passes.append(chains)
+    return passes, groups
+
+
 def pass_summary(job, chains):
     """What the cycle estimate needs of a pass before it is built: (weight loads,
     weight words, stream lengths, tiles, latency)."""
@@ -548,7 +599,9 @@ def _weight_port(job):
 
 
 def conv_packings(job, config):
-    """Every blocking of a ConvJob that fits the grid: ``{chain length: (passes, groups)}``."""
+    """Every blocking of a ConvJob that fits the grid: ``{chain length: (passes,
+    groups)}``, and ``"shared"`` (:func:`_pack_shared`) when the outputs read
+    different input maps."""
     longest = max(len(t) for t in job.terms)
     ports = config.ports - _weight_port(job)
     result = {}
@@ -556,6 +609,10 @@ def conv_packings(job, config):
         packed = _pack(job, config, length, ports)
         if packed is not None:
             result[length] = packed
+    if len({frozenset(src for src, _ in t) for t in job.terms}) > 1:
+        packed = _pack_shared(job, config, ports)
+        if packed is not None:
+            result["shared"] = packed
     return result
 
 

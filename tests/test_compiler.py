@@ -151,6 +151,32 @@ def test_pytorch_converted(tmp_path, name):
     assert np.abs(got - y).max() <= compiled.layers[-1].error_bound
 
 
+def test_sparse_connection_table_shares_input_maps(tmp_path):
+    """A connection table (zero kernels) on neuflow-v6: the blocking that packs
+    chains of outputs reading the same input maps wins and needs fewer passes
+    than chains of any fixed length; the result stays within the bound."""
+    from compiler.schedule import conv_packings, lower_node
+    from neuflow_hdl.presets import preset
+    rng = np.random.default_rng(12)
+    outs, ins, fan_in = 24, 16, 6
+    mask = np.zeros((outs, ins))
+    for o in range(outs):
+        mask[o, rng.choice(ins, fan_in, replace=False)] = 1
+    w = rng.normal(0, 0.1, (outs, ins, 7, 7)) * mask[:, :, None, None]
+    m = model([helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Tanh", ["c"], ["y"])],
+              (1, ins, 14, 14), (1, outs, 8, 8), [("w", w)])
+    x = rng.normal(0, 1, (1, ins, 14, 14))
+    compiled, err = _compile_and_check(m, tmp_path, x, grid="neuflow-v6")
+    layer = compiled.layers[0]
+    assert "blocking: chains sharing input maps" in layer.notes
+    assert err <= layer.error_bound, (err, layer.error_bound)
+    config = preset("neuflow-v6")
+    (job,), _ = lower_node(compiled.graph.nodes[0], compiled.graph, compiled.buffers, config)
+    packings = conv_packings(job, config)
+    assert len(layer.passes) == len(packings["shared"][0])
+    assert len(packings["shared"][0]) < min(len(p[0]) for k, p in packings.items() if k != "shared")
+
+
 @pytest.mark.parametrize("name", ["light_resnet50", "light_bvlc_alexnet", "light_vgg19"])
 def test_light_models_on_neuflow_v6(name):
     """Every node of the light structures is supported; the full compile stops
