@@ -6,23 +6,24 @@ from the previous one in a kernel and a base address costs a handful of
 instructions.
 
 A layer's passes are pipelined: while pass ``n`` streams, the control CPU
-writes the shadow registers of pass ``n+1`` and the convolvers preload its
-kernels.  One pass:
+writes the shadow registers and port descriptors of pass ``n+1`` (a port
+latches its descriptor at start) and the convolvers preload its kernels.
+One pass:
 
 1. *Wait* for pass ``n-1``'s ports (and, when kernels were preloaded, for the
    grid to be idle, so every weight word has left the tiles' FIFOs).
 2. *Start* every tile whose shadow registers changed, that preloaded a kernel
    (``start`` makes it the kernel in use) or that preloads during this pass.
-3. *Streams*: write ports, then reads, then the *weight frame* of pass
-   ``n+1`` on the last global line (which data never uses): the kernels it
-   needs, each padded to K x K and each distinct kernel once; every tile that
-   takes one routes the line to ``convolver_weights`` with ``preload`` set and
-   ``weight_skip`` at its kernel's slot.  A tile that already holds its kernel
-   takes none.  When the data streams use every port, the frame streams
-   first, on its own (the schedule keeps a port free unless the layer has a
-   single kernel, as pooling does).
-4. *Shadow writes* of pass ``n+1`` (tiles outside it get no routes, so they
-   cannot swallow a stream), overlapping the streams.
+3. *Streams*: start the write ports, then the reads, then the *weight frame*
+   of pass ``n+1`` on the last global line (which data never uses): the
+   kernels it needs, each padded to K x K and each distinct kernel once;
+   every tile that takes one routes the line to ``convolver_weights`` with
+   ``preload`` set and ``weight_skip`` at its kernel's slot.  A tile that
+   already holds its kernel takes none.  When the data streams use every
+   port, the frame streams first, on its own (the schedule keeps a port free
+   unless the layer has a single kernel, as pooling does).
+4. *Shadow writes* and port descriptors of pass ``n+1`` (tiles outside it get
+   no routes, so they cannot swallow a stream), overlapping the streams.
 
 A layer's first kernels are preloaded before its first pass with no data
 streaming.  Each layer starts with a cycle stamp (``cycles`` stored in the
@@ -100,13 +101,17 @@ class CodeGen:
         address, value = control_write(tile, start=True)
         self.emit(f"cfgwi {address:#07x}, {value:#x}")
 
-    def _port(self, port, rect, *, write=False, line=0, window=None):
+    def _describe(self, port, rect, *, write=False, line=0, window=None):
+        """Descriptor writes of a port (a port latches its descriptor at start,
+        so they may happen while it streams)."""
         values = {"base": rect.base, "width": rect.width, "height": rect.height,
                   "stride": rect.stride, "window_base": window[0] if window else 0,
                   "window_size": window[1] if window else 0xFFFF_FFFF,
                   "write": int(write), "line": line}
         for r, word in enumerate(pack_registers(STREAM_PORT, values)):
             self._write(streamer_address(port, r), word)
+
+    def _go(self, port):
         self.emit(f"cfgwi {streamer_address(port, PORT_START_REG):#07x}, 0x1")
 
     def _wait_port(self, port):
@@ -193,12 +198,32 @@ class CodeGen:
             else:
                 self._tile(tile, routes, conv)
 
+    def _ports(self, p, frame, frame_address):
+        """The transfers of pass ``p`` (``frame``: the weight frame streaming with
+        it, or None): ``[(port, rect, keywords)]``, write ports first, then
+        reads, then the frame on the weight line."""
+        transfers = [(rect, {"write": True, "line": line, "window": window})
+                     for line, rect, window in p.writes]
+        transfers += [(rect, {"line": line}) for line, rect in p.reads]
+        if frame is not None:
+            words = np.concatenate(frame[0])
+            transfers.append((_Words(frame_address(words), len(words)), {"line": self.weight_line}))
+        return [(port, rect, kw) for port, (rect, kw) in enumerate(transfers)]
+
     def emit_layer(self, passes, frame_address):
         """Code for one layer's :class:`~compiler.schedule.Pass` list;
         ``frame_address(words)`` gives the memory address of a weight frame.
         Returns the estimated cycles of each pass."""
         cpi = CYCLES_PER_INSTRUCTION
         frames = self._frames(passes) + [None]
+        # The frame of pass n+1 streams with pass n on a port of its own when
+        # pass n leaves one free; otherwise first, on its own ("alone").
+        inline, alone = [], []
+        for n, p in enumerate(passes):
+            frame = frames[n + 1] if frames[n + 1] is not None and frames[n + 1][1] else None
+            free = len(p.writes) + len(p.reads) < self.config.ports
+            inline.append(frame if free else None)
+            alone.append(None if free else frame)
         cycles = []
         prologue = 0
         if frames[0][1]:            # the first pass's kernels, with nothing else streaming
@@ -209,34 +234,32 @@ class CodeGen:
             self._wait_idle()
             prologue = self.measure().instructions * cpi + words + STREAM_OVERHEAD
         self._shadow(passes[0], frames[1])
+        ports = self._ports(passes[0], inline[0], frame_address)
         for n, p in enumerate(passes):
             self._start_tiles(set(frames[n][1]) | set(frames[n + 1][1] if frames[n + 1] else ()))
-            preload = frames[n + 1] is not None and bool(frames[n + 1][1])
-            if preload and len(p.writes) + len(p.reads) >= self.config.ports:
+            if alone[n] is not None:
                 self.comment("weight frame first: the data streams use every port")
-                prologue += self._weight_port(0, frames[n + 1], frame_address) + STREAM_OVERHEAD
+                prologue += self._weight_port(0, alone[n], frame_address) + STREAM_OVERHEAD
                 self._wait_port(0)
-                preload = False
-            port = 0
-            for line, rect, window in p.writes:
-                self._port(port, rect, write=True, line=line, window=window)
-                port += 1
-            for line, rect in p.reads:
-                self._port(port, rect, line=line)
-                port += 1
-            streams = [r.words for _, r in p.reads] + [r.words for _, r, _ in p.writes]
-            serial = self.measure().instructions        # the data streams run from here
-            if preload:
-                streams.append(self._weight_port(port, frames[n + 1], frame_address))
-                port += 1
+            for port, rect, kw in ports:    # written during the previous pass, except the first
+                self._describe(port, rect, **kw)
+            for port, _, _ in ports:
+                self._go(port)
+            streams = [rect.words for _, rect, _ in ports]
+            serial = self.measure().instructions        # the streams run from here
             if n + 1 < len(passes):
                 self._shadow(passes[n + 1], frames[n + 2])
+                following = self._ports(passes[n + 1], inline[n + 1], frame_address)
+                for port, rect, kw in following:
+                    self._describe(port, rect, **kw)
             overlapped = self.measure().instructions
-            for k in range(port):
-                self._wait_port(k)
+            for port, _, _ in ports:
+                self._wait_port(port)
             if frames[n + 1] and frames[n + 1][1]:
                 self._wait_idle()
             self.measure()          # the waits poll while the streams run
+            if n + 1 < len(passes):
+                ports = following
             stream = max(max(streams), math.ceil(sum(streams) / self.config.beat_words))
             cycles.append(prologue + serial * cpi + max(stream + p.latency, overlapped * cpi) +
                           STREAM_OVERHEAD)
@@ -251,9 +274,9 @@ class CodeGen:
 
     def _weight_port(self, port, frame, frame_address):
         """Stream a weight frame on the weight line; returns its words."""
-        slots, where = frame
-        words = np.concatenate(slots)
-        self._port(port, _Words(frame_address(words), len(words)), line=self.weight_line)
+        words = np.concatenate(frame[0])
+        self._describe(port, _Words(frame_address(words), len(words)), line=self.weight_line)
+        self._go(port)
         return len(words)
 
 
@@ -268,12 +291,16 @@ def _freeze(value):
 
 @dataclass(frozen=True)
 class _Words:
-    """A 1 x n rectangle (a kernel's words)."""
+    """A 1 x n rectangle (a weight frame's words)."""
     base: int
     width: int
     height: int = 1
 
     @property
     def stride(self):
+        return self.width
+
+    @property
+    def words(self):
         return self.width
 
