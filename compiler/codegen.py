@@ -12,16 +12,18 @@ One pass:
 
 1. *Wait* for pass ``n-1``'s ports (and, when kernels were preloaded, for the
    grid to be idle, so every weight word has left the tiles' FIFOs).
-2. *Start* every tile whose shadow registers changed, that preloaded a kernel
-   (``start`` makes it the kernel in use) or that preloads during this pass.
-3. *Streams*: start the write ports, then the reads, then the *weight frame*
-   of pass ``n+1`` on the last global line (which data never uses): the
-   kernels it needs, each padded to K x K and each distinct kernel once;
-   every tile that takes one routes the line to ``convolver_weights`` with
-   ``preload`` set and ``weight_skip`` at its kernel's slot.  A tile that
-   already holds its kernel takes none.  When the data streams use every
-   port, the frame streams first, on its own (the schedule keeps a port free
-   unless the layer has a single kernel, as pooling does).
+2. *Start*, with one grid write per 32 tiles, every tile whose shadow
+   registers changed, that preloaded a kernel (``start`` makes it the kernel
+   in use) or that preloads during this pass.
+3. *Streams*, started with one write: the write ports, the reads, and the
+   *weight frame* of pass ``n+1`` on the last global line (which data never
+   uses): the kernels it needs, each padded to K x K and each distinct
+   kernel once; every tile that takes one routes the line to
+   ``convolver_weights`` with ``preload`` set and ``weight_skip`` at its
+   kernel's slot.  A tile that already holds its kernel takes none.  When
+   the data streams use every port, the frame streams first, on its own (the
+   schedule keeps a port free unless the layer has a single kernel, as
+   pooling does).
 4. *Shadow writes* and port descriptors of pass ``n+1`` (tiles outside it get
    no routes, so they cannot swallow a stream), overlapping the streams.
 
@@ -36,8 +38,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from neuflow_hdl.regs import (GRID_TILE, STREAM_PORT, PORT_START_REG,
-                              PORT_STATUS_REG, Unit, config_address, control_write, pack_registers,
+from neuflow_hdl.regs import (GRID_START_REG, GRID_TILE, STREAM_PORT, PORT_START_REG,
+                              PORT_STATUS_REG, PORTS_START_REG, Unit, config_address, pack_registers,
                               streamer_address, tile_config_writes)
 
 __all__ = ["CodeGen", "LAYER_ERROR_HALT"]
@@ -96,10 +98,6 @@ class CodeGen:
         for address, value in writes:
             if self._write(address, value):
                 self.dirty.add(setup_tile)
-
-    def _start(self, tile):
-        address, value = control_write(tile, start=True)
-        self.emit(f"cfgwi {address:#07x}, {value:#x}")
 
     def _describe(self, port, rect, *, write=False, line=0, window=None):
         """Descriptor writes of a port (a port latches its descriptor at start,
@@ -243,8 +241,7 @@ class CodeGen:
                 self._wait_port(0)
             for port, rect, kw in ports:    # written during the previous pass, except the first
                 self._describe(port, rect, **kw)
-            for port, _, _ in ports:
-                self._go(port)
+            self._go_all(port for port, _, _ in ports)
             streams = [rect.words for _, rect, _ in ports]
             serial = self.measure().instructions        # the streams run from here
             if n + 1 < len(passes):
@@ -257,20 +254,33 @@ class CodeGen:
                 self._wait_port(port)
             if frames[n + 1] and frames[n + 1][1]:
                 self._wait_idle()
-            self.measure()          # the waits poll while the streams run
+            # The first wait polls while the streams run; each later one finds its
+            # port done (measured: about half an instruction time each).
+            tail = max(self.measure().instructions - 1, 0) * cpi // 2
             if n + 1 < len(passes):
                 ports = following
             stream = max(max(streams), math.ceil(sum(streams) / self.config.beat_words))
             cycles.append(prologue + serial * cpi + max(stream + p.latency, overlapped * cpi) +
-                          STREAM_OVERHEAD)
+                          tail + STREAM_OVERHEAD)
             prologue = 0
         return cycles
 
     def _start_tiles(self, also):
-        """Start every tile with unstarted shadow writes and every tile in ``also``."""
-        for tile in sorted(self.dirty | set(also)):
-            self._start(tile)
+        """Start every tile with unstarted shadow writes and every tile in ``also``:
+        one grid write per group of 32 tiles."""
+        masks = {}
+        for tile in self.dirty | set(also):
+            masks[tile // 32] = masks.get(tile // 32, 0) | 1 << (tile % 32)
+        for group, mask in sorted(masks.items()):
+            address = config_address(GRID_TILE, Unit.CONTROL, GRID_START_REG + group)
+            self.emit(f"cfgwi {address:#07x}, {mask:#x}")
         self.dirty = set()
+
+    def _go_all(self, ports):
+        """Start ``ports`` with one write."""
+        mask = sum(1 << port for port in ports)
+        if mask:
+            self.emit(f"cfgwi {streamer_address(0, PORTS_START_REG):#07x}, {mask:#x}")
 
     def _weight_port(self, port, frame, frame_address):
         """Stream a weight frame on the weight line; returns its words."""

@@ -79,17 +79,18 @@ def _static_estimate(summaries, config):
     """Cycles of passes before code generation (for choosing the blocking), from
     :func:`~compiler.schedule.pass_summary` tuples; the model of
     :meth:`~compiler.codegen.CodeGen.emit_layer` with typical instruction counts:
-    per pass, a start per tile and a start per port in series, then the streams
+    per pass, two start writes (tiles, ports) in series, then the streams
     (which include the weight frame, at most one K x K slot per load) or the
     next pass's shadow and descriptor writes (about four per tile and one per
-    port), whichever is longer."""
+    port), whichever is longer, then half an instruction time per port but the
+    first (its wait)."""
     cpi = cg.CYCLES_PER_INSTRUCTION
     total = 0
     for loads, words, streams, tiles, latency in summaries:
         streams = list(streams) + ([loads * config.kernel ** 2] if loads else [])
         stream = max(max(streams), math.ceil(sum(streams) / config.beat_words))
-        total += (tiles + len(streams) - 1) * cpi + \
-            max(stream + latency, (4 * tiles + len(streams)) * cpi)
+        total += 2 * cpi + max(stream + latency, (4 * tiles + len(streams)) * cpi) + \
+            (len(streams) - 1) * cpi // 2
         total += cg.STREAM_OVERHEAD
     return total
 

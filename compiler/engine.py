@@ -20,8 +20,9 @@ import numpy as np
 from amaranth.lib import data
 
 from neuflow_hdl.numerics import Format, wrap_signed
-from neuflow_hdl.regs import (ALU_CONFIG, CONV_CONFIG, GRID_TILE, NEIGHBOURS, OPPOSITE, PORT_START_REG,
-                              PORT_STATUS_REG, ROUTE_NONE, STREAM_PORT, STREAMER_TILE, AluOp,
+from neuflow_hdl.regs import (ALU_CONFIG, CONTROL, CONTROL_REG, CONV_CONFIG, GRID_START_REG, GRID_TILE,
+                              NEIGHBOURS, OPPOSITE, PORT_START_REG, PORT_STATUS_REG, PORTS_START_REG,
+                              ROUTE_NONE, STREAM_PORT, STREAMER_TILE, AluOp, config_address, pack_bits,
                               ConvMode, Unit, mapper_config_layout, router_sinks, router_sources,
                               unpack_registers)
 from sim import reference
@@ -106,6 +107,17 @@ class GridModel:
                 port["regs"][reg] = value
             elif reg == PORT_START_REG:
                 self._start_port(unit)
+            elif reg == PORTS_START_REG and unit == 0:
+                for n in range(len(self.ports)):
+                    if value >> n & 1:
+                        self._start_port(n)
+            return
+        group = reg - GRID_START_REG
+        if tile == GRID_TILE and unit == Unit.CONTROL.value and 0 <= group < 8:
+            for i in range(32):
+                if value >> i & 1 and 32 * group + i < len(self.tiles):
+                    self.write(config_address(32 * group + i, Unit.CONTROL, CONTROL_REG),
+                               pack_bits(CONTROL, {"start": 1}))
             return
         if tile >= len(self.tiles):
             self._fail(f"write to tile {tile}, which does not exist")

@@ -5,8 +5,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .presets import GridConfig
-from .regs import (CONFIG_ADDRESS, GRID_STATUS, GRID_TILE, NEIGHBOURS, REGISTER_BITS, STATUS_REG,
-                   Unit, sample_layout)
+from .regs import (CONFIG_ADDRESS, CONTROL, CONTROL_REG, GRID_START_REG, GRID_STATUS, GRID_TILE,
+                   NEIGHBOURS, REGISTER_BITS, STATUS_REG, Unit, pack_bits, sample_layout)
 from .tile import Tile
 
 __all__ = ["ConfigBus", "Grid"]
@@ -30,7 +30,9 @@ class Grid(wiring.Component):
     global input line is offered to every tile and moves a word only when
     every tile reading it can take it.  A global output line carries the
     words of the tile whose router drives it; two tiles driving one line is
-    reported in the grid status (``global_conflict``).
+    reported in the grid status (``global_conflict``).  A write to
+    ``GRID_START_REG + g`` of the grid (tile ``GRID_TILE``, unit CONTROL)
+    starts every tile ``32 g + i`` whose bit ``i`` is set, in one bus write.
 
     Members
     -------
@@ -67,11 +69,19 @@ class Grid(wiring.Component):
                             neighbours=(r > 0, c < C - 1, r < R - 1, c > 0))
                 m.submodules[f"tile_{r}_{c}"] = tiles[r, c] = tile
                 index = r * C + c
-                m.d.comb += [
-                    tile.we.eq(self.bus.we & (self.bus.addr.tile == index)),
-                    tile.addr.eq(self.bus.addr),
-                    tile.wdata.eq(self.bus.wdata),
-                ]
+                # A GRID_START_REG write with this tile's bit reaches it as CONTROL.start.
+                by_mask = Signal(name=f"start_by_mask_{r}_{c}")
+                m.d.comb += by_mask.eq((self.bus.addr.tile == GRID_TILE) &
+                                       (self.bus.addr.unit == Unit.CONTROL) &
+                                       (self.bus.addr.reg == GRID_START_REG + index // 32) &
+                                       self.bus.wdata[index % 32])
+                with m.If(by_mask):
+                    m.d.comb += [tile.addr.unit.eq(Unit.CONTROL), tile.addr.reg.eq(CONTROL_REG),
+                                 tile.addr.tile.eq(index),
+                                 tile.wdata.eq(pack_bits(CONTROL, {"start": 1}))]
+                with m.Else():
+                    m.d.comb += [tile.addr.eq(self.bus.addr), tile.wdata.eq(self.bus.wdata)]
+                m.d.comb += tile.we.eq(self.bus.we & ((self.bus.addr.tile == index) | by_mask))
 
         # Neighbour links; edges offer nothing and take nothing.
         offsets = {"north": (-1, 0), "east": (0, 1), "south": (1, 0), "west": (0, -1)}

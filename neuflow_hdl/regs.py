@@ -20,7 +20,8 @@ __all__ = [
     "GEOMETRY_BITS", "MAX_KERNEL", "MAX_STRIDE", "Unit", "CONFIG_ADDRESS", "GRID_TILE", "CONTROL",
     "STATUS", "GRID_STATUS", "CONTROL_REG", "STATUS_REG", "ROUTE_NONE", "ROUTE_BITS", "NEIGHBOURS", "OPPOSITE",
     "router_sources", "router_sinks", "config_address", "tile_config_writes", "control_write",
-    "STREAMER_TILE", "STREAM_PORT", "PORT_START_REG", "PORT_STATUS_REG", "PORT_STATUS",
+    "STREAMER_TILE", "STREAM_PORT", "PORT_START_REG", "PORT_STATUS_REG", "PORTS_START_REG", "PORT_STATUS",
+    "GRID_START_REG",
     "streamer_address", "stream_port_writes",
 ]
 
@@ -192,6 +193,9 @@ CONFIG_ADDRESS = data.StructLayout({
     "tile": unsigned(8),            # row-major tile index; GRID_TILE addresses the grid
 })
 GRID_TILE = 0xFF                    #: tile field of grid-level registers (reg 0: GRID_STATUS)
+#: Write-only grid registers (unit CONTROL): ``GRID_START_REG + g`` starts every
+#: tile ``32 g + i`` whose bit ``i`` is set, as a CONTROL write with ``start`` would.
+GRID_START_REG = 0x10
 
 CONTROL_REG, STATUS_REG = 0, 1
 
@@ -305,6 +309,7 @@ STREAM_PORT = data.StructLayout({
 })
 PORT_START_REG = 6                  #: write: start the transfer (any value)
 PORT_STATUS_REG = 7                 #: read: PORT_STATUS
+PORTS_START_REG = 8                 #: write, unit 0 only: start every port whose bit is set
 
 PORT_STATUS = data.StructLayout({
     "busy": unsigned(1),

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .membus import memory_bus
 from .numerics import Q8_8
-from .regs import (PORT_START_REG, PORT_STATUS_REG, REGISTER_BITS, STREAM_PORT, STREAMER_TILE,
+from .regs import (PORT_START_REG, PORT_STATUS_REG, PORTS_START_REG, REGISTER_BITS, STREAM_PORT, STREAMER_TILE,
                    hdl_write_registers, sample_layout)
 
 __all__ = ["BusArbiter", "StreamPort", "Streamer"]
@@ -253,7 +253,8 @@ class Streamer(wiring.Component):
 
     Port ``p`` answers configuration addresses of tile ``STREAMER_TILE``, unit
     ``p``: registers 0 .. 5 hold its descriptor (``STREAM_PORT``), a write to
-    ``PORT_START_REG`` starts it, ``PORT_STATUS_REG`` reads ``PORT_STATUS``.
+    ``PORT_START_REG`` starts it, ``PORT_STATUS_REG`` reads ``PORT_STATUS``;
+    a write to ``PORTS_START_REG`` of unit 0 starts every port whose bit is set.
     A reader drives grid global input ``line``; a writer takes grid global
     output ``line``.  Each port is one initiator of the memory bus (see
     :class:`BusArbiter`).
@@ -287,8 +288,10 @@ class Streamer(wiring.Component):
             selected = mine & (self.addr[8:12] == p)
             bits = Signal(STREAM_PORT, name=f"desc_{p}")
             hdl_write_registers(m, bits, self.we & selected, self.addr[:8], self.wdata)
+            by_mask = mine & (self.addr[8:12] == 0) & (self.addr[:8] == PORTS_START_REG) & self.wdata[p]
             m.d.comb += [port.desc.eq(bits),
-                         port.start.eq(self.we & selected & (self.addr[:8] == PORT_START_REG))]
+                         port.start.eq(self.we & ((selected & (self.addr[:8] == PORT_START_REG)) |
+                                                  by_mask))]
         with m.If(self.re):
             m.d.sync += self.rdata.eq(0)
             for p, port in enumerate(ports):

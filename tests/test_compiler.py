@@ -164,8 +164,8 @@ def test_sparse_connection_table_shares_input_maps(tmp_path):
         mask[o, rng.choice(ins, fan_in, replace=False)] = 1
     w = rng.normal(0, 0.1, (outs, ins, 7, 7)) * mask[:, :, None, None]
     m = model([helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Tanh", ["c"], ["y"])],
-              (1, ins, 14, 14), (1, outs, 8, 8), [("w", w)])
-    x = rng.normal(0, 1, (1, ins, 14, 14))
+              (1, ins, 40, 40), (1, outs, 34, 34), [("w", w)])
+    x = rng.normal(0, 1, (1, ins, 40, 40))
     compiled, err = _compile_and_check(m, tmp_path, x, grid="neuflow-v6")
     layer = compiled.layers[0]
     assert "blocking: chains sharing input maps" in layer.notes

@@ -1,6 +1,6 @@
 """Streamer on Amaranth's simulator: concurrent ports through the arbiter to a
-memory with random latency; every word once, in order, at the right address;
-out-of-window descriptors touch nothing."""
+memory with random latency, started one by one or by a start mask; every word
+once, in order, at the right address; out-of-window descriptors touch nothing."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,8 @@ from amaranth.lib import wiring
 
 from cases import frame_flags
 from helpers import memory_process, simulate, stream_get, stream_put
-from neuflow_hdl.regs import PORT_STATUS, PORT_STATUS_REG, stream_port_writes, streamer_address
+from neuflow_hdl.regs import (PORT_STATUS, PORT_STATUS_REG, PORTS_START_REG, stream_port_writes,
+                              streamer_address)
 from neuflow_hdl.streamer import BusArbiter, Streamer
 
 WORDS, BEAT, PORTS, LINES = 1 << 12, 4, 3, 4
@@ -76,8 +77,18 @@ def test_concurrent_ports_every_word_once_in_order(dut):
         got = {}
 
         async def control(ctx):
-            await configure(ctx, st, stream_port_writes(0, line=1, **a) + stream_port_writes(1, line=3, **b) +
-                            stream_port_writes(2, line=0, write=True, **c))
+            masked = trial > 0      # started by PORTS_START_REG writes: ports 0 and 1, then 2
+            writes = (stream_port_writes(0, line=1, start=not masked, **a) +
+                      stream_port_writes(1, line=3, start=not masked, **b) +
+                      stream_port_writes(2, line=0, write=True, start=not masked, **c))
+            if masked:
+                writes.append((streamer_address(0, PORTS_START_REG), 0b011))
+            await configure(ctx, st, writes)
+            if masked:      # port 2 (the writer) waits for its own bit
+                status = await port_status(ctx, st, 2)
+                assert not status.busy and not status.done, status
+                await configure(ctx, st, [(streamer_address(0, PORTS_START_REG), 0b100)])
+                assert (await port_status(ctx, st, 2)).busy
             words = [(int(v), *f) for v, f in zip(frame_c.ravel(), frame_flags(frame_c.shape))]
             await stream_put(ctx, st.from_grid[0], words, rng, 0.3)
             while st_busy(ctx):
