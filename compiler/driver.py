@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuflow_hdl.numerics import wrap_signed
+from neuflow_hdl.numerics import Format, wrap_signed
 from neuflow_hdl.presets import preset
 from sim.asm import assemble, to_words
 
@@ -19,14 +19,14 @@ from .errors import CompileError
 from .frontend import load_model, to_graph
 from .passes import run_passes
 from .quantise import assign_formats, mapper_for
-from .schedule import (ConvJob, Layer, allocate, chunk_side, conv_packings, conv_passes,
-                       lower_node, pass_summary, plan_buffers, stream_passes)
+from .schedule import (ConvJob, Layer, allocate, avgpool_weight, chunk_side, conv_packings,
+                       conv_passes, kernel_pieces, lower_node, pass_summary, plan_buffers,
+                       stream_passes)
 
 __all__ = ["Compiled", "compile_model", "estimate_model", "write_outputs", "load_compiled", "input_image",
-           "read_output", "layer_cycles", "simulate"]
+           "read_output", "first_mismatch", "layer_cycles", "simulate"]
 
 DATA_BASE = 0x1000          # first try for the tensors (moved up when the program is longer)
-STAMPS = 0x200              # first try for the cycle-stamp table (after the program)
 ALIGN = 64
 
 
@@ -149,14 +149,11 @@ def _weight_words(node, config):
     K = config.kernel
     if node.op == "conv":
         w = node.params["weight"]
-        kh, kw = w.shape[2:]
         words = 0
-        for dy in range(0, kh, K):
-            for dx in range(0, kw, K):
-                piece = w[:, :, dy:dy + K, dx:dx + K]
-                rows = piece.reshape(-1, piece.shape[2] * piece.shape[3])
-                rows = rows[np.any(rows != 0, axis=1)]
-                words += len(np.unique(rows, axis=0)) * K * K
+        for dy, dx, ph, pw in kernel_pieces(*w.shape[2:], K):
+            rows = w[:, :, dy:dy + ph, dx:dx + pw].reshape(-1, ph * pw)
+            rows = rows[np.any(rows != 0, axis=1)]
+            words += len(np.unique(rows, axis=0)) * K * K
         return words
     if node.op == "gemm":
         n_out, features = node.params["weight"].shape
@@ -227,8 +224,7 @@ def _error_bounds(graph, buffers, layers_by_output, config, maxima):
             elif node.op == "affine":
                 w = node.params["scale"].reshape(-1, 1)
             else:
-                kh, kw = node.attrs["kernel"]
-                w = np.full((1, kh * kw), 1.0 / (kh * kw))
+                w = avgpool_weight(node, 1).reshape(1, -1)
             layer = layers_by_output[node.output]
             fw = layer.weight_frac
             dw = 0.5 * 2.0 ** -fw if fw is not None else 0.0
@@ -276,7 +272,7 @@ def compile_model(path, grid="tiny", calibration=None, *, progress=None, referen
     maxima = None
     if calibration is not None:
         from .onnx_reference import run_onnx
-        calibration = _check_input(calibration, graph)
+        calibration = _batch(calibration, graph.input_shape)
         outs = run_onnx(model, calibration, _onnx_names(graph))
         maxima = {name: float(np.max(np.abs(v))) for name, v in outs.items()}
         maxima = _ir_maxima(graph, maxima)
@@ -355,7 +351,7 @@ def _generate(graph, buffers, config, grid, data_base, say):
         gen.layer(f"{node.name} ({node.onnx_op}): {len(passes)} passes")
         layer.pass_cycles = gen.emit_layer(passes, frame_address)
         gen.check_layer()
-        layer.pass_cycles[-1] += gen.measure().instructions * cg.CYCLES_PER_INSTRUCTION
+        layer.pass_cycles[-1] += gen.measure() * cg.CYCLES_PER_INSTRUCTION
         layer.cycles = sum(layer.pass_cycles)
         layers.append(layer)
         if len(layers) % 10 == 0:
@@ -394,9 +390,11 @@ def _narrowings(jobs):
     return max(len(t) for t in jobs[0].terms)
 
 
-def _check_input(x, graph):
+def _batch(x, onnx_shape):
+    """``x`` as a float batch (N, ...) of inputs shaped like ``onnx_shape`` (one
+    input without N is a batch of one); CompileError naming the shape otherwise."""
     x = np.asarray(x, dtype=np.float64)
-    want = tuple(graph.input_shape[1:])
+    want = tuple(onnx_shape[1:])
     if x.ndim == len(want):
         x = x[None]
     if tuple(x.shape[1:]) != want:
@@ -407,16 +405,19 @@ def _check_input(x, graph):
 
 # -- Images, outputs and engines ---------------------------------------------------------
 
+def _buffer(spec):
+    """The :class:`~compiler.schedule.Buffer` a manifest entry describes."""
+    from .schedule import Buffer
+    return Buffer(spec.get("tensor", ""), *spec["shape"], spec["frac"], tuple(spec["pads"]),
+                  spec["pad_value"], base=spec["base"])
+
+
 def input_image(image, manifest, x):
     """The memory image with one input (float, per-image shape) quantised into it."""
-    from .schedule import Buffer
     spec = manifest["input"]
-    buf = Buffer(spec["tensor"], *spec["shape"], spec["frac"], tuple(spec["pads"]),
-                 spec["pad_value"], base=spec["base"])
+    buf = _buffer(spec)
     width = manifest["format"]["width"]
-    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
-    codes = np.clip(np.floor(np.asarray(x, dtype=np.float64).reshape(spec["shape"]) *
-                             2.0 ** spec["frac"] + 0.5), lo, hi).astype(np.int64)
+    codes = Format(width).quantise(np.reshape(x, spec["shape"]), spec["frac"])
     image = np.array(image, dtype=np.int64)
     words = buf.scatter(codes)
     image[buf.base:buf.base + len(words)] = words & ((1 << width) - 1)
@@ -425,12 +426,26 @@ def input_image(image, manifest, x):
 
 def tensor_codes(memory, spec, width=16):
     """Signed codes (C, H, W) of a buffer described by a manifest entry."""
-    from .schedule import Buffer
-    buf = Buffer("", *spec["shape"], spec["frac"], tuple(spec["pads"]), spec["pad_value"],
-                 base=spec["base"])
+    buf = _buffer(spec)
     words = np.asarray(memory[buf.base:buf.base + buf.size], dtype=np.int64)
     codes = wrap_signed(words, width)
     return buf.gather(codes)
+
+
+def first_mismatch(reference, got, manifest):
+    """The first differing layer / map / pixel between two memories after a
+    run of the same image, or None: how hardware is checked against the
+    reference engine."""
+    for layer in manifest["layers"]:
+        spec = manifest["buffers"][layer["output"]]
+        a, b = tensor_codes(reference, spec), tensor_codes(got, spec)
+        diff = (a != b)
+        if diff.any():
+            c, y, x = (int(v) for v in np.argwhere(diff)[0])
+            return (f"layer {layer['index']} ({layer['name']}): map {c}, pixel (row {y}, column "
+                    f"{x}): expected {a[c, y, x]}, got {b[c, y, x]} "
+                    f"({int(diff.sum())} of {diff.size} words differ)")
+    return None
 
 
 def read_output(memory, manifest):
@@ -565,13 +580,7 @@ def simulate(directory, x, engine="reference", *, progress=None, trace=None):
     """Run every image of ``x`` (N, ...) on ``engine``; returns (outputs, per-image info)."""
     manifest, image = load_compiled(directory)
     config = preset(manifest["grid"])
-    want = tuple(manifest["input"]["onnx_shape"][1:])
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == len(want):
-        x = x[None]
-    if tuple(x.shape[1:]) != want:
-        raise CompileError(f"input of shape {tuple(x.shape)}; the model takes (N, "
-                           f"{', '.join(str(d) for d in want)})")
+    x = _batch(x, manifest["input"]["onnx_shape"])
     outputs, info = [], []
     for n in range(x.shape[0]):
         img = input_image(image, manifest, x[n])

@@ -21,7 +21,7 @@ from amaranth.lib import data
 
 from neuflow_hdl.numerics import Format, wrap_signed
 from neuflow_hdl.regs import (ALU_CONFIG, CONTROL, CONTROL_REG, CONV_CONFIG, GRID_START_REG, GRID_TILE,
-                              NEIGHBOURS, OPPOSITE, PORT_START_REG, PORT_STATUS_REG, PORTS_START_REG,
+                              NEIGHBOURS, OFFSET, OPPOSITE, PORT_START_REG, PORT_STATUS_REG, PORTS_START_REG,
                               ROUTE_NONE, STREAM_PORT, STREAMER_TILE, AluOp, config_address, pack_bits,
                               ConvMode, Unit, mapper_config_layout, router_sinks, router_sources,
                               unpack_registers)
@@ -85,7 +85,7 @@ class GridModel:
 
     def _neighbour(self, index, direction):
         r, c = divmod(index, self.c.columns)
-        dr, dc = {"north": (-1, 0), "south": (1, 0), "east": (0, 1), "west": (0, -1)}[direction]
+        dr, dc = OFFSET[direction]
         r, c = r + dr, c + dc
         if not (0 <= r < self.c.rows and 0 <= c < self.c.columns):
             return None

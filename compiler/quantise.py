@@ -98,7 +98,7 @@ def quantise_kernel(weights, fi, fo, fmt, *, node, bias=None):
         raise CompileError(f"weights up to {top:.4g} do not fit a {fmt.width}-bit word for "
                            f"an output with {fo} fraction bits", node)
     shift = fi + fw - fo
-    codes = np.clip(np.floor(w * 2.0 ** fw + 0.5), fmt.min, fmt.max).astype(np.int64)
+    codes = fmt.quantise(w, fw)
     bias_codes = None
     if bias is not None:
         bias_codes = np.floor(np.asarray(bias, dtype=np.float64) * 2.0 ** (fi + fw) + 0.5)
@@ -123,9 +123,9 @@ def _exact(segments_fn, fmt, segments, shift=None):
     shift = fmt.width - 2 if shift is None else shift
     rows = []
     for bound, slope, offset in segments_fn:
-        b = fmt.min if bound is None else int(np.clip(fmt.quantise(bound), fmt.min, fmt.max))
-        a = int(np.clip(np.floor(slope * 2 ** shift + 0.5), fmt.min, fmt.max))
-        c = int(np.clip(fmt.quantise(offset), fmt.min, fmt.max))
+        b = fmt.min if bound is None else int(fmt.quantise(bound))
+        a = int(fmt.quantise(slope, shift))
+        c = int(fmt.quantise(offset))
         rows.append((b, a, c))
     rows.sort(key=lambda r: r[0])
     while len(rows) < segments:

@@ -30,14 +30,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from neuflow_hdl.regs import OPPOSITE, AluOp, ConvMode
+from neuflow_hdl.regs import OFFSET, OPPOSITE, AluOp, ConvMode
 
+from .codegen import weight_line
 from .errors import CompileError
 from .quantise import mapper_for, quantise_kernel
 
 __all__ = ["Rect", "Buffer", "ConvJob", "StreamJob", "TileSetup", "Pass", "Layer", "snake",
-           "plan_buffers", "allocate", "chunk_side", "lower_node", "conv_packings", "conv_passes",
-           "pass_summary", "stream_passes"]
+           "plan_buffers", "allocate", "chunk_side", "kernel_pieces", "avgpool_weight", "lower_node",
+           "conv_packings", "conv_passes", "pass_summary", "stream_passes"]
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ def snake(config):
 def _direction(config, a, b):
     ra, ca = divmod(a, config.columns)
     rb, cb = divmod(b, config.columns)
-    return {(0, 1): "east", (0, -1): "west", (1, 0): "south", (-1, 0): "north"}[(rb - ra, cb - ca)]
+    return next(d for d, step in OFFSET.items() if step == (rb - ra, cb - ca))
 
 
 # -- Buffers -----------------------------------------------------------------------
@@ -208,9 +209,19 @@ def _conv_geometry(node, shapes, K):
         raise CompileError(f"strides {sh}x{sw}: the convolver has one stride for both axes", node)
     t, l, b, r = node.attrs["pads"]
     ho, wo = (h + t + b - kh) // sh + 1, (w + l + r - kw) // sw + 1
-    pieces = [(dy, dx, min(K, kh - dy), min(K, kw - dx))
-              for dy in range(0, kh, K) for dx in range(0, kw, K)]
-    return kh, kw, sh, (t, l, b, r), pieces, ho, wo
+    return kh, kw, sh, (t, l, b, r), kernel_pieces(kh, kw, K), ho, wo
+
+
+def kernel_pieces(kh, kw, K):
+    """A kh x kw kernel as (dy, dx, ph, pw) blocks of at most K x K, row-major."""
+    return [(dy, dx, min(K, kh - dy), min(K, kw - dx))
+            for dy in range(0, kh, K) for dx in range(0, kw, K)]
+
+
+def avgpool_weight(node, channels):
+    """The depthwise kernel an average-pooling node is: the mean of its window."""
+    kh, kw = node.attrs["kernel"]
+    return np.full((channels, 1, kh, kw), 1.0 / (kh * kw))
 
 
 def _consumer_pads(node, graph, config):
@@ -291,6 +302,16 @@ def _nonzero(chain):
     return kept or chain[:1]
 
 
+def _mapper(node, frac, config):
+    """(mapper configuration or None, report notes) of ``node``'s activation on
+    words of ``frac`` fraction bits."""
+    act = node.attrs.get("act")
+    if act is None:
+        return None, []
+    choice = mapper_for(act, frac, config.fmt, config.segments, node=node)
+    return choice.config, [f"mapper {choice.name}: max error {choice.max_error:.4g}"]
+
+
 def lower_conv(node, graph, buffers, config, weight):
     """A convolution-like node (conv, avgpool, affine, maxpool) as ConvJobs."""
     K, fmt = config.kernel, config.fmt
@@ -303,13 +324,7 @@ def lower_conv(node, graph, buffers, config, weight):
     cout = y.channels
     cin_g = cin // groups
     per_group_out = cout // groups
-    act = node.attrs.get("act")
-    mapper = None
-    notes = []
-    if act is not None:
-        choice = mapper_for(act, fo, fmt, config.segments, node=node)
-        mapper = choice.config
-        notes.append(f"mapper {choice.name}: max error {choice.max_error:.4g}")
+    mapper, notes = _mapper(node, fo, config)
     if is_max:
         codes, bias_codes, shift = None, [0] * cout, 0
         if fi != fo:
@@ -374,12 +389,7 @@ def lower_gemm(node, graph, buffers, config):
         k = chunk_side(features, K)
         chunks = -(-features // (k * k))
         inputs = [(Rect(x.base + c * k * k, k, k, k), k) for c in range(chunks)]
-    notes = []
-    mapper = None
-    if node.attrs.get("act") is not None:
-        choice = mapper_for(node.attrs["act"], y.frac, fmt, config.segments, node=node)
-        mapper = choice.config
-        notes.append(f"mapper {choice.name}: max error {choice.max_error:.4g}")
+    mapper, notes = _mapper(node, y.frac, config)
     padded = np.zeros((n_out, len(inputs) * k * k), dtype=np.int64)
     padded[:, :features] = codes
     outputs, terms = [], []
@@ -403,13 +413,7 @@ def lower_stream(node, graph, buffers, config):
     """Term-by-term layers: ALU operations and stand-alone activations."""
     fmt = config.fmt
     y = buffers[node.output]
-    notes = []
-    mapper = None
-    act = node.attrs.get("act")
-    if act is not None:
-        choice = mapper_for(act, y.frac, fmt, config.segments, node=node)
-        mapper = choice.config
-        notes.append(f"mapper {choice.name}: max error {choice.max_error:.4g}")
+    mapper, notes = _mapper(node, y.frac, config)
     if node.op == "act":
         x = buffers[node.inputs[0]]
         return [StreamJob(a, out, mapper=mapper) for a, out in
@@ -439,12 +443,10 @@ def lower_node(node, graph, buffers, config):
     if node.op == "conv":
         return lower_conv(node, graph, buffers, config, node.params["weight"])
     if node.op == "avgpool":
-        kh, kw = node.attrs["kernel"]
         c = graph.shapes[node.inputs[0]][0]
         lowered = type(node)("conv", node.name, node.onnx_op, node.inputs, node.output,
                              dict(node.attrs, groups=c),
-                             {"weight": np.full((c, 1, kh, kw), 1.0 / (kh * kw)),
-                              "bias": np.zeros(c)})
+                             {"weight": avgpool_weight(node, c), "bias": np.zeros(c)})
         return lower_conv(lowered, graph, buffers, config, lowered.params["weight"])
     if node.op == "affine":
         c = graph.shapes[node.inputs[0]][0]
@@ -468,17 +470,13 @@ def lower_node(node, graph, buffers, config):
 CONV_LATENCY = 12           # convolver latency at K = 7 plus FIFOs (estimate)
 
 
-def _window(buffer):
-    return (buffer.base, buffer.size)
-
-
 def _pack(job, config, chain_length, ports):
     """Chains ``[(output, group, terms)]`` of each pass, with at most
     ``chain_length`` terms per chain, packed greedily in order (every output's
     first group, then every second group, ...); None when a single chain does
     not fit.  A pass is limited by tiles, ``ports`` and global lines (the last
     input line is kept for weight frames, see :mod:`compiler.codegen`)."""
-    tiles, lines_in, lines_out = config.tiles, config.globals_ - 1, config.globals_
+    tiles, lines_in, lines_out = config.tiles, weight_line(config), config.globals_
     groups = [-(-len(t) // chain_length) for t in job.terms]
     passes, current = [], []
     sources, outputs, psums, used = set(), set(), 0, 0
@@ -515,7 +513,7 @@ def _pack_shared(job, config, ports):
     per port, taking first the terms on input maps the pass already reads
     (free) and then new maps.  Same limits as :func:`_pack`; an output's chains
     are its groups in pass order.  Returns ``(passes, groups)``."""
-    tiles, lines_in, lines_out = config.tiles, config.globals_ - 1, config.globals_
+    tiles, lines_in, lines_out = config.tiles, weight_line(config), config.globals_
     remaining = {o: list(t) for o, t in enumerate(job.terms)}
     groups = [0] * len(job.terms)
     passes = []
@@ -692,7 +690,7 @@ def stream_passes(jobs, config, window):
 
     for job in jobs:
         ins, outs = need(current + [job])
-        if current and (ins + outs > config.ports or ins > config.globals_ - 1 or
+        if current and (ins + outs > config.ports or ins > weight_line(config) or
                         outs > config.globals_ or len(current) + 1 > len(path)):
             passes.append(current)
             current = []

@@ -176,26 +176,10 @@ def cmd_compile(args):
               f"SNR {row['snr_db']:.1f} dB")
 
 
-def _mismatch(reference, got, manifest):
-    """First differing layer / map / pixel between two memories, or None."""
-    import numpy as np
-    from compiler.driver import tensor_codes
-    for layer in manifest["layers"]:
-        spec = manifest["buffers"][layer["output"]]
-        a, b = tensor_codes(reference, spec), tensor_codes(got, spec)
-        diff = (a != b)
-        if diff.any():
-            c, y, x = (int(v) for v in np.argwhere(diff)[0])
-            return (f"layer {layer['index']} ({layer['name']}): map {c}, pixel (row {y}, column "
-                    f"{x}): expected {a[c, y, x]}, got {b[c, y, x]} "
-                    f"({int(diff.sum())} of {diff.size} words differ)")
-    return None
-
-
 def cmd_simulate(args):
     import numpy as np
     from compiler import CompileError
-    from compiler.driver import layer_cycles, load_compiled, simulate
+    from compiler.driver import first_mismatch, layer_cycles, load_compiled, simulate
     x = _load_array(args.input, "input")
     if args.engine == "rtl":
         print("simulate: the first run on a grid builds its Verilator model (a few minutes)",
@@ -210,7 +194,7 @@ def cmd_simulate(args):
         if args.engine == "rtl":
             ref, ref_info = simulate(args.directory, x, "reference")
             for n, (a, b) in enumerate(zip(ref_info, info)):
-                bad = _mismatch(a["memory"], b["memory"], manifest)
+                bad = first_mismatch(a["memory"], b["memory"], manifest)
                 if bad:
                     raise UsageError(f"image {n}: hardware differs from the reference: {bad}")
             print(f"hardware equals the reference engine bit for bit on every layer of "

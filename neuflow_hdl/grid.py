@@ -6,7 +6,8 @@ from amaranth.lib.wiring import In, Out
 
 from .presets import GridConfig
 from .regs import (CONFIG_ADDRESS, CONTROL, CONTROL_REG, GRID_START_REG, GRID_STATUS, GRID_TILE,
-                   NEIGHBOURS, REGISTER_BITS, STATUS_REG, Unit, pack_bits, sample_layout)
+                   NEIGHBOURS, OFFSET, OPPOSITE, REGISTER_BITS, STATUS_REG, Unit, pack_bits,
+                   sample_layout)
 from .tile import Tile
 
 __all__ = ["ConfigBus", "Grid"]
@@ -84,14 +85,12 @@ class Grid(wiring.Component):
                 m.d.comb += tile.we.eq(self.bus.we & ((self.bus.addr.tile == index) | by_mask))
 
         # Neighbour links; edges offer nothing and take nothing.
-        offsets = {"north": (-1, 0), "east": (0, 1), "south": (1, 0), "west": (0, -1)}
-        opposite = {"north": "south", "east": "west", "south": "north", "west": "east"}
         for (r, c), tile in tiles.items():
             for d in NEIGHBOURS:
-                dr, dc = offsets[d]
+                dr, dc = OFFSET[d]
                 other = tiles.get((r + dr, c + dc))
                 if other is not None:
-                    wiring.connect(m, getattr(other, f"{opposite[d]}_out"), getattr(tile, f"{d}_in"))
+                    wiring.connect(m, getattr(other, f"{OPPOSITE[d]}_out"), getattr(tile, f"{d}_in"))
                 else:
                     m.d.comb += getattr(tile, f"{d}_out").ready.eq(0)
 

@@ -65,15 +65,17 @@ class Format:
         return 2.0 ** -self.frac
 
     def quantise(self, x, frac=None):
-        """Float to integer codes: ``floor(x * 2**frac + 0.5)``, saturated."""
+        """Float to integer codes: ``floor(x * 2**frac + 0.5)``, saturated (the one
+        rounding rule for inputs, weights and mapper coefficients; ``frac`` may
+        be negative)."""
         frac = self.frac if frac is None else frac
-        codes = np.floor(np.asarray(x, dtype=np.float64) * (1 << frac) + 0.5)
+        codes = np.floor(np.asarray(x, dtype=np.float64) * 2.0 ** frac + 0.5)
         return np.clip(codes, self.min, self.max).astype(np.int64)
 
     def dequantise(self, codes, frac=None):
         """Integer codes to float."""
         frac = self.frac if frac is None else frac
-        return np.asarray(codes, dtype=np.float64) / (1 << frac)
+        return np.asarray(codes, dtype=np.float64) * 2.0 ** -frac
 
     def saturate(self, x):
         return saturate(x, self.width)

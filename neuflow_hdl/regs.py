@@ -19,6 +19,7 @@ __all__ = [
     "sample_layout", "mapper_config_layout", "pack_bits", "pack_registers", "hdl_write_registers", "unpack_registers",
     "GEOMETRY_BITS", "MAX_KERNEL", "MAX_STRIDE", "Unit", "CONFIG_ADDRESS", "GRID_TILE", "CONTROL",
     "STATUS", "GRID_STATUS", "CONTROL_REG", "STATUS_REG", "ROUTE_NONE", "ROUTE_BITS", "NEIGHBOURS", "OPPOSITE",
+    "OFFSET",
     "router_sources", "router_sinks", "config_address", "tile_config_writes", "control_write",
     "STREAMER_TILE", "STREAM_PORT", "PORT_START_REG", "PORT_STATUS_REG", "PORTS_START_REG", "PORT_STATUS",
     "GRID_START_REG",
@@ -231,6 +232,8 @@ ROUTE_BITS = 6
 
 NEIGHBOURS = ("north", "east", "south", "west")
 OPPOSITE = {"north": "south", "south": "north", "east": "west", "west": "east"}
+#: (row, column) step from a tile to its neighbour in each direction.
+OFFSET = {"north": (-1, 0), "east": (0, 1), "south": (1, 0), "west": (0, -1)}
 
 
 def router_sources(globals_, fifos):

@@ -38,10 +38,9 @@ def main(argv=None):
     from train_digits import split
 
     import onnx
-    from compiler.driver import (compile_model, layer_cycles, read_output, write_outputs,
-                                 input_image, run_reference_image)
+    from compiler.driver import (compile_model, first_mismatch, layer_cycles, read_output,
+                                 write_outputs, input_image, run_reference_image)
     from compiler.onnx_reference import run_onnx
-    from neuflow_hdl.cli import _mismatch
     from sim.runner import run_image
 
     _, _, x_test, y_test = split()
@@ -57,8 +56,7 @@ def main(argv=None):
           f"{manifest['program_words']} words -> {args.out}")
     model = onnx.load(str(MODEL))
     float_logits = run_onnx(model, x)[model.graph.output[0].name]
-    _, _, x_all, y_all = split()
-    float_acc_all = (run_onnx(model, x_all)[model.graph.output[0].name].argmax(1) == y_all).mean()
+    float_acc_all = (run_onnx(model, x_test)[model.graph.output[0].name].argmax(1) == y_test).mean()
 
     print("  running on Verilator (the first run builds the processor, a few minutes)", flush=True)
     started = time.monotonic()
@@ -70,7 +68,7 @@ def main(argv=None):
         if not result.halted or result.halt_code != 0:
             print(f"\nimage {i}: the hardware halted with code {result.halt_code:#x}")
             return 1
-        bad = _mismatch(ref_memory, result.memory, manifest)
+        bad = first_mismatch(ref_memory, result.memory, manifest)
         if bad:
             mismatches.append(f"image {i}: {bad}")
         hw_pred.append(int(np.argmax(read_output(result.memory, manifest))))

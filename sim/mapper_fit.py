@@ -68,7 +68,7 @@ def _segment_lines(codes, target, starts, fmt, slope_frac):
             a = np.polyfit(xs, ts, 1)[0]
         else:
             a = 0.0
-        a_code = int(np.clip(np.floor(a * (1 << slope_frac) + 0.5), fmt.min, fmt.max))
+        a_code = int(fmt.quantise(a, slope_frac))
         a_q = a_code / (1 << slope_frac)
         resid = ts - a_q * xs if xs.size else np.zeros(1)
         b = (resid.max() + resid.min()) / 2

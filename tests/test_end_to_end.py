@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.driver import (compile_model, input_image, layer_cycles, read_output,
+from compiler.driver import (compile_model, first_mismatch, input_image, layer_cycles, read_output,
                              run_reference_image, write_outputs)
-from neuflow_hdl.cli import _mismatch
 from onnx_models import every_operator, save
 from sim.runner import run_image, soc_build
 
@@ -28,7 +27,7 @@ def _run_both(compiled, manifest, x):
     reference = run_reference_image(image, manifest, compiled.config)
     result = run_image(image, "tiny")
     assert result.halted and result.halt_code == 0
-    assert _mismatch(reference, result.memory, manifest) is None
+    assert first_mismatch(reference, result.memory, manifest) is None
     return reference, result
 
 
