@@ -468,6 +468,13 @@ def lower_node(node, graph, buffers, config):
 # -- Passes ------------------------------------------------------------------------
 
 CONV_LATENCY = 12           # convolver latency at K = 7 plus FIFOs (estimate)
+#: Cycles by which each link of a chain lags the previous one: a tile fires a
+#: window only when the partial sum of the previous tile's window has come
+#: through the convolver's pipeline and the FIFOs of the neighbour link.  A
+#: tile reading a line that an earlier link also reads needs that many words of
+#: buffering per link of distance (its FIFO bank; the operator-input FIFO alone
+#: would throttle the whole pass to its depth per lag).
+HOP_LAG = CONV_LATENCY + 3
 
 
 def _pack(job, config, chain_length, ports):
@@ -632,6 +639,14 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms):
                 sources.append(src)
     line = {src: n for n, src in enumerate(sources)}
     reads = [(line[src], job.inputs[src][0]) for src in sources]
+    # A global line forks to every tile reading it, and a word moves only when all
+    # of them take it; a tile j links down a chain consumes ~HOP_LAG * j cycles
+    # after the head, so one that lags the line's earliest reader takes the line
+    # through its FIFO bank (see :data:`HOP_LAG`).
+    earliest = {}
+    for _, _, terms in chains:
+        for j, (src, _) in enumerate(terms):
+            earliest[src] = min(earliest.get(src, j), j)
     writes = []
     tiles = []
     pos = 0
@@ -646,7 +661,10 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms):
         for j, (src, kernel) in enumerate(terms):
             tile = path[pos]
             rect, k = job.inputs[src]
-            routes = {"convolver_in": f"global_in_{line[src]}"}
+            if j > earliest[src]:
+                routes = {"fifo_0_in": f"global_in_{line[src]}", "convolver_in": "fifo_0"}
+            else:
+                routes = {"convolver_in": f"global_in_{line[src]}"}
             if job.mode == ConvMode.MAX:
                 mode = ConvMode.MAX
             elif j == 0 and g == 0:

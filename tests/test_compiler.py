@@ -175,6 +175,36 @@ def test_sparse_connection_table_shares_input_maps(tmp_path):
     packings = conv_packings(job, config)
     assert len(layer.passes) == len(packings["shared"][0])
     assert len(packings["shared"][0]) < min(len(p[0]) for k, p in packings.items() if k != "shared")
+    # A line read at two chain positions reaches the later readers through their
+    # FIFO banks (tests/test_tile.py: otherwise the fork throttles the pass).
+    lagged = 0
+    for p in layer.passes:
+        position = _chain_positions(p, config)
+        direct, buffered = {}, {}
+        for t in p.tiles:
+            if t.routes.get("convolver_in", "").startswith("global_in_"):
+                direct.setdefault(t.routes["convolver_in"], set()).add(position[t.tile])
+            elif t.routes.get("convolver_in") == "fifo_0":
+                buffered.setdefault(t.routes["fifo_0_in"], []).append(position[t.tile])
+        for line, positions in direct.items():
+            assert len(positions) == 1, (line, positions)
+            assert all(j > min(positions) for j in buffered.get(line, []))
+        lagged += sum(len(v) for v in buffered.values())
+    assert lagged
+
+
+def _chain_positions(p, config):
+    """{tile: links from its chain's head} of a pass, from the psum routes alone."""
+    from neuflow_hdl.regs import OFFSET
+    setups = {t.tile: t for t in p.tiles}
+
+    def position(tile):
+        source = setups[tile].routes.get("convolver_psum", "")
+        if not source.endswith("_in") or source.startswith("global"):
+            return 0
+        dr, dc = OFFSET[source[:-3]]
+        return 1 + position(tile + dr * config.columns + dc)
+    return {t: position(t) for t in setups}
 
 
 @pytest.mark.parametrize("name", ["light_resnet50", "light_bvlc_alexnet", "light_vgg19"])

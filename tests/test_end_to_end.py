@@ -69,6 +69,28 @@ def test_weight_frame_first_when_every_port_streams(tiny, tmp_path, monkeypatch)
     assert np.abs(read_output(result.memory, manifest) - want).max() < 0.01   # probabilities
 
 
+def test_line_shared_across_chain_positions(tiny, tmp_path):
+    """out0 = conv(x0) + conv(x1), out1 = conv(x1) with one kernel (no weight
+    port): one pass, and x1 feeds out0's second link and out1's head, so out0's
+    link takes it through its FIFO bank.  Bit-exact, estimate within 15%."""
+    from onnx import helper
+    from onnx_models import model
+    rng = np.random.default_rng(3)
+    k = rng.normal(0, 0.2, (3, 3))
+    w = np.zeros((2, 2, 3, 3))
+    w[0, 0] = w[0, 1] = w[1, 1] = k
+    m = model([helper.make_node("Conv", ["x", "w"], ["y"])], (1, 2, 20, 24), (1, 2, 18, 22),
+              [("w", w)])
+    compiled = compile_model(save(m, tmp_path), "tiny", reference=False)
+    (layer,) = compiled.layers
+    assert len(layer.passes) == 1
+    assert sum("fifo_0_in" in t.routes for t in layer.passes[0].tiles) == 1
+    manifest = write_outputs(compiled, tmp_path / "out")
+    _, result = _run_both(compiled, manifest, rng.normal(0, 1, (2, 20, 24)))
+    (cycles,) = layer_cycles(result.memory, manifest)
+    assert abs(manifest["layers"][0]["estimated_cycles"] - cycles) <= 0.15 * cycles
+
+
 def test_pytorch_export_end_to_end(tiny, tmp_path):
     torch = pytest.importorskip("torch", reason="torch is not installed (it is not a dependency); "
                                 "the ONNX path it exports through is tested above")

@@ -220,3 +220,83 @@ def test_a_tile_passes_one_word_per_cycle(dut):
 
     simulate(dut, bench, cycles=5000)
     assert cycles["span"] == len(x)
+
+
+# -- A chain of tiles: a line read at two chain positions ---------------------------
+
+CHAIN = GridConfig(rows=1, columns=4, globals_=8, kernel=3, max_width=24, fifos=2, fifo_depth=64,
+                   input_depth=16)
+
+
+@pytest.fixture(scope="module")
+def chain_dut():
+    return Grid(CHAIN)
+
+
+def _run_chain(dut, lines, via_fifo, rng):
+    """Tiles 0 -> 1 -> 2 -> 3 sum 3x3 convolutions of global line ``lines[t]``
+    (tile 3 reads it through FIFO 0 when ``via_fifo``); every line offers a word
+    every cycle and the output is always ready.  Returns (output words, cycles
+    from the first input offered to the last output)."""
+    h, w = 20, 24
+    images = {line: rng.integers(-900, 900, (h, w)) for line in set(lines)}
+    kernels = [rng.integers(-200, 200, (3, 3)) for _ in lines]
+    result = {}
+
+    async def bench(ctx):
+        for t, line in enumerate(lines):
+            routes = {"convolver_weights": f"global_in_{4 + t}"}       # its own weight line
+            if via_fifo and t == 3:
+                routes.update({"fifo_0_in": f"global_in_{line}", "convolver_in": "fifo_0"})
+            else:
+                routes["convolver_in"] = f"global_in_{line}"
+            if t:
+                routes["convolver_psum"] = "west_in"
+            routes["east_out" if t < 3 else "global_out_0"] = "convolver"
+            await bus_write(ctx, dut, tile_config_writes(
+                t, globals_=CHAIN.globals_, fifos=CHAIN.fifos, routes=routes,
+                convolver={"width": w, "height": h, "k": 3, "stride": 1, "mode": int(t > 0),
+                           "shift": 8, "bias": 0}))
+            await stream_put(ctx, dut.global_in[4 + t], flat_words(kernels[t].ravel()))
+        words = {line: frame_words(images[line]) for line in images}
+        sent = dict.fromkeys(images, 0)
+        ctx.set(dut.global_out[0].ready, 1)
+        out, cycles = [], 0
+        while len(out) < (h - 2) * (w - 2):
+            for line in images:
+                more = sent[line] < len(words[line])
+                if more:
+                    data, eol, eof = words[line][sent[line]]
+                    ctx.set(dut.global_in[line].payload, {"data": data, "eol": eol, "eof": eof})
+                ctx.set(dut.global_in[line].valid, more)
+            *_, valid, payload = await ctx.tick().sample(
+                *(dut.global_in[line].ready for line in images), dut.global_out[0].valid,
+                dut.global_out[0].payload)
+            for line, ready in zip(images, _[2:]):
+                sent[line] += bool(ready and sent[line] < len(words[line]))
+            if valid:
+                out.append(payload.data)
+            cycles += 1
+        result["cycles"] = cycles
+        result["out"] = out
+
+    simulate(dut, bench, cycles=10_000)
+    want = None
+    for t, line in enumerate(lines):
+        want = reference.conv2d(images[line], kernels[t], psum=want, shift=8)
+    np.testing.assert_array_equal(result["out"], want.ravel())
+    return result["cycles"]
+
+
+def test_a_line_read_down_a_chain_needs_the_fifo_bank(chain_dut):
+    """A global line read by the chain head and by the tile three links down:
+    the later tile consumes each word about 3 pipeline latencies after the head,
+    and the fork moves a word only when both take it.  Through the FIFO bank
+    the chain runs as fast as with four separate lines; through the 16-word
+    operator-input FIFO alone it is throttled (what compiler.schedule.HOP_LAG
+    is for)."""
+    rng = np.random.default_rng(7)
+    separate = _run_chain(chain_dut, [0, 1, 2, 3], False, rng)
+    assert separate < 20 * 24 + 4 * 20          # one word per cycle plus the chain's latency
+    assert _run_chain(chain_dut, [0, 1, 2, 0], True, rng) <= separate + 2
+    assert _run_chain(chain_dut, [0, 1, 2, 0], False, rng) > 1.5 * separate
