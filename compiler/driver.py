@@ -104,8 +104,8 @@ def _best_packing(job, config):
     for length, packing in conv_packings(job, config).items():
         cost = _static_estimate((pass_summary(job, chains) for chains in packing[0]), config)
         if best is None or cost < best[0]:
-            name = ("chains sharing input maps" if length == "shared" else
-                    f"chains of up to {length} terms")
+            name = (f"chains of up to {length[1]} terms sharing input maps"
+                    if isinstance(length, tuple) else f"chains of up to {length} terms")
             best = (cost, packing, f"blocking: {name}")
     if best is None:
         raise CompileError("no blocking of this layer fits the grid")

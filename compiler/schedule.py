@@ -514,16 +514,18 @@ def _pack(job, config, chain_length, ports):
     return passes, groups
 
 
-def _pack_shared(job, config, ports):
-    """Chains of each pass, built pass by pass for a sparse connection table:
-    each next chain is the output whose remaining terms fill the most tiles
-    per port, taking first the terms on input maps the pass already reads
-    (free) and then new maps.  Same limits as :func:`_pack`; an output's chains
-    are its groups in pass order.  Returns ``(passes, groups)``."""
+def _pack_shared(job, config, ports, longest):
+    """Chains of at most ``longest`` terms of each pass, built pass by pass for
+    a sparse connection table: each next chain is the output whose remaining
+    terms fill the most tiles per port, taking first the terms on input maps
+    the pass already reads (free) and then new maps.  Same limits as
+    :func:`_pack`; an output's chains are its groups in pass order.  Returns
+    ``(passes, groups)``."""
     tiles, lines_in, lines_out = config.tiles, weight_line(config), config.globals_
     remaining = {o: list(t) for o, t in enumerate(job.terms)}
     groups = [0] * len(job.terms)
     passes = []
+    sources_of = {o: {src for src, _ in t} for o, t in remaining.items()}     # an output reads a map once
     while remaining:
         chains, sources, used, n_ports, psums = [], set(), 0, 0, 0
         while len(chains) < lines_out:
@@ -536,18 +538,20 @@ def _pack_shared(job, config, ports):
                 room_lines = lines_in - len(sources) - psums - psum
                 if room_ports < 0 or room_lines < 0:
                     continue
-                free = [t for t in terms if t[0] in sources]
-                new = [t for t in terms if t[0] not in sources]
-                n_free = min(len(free), tiles - used)
-                n_new = min(len(new), tiles - used - n_free, room_ports, room_lines)
+                n_shared = len(sources_of[o] & sources)
+                room = min(tiles - used, longest)
+                n_free = min(n_shared, room)
+                n_new = min(len(terms) - n_shared, room - n_free, room_ports, room_lines)
                 if n_free + n_new == 0:
                     continue
                 score = (n_free + n_new) / (1 + psum + n_new)
                 if best is None or score > best[0]:
-                    best = (score, o, free[:n_free] + new[:n_new], psum)
+                    best = (score, o, n_free, n_new, psum)
             if best is None:
                 break
-            _, o, chain, psum = best
+            _, o, n_free, n_new, psum = best
+            chain = ([t for t in remaining[o] if t[0] in sources][:n_free] +
+                     [t for t in remaining[o] if t[0] not in sources][:n_new])
             chains.append((o, groups[o], chain))
             groups[o] += 1
             new = {src for src, _ in chain} - sources
@@ -557,6 +561,7 @@ def _pack_shared(job, config, ports):
             psums += psum
             taken = {id(t) for t in chain}
             remaining[o] = [t for t in remaining[o] if id(t) not in taken]
+            sources_of[o] -= {src for src, _ in chain}
             if not remaining[o]:
                 del remaining[o]
         if not chains:
@@ -605,8 +610,10 @@ def _weight_port(job):
 
 def conv_packings(job, config):
     """Every blocking of a ConvJob that fits the grid: ``{chain length: (passes,
-    groups)}``, and ``"shared"`` (:func:`_pack_shared`) when the outputs read
-    different input maps."""
+    groups)}``, and ``("shared", chain length)`` (:func:`_pack_shared`) for
+    the whole grid and for a half, a third and a quarter of it when the
+    outputs read different input maps (shorter chains drain sooner and,
+    sharing inputs, leave ports for partial sums)."""
     longest = max(len(t) for t in job.terms)
     ports = config.ports - _weight_port(job)
     result = {}
@@ -615,9 +622,10 @@ def conv_packings(job, config):
         if packed is not None:
             result[length] = packed
     if len({frozenset(src for src, _ in t) for t in job.terms}) > 1:
-        packed = _pack_shared(job, config, ports)
-        if packed is not None:
-            result["shared"] = packed
+        for length in sorted({-(-config.tiles // n) for n in range(1, 5)}):
+            packed = _pack_shared(job, config, ports, min(length, longest))
+            if packed is not None:
+                result["shared", length] = packed
     return result
 
 
