@@ -468,13 +468,14 @@ def lower_node(node, graph, buffers, config):
 # -- Passes ------------------------------------------------------------------------
 
 CONV_LATENCY = 12           # convolver latency at K = 7 plus FIFOs (estimate)
-#: Cycles by which each link of a chain lags the previous one: a tile fires a
-#: window only when the partial sum of the previous tile's window has come
-#: through the convolver's pipeline and the FIFOs of the neighbour link.  A
-#: tile reading a line that an earlier link also reads needs that many words of
-#: buffering per link of distance (its FIFO bank; the operator-input FIFO alone
-#: would throttle the whole pass to its depth per lag).
-HOP_LAG = CONV_LATENCY + 3
+#: Cycles by which each link of a chain lags the previous one: a convolver
+#: fires its windows without waiting for partial sums (they join after its
+#: output buffer), so a link waits only for the join and the FIFOs of the
+#: neighbour link (measured on a chain, tests/test_tile.py).  A tile reading
+#: a line that an earlier link also reads needs that many words of buffering
+#: per link of distance: it takes the line through its FIFO bank, since the
+#: operator-input FIFO alone would throttle the whole pass to its depth per lag.
+HOP_LAG = 5
 
 
 def _pack(job, config, chain_length, ports):
@@ -588,7 +589,8 @@ def pass_summary(job, chains):
 
 
 def _latency(job, chains):
-    return CONV_LATENCY * max(len(t) for _, _, t in chains) + (8 if job.mapper is not None else 0)
+    return (CONV_LATENCY + HOP_LAG * (max(len(t) for _, _, t in chains) - 1) +
+            (8 if job.mapper is not None else 0))
 
 
 def _weight_port(job):
@@ -648,7 +650,7 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms):
     line = {src: n for n, src in enumerate(sources)}
     reads = [(line[src], job.inputs[src][0]) for src in sources]
     # A global line forks to every tile reading it, and a word moves only when all
-    # of them take it; a tile j links down a chain consumes ~HOP_LAG * j cycles
+    # of them take it; a tile j links down a chain consumes HOP_LAG * j cycles
     # after the head, so one that lags the line's earliest reader takes the line
     # through its FIFO bank (see :data:`HOP_LAG`).
     earliest = {}

@@ -37,7 +37,11 @@ class Convolver(wiring.Component):
     The pipeline never stalls: a word that completes a window enters only
     when the output buffer grants a credit, so output back-pressure reaches
     ``i.ready`` without stalling any pipeline register.  Words that complete
-    no window are always accepted.
+    no window are always accepted.  The buffer holds unrounded sums; the
+    partial sum joins them after it, so a window fires without waiting for
+    its ``psum`` word: in a chain of convolvers each link lags the previous
+    one by the join and the link's FIFOs (a few cycles), not by a whole
+    pipeline, as long as the lag stays within ``psum_slack`` words.
 
     Parameters
     ----------
@@ -47,6 +51,9 @@ class Convolver(wiring.Component):
         Longest image row the ``K-1`` line buffers (memory blocks) hold.
     fmt : Format
         Word format.
+    psum_slack : int
+        Extra words of the output buffer: how many windows may fire before
+        their partial sums arrive without slowing the stream.
 
     Members
     -------
@@ -64,11 +71,12 @@ class Convolver(wiring.Component):
         the configured geometry (sticky until ``start``).
 
     Latency: :attr:`latency` cycles from the handshake of a window's last
-    input word to ``o.valid``; a W x H frame with no back-pressure takes
-    ``W*H + latency`` cycles from first input to last output.
+    input word to ``o.valid`` (its partial sum, if any, waiting); a W x H
+    frame with no back-pressure takes ``W*H + latency`` cycles from first
+    input to last output.
     """
 
-    def __init__(self, *, kernel=3, max_width=64, fmt=Q8_8):
+    def __init__(self, *, kernel=3, max_width=64, fmt=Q8_8, psum_slack=64):
         if not isinstance(kernel, int) or not 1 <= kernel <= MAX_KERNEL:
             raise ValueError(f"kernel must be an integer from 1 to {MAX_KERNEL}, not {kernel!r}")
         if not isinstance(max_width, int) or not kernel <= max_width < (1 << GEOMETRY_BITS):
@@ -79,9 +87,11 @@ class Convolver(wiring.Component):
         self._kernel = kernel
         self._max_width = max_width
         self._fmt = fmt
+        self._psum_slack = psum_slack
         self._tree_levels = (kernel * kernel - 1).bit_length()
-        # fire -> line buffer/window -> leaves -> tree levels -> bias -> narrow
-        self._pipeline = 4 + self._tree_levels + 1
+        # fire -> line buffer/window -> leaves -> tree levels -> bias, into the
+        # output buffer; then the partial sum and the narrowing (the join)
+        self._pipeline = 4 + self._tree_levels
         sample = stream.Signature(sample_layout(fmt.width))
         super().__init__({
             "config": In(CONV_CONFIG),
@@ -101,15 +111,15 @@ class Convolver(wiring.Component):
     @property
     def latency(self):
         """Cycles from the handshake of a window's last input word to its output."""
-        return self._pipeline + 1
+        return self._pipeline + 2
 
     def elaborate(self, platform):
         m = Module()
         K, W = self._kernel, self._fmt.width
         acc_shape = signed(accumulator_width(W, K))
         cfg = self.config
-        m.submodules.out = out = CreditBuffer(sample_layout(W), self._pipeline)
-        wiring.connect(m, out.o, wiring.flipped(self.o))
+        sums = data.StructLayout({"acc": acc_shape, "eol": 1, "eof": 1})
+        m.submodules.out = out = CreditBuffer(sums, self._pipeline, self._psum_slack)
 
         # -- Configuration checks --------------------------------------------
         is_max = Signal()
@@ -178,12 +188,9 @@ class Convolver(wiring.Component):
             last_col.eq(x == cfg.width - 1),
             last_row.eq(y == cfg.height - 1),
         ]
-        take_psum = Signal()
         fire = Signal()
         m.d.comb += [
-            take_psum.eq(use_psum & emit),
-            self.i.ready.eq(cfg_ok & ~self.start & (~emit | (out.credit & (~use_psum | self.psum.valid)))),
-            self.psum.ready.eq(cfg_ok & ~self.start & take_psum & out.credit & self.i.valid),
+            self.i.ready.eq(cfg_ok & ~self.start & (~emit | out.credit)),
             fire.eq(self.i.valid & self.i.ready),
         ]
         with m.If(self.start):
@@ -200,15 +207,12 @@ class Convolver(wiring.Component):
                 m.d.sync += x.eq(x + 1)
 
         # Side band travelling beside the data: delayed by the pipeline depth.
-        meta_layout = data.StructLayout({
-            "valid": 1, "eol": 1, "eof": 1, "psum": signed(W),
-        })
+        meta_layout = data.StructLayout({"valid": 1, "eol": 1, "eof": 1})
         meta = delay_line(m, meta_layout, self._pipeline)
         m.d.sync += [
             meta[0].valid.eq(fire & emit),
             meta[0].eol.eq(x + cfg.stride >= cfg.width),
             meta[0].eof.eq((x + cfg.stride >= cfg.width) & (y + cfg.stride >= cfg.height)),
-            meta[0].psum.eq(Mux(use_psum, self.psum.payload.data, 0)),
         ]
 
         # -- Stage B: line buffers and the window ------------------------------
@@ -268,23 +272,44 @@ class Convolver(wiring.Component):
             level += 1
         assert level == self._tree_levels
 
-        # -- Bias and partial sum, then the single rounding --------------------
+        # -- Bias, into the output buffer ------------------------------------------
         total = Signal(acc_shape)
-        psum = meta[self._pipeline - 3].psum
-        psum_aligned = (psum << cfg.shift)[:acc_shape.width].as_signed()
-        m.d.sync += total.eq(Mux(is_max, leaves[0], leaves[0] + cfg.bias + psum_aligned))
-        result = Signal(signed(W))
-        shift = Mux(is_max, 0, cfg.shift)
-        m.d.sync += result.eq(hdl_saturate(hdl_round_shift(total, shift, W), W))
-
+        m.d.sync += total.eq(Mux(is_max, leaves[0], leaves[0] + cfg.bias))
         last = meta[self._pipeline - 1]
         m.d.comb += [
             out.i.valid.eq(last.valid),
-            out.i.payload.data.eq(result),
+            out.i.payload.acc.eq(total),
             out.i.payload.eol.eq(last.eol),
             out.i.payload.eof.eq(last.eof),
         ]
+
+        # -- Join: the partial sum aligned by shift, then the single rounding ----
+        o_valid = Signal()
+        o_word = Signal(sample_layout(W))
+        advance = Signal()
+        take = Signal()
+        psum_aligned = (self.psum.payload.data << cfg.shift)[:acc_shape.width].as_signed()
+        total_psum = Signal(acc_shape)
+        m.d.comb += [
+            advance.eq(~o_valid | self.o.ready),
+            take.eq(out.o.valid & advance & (~use_psum | self.psum.valid)),
+            out.o.ready.eq(take),
+            self.psum.ready.eq(take & use_psum),
+            total_psum.eq(out.o.payload.acc + Mux(use_psum, psum_aligned, 0)),
+            self.o.valid.eq(o_valid),
+            self.o.payload.eq(o_word),
+        ]
+        shift = Mux(is_max, 0, cfg.shift)
+        with m.If(take):
+            m.d.sync += [
+                o_valid.eq(1),
+                o_word.data.eq(hdl_saturate(hdl_round_shift(total_psum, shift, W), W)),
+                o_word.eol.eq(out.o.payload.eol),
+                o_word.eof.eq(out.o.payload.eof),
+            ]
+        with m.Elif(self.o.ready):
+            m.d.sync += o_valid.eq(0)
         in_flight = Signal()
         m.d.comb += in_flight.eq(Cat(stage.valid for stage in meta).any())
-        m.d.comb += self.busy.eq((x != 0) | (y != 0) | in_flight | out.o.valid)
+        m.d.comb += self.busy.eq((x != 0) | (y != 0) | in_flight | out.o.valid | o_valid)
         return m

@@ -83,8 +83,9 @@ class CreditBuffer(wiring.Component):
 
     ``credit`` is high when a word may enter the pipeline this cycle: the
     buffer has room for it and for every word already in flight.  With
-    ``depth = latency + 2`` a consumer that is always ready sees one word per
-    cycle.  ``i.valid`` is a write that must never be refused (``i.ready`` is
+    ``depth = latency + 2 + slack`` a consumer that is always ready sees one
+    word per cycle, and one that starts taking words up to ``slack`` cycles
+    late still does.  ``i.valid`` is a write that must never be refused (``i.ready`` is
     tied high; the credit rule guarantees room).
 
     Members
@@ -94,10 +95,10 @@ class CreditBuffer(wiring.Component):
     credit : Out(1)
     """
 
-    def __init__(self, shape, latency):
+    def __init__(self, shape, latency, slack=0):
         self._shape = shape
         self._latency = latency
-        self._depth = latency + 2
+        self._depth = latency + 2 + slack
         super().__init__({
             "i": In(stream.Signature(shape)),
             "o": Out(stream.Signature(shape)),
