@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from neuflow_hdl.regs import (GRID_START_REG, GRID_STATUS, GRID_TILE, PORT_STATUS, PORT_STATUS_REG,
-                              PORTS_START_REG, Unit, config_address, pack_bits, stream_port_writes,
+from neuflow_hdl.regs import (GRID_START_REG, GRID_STATUS, GRID_TILE, PORTS_START_REG, PORTS_STATUS,
+                              PORTS_STATUS_REG, Unit, config_address, pack_bits, stream_port_writes,
                               streamer_address, tile_config_writes)
 
 __all__ = ["CodeGen", "LAYER_ERROR_HALT", "weight_line"]
@@ -51,6 +51,16 @@ CYCLES_PER_INSTRUCTION = 4
 STREAM_OVERHEAD = 14
 
 GRID_STATUS_ADDRESS = config_address(GRID_TILE, Unit.CONTROL, 0)
+PORTS_STATUS_ADDRESS = streamer_address(0, PORTS_STATUS_REG)
+
+
+def stream_cycles(data, frame, latency, beat_words):
+    """Cycles of a pass's streams: the longest data stream through the pipeline
+    (``latency``), the weight frame (which the convolvers always take), or the
+    memory bus's beats, whichever is longest."""
+    words = sum(data) + sum(frame)
+    return max(max(data) + latency, max(frame, default=0),
+               math.ceil(words / beat_words) + latency)
 
 
 def weight_line(config):
@@ -111,10 +121,10 @@ class CodeGen:
                                                 write=write, line=line, start=False, **window):
             self._write(address, word)
 
-    def _wait_port(self, port):
-        mask = pack_bits(PORT_STATUS, {"busy": 1, "done": 1})
-        done = pack_bits(PORT_STATUS, {"done": 1})
-        self.emit(f"wait {mask:#04x}, {done:#04x}, {streamer_address(port, PORT_STATUS_REG):#07x}")
+    def _wait_ports(self):
+        """Wait until no streamer port is busy (one poll for a whole pass)."""
+        busy = pack_bits(PORTS_STATUS, {"busy": 1})
+        self.emit(f"wait {busy:#04x}, 0x00, {PORTS_STATUS_ADDRESS:#07x}")
 
     # -- program structure -------------------------------------------------------
     def begin(self):
@@ -129,11 +139,14 @@ class CodeGen:
         self.layer_index += 1
 
     def check_layer(self):
-        """Halt with ``LAYER_ERROR_HALT + layer`` if the grid reports an error."""
-        self.emit(f"cfgr r2, {GRID_STATUS_ADDRESS:#07x}")
-        self.emit(f"li r3, {pack_bits(GRID_STATUS, {'error': 1}):#x}")
-        self.emit("and r2, r2, r3")
-        self.emit(f"bne r2, r0, fail_{self.layer_index - 1}")
+        """Halt with ``LAYER_ERROR_HALT + layer`` if the grid or a streamer port
+        reports an error."""
+        for address, layout in ((GRID_STATUS_ADDRESS, GRID_STATUS),
+                                (PORTS_STATUS_ADDRESS, PORTS_STATUS)):
+            self.emit(f"cfgr r2, {address:#07x}")
+            self.emit(f"li r3, {pack_bits(layout, {'error': 1}):#x}")
+            self.emit("and r2, r2, r3")
+            self.emit(f"bne r2, r0, fail_{self.layer_index - 1}")
 
     def end(self):
         self.emit("cycles r1")
@@ -230,7 +243,7 @@ class CodeGen:
             self._shadow(None, frames[0])
             self._start_tiles(frames[0][1])
             words = self._weight_port(0, frames[0], frame_address)
-            self._wait_port(0)
+            self._wait_ports()
             self._wait_idle()
             prologue = self.measure() * cpi + words + STREAM_OVERHEAD
         self._shadow(passes[0], ahead[0])
@@ -240,11 +253,12 @@ class CodeGen:
             if alone[n] is not None:
                 self.comment("weight frame first: the data streams use every port")
                 prologue += self._weight_port(0, alone[n], frame_address) + STREAM_OVERHEAD
-                self._wait_port(0)
+                self._wait_ports()
             for port, rect, kw in ports:    # written during the previous pass, except the first
                 self._describe(port, rect, **kw)
             self._go_all(port for port, _, _ in ports)
-            streams = [rect.words for _, rect, _ in ports]
+            streams = [rect.words for _, rect, kw in ports if kw["line"] != self.weight_line]
+            frame = [rect.words for _, rect, kw in ports if kw["line"] == self.weight_line]
             serial = self.measure()        # the streams run from here
             if n + 1 < len(passes):
                 self._shadow(passes[n + 1], ahead[n + 1])
@@ -252,18 +266,17 @@ class CodeGen:
                 for port, rect, kw in following:
                     self._describe(port, rect, **kw)
             overlapped = self.measure()
-            for port, _, _ in ports:
-                self._wait_port(port)
+            self._wait_ports()
             if ahead[n]:
                 self._wait_idle()
-            # The first wait polls while the streams run; each later one finds its
-            # port done (measured: about half an instruction time each).
+            # The ports' wait polls while the streams run; the grid's finds it idle
+            # (measured: about half an instruction time).
             tail = max(self.measure() - 1, 0) * cpi // 2
             if n + 1 < len(passes):
                 ports = following
-            stream = max(max(streams), math.ceil(sum(streams) / self.config.beat_words))
-            cycles.append(prologue + serial * cpi + max(stream + p.latency, overlapped * cpi) +
-                          tail + STREAM_OVERHEAD)
+            stream = stream_cycles(streams, frame, p.latency, self.config.beat_words)
+            cycles.append(prologue + serial * cpi + max(stream, overlapped * cpi) + tail +
+                          STREAM_OVERHEAD)
             prologue = 0
         return cycles
 

@@ -82,16 +82,19 @@ def _static_estimate(summaries, config):
     per pass, two start writes (tiles, ports) in series, then the streams
     (which include the weight frame, at most one K x K slot per load) or the
     next pass's shadow and descriptor writes (about four per tile and one per
-    port), whichever is longer, then half an instruction time per port but the
-    first (its wait)."""
+    port), whichever is longer, then half an instruction time (the grid's idle
+    wait after the ports' wait).  Before the first pass, its shadow and
+    descriptor writes run in series, after its kernels' frame streams alone."""
     cpi = cg.CYCLES_PER_INSTRUCTION
     total = 0
-    for loads, words, streams, tiles, latency in summaries:
-        streams = list(streams) + ([loads * config.kernel ** 2] if loads else [])
-        stream = max(max(streams), math.ceil(sum(streams) / config.beat_words))
-        total += 2 * cpi + max(stream + latency, (4 * tiles + len(streams)) * cpi) + \
-            (len(streams) - 1) * cpi // 2
-        total += cg.STREAM_OVERHEAD
+    for n, (loads, words, streams, tiles, latency) in enumerate(summaries):
+        frame = [loads * config.kernel ** 2] if loads else []
+        setup = (4 * tiles + len(streams) + len(frame)) * cpi
+        if n == 0:
+            total += setup + (loads * config.kernel ** 2 + 4 * cpi + cg.STREAM_OVERHEAD
+                              if loads else 0)
+        stream = cg.stream_cycles(list(streams), frame, latency, config.beat_words)
+        total += 2 * cpi + max(stream, setup) + cpi // 2 + cg.STREAM_OVERHEAD
     return total
 
 

@@ -22,7 +22,7 @@ from amaranth.lib import data
 from neuflow_hdl.numerics import Format, wrap_signed
 from neuflow_hdl.regs import (ALU_CONFIG, CONTROL, CONTROL_REG, CONV_CONFIG, GRID_START_REG, GRID_TILE,
                               NEIGHBOURS, OFFSET, OPPOSITE, PORT_START_REG, PORT_STATUS_REG, PORTS_START_REG,
-                              ROUTE_NONE, STREAM_PORT, STREAMER_TILE, AluOp, config_address, pack_bits,
+                              PORTS_STATUS, PORTS_STATUS_REG, ROUTE_NONE, STREAM_PORT, STREAMER_TILE, AluOp, config_address, pack_bits,
                               ConvMode, Unit, mapper_config_layout, router_sinks, router_sources,
                               unpack_registers)
 from sim import reference
@@ -142,6 +142,9 @@ class GridModel:
         if tile == STREAMER_TILE and reg == PORT_STATUS_REG and unit < len(self.ports):
             p = self.ports[unit]
             return int(p["busy"]) | int(p["done"]) << 1 | int(p["error"]) << 2
+        if tile == STREAMER_TILE and reg == PORTS_STATUS_REG and unit == 0:
+            return pack_bits(PORTS_STATUS, {"busy": int(any(p["busy"] for p in self.ports)),
+                                            "error": int(any(p["error"] for p in self.ports))})
         if tile == GRID_TILE:
             busy = any(any(q for q in t.queues.values()) for t in self.tiles)
             return int(busy)

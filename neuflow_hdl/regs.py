@@ -22,6 +22,7 @@ __all__ = [
     "OFFSET",
     "router_sources", "router_sinks", "config_address", "tile_config_writes", "control_write",
     "STREAMER_TILE", "STREAM_PORT", "PORT_START_REG", "PORT_STATUS_REG", "PORTS_START_REG", "PORT_STATUS",
+    "PORTS_STATUS_REG", "PORTS_STATUS",
     "GRID_START_REG",
     "streamer_address", "stream_port_writes",
 ]
@@ -313,6 +314,7 @@ STREAM_PORT = data.StructLayout({
 PORT_START_REG = 6                  #: write: start the transfer (any value)
 PORT_STATUS_REG = 7                 #: read: PORT_STATUS
 PORTS_START_REG = 8                 #: write, unit 0 only: start every port whose bit is set
+PORTS_STATUS_REG = 9                #: read, unit 0 only: PORTS_STATUS of all ports at once
 
 PORT_STATUS = data.StructLayout({
     "busy": unsigned(1),
@@ -320,6 +322,12 @@ PORT_STATUS = data.StructLayout({
     "error": unsigned(1),           # the rectangle left the window (nothing was touched) or
                                     # a written frame's flags disagreed with its geometry
     "reserved": unsigned(29),
+})
+
+PORTS_STATUS = data.StructLayout({
+    "busy": unsigned(1),            # some port is busy
+    "error": unsigned(1),           # some port reports an error
+    "reserved": unsigned(30),
 })
 
 

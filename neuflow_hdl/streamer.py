@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .membus import memory_bus
 from .numerics import Q8_8
-from .regs import (PORT_START_REG, PORT_STATUS_REG, PORTS_START_REG, REGISTER_BITS, STREAM_PORT, STREAMER_TILE,
+from .regs import (PORT_START_REG, PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS_REG, REGISTER_BITS, STREAM_PORT, STREAMER_TILE,
                    hdl_write_registers, sample_layout)
 
 __all__ = ["BusArbiter", "StreamPort", "Streamer"]
@@ -254,7 +254,9 @@ class Streamer(wiring.Component):
     Port ``p`` answers configuration addresses of tile ``STREAMER_TILE``, unit
     ``p``: registers 0 .. 5 hold its descriptor (``STREAM_PORT``), a write to
     ``PORT_START_REG`` starts it, ``PORT_STATUS_REG`` reads ``PORT_STATUS``;
-    a write to ``PORTS_START_REG`` of unit 0 starts every port whose bit is set.
+    a write to ``PORTS_START_REG`` of unit 0 starts every port whose bit is set,
+    and ``PORTS_STATUS_REG`` of unit 0 reads ``PORTS_STATUS`` (any port busy,
+    any in error: one poll waits for a whole pass's transfers).
     A reader drives grid global input ``line``; a writer takes grid global
     output ``line``.  Each port is one initiator of the memory bus (see
     :class:`BusArbiter`).
@@ -297,6 +299,9 @@ class Streamer(wiring.Component):
             for p, port in enumerate(ports):
                 with m.If(mine & (self.addr[8:12] == p) & (self.addr[:8] == PORT_STATUS_REG)):
                     m.d.sync += self.rdata.eq(Cat(port.busy, port.done, port.error))
+            with m.If(mine & (self.addr[8:12] == 0) & (self.addr[:8] == PORTS_STATUS_REG)):
+                m.d.sync += self.rdata.eq(Cat(Cat(p.busy for p in ports).any(),
+                                              Cat(p.error for p in ports).any()))
         # Bind ports to global lines: per line, the first busy port in the
         # right direction owns it; only the owner sees the handshake.
         o_ready = [Const(0, 1)] * len(ports)

@@ -9,7 +9,8 @@ from amaranth.lib import wiring
 
 from cases import frame_flags
 from helpers import memory_process, simulate, stream_get, stream_put
-from neuflow_hdl.regs import (PORT_STATUS, PORT_STATUS_REG, PORTS_START_REG, stream_port_writes,
+from neuflow_hdl.regs import (PORT_STATUS, PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS,
+                              PORTS_STATUS_REG, stream_port_writes,
                               streamer_address)
 from neuflow_hdl.streamer import BusArbiter, Streamer
 
@@ -47,12 +48,17 @@ async def configure(ctx, streamer, writes):
     ctx.set(streamer.we, 0)
 
 
-async def port_status(ctx, streamer, port):
-    ctx.set(streamer.addr, streamer_address(port, PORT_STATUS_REG))
+async def port_status(ctx, streamer, port, reg=PORT_STATUS_REG, layout=PORT_STATUS):
+    ctx.set(streamer.addr, streamer_address(port, reg))
     ctx.set(streamer.re, 1)
     await ctx.tick()
     ctx.set(streamer.re, 0)
-    return PORT_STATUS.from_bits(ctx.get(streamer.rdata))
+    return layout.from_bits(ctx.get(streamer.rdata))
+
+
+async def ports_status(ctx, streamer):
+    """PORTS_STATUS: every port at once."""
+    return await port_status(ctx, streamer, 0, PORTS_STATUS_REG, PORTS_STATUS)
 
 
 def rectangle(memory, base, width, height, stride):
@@ -89,6 +95,7 @@ def test_concurrent_ports_every_word_once_in_order(dut):
                 assert not status.busy and not status.done, status
                 await configure(ctx, st, [(streamer_address(0, PORTS_START_REG), 0b100)])
                 assert (await port_status(ctx, st, 2)).busy
+            assert (await ports_status(ctx, st)).busy
             words = [(int(v), *f) for v, f in zip(frame_c.ravel(), frame_flags(frame_c.shape))]
             await stream_put(ctx, st.from_grid[0], words, rng, 0.3)
             while st_busy(ctx):
@@ -96,6 +103,8 @@ def test_concurrent_ports_every_word_once_in_order(dut):
             for port in range(PORTS):
                 status = await port_status(ctx, st, port)
                 assert status.done and not status.error and not status.busy, (port, status)
+            status = await ports_status(ctx, st)
+            assert not status.busy and not status.error, status
 
         def st_busy(ctx):
             return ctx.get(st.busy)
@@ -137,6 +146,8 @@ def test_out_of_window_descriptors_touch_nothing(dut):
         for port in range(PORTS):
             status = await port_status(ctx, st, port)
             assert status.error and not status.busy, (port, status)
+        status = await ports_status(ctx, st)
+        assert status.error and not status.busy, status
         await configure(ctx, st, stream_port_writes(0, write=True, line=0, **bad[3]))
         assert (await port_status(ctx, st, 0)).error
         # Offered words are not taken; nothing is written.
