@@ -80,8 +80,8 @@ def _static_estimate(summaries, config):
     :func:`~compiler.schedule.pass_summary` tuples; the model of
     :meth:`~compiler.codegen.CodeGen.emit_layer` with typical instruction counts:
     per pass, two start writes (tiles, ports) in series, then the streams
-    (which include the weight frame, at most one K x K slot per load) or the
-    next pass's shadow and descriptor writes (about four per tile and one per
+    (:func:`~compiler.codegen.stream_cycles`; the weight frame holds at most
+    one K x K slot per load) or the next pass's shadow and descriptor writes (about four per tile and one per
     port), whichever is longer, then half an instruction time (the grid's idle
     wait after the ports' wait).  Before the first pass, its shadow and
     descriptor writes run in series, after its kernels' frame streams alone."""

@@ -22,8 +22,8 @@ from amaranth.lib import data
 from neuflow_hdl.numerics import Format, wrap_signed
 from neuflow_hdl.regs import (ALU_CONFIG, CONTROL, CONTROL_REG, CONV_CONFIG, GRID_START_REG, GRID_TILE,
                               NEIGHBOURS, OFFSET, OPPOSITE, PORT_START_REG, PORT_STATUS_REG, PORTS_START_REG,
-                              PORTS_STATUS, PORTS_STATUS_REG, ROUTE_NONE, STREAM_PORT, STREAMER_TILE, AluOp, config_address, pack_bits,
-                              ConvMode, Unit, mapper_config_layout, router_sinks, router_sources,
+                              PORTS_STATUS, PORTS_STATUS_REG, ROUTE_NONE, STREAM_PORT, STREAMER_TILE, AluOp,
+                              config_address, pack_bits, ConvMode, Unit, mapper_config_layout, router_sinks, router_sources,
                               unpack_registers)
 from sim import reference
 from sim.iss import ISS

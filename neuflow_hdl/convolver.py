@@ -84,6 +84,8 @@ class Convolver(wiring.Component):
                              f"to {(1 << GEOMETRY_BITS) - 1}, not {max_width!r}")
         if not isinstance(fmt, Format):
             raise TypeError(f"fmt must be a Format, not {fmt!r}")
+        if not isinstance(psum_slack, int) or psum_slack < 0:
+            raise ValueError(f"psum_slack must be a non-negative integer, not {psum_slack!r}")
         self._kernel = kernel
         self._max_width = max_width
         self._fmt = fmt
