@@ -29,8 +29,8 @@ One pass:
 
 A layer's first kernels are preloaded before its first pass with no data
 streaming.  Each layer starts with a cycle stamp (``cycles`` stored in the
-stamp table) and ends with a check of the grid status: an error halts with
-code ``0x100 + layer``.
+stamp table) and ends with a check of the grid and port status: an error
+halts with code ``0x100 + layer``.
 """
 
 import math
@@ -218,8 +218,7 @@ class CodeGen:
                      for line, rect, window in p.writes]
         transfers += [(rect, {"line": line}) for line, rect in p.reads]
         if frame is not None:
-            words = np.concatenate(frame[0])
-            transfers.append((_Words(frame_address(words), len(words)), {"line": self.weight_line}))
+            transfers.append((_frame_rect(frame, frame_address), {"line": self.weight_line}))
         return [(port, rect, kw) for port, (rect, kw) in enumerate(transfers)]
 
     def emit_layer(self, passes, frame_address):
@@ -299,10 +298,16 @@ class CodeGen:
 
     def _weight_port(self, port, frame, frame_address):
         """Stream a weight frame on the weight line; returns its words."""
-        words = np.concatenate(frame[0])
-        self._describe(port, _Words(frame_address(words), len(words)), line=self.weight_line)
+        rect = _frame_rect(frame, frame_address)
+        self._describe(port, rect, line=self.weight_line)
         self._go_all([port])
-        return len(words)
+        return rect.words
+
+
+def _frame_rect(frame, frame_address):
+    """The memory words of a weight frame (its slots, one after the other)."""
+    words = np.concatenate(frame[0])
+    return _Words(frame_address(words), len(words))
 
 
 def _freeze(value):

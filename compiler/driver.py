@@ -81,18 +81,18 @@ def _static_estimate(summaries, config):
     :meth:`~compiler.codegen.CodeGen.emit_layer` with typical instruction counts:
     per pass, two start writes (tiles, ports) in series, then the streams
     (:func:`~compiler.codegen.stream_cycles`; the weight frame holds at most
-    one K x K slot per load) or the next pass's shadow and descriptor writes (about four per tile and one per
-    port), whichever is longer, then half an instruction time (the grid's idle
-    wait after the ports' wait).  Before the first pass, its shadow and
-    descriptor writes run in series, after its kernels' frame streams alone."""
+    one K x K slot per load) or the next pass's shadow and descriptor writes
+    (about four per tile and one per port), whichever is longer, then half an
+    instruction time (the grid's idle wait after the ports' wait).  Before the
+    first pass, its shadow and descriptor writes run in series, after its
+    kernels' frame streams alone."""
     cpi = cg.CYCLES_PER_INSTRUCTION
     total = 0
-    for n, (loads, words, streams, tiles, latency) in enumerate(summaries):
+    for n, (loads, _, streams, tiles, latency) in enumerate(summaries):
         frame = [loads * config.kernel ** 2] if loads else []
         setup = (4 * tiles + len(streams) + len(frame)) * cpi
         if n == 0:
-            total += setup + (loads * config.kernel ** 2 + 4 * cpi + cg.STREAM_OVERHEAD
-                              if loads else 0)
+            total += setup + (frame[0] + 4 * cpi + cg.STREAM_OVERHEAD if frame else 0)
         stream = cg.stream_cycles(list(streams), frame, latency, config.beat_words)
         total += 2 * cpi + max(stream, setup) + cpi // 2 + cg.STREAM_OVERHEAD
     return total

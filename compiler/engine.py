@@ -20,11 +20,12 @@ import numpy as np
 from amaranth.lib import data
 
 from neuflow_hdl.numerics import Format, wrap_signed
-from neuflow_hdl.regs import (ALU_CONFIG, CONTROL, CONTROL_REG, CONV_CONFIG, GRID_START_REG, GRID_TILE,
-                              NEIGHBOURS, OFFSET, OPPOSITE, PORT_START_REG, PORT_STATUS_REG, PORTS_START_REG,
-                              PORTS_STATUS, PORTS_STATUS_REG, ROUTE_NONE, STREAM_PORT, STREAMER_TILE, AluOp,
-                              config_address, pack_bits, ConvMode, Unit, mapper_config_layout, router_sinks, router_sources,
-                              unpack_registers)
+from neuflow_hdl.regs import (ALU_CONFIG, CONTROL, CONTROL_REG, CONV_CONFIG, GRID_START_REG,
+                              GRID_TILE, NEIGHBOURS, OFFSET, OPPOSITE, PORT_START_REG, PORT_STATUS,
+                              PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS, PORTS_STATUS_REG,
+                              ROUTE_NONE, STREAM_PORT, STREAMER_TILE, AluOp, ConvMode, Unit,
+                              config_address, mapper_config_layout, pack_bits, router_sinks,
+                              router_sources, unpack_registers)
 from sim import reference
 from sim.iss import ISS
 
@@ -140,8 +141,7 @@ class GridModel:
     def read(self, address):
         tile, unit, reg = address >> 12, (address >> 8) & 0xF, address & 0xFF
         if tile == STREAMER_TILE and reg == PORT_STATUS_REG and unit < len(self.ports):
-            p = self.ports[unit]
-            return int(p["busy"]) | int(p["done"]) << 1 | int(p["error"]) << 2
+            return pack_bits(PORT_STATUS, {k: int(self.ports[unit][k]) for k in ("busy", "done", "error")})
         if tile == STREAMER_TILE and reg == PORTS_STATUS_REG and unit == 0:
             return pack_bits(PORTS_STATUS, {"busy": int(any(p["busy"] for p in self.ports)),
                                             "error": int(any(p["error"] for p in self.ports))})

@@ -21,9 +21,8 @@ __all__ = [
     "STATUS", "GRID_STATUS", "CONTROL_REG", "STATUS_REG", "ROUTE_NONE", "ROUTE_BITS", "NEIGHBOURS", "OPPOSITE",
     "OFFSET",
     "router_sources", "router_sinks", "config_address", "tile_config_writes", "control_write",
-    "STREAMER_TILE", "STREAM_PORT", "PORT_START_REG", "PORT_STATUS_REG", "PORTS_START_REG", "PORT_STATUS",
-    "PORTS_STATUS_REG", "PORTS_STATUS",
-    "GRID_START_REG",
+    "STREAMER_TILE", "STREAM_PORT", "PORT_START_REG", "PORT_STATUS_REG", "PORT_STATUS",
+    "PORTS_START_REG", "PORTS_STATUS_REG", "PORTS_STATUS", "GRID_START_REG",
     "streamer_address", "stream_port_writes",
 ]
 

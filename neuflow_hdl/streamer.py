@@ -6,8 +6,8 @@ from amaranth.lib.wiring import In, Out
 
 from .membus import memory_bus
 from .numerics import Q8_8
-from .regs import (PORT_START_REG, PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS_REG, REGISTER_BITS, STREAM_PORT, STREAMER_TILE,
-                   hdl_write_registers, sample_layout)
+from .regs import (PORT_START_REG, PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS_REG,
+                   REGISTER_BITS, STREAM_PORT, STREAMER_TILE, hdl_write_registers, sample_layout)
 
 __all__ = ["BusArbiter", "StreamPort", "Streamer"]
 
@@ -282,6 +282,7 @@ class Streamer(wiring.Component):
         m = Module()
         ports = []
         mine = self.addr[12:20] == STREAMER_TILE
+        unit0 = mine & (self.addr[8:12] == 0)      # the all-ports registers
         for p in range(self._ports):
             port = StreamPort(**self._kw)
             m.submodules[f"port_{p}"] = port
@@ -290,7 +291,7 @@ class Streamer(wiring.Component):
             selected = mine & (self.addr[8:12] == p)
             bits = Signal(STREAM_PORT, name=f"desc_{p}")
             hdl_write_registers(m, bits, self.we & selected, self.addr[:8], self.wdata)
-            by_mask = mine & (self.addr[8:12] == 0) & (self.addr[:8] == PORTS_START_REG) & self.wdata[p]
+            by_mask = unit0 & (self.addr[:8] == PORTS_START_REG) & self.wdata[p]
             m.d.comb += [port.desc.eq(bits),
                          port.start.eq(self.we & ((selected & (self.addr[:8] == PORT_START_REG)) |
                                                   by_mask))]
@@ -299,9 +300,8 @@ class Streamer(wiring.Component):
             for p, port in enumerate(ports):
                 with m.If(mine & (self.addr[8:12] == p) & (self.addr[:8] == PORT_STATUS_REG)):
                     m.d.sync += self.rdata.eq(Cat(port.busy, port.done, port.error))
-            with m.If(mine & (self.addr[8:12] == 0) & (self.addr[:8] == PORTS_STATUS_REG)):
-                m.d.sync += self.rdata.eq(Cat(Cat(p.busy for p in ports).any(),
-                                              Cat(p.error for p in ports).any()))
+            with m.If(unit0 & (self.addr[:8] == PORTS_STATUS_REG)):
+                m.d.sync += self.rdata.eq(Cat(self.busy, Cat(p.error for p in ports).any()))
         # Bind ports to global lines: per line, the first busy port in the
         # right direction owns it; only the owner sees the handshake.
         o_ready = [Const(0, 1)] * len(ports)

@@ -269,10 +269,10 @@ def _run_chain(dut, lines, via_fifo, rng):
                     data, eol, eof = words[line][sent[line]]
                     ctx.set(dut.global_in[line].payload, {"data": data, "eol": eol, "eof": eof})
                 ctx.set(dut.global_in[line].valid, more)
-            *_, valid, payload = await ctx.tick().sample(
-                *(dut.global_in[line].ready for line in images), dut.global_out[0].valid,
-                dut.global_out[0].payload)
-            for line, ready in zip(images, _[2:]):
+            _, _, valid, payload, *readies = await ctx.tick().sample(
+                dut.global_out[0].valid, dut.global_out[0].payload,
+                *(dut.global_in[line].ready for line in images))
+            for line, ready in zip(images, readies):
                 sent[line] += bool(ready and sent[line] < len(words[line]))
             if valid:
                 out.append(payload.data)
