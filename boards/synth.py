@@ -32,6 +32,7 @@ class SynthReport:
     dp16kd: int
     fmax_mhz: float | None  #: None when the design was not placed (it does not fit)
     seconds: float
+    critical_path: str | None = None    #: start -> end cells, delay split into logic and routing
 
     def fits(self):
         return (self.lut4 <= DEVICE["LUT4"] and self.flip_flops <= DEVICE["TRELLIS_FF"] and
@@ -49,6 +50,8 @@ class SynthReport:
             lines.append("  fmax        not placed: the design exceeds the device (counts from yosys)")
         else:
             lines.append(f"  fmax        {self.fmax_mhz:7.1f} MHz")
+            if self.critical_path:
+                lines.append(f"  critical    {self.critical_path}")
         lines.append(f"  fits: {'yes' if self.fits() else 'NO'}; build took {self.seconds:.0f} s")
         return "\n".join(lines)
 
@@ -104,7 +107,19 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, progress=prin
     return SynthReport(design=name, lut4=util.get("TRELLIS_COMB", counts["LUT4"]),
                        flip_flops=util.get("TRELLIS_FF", 0), mult18=util.get("MULT18X18D", 0),
                        dp16kd=util.get("DP16KD", 0), fmax_mhz=round(fmax, 1),
-                       seconds=time.monotonic() - started)
+                       seconds=time.monotonic() - started,
+                       critical_path=_critical_path(data.get("critical_paths", [])))
+
+
+def _critical_path(paths):
+    """The longest path of nextpnr's report as ``start -> end: total (logic, routing)``."""
+    if not paths:
+        return None
+    steps = max(paths, key=lambda p: sum(s["delay"] for s in p["path"]))["path"]
+    delay = {kind: sum(s["delay"] for s in steps if s["type"] == kind) for kind in ("logic", "routing")}
+    total = sum(s["delay"] for s in steps)
+    return (f"{steps[0]['from']['cell']} -> {steps[-1]['to']['cell']}: {total:.1f} ns "
+            f"({delay['logic']:.1f} logic, {delay['routing']:.1f} routing, {len(steps)} steps)")
 
 
 def main(preset_name, build_root="build/synth"):

@@ -467,15 +467,18 @@ def lower_node(node, graph, buffers, config):
 
 # -- Passes ------------------------------------------------------------------------
 
-CONV_LATENCY = 12           # convolver latency at K = 7 plus FIFOs (estimate)
+CONV_LATENCY = 13           # convolver latency at K = 7 plus FIFOs (estimate)
 #: Cycles by which each link of a chain lags the previous one: a convolver
 #: fires its windows without waiting for partial sums (they join after its
-#: output buffer), so a link waits only for the join and the FIFOs of the
-#: neighbour link (measured on a chain, tests/test_tile.py).  A tile reading
-#: a line that an earlier link also reads needs that many words of buffering
-#: per link of distance: it takes the line through its FIFO bank, since the
-#: operator-input FIFO alone would throttle the whole pass to its depth per lag.
-HOP_LAG = 5
+#: output buffer), so a link waits only for the two join stages and the FIFOs
+#: of the neighbour link (measured on a chain, tests/test_tile.py).  The
+#: output buffer holds ``psum_slack`` (64) sums waiting for their partial
+#: sums; a link further down than that many cycles of lag takes its input
+#: later, and a line that an earlier link also reads would then hold back
+#: every reader of the fork, one buffer's worth per lag.  So a tile reading a
+#: line further down its chain than the line's first reader takes it through
+#: its FIFO bank.
+HOP_LAG = 6
 
 
 def _pack(job, config, chain_length, ports):
@@ -650,9 +653,9 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms):
     line = {src: n for n, src in enumerate(sources)}
     reads = [(line[src], job.inputs[src][0]) for src in sources]
     # A global line forks to every tile reading it, and a word moves only when all
-    # of them take it; a tile j links down a chain consumes HOP_LAG * j cycles
-    # after the head, so one that lags the line's earliest reader takes the line
-    # through its FIFO bank (see :data:`HOP_LAG`).
+    # of them take it; a tile j links down a chain may consume it up to
+    # HOP_LAG * j cycles after the head, so one that lags the line's earliest
+    # reader takes the line through its FIFO bank (see :data:`HOP_LAG`).
     earliest = {}
     for _, _, terms in chains:
         for j, (src, _) in enumerate(terms):

@@ -1,11 +1,11 @@
 """The 2-D convolver: NeuFlow's K x K parallel multiply-accumulate array."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .numerics import Q8_8, Format, accumulator_width, hdl_round_shift, hdl_saturate
+from .numerics import Q8_8, Format, accumulator_width, hdl_saturate
 from .regs import CONV_CONFIG, ConvMode, GEOMETRY_BITS, MAX_KERNEL, sample_layout
 from .stream import CreditBuffer, delay_line
 
@@ -113,7 +113,7 @@ class Convolver(wiring.Component):
     @property
     def latency(self):
         """Cycles from the handshake of a window's last input word to its output."""
-        return self._pipeline + 2
+        return self._pipeline + 3
 
     def elaborate(self, platform):
         m = Module()
@@ -243,40 +243,47 @@ class Convolver(wiring.Component):
                     m.d.sync += window[r][c].eq(window[r][c + 1])
                 m.d.sync += window[r][K - 1].eq(column[r])
 
-        # -- Stage C: masked products (MAC) or masked words (MAX) --------------
+        # -- Stage C: masked products (MAC) and masked words (MAX) --------------
+        # Two trees: sums of products, growing one bit per level, and word-wide
+        # maxima.  Neither needs a mode multiplexer in its nodes, so each sum node is
+        # a bare carry chain.
         mask = [[Signal(name=f"mask_{r}_{c}") for c in range(K)] for r in range(K)]
         for r in range(K):
             for c in range(K):
                 m.d.sync += mask[r][c].eq((r >= corner) & (c >= corner))
-        leaves = []
+        products, words = [], []
         for r in range(K):
             for c in range(K):
-                leaf = Signal(acc_shape, name=f"leaf_{r}_{c}")
-                m.d.sync += leaf.eq(Mux(is_max,
-                                        Mux(mask[r][c], window[r][c], self._fmt.min),
-                                        Mux(mask[r][c], window[r][c] * weight[r][c], 0)))
-                leaves.append(leaf)
+                product = Signal(signed(2 * W), name=f"product_{r}_{c}")
+                word = Signal(signed(W), name=f"word_{r}_{c}")
+                m.d.sync += [
+                    product.eq(Mux(mask[r][c], window[r][c] * weight[r][c], 0)),
+                    word.eq(Mux(mask[r][c], window[r][c], self._fmt.min)),
+                ]
+                products.append(product)
+                words.append(word)
 
-        # -- Tree: sums (MAC) or maxima (MAX), one registered level at a time ---
-        level = 0
-        while len(leaves) > 1:
-            nodes = []
-            for n in range(0, len(leaves) - 1, 2):
-                a, b = leaves[n], leaves[n + 1]
-                node = Signal(acc_shape, name=f"tree_{level}_{n // 2}")
-                m.d.sync += node.eq(Mux(is_max, Mux(a > b, a, b), a + b))
-                nodes.append(node)
-            if len(leaves) % 2:
-                node = Signal(acc_shape, name=f"tree_{level}_{len(nodes)}")
-                m.d.sync += node.eq(leaves[-1])
-                nodes.append(node)
-            leaves = nodes
-            level += 1
-        assert level == self._tree_levels
+        # -- Trees: one registered level at a time ----------------------------------
+        def tree(leaves, name, node_shape, combine):
+            for level in range(self._tree_levels):
+                nodes = []
+                for n in range(0, len(leaves), 2):
+                    node = Signal(node_shape(level), name=f"{name}_{level}_{n // 2}")
+                    pair = leaves[n:n + 2]
+                    m.d.sync += node.eq(combine(*pair) if len(pair) == 2 else pair[0])
+                    nodes.append(node)
+                leaves = nodes
+            assert len(leaves) == 1
+            return leaves[0]
+
+        sum_root = tree(products, "sum", lambda level: signed(min(2 * W + level + 1,
+                                                                  acc_shape.width)),
+                        lambda a, b: a + b)
+        max_root = tree(words, "max", lambda level: signed(W), lambda a, b: Mux(a > b, a, b))
 
         # -- Bias, into the output buffer ------------------------------------------
         total = Signal(acc_shape)
-        m.d.sync += total.eq(Mux(is_max, leaves[0], leaves[0] + cfg.bias))
+        m.d.sync += total.eq(Mux(is_max, max_root, sum_root + cfg.bias))
         last = meta[self._pipeline - 1]
         m.d.comb += [
             out.i.valid.eq(last.valid),
@@ -285,33 +292,45 @@ class Convolver(wiring.Component):
             out.i.payload.eof.eq(last.eof),
         ]
 
-        # -- Join: the partial sum aligned by shift, then the single rounding ----
+        # -- Join, two registered stages: the partial sum aligned by shift, with
+        # the rounding increment (half an output step, which falls in the aligned
+        # partial sum's zero low bits); then the shift and the saturation.
+        shift = Mux(is_max, 0, cfg.shift)
+        half = (Const(1, W + 1) << shift)[1:W + 1]
+        psum_aligned = (self.psum.payload.data << cfg.shift)[:acc_shape.width].as_signed()
+        joined = Signal(signed(acc_shape.width + 1))
+        j_valid = Signal()
+        j_eol = Signal()
+        j_eof = Signal()
         o_valid = Signal()
         o_word = Signal(sample_layout(W))
-        advance = Signal()
+        o_advance = Signal()
+        j_advance = Signal()
         take = Signal()
-        psum_aligned = (self.psum.payload.data << cfg.shift)[:acc_shape.width].as_signed()
-        total_psum = Signal(acc_shape)
         m.d.comb += [
-            advance.eq(~o_valid | self.o.ready),
-            take.eq(out.o.valid & advance & (~use_psum | self.psum.valid)),
+            o_advance.eq(~o_valid | self.o.ready),
+            j_advance.eq(~j_valid | o_advance),
+            take.eq(out.o.valid & j_advance & (~use_psum | self.psum.valid)),
             out.o.ready.eq(take),
             self.psum.ready.eq(take & use_psum),
-            total_psum.eq(out.o.payload.acc + Mux(use_psum, psum_aligned, 0)),
             self.o.valid.eq(o_valid),
             self.o.payload.eq(o_word),
         ]
-        shift = Mux(is_max, 0, cfg.shift)
-        with m.If(take):
+        with m.If(j_advance):
             m.d.sync += [
-                o_valid.eq(1),
-                o_word.data.eq(hdl_saturate(hdl_round_shift(total_psum, shift, W), W)),
-                o_word.eol.eq(out.o.payload.eol),
-                o_word.eof.eq(out.o.payload.eof),
+                j_valid.eq(take),
+                joined.eq(out.o.payload.acc + (Mux(use_psum, psum_aligned, 0) | half)),
+                j_eol.eq(out.o.payload.eol),
+                j_eof.eq(out.o.payload.eof),
             ]
-        with m.Elif(self.o.ready):
-            m.d.sync += o_valid.eq(0)
+        with m.If(o_advance):
+            m.d.sync += [
+                o_valid.eq(j_valid),
+                o_word.data.eq(hdl_saturate(joined >> shift, W)),
+                o_word.eol.eq(j_eol),
+                o_word.eof.eq(j_eof),
+            ]
         in_flight = Signal()
         m.d.comb += in_flight.eq(Cat(stage.valid for stage in meta).any())
-        m.d.comb += self.busy.eq((x != 0) | (y != 0) | in_flight | out.o.valid | o_valid)
+        m.d.comb += self.busy.eq((x != 0) | (y != 0) | in_flight | out.o.valid | j_valid | o_valid)
         return m
