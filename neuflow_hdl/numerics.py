@@ -24,6 +24,7 @@ from amaranth.hdl import Const, Mux, signed, Shape, Value
 __all__ = [
     "Format", "Q8_8", "round_shift", "saturate", "narrow", "accumulator_width",
     "bits_for", "div_round", "wrap_signed", "hdl_saturate", "hdl_round_shift",
+    "hdl_half",
 ]
 
 
@@ -160,6 +161,9 @@ def hdl_round_shift(value, shift, max_shift):
     ``value`` is signed; the result is one bit wider so the rounding increment
     can never overflow.  Narrow it with :func:`hdl_saturate`.
     """
-    value = Value.cast(value)
-    half = (Const(1, max_shift + 1) << shift)[1:max_shift + 1]
-    return (value + half) >> shift
+    return (Value.cast(value) + hdl_half(shift, max_shift)) >> shift
+
+
+def hdl_half(shift, max_shift):
+    """The rounding increment of a run-time ``shift``: ``2**(shift-1)``, 0 for no shift."""
+    return (Const(1, max_shift + 1) << shift)[1:max_shift + 1]
