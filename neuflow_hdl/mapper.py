@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .numerics import Q8_8, Format, hdl_round_shift, hdl_saturate
+from .numerics import Q8_8, Format, hdl_half, hdl_saturate
 from .regs import Symmetry, mapper_config_layout, sample_layout
 from .stream import CreditBuffer, delay_line
 
@@ -107,12 +107,14 @@ class Mapper(wiring.Component):
                 m.d.sync += [slope.eq(cfg.segments[n].slope[:W].as_signed()),
                              offset.eq(cfg.segments[n].offset[:W].as_signed())]
 
-        # Stage 3: exact a*x + (b << shift).  Stage 4: narrow.  Stage 5: odd symmetry.
+        # Stage 3: exact a*x + (b << shift) plus the rounding increment (half an
+        # output step, in the aligned offset's zero low bits, so one adder does
+        # both).  Stage 4: shift and saturate.  Stage 5: odd symmetry.
         acc = Signal(signed(2 * W + 1))
         offset_aligned = (offset << cfg.shift)[:2 * W].as_signed()
-        m.d.sync += acc.eq(slope * xs2 + offset_aligned)
+        m.d.sync += acc.eq(slope * xs2 + (offset_aligned | hdl_half(cfg.shift, W)))
         y = Signal(signed(W))
-        m.d.sync += y.eq(hdl_saturate(hdl_round_shift(acc, cfg.shift, W), W))
+        m.d.sync += y.eq(hdl_saturate(acc >> cfg.shift, W))
         result = Signal(signed(W))
         m.d.sync += result.eq(Mux(meta[4].negate, hdl_saturate(-y, W), y))
 
