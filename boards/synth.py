@@ -7,8 +7,8 @@ is placed inside :class:`PinWrapper`: its inputs come from a shift register
 on one pin and its outputs are registered and XOR-reduced to another, so no
 logic is optimised away, every port path is register to register, and the
 clock and reset arrive on real pins and so use the global clock network.
-(Out-of-context mode would route the clock of some 30,000 flip-flops, and the
-resets, through the general routing, which congests it.)
+(Out-of-context mode routes the clock of every flip-flop, some 30,000 in a
+grid, through the general routing.)
 """
 
 import json

@@ -121,10 +121,14 @@ class CodeGen:
                                                 write=write, line=line, start=False, **window):
             self._write(address, word)
 
+    def _wait_not_busy(self, address, layout):
+        """Poll the status register at ``address`` until its ``busy`` bit is clear."""
+        busy = pack_bits(layout, {"busy": 1})
+        self.emit(f"wait {busy:#04x}, 0x00, {address:#07x}")
+
     def _wait_ports(self):
         """Wait until no streamer port is busy (one poll for a whole pass)."""
-        busy = pack_bits(PORTS_STATUS, {"busy": 1})
-        self.emit(f"wait {busy:#04x}, 0x00, {PORTS_STATUS_ADDRESS:#07x}")
+        self._wait_not_busy(PORTS_STATUS_ADDRESS, PORTS_STATUS)
 
     # -- program structure -------------------------------------------------------
     def begin(self):
@@ -163,8 +167,7 @@ class CodeGen:
 
     def _wait_idle(self):
         """Wait until no tile holds words (GRID_STATUS.busy clear)."""
-        busy = pack_bits(GRID_STATUS, {"busy": 1})
-        self.emit(f"wait {busy:#04x}, 0x00, {GRID_STATUS_ADDRESS:#07x}")
+        self._wait_not_busy(GRID_STATUS_ADDRESS, GRID_STATUS)
 
     def _frames(self, passes):
         """Per pass: (slots, tile -> slot): the kernels its tiles must preload,

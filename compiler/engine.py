@@ -21,11 +21,11 @@ from amaranth.lib import data
 
 from neuflow_hdl.numerics import Format, wrap_signed
 from neuflow_hdl.regs import (ALU_CONFIG, CONTROL, CONTROL_REG, CONV_CONFIG, GRID_START_REG,
-                              GRID_TILE, NEIGHBOURS, OFFSET, OPPOSITE, PORT_START_REG, PORT_STATUS,
-                              PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS, PORTS_STATUS_REG,
-                              ROUTE_NONE, STREAM_PORT, STREAMER_TILE, AluOp, ConvMode, Unit,
-                              config_address, mapper_config_layout, pack_bits, router_sinks,
-                              router_sources, unpack_registers)
+                              GRID_STATUS, GRID_TILE, NEIGHBOURS, OFFSET, OPPOSITE, PORT_START_REG,
+                              PORT_STATUS, PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS,
+                              PORTS_STATUS_REG, ROUTE_NONE, STATUS_REG, STREAM_PORT, STREAMER_TILE,
+                              AluOp, ConvMode, Unit, config_address, mapper_config_layout, pack_bits,
+                              router_sinks, router_sources, unpack_registers)
 from sim import reference
 from sim.iss import ISS
 
@@ -147,8 +147,8 @@ class GridModel:
                                             "error": int(any(p["error"] for p in self.ports))})
         if tile == GRID_TILE:
             busy = any(any(q for q in t.queues.values()) for t in self.tiles)
-            return int(busy)
-        if tile < len(self.tiles) and unit == Unit.CONTROL.value and reg == 1:
+            return pack_bits(GRID_STATUS, {"busy": int(busy)})
+        if tile < len(self.tiles) and unit == Unit.CONTROL.value and reg == STATUS_REG:
             t = self.tiles[tile]
             return int(any(q for q in t.queues.values()))
         return 0

@@ -6,8 +6,9 @@ from amaranth.lib.wiring import In, Out
 
 from .membus import memory_bus
 from .numerics import Q8_8
-from .regs import (PORT_START_REG, PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS_REG,
-                   REGISTER_BITS, STREAM_PORT, STREAMER_TILE, hdl_write_registers, sample_layout)
+from .regs import (PORT_START_REG, PORT_STATUS, PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS,
+                   PORTS_STATUS_REG, REGISTER_BITS, STREAM_PORT, STREAMER_TILE, hdl_write_registers,
+                   sample_layout)
 
 __all__ = ["BusArbiter", "StreamPort", "Streamer"]
 
@@ -298,10 +299,15 @@ class Streamer(wiring.Component):
         with m.If(self.re):
             m.d.sync += self.rdata.eq(0)
             for p, port in enumerate(ports):
+                status = Signal(PORT_STATUS, name=f"status_{p}")
+                m.d.comb += [status.busy.eq(port.busy), status.done.eq(port.done),
+                             status.error.eq(port.error)]
                 with m.If(mine & (self.addr[8:12] == p) & (self.addr[:8] == PORT_STATUS_REG)):
-                    m.d.sync += self.rdata.eq(Cat(port.busy, port.done, port.error))
+                    m.d.sync += self.rdata.eq(status)
+            every = Signal(PORTS_STATUS)
+            m.d.comb += [every.busy.eq(self.busy), every.error.eq(Cat(p.error for p in ports).any())]
             with m.If(unit0 & (self.addr[:8] == PORTS_STATUS_REG)):
-                m.d.sync += self.rdata.eq(Cat(self.busy, Cat(p.error for p in ports).any()))
+                m.d.sync += self.rdata.eq(every)
         # Bind ports to global lines: per line, the first busy port in the
         # right direction owns it; only the owner sees the handshake.
         o_ready = [Const(0, 1)] * len(ports)

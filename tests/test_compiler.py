@@ -178,7 +178,8 @@ def test_sparse_connection_table_shares_input_maps(tmp_path):
     assert len(layer.passes) == len(shared)
     assert len(shared) < min(len(p[0]) for k, p in packings.items() if not isinstance(k, tuple))
     # A line read at two chain positions reaches the later readers through their
-    # FIFO banks (tests/test_tile.py: otherwise the fork throttles the pass).
+    # FIFO banks (schedule.HOP_LAG: beyond the convolver's partial-sum slack the
+    # fork would throttle the pass).
     lagged = 0
     for p in layer.passes:
         position = _chain_positions(p, config)
