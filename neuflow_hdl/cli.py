@@ -59,7 +59,7 @@ def cmd_synth(args):
     print(f"synth: grid {args.grid}: {config.rows} x {config.columns} tiles, K = {config.kernel}, "
           f"{config.multipliers} multipliers")
     try:
-        result = synth(args.grid, args.build_dir)
+        result = synth(args.grid, args.build_dir, route_minutes=args.route_minutes)
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
     if not result.fits():
@@ -234,6 +234,8 @@ def build_parser():
     p = sub.add_parser("synth", help="synthesize and place a grid for the LFE5U-85F (YoWASP)")
     p.add_argument("--grid", required=True)
     p.add_argument("--build-dir", default="build/synth")
+    p.add_argument("--route-minutes", type=float, default=60,
+                   help="stop routing after this long and report the placement's fmax estimate")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("asm", help="assemble a control program into a memory image")

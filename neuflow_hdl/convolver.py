@@ -30,8 +30,9 @@ class Convolver(wiring.Component):
     ``weight_skip`` are skipped (a broadcast weight frame carries the kernels
     of several tiles one after another), the next ``K*K`` (a kernel padded to
     K x K, row-major) are kept, the rest are ignored; the next ``start`` makes
-    that bank the kernel in use.  A ``start`` strobe also rewinds the weight
-    pointer and the frame position and clears ``error``.  Frames may follow
+    that bank the kernel in use.  A ``start`` strobe also zeroes the weights
+    outside the bottom-right ``k x k`` corner (when ``k`` is valid), rewinds
+    the weight pointer and the frame position and clears ``error``.  Frames may follow
     each other without ``start``.
 
     The pipeline never stalls: a word that completes a window enters only
@@ -149,12 +150,19 @@ class Convolver(wiring.Component):
         skip_left = Signal.like(cfg.weight_skip)
         kept = Signal(range(K * K + 1))
         pending = Signal()
-        m.d.comb += [corner.eq(K - cfg.k), self.weights.ready.eq(1)]
+        k_ok = Signal()
+        m.d.comb += [corner.eq(K - cfg.k), k_ok.eq((cfg.k >= 1) & (cfg.k <= K)),
+                     self.weights.ready.eq(1)]
         with m.If(self.start):
             m.d.sync += [w_row.eq(corner), w_col.eq(corner), skip_left.eq(cfg.weight_skip),
                          kept.eq(0), pending.eq(0)]
-            with m.If(pending):
-                m.d.sync += [weight[r][c].eq(bank[r * K + c]) for r in range(K) for c in range(K)]
+            # The weights outside the k x k corner become zero, so the products
+            # need no mask (MAX masks its words instead).
+            for r in range(K):
+                for c in range(K):
+                    kept_weight = Mux(pending, bank[r * K + c], weight[r][c])
+                    outside = k_ok & ((r < corner) | (c < corner))
+                    m.d.sync += weight[r][c].eq(Mux(outside, 0, kept_weight))
         with m.Elif(self.weights.valid & cfg.preload):
             with m.If(skip_left != 0):
                 m.d.sync += skip_left.eq(skip_left - 1)
@@ -247,7 +255,7 @@ class Convolver(wiring.Component):
                     m.d.sync += window[r][c].eq(window[r][c + 1])
                 m.d.sync += window[r][K - 1].eq(column[r])
 
-        # -- Stage C: masked products (MAC) and masked words (MAX) --------------
+        # -- Stage C: products (MAC) and masked words (MAX) -----------------------
         # Two trees: sums of products, growing one bit per level, and word-wide
         # maxima.  Neither needs a mode multiplexer in its nodes, so each sum node is
         # a bare carry chain.
@@ -261,7 +269,7 @@ class Convolver(wiring.Component):
                 product = Signal(signed(2 * W), name=f"product_{r}_{c}", reset_less=True)
                 word = Signal(signed(W), name=f"word_{r}_{c}", reset_less=True)
                 m.d.sync += [
-                    product.eq(Mux(mask[r][c], window[r][c] * weight[r][c], 0)),
+                    product.eq(window[r][c] * weight[r][c]),
                     word.eq(Mux(mask[r][c], window[r][c], self._fmt.min)),
                 ]
                 products.append(product)

@@ -200,8 +200,10 @@ class Tile(wiring.Component):
         holding = Cat([conv.busy, alu.busy, mapper.busy] +
                       [u.valid for u in (conv.i, conv.psum, conv.weights, alu.a, alu.b, mapper.i)] +
                       [bank.level[n] != 0 for n in range(F)] + [u.level != 0 for u in out_fifos]).any()
+        # A frame has ended when its last word leaves the tile (counted where it
+        # leaves, not where the router writes it, so no fork is on this path).
         frame_out = Signal()
-        m.d.comb += frame_out.eq(Cat(u.i.valid & u.i.ready & u.i.payload.eof for u in out_fifos).any())
+        m.d.comb += frame_out.eq(Cat(u.o.valid & u.o.ready & u.o.payload.eof for u in out_fifos).any())
         ended = Signal()
         with m.If(start | flush):
             m.d.sync += ended.eq(0)

@@ -1,10 +1,13 @@
 """The synthesis flow's pieces that need no FPGA tools: the pin wrapper and the report."""
 
+import sys
+
+import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from boards.synth import PinWrapper, _critical_path
+from boards.synth import PinWrapper, SynthReport, _critical_path, _place_and_route
 from helpers import simulate
 
 
@@ -57,3 +60,53 @@ def test_critical_path_names_the_longest_path_and_splits_its_delay():
                      step("logic", "dsp", "dsp", 3.0), step("routing", "dsp", "p", 2.5)]}
     assert _critical_path([short, long]) == "w -> p: 10.0 ns (3.0 logic, 6.5 routing, 4 steps)"
     assert _critical_path([]) is None
+
+
+_NEXTPNR_LOG = """\
+Info: Device utilisation:
+Info: \t          TRELLIS_FF:    3778/  83640     4%
+Info: \t        TRELLIS_COMB:    9141/  83640    10%
+Info: \t          MULT18X18D:       2/    156     1%
+Info: HeAP Placer Time: 25.73s
+Info: Max frequency for clock '$glbnet$clk': 56.32 MHz (PASS at 50.00 MHz)
+Info:     iter=1 wires=152811 overused=12063 overuse=14813 archfail=NA
+Info:     iter=2 wires=155955 overused=0 overuse=0 archfail=0
+Info: Max frequency for clock '$glbnet$clk': 51.97 MHz (PASS at 50.00 MHz)
+"""
+
+
+def _fake_nextpnr(tmp_path, exit_code=0):
+    script = tmp_path / "fake_nextpnr.py"
+    script.write_text(f"import sys\nsys.stdout.write({_NEXTPNR_LOG!r})\nsys.exit({exit_code})\n")
+    return [sys.executable, str(script)]
+
+
+def test_place_and_route_reads_utilisation_placement_and_router_progress(tmp_path):
+    lines = []
+    run = _place_and_route(_fake_nextpnr(tmp_path), tmp_path / "log", route_minutes=60, progress=lines.append)
+    assert run.routed and run.iterations == 2 and run.overused == 0
+    assert run.placed_fmax == 56.32
+    assert run.utilisation == {"TRELLIS_FF": 3778, "TRELLIS_COMB": 9141, "MULT18X18D": 2}
+    assert (tmp_path / "log").read_text() == _NEXTPNR_LOG
+    assert any("12063 wires overused" in line for line in lines)
+
+
+def test_place_and_route_stops_routing_at_the_time_limit(tmp_path):
+    lines = []
+    run = _place_and_route(_fake_nextpnr(tmp_path), tmp_path / "log", route_minutes=0, progress=lines.append)
+    assert not run.routed and run.iterations == 1 and run.overused == 12063
+    assert lines[-1] == "synth: routing stopped after 0 min"
+
+
+def test_place_and_route_failure_names_the_log(tmp_path):
+    with pytest.raises(RuntimeError, match="nextpnr failed .exit 3.; end of .*log"):
+        _place_and_route(_fake_nextpnr(tmp_path, exit_code=3), tmp_path / "log", route_minutes=60,
+                         progress=lambda line: None)
+
+
+def test_report_table_says_when_the_design_is_not_routed():
+    report = SynthReport(design="grid", lut4=100, flip_flops=50, mult18=3, dp16kd=1, fmax_mhz=41.6,
+                         seconds=10, routed=False, overused_wires=512, router_iterations=9)
+    table = report.table()
+    assert "41.6 MHz estimated after placement; NOT ROUTED: 512 wires still overused after 9" in table
+    assert "fits: yes" in table
