@@ -109,8 +109,13 @@ def _run(cmd, log, what):
     with open(log, "w") as out:
         proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
     if proc.returncode:
-        tail = "".join(Path(log).read_text().splitlines(keepends=True)[-15:])
-        raise RuntimeError(f"{what} failed (exit {proc.returncode}); end of {log}:\n{tail}")
+        raise _failure(what, proc.returncode, log)
+
+
+def _failure(what, code, log):
+    """The error for a tool that exited with ``code``, quoting the end of its log."""
+    tail = "".join(Path(log).read_text().splitlines(keepends=True)[-15:])
+    return RuntimeError(f"{what} failed (exit {code}); end of {log}:\n{tail}")
 
 
 def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, route_minutes=60, progress=print):
@@ -199,8 +204,7 @@ def _place_and_route(cmd, log, *, route_minutes, progress):
                     return run
         proc.wait()
     if proc.returncode:
-        tail = "".join(Path(log).read_text().splitlines(keepends=True)[-15:])
-        raise RuntimeError(f"nextpnr failed (exit {proc.returncode}); end of {log}:\n{tail}")
+        raise _failure("nextpnr", proc.returncode, log)
     run.routed = True
     return run
 

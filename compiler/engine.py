@@ -133,10 +133,8 @@ class GridModel:
                 t.pointer = (corner, corner)
                 if t.pending:           # the preload bank becomes the kernel
                     t.weights = t.bank.reshape(self.c.kernel, self.c.kernel).copy()
-                if 1 <= conv.k <= self.c.kernel:    # outside the k x k corner: zero
-                    kept = t.weights[corner:, corner:].copy()
-                    t.weights[:] = 0
-                    t.weights[corner:, corner:] = kept
+                t.weights[:corner, :] = 0           # outside the k x k corner (none if k is invalid)
+                t.weights[:, :corner] = 0
                 t.kept, t.pending, t.skip_left = 0, False, conv.weight_skip
                 self._propagate()
             return

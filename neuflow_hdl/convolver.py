@@ -32,8 +32,8 @@ class Convolver(wiring.Component):
     K x K, row-major) are kept, the rest are ignored; the next ``start`` makes
     that bank the kernel in use.  A ``start`` strobe also zeroes the weights
     outside the bottom-right ``k x k`` corner (when ``k`` is valid), rewinds
-    the weight pointer and the frame position and clears ``error``.  Frames may follow
-    each other without ``start``.
+    the weight pointer and the frame position and clears ``error``.  Frames
+    may follow each other without ``start``.
 
     The pipeline never stalls: a word that completes a window enters only
     when the output buffer grants a credit, so output back-pressure reaches
@@ -127,11 +127,13 @@ class Convolver(wiring.Component):
         # -- Configuration checks --------------------------------------------
         is_max = Signal()
         use_psum = Signal()
+        k_ok = Signal()
         cfg_ok = Signal()
         m.d.comb += [
             is_max.eq(cfg.mode == ConvMode.MAX),
             use_psum.eq(cfg.mode == ConvMode.MAC_PSUM),
-            cfg_ok.eq((cfg.k >= 1) & (cfg.k <= K) & (cfg.stride >= 1) &
+            k_ok.eq((cfg.k >= 1) & (cfg.k <= K)),
+            cfg_ok.eq(k_ok & (cfg.stride >= 1) &
                       (cfg.width >= cfg.k) & (cfg.width <= self._max_width) &
                       (cfg.height >= cfg.k) & (cfg.shift <= W) &
                       (cfg.mode.as_value() != 3)),
@@ -150,9 +152,11 @@ class Convolver(wiring.Component):
         skip_left = Signal.like(cfg.weight_skip)
         kept = Signal(range(K * K + 1))
         pending = Signal()
-        k_ok = Signal()
-        m.d.comb += [corner.eq(K - cfg.k), k_ok.eq((cfg.k >= 1) & (cfg.k <= K)),
-                     self.weights.ready.eq(1)]
+        m.d.comb += [corner.eq(K - cfg.k), self.weights.ready.eq(1)]
+
+        def in_corner(r, c):
+            return (r >= corner) & (c >= corner)
+
         with m.If(self.start):
             m.d.sync += [w_row.eq(corner), w_col.eq(corner), skip_left.eq(cfg.weight_skip),
                          kept.eq(0), pending.eq(0)]
@@ -161,8 +165,7 @@ class Convolver(wiring.Component):
             for r in range(K):
                 for c in range(K):
                     kept_weight = Mux(pending, bank[r * K + c], weight[r][c])
-                    outside = k_ok & ((r < corner) | (c < corner))
-                    m.d.sync += weight[r][c].eq(Mux(outside, 0, kept_weight))
+                    m.d.sync += weight[r][c].eq(Mux(k_ok & ~in_corner(r, c), 0, kept_weight))
         with m.Elif(self.weights.valid & cfg.preload):
             with m.If(skip_left != 0):
                 m.d.sync += skip_left.eq(skip_left - 1)
@@ -262,7 +265,7 @@ class Convolver(wiring.Component):
         mask = [[Signal(name=f"mask_{r}_{c}", reset_less=True) for c in range(K)] for r in range(K)]
         for r in range(K):
             for c in range(K):
-                m.d.sync += mask[r][c].eq((r >= corner) & (c >= corner))
+                m.d.sync += mask[r][c].eq(in_corner(r, c))
         products, words = [], []
         for r in range(K):
             for c in range(K):
