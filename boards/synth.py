@@ -30,6 +30,18 @@ __all__ = ["DEVICE", "PinWrapper", "SynthReport", "synthesize"]
 DEVICE = {"name": "LFE5U-85F", "nextpnr": "--85k", "package": "CABGA381",
           "LUT4": 83640, "TRELLIS_FF": 83640, "MULT18X18D": 156, "DP16KD": 208}
 
+#: Its MULT18X18D sites, as nextpnr names them (``X<x>/Y<y>/MULT18_<n>``): three
+#: rows of 13 DSP blocks; a block starting at column x holds MULT18_0, _1, _4 and
+#: _5 at columns x, x + 1, x + 4 and x + 5.
+DSP_ROWS = (10, 34, 58)
+DSP_BLOCK_COLUMNS = (4, 13, 22, 31, 40, 49, 58, 69, 78, 87, 96, 105, 114)
+
+
+def dsp_sites():
+    """Every MULT18X18D site of the LFE5U-85F as ``(x, y, bel)``, by column then row."""
+    return sorted((x + n, y, f"X{x + n}/Y{y}/MULT18_{n}")
+                  for y in DSP_ROWS for x in DSP_BLOCK_COLUMNS for n in (0, 1, 4, 5))
+
 
 @dataclass
 class SynthReport:
@@ -98,6 +110,42 @@ class PinWrapper(Elaboratable):
         return m
 
 
+def floorplan_multipliers(netlist):
+    """Give each tile's MULT18X18D cells a band of DSP columns (nextpnr ``BEL`` attributes).
+
+    Tiles take consecutive columns in tile order (``tile_<row>_<column>``), each
+    its multipliers in every DSP row of its band, convolver products row-major
+    first.  Left to itself the placer pulls the whole grid towards the pins on
+    one side of the die and leaves a quarter of it empty; fixed multipliers
+    spread every tile over its own part of the die instead.  Returns the number
+    of cells placed (0 if they exceed the sites).
+    """
+    design = json.loads(Path(netlist).read_text())
+    top = next(m for m in design["modules"].values() if m.get("attributes", {}).get("top"))
+    groups = {}
+    for name, cell in top["cells"].items():
+        if cell["type"] == "MULT18X18D":
+            tile = re.match(r"dut\.tile_(\d+)_(\d+)\.", name)
+            groups.setdefault((int(tile[1]), int(tile[2])) if tile else (1 << 16, 0), []).append(name)
+    sites = dsp_sites()
+    if sum(len(names) for names in groups.values()) > len(sites):
+        return 0
+
+    def order(name):        # convolver first, then source order: products row-major
+        line = re.search(r":(\d+)\.", top["cells"][name]["attributes"].get("src", ":0."))
+        return (".convolver." not in name, int(line[1]), name)
+
+    placed = 0
+    for key in sorted(groups):
+        names = sorted(groups[key], key=order)
+        band, sites = sites[:len(names)], sites[len(names):]
+        for name, (_, _, bel) in zip(names, sorted(band, key=lambda site: (site[1], site[0]))):
+            top["cells"][name]["attributes"]["BEL"] = bel
+            placed += 1
+    Path(netlist).write_text(json.dumps(design))
+    return placed
+
+
 def _tool(name):
     path = shutil.which(name) or str(Path(sys.executable).parent / name)
     if not Path(path).exists():
@@ -147,6 +195,8 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, route_minutes
         return SynthReport(design=name, lut4=counts["LUT4"], flip_flops=counts["TRELLIS_FF"],
                            mult18=counts["MULT18X18D"], dp16kd=counts["DP16KD"], fmax_mhz=None,
                            seconds=time.monotonic() - started)
+    fixed = floorplan_multipliers(netlist)
+    progress(f"synth: {fixed} MULT18X18D fixed in a band of DSP columns per tile")
     report = build_dir / "nextpnr.json"
     log = build_dir / "nextpnr.log"
     progress(f"synth: nextpnr-ecp5 {DEVICE['nextpnr']} place and route (log: {log})")

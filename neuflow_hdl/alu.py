@@ -103,6 +103,8 @@ class StreamALU(wiring.Component):
             m.d.sync += flag_error.eq(1)
 
         # -- Stage 0: operands ----------------------------------------------------
+        # Data registers have no reset, only the valid bits beside them (`meta`),
+        # which keeps the tile's flush net small.
         # `div` records which tap emits the word, so a word that left by the
         # fast tap is never emitted again by the DIV tap after an op change.
         meta_layout = data.StructLayout({"valid": 1, "div": 1, "eol": 1, "eof": 1})
@@ -113,15 +115,15 @@ class StreamALU(wiring.Component):
             meta[0].eol.eq(self.a.payload.eol),
             meta[0].eof.eq(self.a.payload.eof),
         ]
-        a = Signal(signed(W))
-        b = Signal(signed(W))
+        a = Signal(signed(W), reset_less=True)
+        b = Signal(signed(W), reset_less=True)
         m.d.sync += [
             a.eq(self.a.payload.data),
             b.eq(Mux(cfg.b_const, cfg.const[:W].as_signed(), self.b.payload.data)),
         ]
 
         # -- Fast path: exact result, then the one narrowing ------------------------
-        exact = Signal(signed(2 * W + 1))
+        exact = Signal(signed(2 * W + 1), reset_less=True)
         product = a * Mux(cfg.op == AluOp.SQUARE, a, b)
         with m.Switch(cfg.op):
             with m.Case(AluOp.ADD):
@@ -136,17 +138,17 @@ class StreamALU(wiring.Component):
                 m.d.sync += exact.eq(Mux(a < b, a, b))
             with m.Case(AluOp.ABS):
                 m.d.sync += exact.eq(Mux(a < 0, -a, a))
-        fast = Signal(signed(W))
+        fast = Signal(signed(W), reset_less=True)
         m.d.sync += fast.eq(hdl_saturate(hdl_round_shift(exact, cfg.shift, W), W))
 
         # -- DIV: restoring division on magnitudes, one quotient bit per stage ------
         # q = floor((2*(|a| << s) + |b| - neg) / (2*|b|)) is |a * 2**s / b| rounded
         # half up for the signed result (neg: the signs differ); q >= 2**W saturates.
-        neg = Signal()
-        dividend = Signal(unsigned(2 * W + 1))
-        divisor = Signal(unsigned(W + 1))
-        by_zero = Signal()
-        a_sign = Signal(2)     # 1: a > 0, 2: a < 0
+        neg = Signal(reset_less=True)
+        dividend = Signal(unsigned(2 * W + 1), reset_less=True)
+        divisor = Signal(unsigned(W + 1), reset_less=True)
+        by_zero = Signal(reset_less=True)
+        a_sign = Signal(2, reset_less=True)     # 1: a > 0, 2: a < 0
         magnitude_a = Mux(a < 0, -a, a)[:W]
         magnitude_b = Mux(b < 0, -b, b)[:W]
         m.d.sync += [
@@ -169,11 +171,11 @@ class StreamALU(wiring.Component):
         # the compare and subtract, and it shrinks by a bit per stage.  (With
         # overflow the quotient is ignored.)
         for bit in reversed(range(W)):
-            next_rem = Signal(unsigned(bit + W + 1), name=f"div_rem_{bit}")
-            next_dvs = Signal(unsigned(W + 1), name=f"div_divisor_{bit}")
-            next_q = Signal(unsigned(W - bit), name=f"div_quotient_{bit}")
-            next_side = Signal(side_layout, name=f"div_side_{bit}")
-            next_ovf = Signal(name=f"div_overflow_{bit}")
+            next_rem = Signal(unsigned(bit + W + 1), name=f"div_rem_{bit}", reset_less=True)
+            next_dvs = Signal(unsigned(W + 1), name=f"div_divisor_{bit}", reset_less=True)
+            next_q = Signal(unsigned(W - bit), name=f"div_quotient_{bit}", reset_less=True)
+            next_side = Signal(side_layout, name=f"div_side_{bit}", reset_less=True)
+            next_ovf = Signal(name=f"div_overflow_{bit}", reset_less=True)
             high = rem[bit:bit + W + 2]
             subtract = high >= dvs
             m.d.sync += [
@@ -186,7 +188,7 @@ class StreamALU(wiring.Component):
             rem, dvs, quotient, side, overflow = next_rem, next_dvs, next_q, next_side, next_ovf
         magnitude = Mux(overflow, (1 << W) - 1, quotient)
         signed_q = Mux(side.neg, -magnitude, magnitude)
-        div = Signal(signed(W))
+        div = Signal(signed(W), reset_less=True)
         m.d.sync += div.eq(Mux(side.by_zero,
                                Mux(side.a_sign[0], self._fmt.max, Mux(side.a_sign[1], self._fmt.min, 0)),
                                hdl_saturate(signed_q, W)))

@@ -143,9 +143,11 @@ class Convolver(wiring.Component):
 
         # -- Weights: k*k words into the bottom-right k x k of the K x K array, or
         # K*K words into the preload bank, a shift chain (row-major, first word
-        # ends at [0][0]) that becomes the kernel at the next start.
-        weight = [[Signal(signed(W), name=f"weight_{r}_{c}") for c in range(K)] for r in range(K)]
-        bank = [Signal(signed(W), name=f"preload_{n}") for n in range(K * K)]
+        # ends at [0][0]) that becomes the kernel at the next start.  Both are data
+        # without reset: a flush (the tile's operator reset) keeps the kernels.
+        weight = [[Signal(signed(W), name=f"weight_{r}_{c}", reset_less=True) for c in range(K)]
+                  for r in range(K)]
+        bank = [Signal(signed(W), name=f"preload_{n}", reset_less=True) for n in range(K * K)]
         w_row = Signal(range(K))
         w_col = Signal(range(K))
         corner = Signal(range(K + 1))

@@ -84,11 +84,12 @@ class Mapper(wiring.Component):
             meta[0].negate.eq((cfg.symmetry == Symmetry.ODD) & (self.i.payload.data < 0)),
         ]
 
+        # Data registers have no reset, only the valid bits beside them (`meta`).
         # Stage 0: the input word.  Stage 1: |x| if symmetric; compare with bounds.
-        x = Signal(signed(W))
+        x = Signal(signed(W), reset_less=True)
         m.d.sync += x.eq(self.i.payload.data)
-        xs = Signal(signed(W))
-        above = Signal(N)
+        xs = Signal(signed(W), reset_less=True)
+        above = Signal(N, reset_less=True)
         magnitude = hdl_saturate(Mux(x < 0, -x, x), W)
         xs_next = Mux(cfg.symmetry == Symmetry.NONE, x, magnitude)
         m.d.sync += xs.eq(xs_next)
@@ -96,9 +97,9 @@ class Mapper(wiring.Component):
             m.d.sync += above[n].eq(xs_next >= cfg.segments[n].bound[:W].as_signed())
 
         # Stage 2: the highest segment whose bound is <= x.
-        slope = Signal(signed(W))
-        offset = Signal(signed(W))
-        xs2 = Signal(signed(W))
+        slope = Signal(signed(W), reset_less=True)
+        offset = Signal(signed(W), reset_less=True)
+        xs2 = Signal(signed(W), reset_less=True)
         m.d.sync += xs2.eq(xs)
         m.d.sync += [slope.eq(cfg.segments[0].slope[:W].as_signed()),
                      offset.eq(cfg.segments[0].offset[:W].as_signed())]
@@ -110,12 +111,12 @@ class Mapper(wiring.Component):
         # Stage 3: exact a*x + (b << shift) plus the rounding increment (half an
         # output step, in the aligned offset's zero low bits, so one adder does
         # both).  Stage 4: shift and saturate.  Stage 5: odd symmetry.
-        acc = Signal(signed(2 * W + 1))
+        acc = Signal(signed(2 * W + 1), reset_less=True)
         offset_aligned = (offset << cfg.shift)[:2 * W].as_signed()
         m.d.sync += acc.eq(slope * xs2 + (offset_aligned | hdl_half(cfg.shift, W)))
-        y = Signal(signed(W))
+        y = Signal(signed(W), reset_less=True)
         m.d.sync += y.eq(hdl_saturate(acc >> cfg.shift, W))
-        result = Signal(signed(W))
+        result = Signal(signed(W), reset_less=True)
         m.d.sync += result.eq(Mux(meta[4].negate, hdl_saturate(-y, W), y))
 
         last = meta[self._pipeline - 1]

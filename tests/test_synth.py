@@ -1,5 +1,6 @@
 """The synthesis flow's pieces that need no FPGA tools: the pin wrapper and the report."""
 
+import json
 import sys
 
 import pytest
@@ -7,7 +8,8 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from boards.synth import PinWrapper, SynthReport, _critical_path, _place_and_route
+from boards.synth import (PinWrapper, SynthReport, _critical_path, _place_and_route, dsp_sites,
+                          floorplan_multipliers)
 from helpers import simulate
 
 
@@ -110,3 +112,46 @@ def test_report_table_says_when_the_design_is_not_routed():
     table = report.table()
     assert "41.6 MHz estimated after placement; NOT ROUTED: 512 wires still overused after 9" in table
     assert "fits: yes" in table
+
+
+def _netlist(path, multipliers):
+    """A yosys-style netlist of MULT18X18D cells: ``(name, source line)`` pairs."""
+    cells = {name: {"type": "MULT18X18D", "attributes": {"src": f"grid.v:{line}.3-{line}.40|dsp_map.v:9.1"}}
+             for name, line in multipliers}
+    cells["dut.tile_0_0.convolver.x_TRELLIS_FF_Q"] = {"type": "TRELLIS_FF", "attributes": {}}
+    path.write_text(json.dumps({"modules": {"grid": {"attributes": {"top": "1"}, "cells": cells}}}))
+
+
+def test_floorplan_gives_each_tile_a_band_of_dsp_columns(tmp_path):
+    netlist = tmp_path / "grid.json"
+    names = []
+    for tile in ("0_2", "0_0", "0_1"):          # any order in the netlist
+        names += [(f"dut.tile_{tile}.alu.$3_MULT18X18D_P9", 10)]
+        names += [(f"dut.tile_{tile}.convolver.${n}_MULT18X18D_P9", 100 + n) for n in range(49)]
+        names += [(f"dut.tile_{tile}.mapper.$7_MULT18X18D_P9", 50)]
+    _netlist(netlist, names)
+    assert floorplan_multipliers(netlist) == 153
+    cells = json.loads(netlist.read_text())["modules"]["grid"]["cells"]
+    sites = {bel: (x, y) for x, y, bel in dsp_sites()}
+    bels = {name: cells[name]["attributes"]["BEL"] for name, _ in names}
+    assert len(set(bels.values())) == 153 and set(bels.values()) <= set(sites)
+    assert "BEL" not in cells["dut.tile_0_0.convolver.x_TRELLIS_FF_Q"]["attributes"]
+    columns = {tile: sorted({sites[b][0] for n, b in bels.items() if f"tile_{tile}." in n})
+               for tile in ("0_0", "0_1", "0_2")}
+    # West to east in tile order, 17 columns each, every tile in all three DSP rows.
+    assert columns["0_0"][-1] < columns["0_1"][0] and columns["0_1"][-1] < columns["0_2"][0]
+    assert all(len(c) == 17 for c in columns.values())
+    # Products row-major from the band's first row: a kernel row shares a DSP row.
+    conv = [bels[f"dut.tile_0_1.convolver.${n}_MULT18X18D_P9"] for n in range(49)]
+    placed = [sites[b] for b in conv]
+    assert placed == sorted(placed, key=lambda xy: (xy[1], xy[0]))
+    assert placed[0] == (columns["0_1"][0], 10)          # the convolver before the ALU
+    assert {sites[b][1] for b in conv[:14]} == {10}
+
+
+def test_floorplan_leaves_a_design_with_too_many_multipliers_alone(tmp_path):
+    netlist = tmp_path / "grid.json"
+    _netlist(netlist, [(f"dut.tile_0_0.convolver.${n}_MULT18X18D_P9", n) for n in range(157)])
+    before = netlist.read_text()
+    assert floorplan_multipliers(netlist) == 0
+    assert netlist.read_text() == before
