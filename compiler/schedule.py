@@ -467,7 +467,7 @@ def lower_node(node, graph, buffers, config):
 
 # -- Passes ------------------------------------------------------------------------
 
-CONV_LATENCY = 13           # convolver latency at K = 7 plus FIFOs (estimate)
+CONV_LATENCY = 13           # convolver latency at K = 7 (10) plus its FIFOs (estimate)
 #: Cycles by which each link of a chain lags the previous one: a convolver
 #: fires its windows without waiting for partial sums (they join after its
 #: output buffer), so a link waits only for the two join stages and the FIFOs

@@ -91,9 +91,9 @@ class Convolver(wiring.Component):
         self._max_width = max_width
         self._fmt = fmt
         self._psum_slack = psum_slack
-        self._tree_levels = (kernel * kernel - 1).bit_length()
-        # fire -> line buffer/window -> leaves -> tree levels -> bias, into the
-        # output buffer; then the partial sum and the narrowing (the join)
+        self._tree_levels = (kernel - 1).bit_length()      # over the K row chains
+        # fire -> line buffers -> row words -> row chains -> tree levels -> bias,
+        # into the output buffer; then the partial sum and the narrowing (the join)
         self._pipeline = 4 + self._tree_levels
         sample = stream.Signature(sample_layout(fmt.width))
         super().__init__({
@@ -230,8 +230,8 @@ class Convolver(wiring.Component):
             meta[0].eof.eq((x + cfg.stride >= cfg.width) & (y + cfg.stride >= cfg.height)),
         ]
 
-        # -- Stage B: line buffers and the window ------------------------------
-        # Data registers (pixel, window, products, words, tree nodes, sums) have no
+        # -- Stage B: line buffers ----------------------------------------------
+        # Data registers (pixel, row words, chains, tree nodes, sums) have no
         # reset: only the valid bits travelling beside them do, which keeps the
         # reset and flush nets of the tile small.
         a_x = Signal.like(x)
@@ -252,35 +252,43 @@ class Convolver(wiring.Component):
             ]
             column.append(rd.data)
         column.reverse()        # top (oldest row) first
-        window = [[Signal(signed(W), name=f"window_{r}_{c}", reset_less=True) for c in range(K)]
-                  for r in range(K)]
-        with m.If(a_fire):
-            for r in range(K):
-                for c in range(K - 1):
-                    m.d.sync += window[r][c].eq(window[r][c + 1])
-                m.d.sync += window[r][K - 1].eq(column[r])
+        # Each row's word, registered (a block RAM's output is slow).
+        b_fire = Signal()
+        row_word = [Signal(signed(W), name=f"row_word_{r}", reset_less=True) for r in range(K)]
+        m.d.sync += [b_fire.eq(a_fire)] + [row_word[r].eq(column[r]) for r in range(K)]
 
-        # -- Stage C: products (MAC) and masked words (MAX) -----------------------
-        # Two trees: sums of products, growing one bit per level, and word-wide
-        # maxima.  Neither needs a mode multiplexer in its nodes, so each sum node is
-        # a bare carry chain.
+        # -- Stage C: each kernel row a transposed chain ----------------------------
+        # Link c of row r adds its product to link c - 1's partial sum of the
+        # previous word, so after word t link K - 1 holds
+        # sum_c weight[r][c] * word(t - (K - 1 - c)): the row of the window ending
+        # at t.  A row's word enters its K multipliers once (no window register),
+        # and each product is added beside its multiplier (no product register,
+        # no K*K-leaf tree).  The MAX chains keep running maxima of the words
+        # inside the k x k corner (MIN outside).  A start clears the chains, so no
+        # partial sum made with the previous kernel reaches a window.
         mask = [[Signal(name=f"mask_{r}_{c}", reset_less=True) for c in range(K)] for r in range(K)]
         for r in range(K):
             for c in range(K):
                 m.d.sync += mask[r][c].eq(in_corner(r, c))
-        products, words = [], []
+        row_sums, row_maxes = [], []
         for r in range(K):
+            partial, best = 0, None
             for c in range(K):
-                product = Signal(signed(2 * W), name=f"product_{r}_{c}", reset_less=True)
-                word = Signal(signed(W), name=f"word_{r}_{c}", reset_less=True)
-                m.d.sync += [
-                    product.eq(window[r][c] * weight[r][c]),
-                    word.eq(Mux(mask[r][c], window[r][c], self._fmt.min)),
-                ]
-                products.append(product)
-                words.append(word)
+                link = Signal(signed(2 * W + c.bit_length()), name=f"chain_{r}_{c}", reset_less=True)
+                link_max = Signal(signed(W), name=f"chain_max_{r}_{c}", reset_less=True)
+                word = Mux(mask[r][c], row_word[r], self._fmt.min)
+                with m.If(self.start):
+                    m.d.sync += [link.eq(0), link_max.eq(self._fmt.min)]
+                with m.Elif(b_fire):
+                    m.d.sync += [
+                        link.eq(partial + row_word[r] * weight[r][c]),
+                        link_max.eq(word if best is None else Mux(word > best, word, best)),
+                    ]
+                partial, best = link, link_max
+            row_sums.append(partial)
+            row_maxes.append(best)
 
-        # -- Trees: one registered level at a time ----------------------------------
+        # -- Trees over the K rows: one registered level at a time -------------------
         def tree(leaves, name, node_shape, combine):
             for level in range(self._tree_levels):
                 nodes = []
@@ -293,10 +301,10 @@ class Convolver(wiring.Component):
             assert len(leaves) == 1
             return leaves[0]
 
-        sum_root = tree(products, "sum", lambda level: signed(min(2 * W + level + 1,
-                                                                  acc_shape.width)),
+        row_width = 2 * W + (K - 1).bit_length()
+        sum_root = tree(row_sums, "sum", lambda level: signed(min(row_width + level + 1, acc_shape.width)),
                         lambda a, b: a + b)
-        max_root = tree(words, "max", lambda level: signed(W), lambda a, b: Mux(a > b, a, b))
+        max_root = tree(row_maxes, "max", lambda level: signed(W), lambda a, b: Mux(a > b, a, b))
 
         # -- Bias, into the output buffer ------------------------------------------
         total = Signal(acc_shape, reset_less=True)
