@@ -69,9 +69,8 @@ else
 	$(VENV)/bin/neuflow verilog --unit $(UNIT) -o build/$(UNIT).v
 endif
 
-ROUTE_MINUTES ?= 60
 synth: $(STAMP)
-	$(VENV)/bin/neuflow synth --grid $(GRID) --route-minutes $(ROUTE_MINUTES)
+	$(VENV)/bin/neuflow synth --grid $(GRID) $(if $(ROUTE_MINUTES),--route-minutes $(ROUTE_MINUTES))
 
 bench: $(STAMP)
 	$(PY) -m sim.bench_compiler

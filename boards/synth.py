@@ -26,21 +26,26 @@ from amaranth.lib.wiring import In
 
 __all__ = ["DEVICE", "PinWrapper", "SynthReport", "synthesize"]
 
-#: The ULX3S's FPGA: resources the report is checked against.
-DEVICE = {"name": "LFE5U-85F", "nextpnr": "--85k", "package": "CABGA381",
-          "LUT4": 83640, "TRELLIS_FF": 83640, "MULT18X18D": 156, "DP16KD": 208}
-
-#: Its MULT18X18D sites, as nextpnr names them (``X<x>/Y<y>/MULT18_<n>``): three
-#: rows of 13 DSP blocks; a block starting at column x holds MULT18_0, _1, _4 and
-#: _5 at columns x, x + 1, x + 4 and x + 5.
+#: The MULT18X18D sites of the ULX3S's FPGA, as nextpnr names them
+#: (``X<x>/Y<y>/MULT18_<n>``): three rows of 13 DSP blocks; a block starting at
+#: column x holds MULT18_0, _1, _4 and _5 at columns x, x + 1, x + 4 and x + 5.
 DSP_ROWS = (10, 34, 58)
 DSP_BLOCK_COLUMNS = (4, 13, 22, 31, 40, 49, 58, 69, 78, 87, 96, 105, 114)
+_BLOCK_MULTIPLIERS = (0, 1, 4, 5)
+
+#: The ULX3S's FPGA: resources the report is checked against.
+DEVICE = {"name": "LFE5U-85F", "nextpnr": "--85k", "package": "CABGA381",
+          "LUT4": 83640, "TRELLIS_FF": 83640, "DP16KD": 208,
+          "MULT18X18D": len(DSP_ROWS) * len(DSP_BLOCK_COLUMNS) * len(_BLOCK_MULTIPLIERS)}
+
+#: Routing stops after this many minutes unless told otherwise (``make synth ROUTE_MINUTES=``).
+ROUTE_MINUTES = 60
 
 
 def dsp_sites():
     """Every MULT18X18D site of the LFE5U-85F as ``(x, y, bel)``, by column then row."""
     return sorted((x + n, y, f"X{x + n}/Y{y}/MULT18_{n}")
-                  for y in DSP_ROWS for x in DSP_BLOCK_COLUMNS for n in (0, 1, 4, 5))
+                  for y in DSP_ROWS for x in DSP_BLOCK_COLUMNS for n in _BLOCK_MULTIPLIERS)
 
 
 @dataclass
@@ -166,7 +171,8 @@ def _failure(what, code, log):
     return RuntimeError(f"{what} failed (exit {code}); end of {log}:\n{tail}")
 
 
-def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, route_minutes=60, progress=print):
+def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, route_minutes=ROUTE_MINUTES,
+               progress=print):
     """Synthesize, place and route ``component``; return a :class:`SynthReport`.
 
     Routing stops after ``route_minutes`` (checked after each router
@@ -270,7 +276,7 @@ def _critical_path(paths):
             f"({delay['logic']:.1f} logic, {delay['routing']:.1f} routing, {len(steps)} steps)")
 
 
-def main(preset_name, build_root="build/synth", route_minutes=60):
+def main(preset_name, build_root="build/synth", route_minutes=ROUTE_MINUTES):
     from neuflow_hdl.grid import Grid
     from neuflow_hdl.presets import preset
     config = preset(preset_name)

@@ -59,7 +59,8 @@ def cmd_synth(args):
     print(f"synth: grid {args.grid}: {config.rows} x {config.columns} tiles, K = {config.kernel}, "
           f"{config.multipliers} multipliers")
     try:
-        result = synth(args.grid, args.build_dir, route_minutes=args.route_minutes)
+        limit = {} if args.route_minutes is None else {"route_minutes": args.route_minutes}
+        result = synth(args.grid, args.build_dir, **limit)
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
     if not result.fits():
@@ -234,8 +235,9 @@ def build_parser():
     p = sub.add_parser("synth", help="synthesize and place a grid for the LFE5U-85F (YoWASP)")
     p.add_argument("--grid", required=True)
     p.add_argument("--build-dir", default="build/synth")
-    p.add_argument("--route-minutes", type=float, default=60,
-                   help="stop routing after this long and report the placement's fmax estimate")
+    p.add_argument("--route-minutes", type=float,
+                   help="stop routing after this many minutes (default: boards/synth.py ROUTE_MINUTES) and "
+                        "report the placement's fmax estimate")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("asm", help="assemble a control program into a memory image")
