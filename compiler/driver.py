@@ -105,7 +105,7 @@ def _best_packing(job, config):
         raise TypeError(job)
     best = None
     for length, packing in conv_packings(job, config).items():
-        cost = _static_estimate((pass_summary(job, chains) for chains in packing[0]), config)
+        cost = _static_estimate((pass_summary(job, chains, config) for chains in packing[0]), config)
         if best is None or cost < best[0]:
             name = (f"chains of up to {length[1]} terms sharing input maps"
                     if isinstance(length, tuple) else f"chains of up to {length} terms")

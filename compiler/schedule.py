@@ -30,7 +30,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from neuflow_hdl.alu import alu_latency
+from neuflow_hdl.convolver import convolver_latency
+from neuflow_hdl.mapper import MAPPER_LATENCY
 from neuflow_hdl.regs import OFFSET, OPPOSITE, AluOp, ConvMode
+from neuflow_hdl.stream import FIFO_LATENCY
 
 from .codegen import weight_line
 from .errors import CompileError
@@ -467,7 +471,13 @@ def lower_node(node, graph, buffers, config):
 
 # -- Passes ------------------------------------------------------------------------
 
-CONV_LATENCY = 13           # convolver latency at K = 7 (10) plus its FIFOs (estimate)
+def conv_latency(config):
+    """Cycles from a convolver tile's last input word to its output leaving the
+    tile at full rate: the operator-input FIFO, the convolver and the
+    tile-output FIFO (measured, tests/test_tile.py)."""
+    return FIFO_LATENCY + convolver_latency(config.kernel) + FIFO_LATENCY
+
+
 #: Cycles by which each link of a chain lags the previous one: a convolver
 #: fires its windows without waiting for partial sums (they join after its
 #: output buffer), so a link waits only for the two join stages and the FIFOs
@@ -574,7 +584,7 @@ def _pack_shared(job, config, ports, longest):
     return passes, groups
 
 
-def pass_summary(job, chains):
+def pass_summary(job, chains, config):
     """What the cycle estimate needs of a pass before it is built: (weight loads,
     weight words, stream lengths, tiles, latency)."""
     sources = {src for _, _, terms in chains for src, _ in terms}
@@ -588,12 +598,28 @@ def pass_summary(job, chains):
             if k is not None:
                 loads += 1
                 words += job.inputs[src][1] ** 2
-    return loads, words, streams, tiles, _latency(job, chains)
+    return loads, words, streams, tiles, _latency(job, chains, config)
 
 
-def _latency(job, chains):
-    return (CONV_LATENCY + HOP_LAG * (max(len(t) for _, _, t in chains) - 1) +
-            (8 if job.mapper is not None else 0))
+def _latency(job, chains, config):
+    """Pipeline depth of a pass's longest path: the head convolver, HOP_LAG per
+    further link of the longest chain, then the mapper and its input FIFO."""
+    return (conv_latency(config) + HOP_LAG * (max(len(t) for _, _, t in chains) - 1) +
+            _mapper_latency(job))
+
+
+def _mapper_latency(job):
+    """The mapper behind an operator and its input FIFO (0 without a mapper)."""
+    if job.mapper is None:
+        return 0
+    return FIFO_LATENCY + MAPPER_LATENCY
+
+
+def _stream_latency(job, config):
+    """Pipeline depth of a StreamJob's tile: input FIFO, ALU (DIV is the slow
+    path), mapper, output FIFO."""
+    alu = 0 if job.alu is None else FIFO_LATENCY + alu_latency(job.alu["op"], config.fmt.width)
+    return alu + _mapper_latency(job) + FIFO_LATENCY
 
 
 def _weight_port(job):
@@ -640,11 +666,11 @@ def conv_passes(job, config, window, packing):
     path = snake(config)
     hops = [_direction(config, a, b) for a, b in zip(path, path[1:])]
     total_terms = sum(len(t) for t in job.terms)
-    return [_conv_pass(job, chains, groups, path, hops, window, total_terms)
+    return [_conv_pass(job, chains, groups, path, hops, window, total_terms, config)
             for chains in chains_of_passes]
 
 
-def _conv_pass(job, chains, groups, path, hops, window, total_terms):
+def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
     sources = []
     for _, _, terms in chains:
         for src, _ in terms:
@@ -707,7 +733,7 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms):
     macs = 0
     if job.macs:
         macs = job.macs * sum(len(t) for _, _, t in chains) // max(total_terms, 1)
-    return Pass(tiles, reads, writes, macs, latency=_latency(job, chains))
+    return Pass(tiles, reads, writes, macs, latency=_latency(job, chains, config))
 
 
 def stream_passes(jobs, config, window):
@@ -753,5 +779,6 @@ def stream_passes(jobs, config, window):
             routes[f"global_out_{n}"] = "mapper" if job.mapper is not None else src
             writes.append((n, job.out, window))
             tiles.append(TileSetup(path[n], routes, alu=job.alu, mapper=job.mapper))
-        result.append(Pass(tiles, reads, writes, 0, latency=16))
+        result.append(Pass(tiles, reads, writes, 0,
+                           latency=max(_stream_latency(job, config) for job in group)))
     return result

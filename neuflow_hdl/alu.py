@@ -8,7 +8,15 @@ from .numerics import Q8_8, Format, hdl_round_shift, hdl_saturate
 from .regs import ALU_CONFIG, AluOp, sample_layout
 from .stream import CreditBuffer, delay_line
 
-__all__ = ["StreamALU"]
+__all__ = ["StreamALU", "alu_latency"]
+
+
+def alu_latency(op, width):
+    """Cycles from the operands' handshake to ``o.valid`` for ``op`` on
+    ``width``-bit words: operands, exact result and narrowing (3 stages), or for
+    DIV operands, dividend and divisor, a stage per quotient bit and the sign;
+    then the output buffer."""
+    return (2 + width + 1 if op == AluOp.DIV else 3) + 1
 
 
 class StreamALU(wiring.Component):
@@ -45,8 +53,8 @@ class StreamALU(wiring.Component):
             raise TypeError(f"fmt must be a Format, not {fmt!r}")
         self._fmt = fmt
         W = fmt.width
-        self._fast_pipeline = 3             # operands, exact result, narrowing
-        self._div_pipeline = 2 + W + 1      # operands, dividend/divisor, W quotient bits, sign
+        self._fast_pipeline = alu_latency(AluOp.ADD, W) - 1
+        self._div_pipeline = alu_latency(AluOp.DIV, W) - 1
         sample = stream.Signature(sample_layout(W))
         super().__init__({
             "config": In(ALU_CONFIG),
@@ -63,12 +71,12 @@ class StreamALU(wiring.Component):
     @property
     def latency(self):
         """DIV latency in cycles (the longest)."""
-        return self._div_pipeline + 1
+        return alu_latency(AluOp.DIV, self._fmt.width)
 
     @property
     def fast_latency(self):
         """Latency of every operation but DIV."""
-        return self._fast_pipeline + 1
+        return alu_latency(AluOp.ADD, self._fmt.width)
 
     def elaborate(self, platform):
         m = Module()

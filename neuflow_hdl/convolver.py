@@ -9,7 +9,14 @@ from .numerics import Q8_8, Format, accumulator_width, hdl_half, hdl_saturate
 from .regs import CONV_CONFIG, ConvMode, GEOMETRY_BITS, MAX_KERNEL, sample_layout
 from .stream import CreditBuffer, delay_line
 
-__all__ = ["Convolver"]
+__all__ = ["Convolver", "convolver_latency"]
+
+
+def convolver_latency(kernel):
+    """:attr:`Convolver.latency` of a ``kernel`` x ``kernel`` convolver: fire,
+    line buffers, row words, row chains, ceil(log2 kernel) tree levels and the
+    bias into the output buffer, then the buffer and the join's two stages."""
+    return 4 + (kernel - 1).bit_length() + 3
 
 
 class Convolver(wiring.Component):
@@ -92,9 +99,7 @@ class Convolver(wiring.Component):
         self._fmt = fmt
         self._psum_slack = psum_slack
         self._tree_levels = (kernel - 1).bit_length()      # over the K row chains
-        # fire -> line buffers -> row words -> row chains -> tree levels -> bias,
-        # into the output buffer; then the partial sum and the narrowing (the join)
-        self._pipeline = 4 + self._tree_levels
+        self._pipeline = convolver_latency(kernel) - 3      # into the output buffer
         sample = stream.Signature(sample_layout(fmt.width))
         super().__init__({
             "config": In(CONV_CONFIG),
@@ -114,7 +119,7 @@ class Convolver(wiring.Component):
     @property
     def latency(self):
         """Cycles from the handshake of a window's last input word to its output."""
-        return self._pipeline + 3
+        return convolver_latency(self._kernel)
 
     def elaborate(self, platform):
         m = Module()

@@ -8,7 +8,11 @@ from .numerics import Q8_8, Format, hdl_half, hdl_saturate
 from .regs import Symmetry, mapper_config_layout, sample_layout
 from .stream import CreditBuffer, delay_line
 
-__all__ = ["Mapper"]
+__all__ = ["Mapper", "MAPPER_LATENCY"]
+
+
+#: :attr:`Mapper.latency`: six pipeline stages, then the output buffer.
+MAPPER_LATENCY = 7
 
 
 class Mapper(wiring.Component):
@@ -44,7 +48,7 @@ class Mapper(wiring.Component):
             raise TypeError(f"fmt must be a Format, not {fmt!r}")
         self._segments = segments
         self._fmt = fmt
-        self._pipeline = 6
+        self._pipeline = MAPPER_LATENCY - 1     # into the output buffer
         sample = stream.Signature(sample_layout(fmt.width))
         super().__init__({
             "config": In(mapper_config_layout(fmt.width, segments)),
@@ -59,7 +63,7 @@ class Mapper(wiring.Component):
 
     @property
     def latency(self):
-        return self._pipeline + 1
+        return MAPPER_LATENCY
 
     def elaborate(self, platform):
         m = Module()

@@ -13,7 +13,7 @@ from amaranth.hdl import Module, Shape, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["StreamFIFO", "CreditBuffer", "delay_line"]
+__all__ = ["StreamFIFO", "FIFO_LATENCY", "CreditBuffer", "delay_line"]
 
 
 def delay_line(m, layout, depth, name="meta"):
@@ -24,6 +24,10 @@ def delay_line(m, layout, depth, name="meta"):
     for n in range(1, depth):
         m.d.sync += stages[n].eq(stages[n - 1])
     return stages
+
+
+#: :attr:`StreamFIFO.latency` (a ``SyncFIFOBuffered``: its storage, then its output register).
+FIFO_LATENCY = 2
 
 
 class StreamFIFO(wiring.Component):
@@ -61,6 +65,11 @@ class StreamFIFO(wiring.Component):
     @property
     def depth(self):
         return self._depth
+
+    @property
+    def latency(self):
+        """Cycles from a word's handshake at ``i`` to ``o.valid`` when empty."""
+        return FIFO_LATENCY
 
     def elaborate(self, platform):
         m = Module()

@@ -4,7 +4,7 @@ grid, so global-line forks and bus reads work as in any grid)."""
 import numpy as np
 import pytest
 
-from compiler.schedule import HOP_LAG
+from compiler.schedule import HOP_LAG, conv_latency
 from helpers import flat_words, frame_words, simulate, stream_get, stream_put
 from neuflow_hdl.grid import Grid
 from neuflow_hdl.numerics import Q8_8
@@ -290,8 +290,10 @@ def _run_chain(dut, lines, via_fifo, rng):
 
 
 def test_chain_links_lag_by_hop_lag_and_shared_lines_keep_full_rate(chain_dut):
-    """Each link of a convolver chain adds compiler.schedule.HOP_LAG cycles (its
-    join stages and FIFOs), which the schedule's pass estimate relies on.  A
+    """A lone convolver tile takes one word per cycle plus
+    compiler.schedule.conv_latency, and each link of a convolver chain adds
+    HOP_LAG cycles (its join stages and FIFOs): the schedule's pass estimate
+    relies on both.  A
     global line read by the chain head and by the tile three links down keeps
     the chain at full rate, directly (the later convolver fires its windows as
     the line arrives and holds the sums in its output buffer until their
@@ -300,7 +302,7 @@ def test_chain_links_lag_by_hop_lag_and_shared_lines_keep_full_rate(chain_dut):
     rng = np.random.default_rng(7)
     alone = _run_chain(chain_dut, [0], False, rng)
     separate = _run_chain(chain_dut, [0, 1, 2, 3], False, rng)
-    assert alone < 20 * 24 + 20                 # one word per cycle plus the latency
+    assert alone == 20 * 24 + conv_latency(CHAIN)
     assert separate - alone == 3 * HOP_LAG
     assert _run_chain(chain_dut, [0, 1, 2, 0], False, rng) <= separate + 2
     assert _run_chain(chain_dut, [0, 1, 2, 0], True, rng) <= separate + 2
