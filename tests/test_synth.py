@@ -69,7 +69,10 @@ Info: Device utilisation:
 Info: \t          TRELLIS_FF:    3778/  83640     4%
 Info: \t        TRELLIS_COMB:    9141/  83640    10%
 Info: \t          MULT18X18D:       2/    156     1%
-Info: HeAP Placer Time: 25.73s
+Info: iter=0 steplen=0.875495 a=1.000000 penalty=[0.00, 0.00, 0.00, 0.00]
+Info: iter=99 steplen=1.721682 a=259.886505 penalty=[25.32, 25.32, 25.32, 25.32]
+Info: iter=100 steplen=1.721682 a=259.886505 penalty=[25.32, 25.32, 25.32, 25.32]
+Info: Running simulated annealing placer for refinement.
 Info: Max frequency for clock '$glbnet$clk': 56.32 MHz (PASS at 50.00 MHz)
 Info:     iter=1 wires=152811 overused=12063 overuse=14813 archfail=NA
 Info:     iter=2 wires=155955 overused=0 overuse=0 archfail=0
@@ -91,6 +94,8 @@ def test_place_and_route_reads_utilisation_placement_and_router_progress(tmp_pat
     assert run.utilisation == {"TRELLIS_FF": 3778, "TRELLIS_COMB": 9141, "MULT18X18D": 2}
     assert (tmp_path / "log").read_text() == _NEXTPNR_LOG
     assert any("12063 wires overused" in line for line in lines)
+    assert [line for line in lines if "placer iteration" in line] == [
+        "synth: placing, static placer iteration 0", "synth: placing, static placer iteration 100"]
 
 
 def test_place_and_route_stops_routing_at_the_time_limit(tmp_path):
