@@ -48,7 +48,7 @@ LAYER_ERROR_HALT = 0x100
 
 # Estimate model (cycles), calibrated against the RTL: see docs/compiler.md.
 CYCLES_PER_INSTRUCTION = 4
-STREAM_OVERHEAD = 14
+STREAM_OVERHEAD = 9
 
 GRID_STATUS_ADDRESS = config_address(GRID_TILE, Unit.CONTROL, 0)
 PORTS_STATUS_ADDRESS = streamer_address(0, PORTS_STATUS_REG)
