@@ -12,11 +12,16 @@ from .stream import CreditBuffer, delay_line
 __all__ = ["Convolver", "convolver_latency"]
 
 
+def _tree_levels(kernel):
+    """Registered levels of the sum and max trees over the ``kernel`` row chains."""
+    return (kernel - 1).bit_length()
+
+
 def convolver_latency(kernel):
     """:attr:`Convolver.latency` of a ``kernel`` x ``kernel`` convolver: fire,
-    line buffers, row words, row chains, ceil(log2 kernel) tree levels and the
-    bias into the output buffer, then the buffer and the join's two stages."""
-    return 4 + (kernel - 1).bit_length() + 3
+    line buffers, row words, row chains, the tree levels and the bias into the
+    output buffer, then the buffer and the join's two stages."""
+    return 4 + _tree_levels(kernel) + 3
 
 
 class Convolver(wiring.Component):
@@ -98,7 +103,7 @@ class Convolver(wiring.Component):
         self._max_width = max_width
         self._fmt = fmt
         self._psum_slack = psum_slack
-        self._tree_levels = (kernel - 1).bit_length()      # over the K row chains
+        self._tree_levels = _tree_levels(kernel)
         self._pipeline = convolver_latency(kernel) - 3      # into the output buffer
         sample = stream.Signature(sample_layout(fmt.width))
         super().__init__({
@@ -306,7 +311,7 @@ class Convolver(wiring.Component):
             assert len(leaves) == 1
             return leaves[0]
 
-        row_width = 2 * W + (K - 1).bit_length()
+        row_width = row_sums[0].shape().width
         sum_root = tree(row_sums, "sum", lambda level: signed(min(row_width + level + 1, acc_shape.width)),
                         lambda a, b: a + b)
         max_root = tree(row_maxes, "max", lambda level: signed(W), lambda a, b: Mux(a > b, a, b))
