@@ -31,6 +31,11 @@ A layer's first kernels are preloaded before its first pass with no data
 streaming.  Each layer starts with a cycle stamp (``cycles`` stored in the
 stamp table) and ends with a check of the grid and port status: an error
 halts with code ``0x100 + layer``.
+
+:meth:`CodeGen.emit_layer` returns the :class:`~compiler.cost.PassCost` of
+every pass it emitted; :meth:`CodeGen.fork` makes a trial generator (the same
+register model, its own lines and weight frames) that the blocking search
+emits candidates into and :meth:`CodeGen.adopt` keeps.
 """
 
 import math
@@ -42,46 +47,78 @@ from neuflow_hdl.regs import (GRID_START_REG, GRID_STATUS, GRID_TILE, PORTS_STAR
                               PORTS_STATUS_REG, Unit, config_address, pack_bits, stream_port_writes,
                               streamer_address, tile_config_writes)
 
-__all__ = ["CodeGen", "LAYER_ERROR_HALT", "weight_line"]
+from .cost import PassCost
+from .schedule import weight_line
+
+__all__ = ["CodeGen", "WeightFrames", "LAYER_ERROR_HALT"]
 
 LAYER_ERROR_HALT = 0x100
-
-# Estimate model (cycles), calibrated against the RTL: see docs/compiler.md.
-CYCLES_PER_INSTRUCTION = 4
-STREAM_OVERHEAD = 9
 
 GRID_STATUS_ADDRESS = config_address(GRID_TILE, Unit.CONTROL, 0)
 PORTS_STATUS_ADDRESS = streamer_address(0, PORTS_STATUS_REG)
 
 
-def stream_cycles(data, frame, latency, beat_words):
-    """Cycles of a pass's streams: the longest data stream through the pipeline
-    (``latency``), the weight frame (which the convolvers always take), or the
-    memory bus's beats, whichever is longest."""
-    words = sum(data) + sum(frame)
-    return max(max(data) + latency, max(frame, default=0),
-               math.ceil(words / beat_words) + latency)
+class WeightFrames:
+    """Where the weight frames go in memory: from ``base`` up, each distinct
+    frame once.  A :meth:`fork` sees its parent's frames and places new ones
+    after them; :meth:`adopt` keeps a fork's."""
 
+    def __init__(self, base, parent=None):
+        self.end = base
+        self.blocks = []            #: [(address, words)] placed here (not in the parent)
+        self._index = {}            #: frame bytes -> address
+        self._parent = parent
 
-def weight_line(config):
-    """The global input line weight frames use: the last one, which data never uses."""
-    return config.globals_ - 1
+    def address(self, words):
+        """The address of the frame ``words`` (placed now if it is new)."""
+        key = words.tobytes()
+        frames = self
+        while frames is not None:
+            if key in frames._index:
+                return frames._index[key]
+            frames = frames._parent
+        self._index[key] = self.end
+        self.blocks.append((self.end, words))
+        self.end += len(words)
+        return self._index[key]
+
+    def fork(self):
+        return WeightFrames(self.end, parent=self)
+
+    def adopt(self, fork):
+        self._index.update(fork._index)
+        self.blocks += fork.blocks
+        self.end = fork.end
 
 
 @dataclass
 class CodeGen:
     config: object                      #: GridConfig
     stamps: int                         #: word address of the cycle-stamp table
+    frames: WeightFrames                #: where weight frames go
     lines: list = field(default_factory=list)
     shadow: dict = field(default_factory=dict)      #: config address -> value written
     loaded: dict = field(default_factory=dict)      #: tile -> kernel (bytes) it holds
     dirty: set = field(default_factory=set)         #: tiles with shadow writes not started
     layer_index: int = 0
-    _writes: dict = field(default_factory=dict)     #: memo of tile_config_writes
+    _writes: dict = field(default_factory=dict)     #: memo of tile_config_writes (shared by forks)
 
     def __post_init__(self):
         self.weight_line = weight_line(self.config)
         self._count = 0
+
+    def fork(self):
+        """A trial generator that continues from this one's state; its lines are new."""
+        return CodeGen(self.config, self.stamps, self.frames.fork(), shadow=dict(self.shadow),
+                       loaded=dict(self.loaded), dirty=set(self.dirty), layer_index=self.layer_index,
+                       _writes=self._writes)
+
+    def adopt(self, trial):
+        """Keep what ``trial`` (a :meth:`fork` of this generator) emitted."""
+        self.lines += trial.lines
+        self.shadow, self.loaded, self.dirty = trial.shadow, trial.loaded, trial.dirty
+        self.layer_index = trial.layer_index
+        self.frames.adopt(trial.frames)
 
     # -- low level ------------------------------------------------------------
     def emit(self, text):
@@ -89,6 +126,10 @@ class CodeGen:
         self._count += 1
 
     def comment(self, text):
+        """A comment line.  ``text`` may come from the model (node names): every
+        character that is not printable is escaped, so it can never end the
+        comment and become code."""
+        text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(text))
         self.lines.append(f"; {text}")
 
     def _write(self, address, value):
@@ -224,11 +265,20 @@ class CodeGen:
             transfers.append((_frame_rect(frame, frame_address), {"line": self.weight_line}))
         return [(port, rect, kw) for port, (rect, kw) in enumerate(transfers)]
 
-    def emit_layer(self, passes, frame_address):
-        """Code for one layer's :class:`~compiler.schedule.Pass` list;
-        ``frame_address(words)`` gives the memory address of a weight frame.
-        Returns the estimated cycles of each pass."""
-        cpi = CYCLES_PER_INSTRUCTION
+    def emit_layer(self, name, passes):
+        """Code for one layer's :class:`~compiler.schedule.Pass` list, between its
+        cycle stamp and its status check.  Returns the
+        :class:`~compiler.cost.PassCost` of each pass as emitted (the stamp
+        counts in the first pass, the check in the last)."""
+        self.measure()
+        self.layer(f"{name}: {len(passes)} passes")
+        costs = self._emit_passes(passes)
+        self.check_layer()
+        costs[-1] = PassCost(**{**costs[-1].__dict__, "after": self.measure()})
+        return costs
+
+    def _emit_passes(self, passes):
+        frame_address = self.frames.address
         frames = self._frames(passes)
         # ahead[n]: the frame that streams during pass n (pass n+1's kernels), or
         # None.  It goes on a port of its own when pass n leaves one free
@@ -239,22 +289,22 @@ class CodeGen:
             free = len(p.writes) + len(p.reads) < self.config.ports
             inline.append(frame if free else None)
             alone.append(None if free else frame)
-        cycles = []
-        prologue = 0
+        costs = []
+        prologue, alone_words = 0, []
         if frames[0][1]:            # the first pass's kernels, with nothing else streaming
             self._shadow(None, frames[0])
             self._start_tiles(frames[0][1])
-            words = self._weight_port(0, frames[0], frame_address)
+            alone_words.append(self._weight_port(0, frames[0], frame_address))
             self._wait_ports()
             self._wait_idle()
-            prologue = self.measure() * cpi + words + STREAM_OVERHEAD
+            prologue = self.measure()
         self._shadow(passes[0], ahead[0])
         ports = self._ports(passes[0], inline[0], frame_address)
         for n, p in enumerate(passes):
             self._start_tiles(set(frames[n][1]) | set(ahead[n][1] if ahead[n] else ()))
             if alone[n] is not None:
                 self.comment("weight frame first: the data streams use every port")
-                prologue += self._weight_port(0, alone[n], frame_address) + STREAM_OVERHEAD
+                alone_words.append(self._weight_port(0, alone[n], frame_address))
                 self._wait_ports()
             for port, rect, kw in ports:    # written during the previous pass, except the first
                 self._describe(port, rect, **kw)
@@ -271,16 +321,14 @@ class CodeGen:
             self._wait_ports()
             if ahead[n]:
                 self._wait_idle()
-            # The ports' wait polls while the streams run; the grid's finds it idle
-            # (measured: about half an instruction time).
-            tail = max(self.measure() - 1, 0) * cpi // 2
+            waits = self.measure()
             if n + 1 < len(passes):
                 ports = following
-            stream = stream_cycles(streams, frame, p.latency, self.config.beat_words)
-            cycles.append(prologue + serial * cpi + max(stream, overlapped * cpi) + tail +
-                          STREAM_OVERHEAD)
-            prologue = 0
-        return cycles
+            costs.append(PassCost(streams=tuple(streams), latency=p.latency, frame=tuple(frame),
+                                  serial=prologue + serial, overlapped=overlapped, waits=waits,
+                                  alone=tuple(alone_words)))
+            prologue, alone_words = 0, []
+        return costs
 
     def _start_tiles(self, also):
         """Start every tile with unstarted shadow writes and every tile in ``also``:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Node", "Graph", "ACTIVATIONS", "activation_function"]
+__all__ = ["Node", "Graph", "ACTIVATIONS", "activation_function", "as_conv"]
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "clip", "leaky")
 
@@ -88,3 +88,24 @@ class Graph:
             if n.output == tensor:
                 return n
         return None
+
+
+def as_conv(node, graph):
+    """The convolution a weighted node is, as a ``conv`` node with float weights
+    ``(Co, Ci/groups, kh, kw)`` and bias: a convolution itself, an average
+    pooling (a depthwise kernel holding the mean of its window) or a per-channel
+    affine map (a depthwise 1 x 1 kernel).  None for other operators (a fully
+    connected layer keeps its ``(N, F)`` weight; see :mod:`compiler.lower`)."""
+    if node.op == "conv":
+        return node
+    c = graph.shapes[node.inputs[0]][0]
+    if node.op == "avgpool":
+        kh, kw = node.attrs["kernel"]
+        return Node("conv", node.name, node.onnx_op, node.inputs, node.output,
+                    dict(node.attrs, groups=c),
+                    {"weight": np.full((c, 1, kh, kw), 1.0 / (kh * kw)), "bias": np.zeros(c)})
+    if node.op == "affine":
+        return Node("conv", node.name, node.onnx_op, node.inputs, node.output,
+                    {"stride": (1, 1), "pads": (0, 0, 0, 0), "groups": c, "act": node.attrs.get("act")},
+                    {"weight": node.params["scale"].reshape(c, 1, 1, 1), "bias": node.params["shift"]})
+    return None

@@ -1,5 +1,7 @@
-"""Quantisation: a fixed-point format per tensor, integer weights per layer, and
-the mapper configuration of each activation.
+"""Quantisation, the stage between the graph passes and lowering: a fixed-point
+format per tensor, integer weights per layer, and the mapper configuration of
+each activation, computed once per node (:func:`quantise`) and read by
+lowering and the error bounds.
 
 Every tensor is a stream of ``width``-bit words with ``frac`` fraction bits
 (:class:`neuflow_hdl.numerics.Format`).  Without calibration data every
@@ -11,18 +13,20 @@ together; the tied group takes the coarsest member's format.
 """
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from neuflow_hdl.numerics import Format
 from neuflow_hdl.regs import Symmetry
-from sim.mapper_fit import fit, fit_function
+from sim.golden.mapper_fit import fit, fit_function
 
 from .errors import CompileError
-from .ir import activation_function
+from .ir import activation_function, as_conv
 
-__all__ = ["assign_formats", "quantise_kernel", "mapper_for", "MapperChoice"]
+__all__ = ["assign_formats", "quantise_kernel", "mapper_for", "MapperChoice", "KernelCodes",
+           "NodeQuant", "Quantisation", "quantise", "float_kernel"]
 
 HEADROOM = 1.25
 MAX_FRAC_CALIBRATED = 12
@@ -146,7 +150,7 @@ def mapper_for(act, frac, fmt, segments, *, node=None):
 
 @lru_cache(maxsize=None)
 def _mapper_choice(act, frac, fmt, segments):
-    from sim.reference import mapper
+    from sim.golden.reference import mapper
     f = Format(fmt.width, frac)
     kind = act[0]
     if kind in ("relu", "tanh", "sigmoid"):
@@ -184,3 +188,58 @@ def _mapper_choice(act, frac, fmt, segments):
     error = float(np.max(np.abs(got * f.step - ref)))
     lip = 1.0 if kind == "clip" else max(1.0, abs(act[1]))
     return MapperChoice(config, error, lip, name)
+
+
+@dataclass(frozen=True)
+class KernelCodes:
+    """A weighted node's integer weights: ``codes`` shaped like its float weights
+    (``(Co, Ci/groups, kh, kw)``, or ``(N, F)`` for a fully connected layer),
+    ``bias`` in the accumulator format (``fi + weight_frac`` fraction bits) and
+    the output ``shift`` (``fi + weight_frac - fo``)."""
+    codes: np.ndarray
+    bias: tuple
+    weight_frac: int
+    shift: int
+
+
+@dataclass(frozen=True)
+class NodeQuant:
+    """What quantisation decided for one node."""
+    kernel: KernelCodes = None      #: weighted nodes (conv, avgpool, affine, gemm); else None
+    mapper: MapperChoice = None     #: the node's activation on the mapper, or None
+
+
+@dataclass(frozen=True)
+class Quantisation:
+    """The fraction bits of every tensor and the :class:`NodeQuant` of every node
+    (keyed by the node's output tensor)."""
+    formats: dict
+    nodes: dict
+
+
+def float_kernel(node, graph):
+    """``(weight, bias)`` of a weighted node in float, or None."""
+    if node.op == "gemm":
+        return node.params["weight"], node.params["bias"]
+    conv = as_conv(node, graph)
+    return None if conv is None else (conv.params["weight"], conv.params["bias"])
+
+
+def quantise(graph, config, maxima=None):
+    """The quantisation stage: formats (:func:`assign_formats`), then each node's
+    integer weights and mapper choice."""
+    fmt = config.fmt
+    formats = assign_formats(graph, fmt, maxima)
+    nodes = {}
+    for node in graph.nodes:
+        fo = formats[node.output]
+        kernel = None
+        weights = float_kernel(node, graph)
+        if weights is not None:
+            codes, bias, fw, shift = quantise_kernel(weights[0], formats[node.inputs[0]], fo, fmt,
+                                                     node=node, bias=weights[1])
+            kernel = KernelCodes(codes, tuple(int(b) for b in bias), fw, shift)
+        act = node.attrs.get("act")
+        mapper = None if act is None else mapper_for(act, fo, fmt, config.segments, node=node)
+        nodes[node.output] = NodeQuant(kernel, mapper)
+    return Quantisation(formats, nodes)

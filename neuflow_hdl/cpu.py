@@ -17,7 +17,7 @@ class ControlCPU(wiring.Component):
 
     Each instruction takes a fetch (one bus read) and one execute cycle; a
     load adds a bus read, a configuration read or a WAIT poll one cycle each.
-    The architectural state must equal :class:`sim.iss.ISS` after any program.
+    The architectural state must equal :class:`sim.golden.iss.ISS` after any program.
 
     Parameters
     ----------

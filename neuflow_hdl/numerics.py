@@ -3,7 +3,7 @@
 Streams carry signed two's-complement fixed-point words of ``width`` bits with
 ``frac`` fraction bits (default 16-bit Q8.8, as the original NeuFlow).  The
 rules, used identically by the gateware (through the ``hdl_*`` helpers), the
-numpy reference (:mod:`sim.reference`) and the compiler:
+numpy reference (:mod:`sim.golden.reference`) and the compiler:
 
 * products and sums are exact in a wide accumulator (:func:`accumulator_width`)
   that no kernel of the largest supported size can overflow;

@@ -1,2 +1,2 @@
-"""Software side of verification: the bit-exact numpy reference, the mapper fitter
-and the Verilator/cocotb runner."""
+"""Simulation: the golden models of the machine (:mod:`sim.golden`), the RTL
+runners (:mod:`sim.rtl`) and the applications on top (:mod:`sim.app`)."""

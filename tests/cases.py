@@ -5,7 +5,7 @@ import numpy as np
 
 from neuflow_hdl.numerics import Q8_8
 from neuflow_hdl.regs import ConvMode, Symmetry
-from sim import reference
+from sim.golden import reference
 
 EXTREMES = [Q8_8.min, Q8_8.min + 1, -257, -256, -1, 0, 1, 255, 256, Q8_8.max - 1, Q8_8.max]
 

@@ -4,7 +4,7 @@ valid gaps and random back-pressure, and frames with position flags."""
 import numpy as np
 from amaranth.sim import Simulator
 
-from sim.pysim import memory_process  # noqa: F401  (re-exported for the tests)
+from sim.rtl.pysim import memory_process  # noqa: F401  (re-exported for the tests)
 
 
 def frame_words(image):

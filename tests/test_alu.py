@@ -8,7 +8,7 @@ from helpers import flat_words, simulate, stream_get, stream_put
 from neuflow_hdl.alu import StreamALU
 from neuflow_hdl.numerics import Q8_8
 from neuflow_hdl.regs import AluOp
-from sim import reference
+from sim.golden import reference
 
 @pytest.fixture(scope="module")
 def dut():

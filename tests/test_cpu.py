@@ -10,8 +10,8 @@ from cases import DATA, config_read_value, random_program
 from helpers import memory_process, simulate
 from neuflow_hdl.cpu import ControlCPU
 from neuflow_hdl.isa import HaltCode, Opcode, encode
-from sim.asm import AsmError, assemble, disassemble, from_words, to_words
-from sim.iss import ISS, ConfigRecorder
+from sim.golden.asm import AsmError, assemble, disassemble, from_words, to_words
+from sim.golden.iss import ISS, ConfigRecorder
 
 WORDS = 1 << 12
 BEAT = 4

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.driver import (compile_model, first_mismatch, input_image, layer_cycles, read_output,
-                             run_reference_image, write_outputs)
+from compiler.artefacts import write_outputs
+from compiler.pipeline import compile_model
 from onnx_models import every_operator, save
-from sim.runner import run_image, soc_build
+from sim.app.verify import verify
+from sim.rtl.runner import soc_build
 
 pytestmark = [pytest.mark.verilator, pytest.mark.xdist_group("verilator-soc")]
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,12 +24,11 @@ def tiny():
 
 
 def _run_both(compiled, manifest, x):
-    image = input_image(compiled.image, manifest, x)
-    reference = run_reference_image(image, manifest, compiled.config)
-    result = run_image(image, "tiny")
-    assert result.halted and result.halt_code == 0
-    assert first_mismatch(reference, result.memory, manifest) is None
-    return reference, result
+    """Run ``x`` (one image or a batch) through the verify loop on the RTL: every
+    layer bit for bit equal to the reference engine."""
+    result = verify(manifest, compiled.image, x, "rtl")
+    assert result.bit_exact, result.first_mismatch
+    return result
 
 
 def test_digits_network_bit_exact_and_estimates(tiny, tmp_path):
@@ -37,10 +37,10 @@ def test_digits_network_bit_exact_and_estimates(tiny, tmp_path):
     _, _, x_test, y_test = split()
     compiled = compile_model(ROOT / "models" / "digits.onnx", "tiny", reference=False)
     manifest = write_outputs(compiled, tmp_path)
-    for i in range(3):
-        reference, result = _run_both(compiled, manifest, x_test[i])
-        assert np.argmax(read_output(result.memory, manifest)) == y_test[i]
-        for layer, cycles in zip(manifest["layers"], layer_cycles(result.memory, manifest)):
+    result = _run_both(compiled, manifest, x_test[:3])
+    for i, run in enumerate(result.images):
+        assert np.argmax(run.output) == y_test[i]
+        for layer, cycles in zip(manifest["layers"], run.layer_cycles):
             assert abs(layer["estimated_cycles"] - cycles) <= 0.15 * cycles, (layer["name"], cycles)
 
 
@@ -64,9 +64,9 @@ def test_weight_frame_first_when_every_port_streams(tiny, tmp_path, monkeypatch)
     assert "weight frame first" in compiled.source
     manifest = write_outputs(compiled, tmp_path / "out")
     x = np.random.default_rng(9).normal(0, 1, (2, 8, 8))
-    _, result = _run_both(compiled, manifest, x)
+    result = _run_both(compiled, manifest, x)
     want = run_onnx(m, x[None])[m.graph.output[0].name][0]
-    assert np.abs(read_output(result.memory, manifest) - want).max() < 0.01   # probabilities
+    assert np.abs(result.images[0].output - want).max() < 0.01   # probabilities
 
 
 def test_line_shared_across_chain_positions(tiny, tmp_path):
@@ -86,8 +86,8 @@ def test_line_shared_across_chain_positions(tiny, tmp_path):
     assert len(layer.passes) == 1
     assert sum("fifo_0_in" in t.routes for t in layer.passes[0].tiles) == 1
     manifest = write_outputs(compiled, tmp_path / "out")
-    _, result = _run_both(compiled, manifest, rng.normal(0, 1, (2, 20, 24)))
-    (cycles,) = layer_cycles(result.memory, manifest)
+    result = _run_both(compiled, manifest, rng.normal(0, 1, (2, 20, 24)))
+    (cycles,) = result.images[0].layer_cycles
     assert abs(manifest["layers"][0]["estimated_cycles"] - cycles) <= 0.15 * cycles
 
 

@@ -8,8 +8,8 @@ from helpers import flat_words, frame_words, simulate, stream_get, stream_put
 from neuflow_hdl.mapper import Mapper
 from neuflow_hdl.numerics import Q8_8
 from neuflow_hdl.regs import Symmetry
-from sim import reference
-from sim.mapper_fit import fit
+from sim.golden import reference
+from sim.golden.mapper_fit import fit
 
 
 @pytest.fixture(scope="module")

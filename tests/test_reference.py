@@ -6,8 +6,8 @@ from hypothesis import given, strategies as st
 
 from neuflow_hdl.numerics import Format, Q8_8, accumulator_width, div_round, narrow, round_shift
 from neuflow_hdl.regs import AluOp, CONV_CONFIG, ConvMode, Symmetry, pack_registers, unpack_registers
-from sim import reference
-from sim.mapper_fit import FUNCTIONS, fit
+from sim.golden import reference
+from sim.golden.mapper_fit import FUNCTIONS, fit
 
 
 @given(st.integers(-(1 << 40), 1 << 40), st.integers(0, 20))

@@ -6,10 +6,10 @@ import pytest
 from cases import DATA, random_program
 from neuflow_hdl.isa import HaltCode, Opcode, encode
 from neuflow_hdl.regs import PORT_STATUS_REG, stream_port_writes, streamer_address
-from sim.asm import assemble, to_words
-from sim.iss import ISS
-from sim.pipeline_program import three_layer_pipeline
-from sim.runner import run_image, soc_build
+from sim.golden.asm import assemble, to_words
+from sim.golden.iss import ISS
+from sim.app.pipeline_program import three_layer_pipeline
+from sim.rtl.runner import run_image, soc_build
 
 pytestmark = [pytest.mark.verilator, pytest.mark.xdist_group("verilator-soc")]
 
@@ -89,7 +89,7 @@ def test_cli_assembles_and_runs_an_image(tiny, tmp_path):
     import sys
     source = tmp_path / "prog.s"
     source.write_text("    li r1, 0x1234\n    st r1, 100(r0)\n    halt 3\n")
-    neuflow = [sys.executable, "-m", "neuflow_hdl.cli"]
+    neuflow = [sys.executable, "-m", "sim.app.cli"]
     done = subprocess.run(neuflow + ["asm", str(source), "-o", str(tmp_path / "prog.hex"), "--listing"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -11,7 +11,7 @@ from neuflow_hdl.numerics import Q8_8
 from neuflow_hdl.presets import GridConfig
 from neuflow_hdl.regs import (AluOp, STATUS, STATUS_REG, Symmetry, Unit, config_address,
                               control_write, tile_config_writes)
-from sim import reference
+from sim.golden import reference
 
 CONFIG = GridConfig(rows=1, columns=1, globals_=2, kernel=3, max_width=16, fifos=1, fifo_depth=8,
                     input_depth=4)

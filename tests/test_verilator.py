@@ -11,7 +11,7 @@ from neuflow_hdl.alu import StreamALU
 from neuflow_hdl.convolver import Convolver
 from neuflow_hdl.fifo_bank import FifoBank
 from neuflow_hdl.mapper import Mapper
-from sim.verilator import build
+from sim.rtl.verilator import build
 
 pytestmark = [pytest.mark.verilator, pytest.mark.xdist_group("verilator-grid")]
 BENCHES = Path(__file__).parent / "cocotb"
@@ -88,9 +88,9 @@ def test_grid_verilog_from_the_cli_is_lint_clean(tmp_path):
     """`neuflow verilog --grid tiny` writes Verilog that Verilator lints with no error."""
     import subprocess
     import sys
-    from sim.verilator import verilator_env
+    from sim.rtl.verilator import verilator_env
     out = tmp_path / "grid.v"
-    cli = subprocess.run([sys.executable, "-m", "neuflow_hdl.cli", "verilog", "--grid", "tiny",
+    cli = subprocess.run([sys.executable, "-m", "sim.app.cli", "verilog", "--grid", "tiny",
                           "-o", str(out)], capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
     verilator_env()
@@ -103,7 +103,7 @@ def test_grid_verilog_from_the_cli_is_lint_clean(tmp_path):
 def test_cli_reports_bad_presets_on_one_line():
     import subprocess
     import sys
-    cli = subprocess.run([sys.executable, "-m", "neuflow_hdl.cli", "verilog", "--grid", "huge",
+    cli = subprocess.run([sys.executable, "-m", "sim.app.cli", "verilog", "--grid", "huge",
                           "-o", "/dev/null"], capture_output=True, text=True)
     assert cli.returncode == 2
     assert cli.stderr.strip() == ("neuflow: error: unknown grid preset 'huge'; known: tiny, "

@@ -5,7 +5,7 @@ import numpy as np
 
 from cases import alu_operands
 from neuflow_hdl.regs import ALU_CONFIG, AluOp
-from sim import reference
+from sim.golden import reference
 from streams import Port, exchange, params, start
 
 P = params()

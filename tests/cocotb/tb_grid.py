@@ -8,8 +8,8 @@ from cocotb.triggers import FallingEdge, RisingEdge
 from cases import frame_flags
 from neuflow_hdl.regs import (AluOp, ConvMode, GRID_STATUS, GRID_TILE, STATUS, STATUS_REG, Unit,
                               config_address, control_write, tile_config_writes)
-from sim import reference
-from sim.mapper_fit import fit
+from sim.golden import reference
+from sim.golden.mapper_fit import fit
 from streams import Port, exchange, params, start
 
 P = params()

@@ -6,8 +6,8 @@ import numpy as np
 from cases import frame_flags, mapper_config, mapper_segments
 from neuflow_hdl.numerics import Q8_8
 from neuflow_hdl.regs import Symmetry, mapper_config_layout
-from sim import reference
-from sim.mapper_fit import fit
+from sim.golden import reference
+from sim.golden.mapper_fit import fit
 from streams import Port, exchange, params, start
 
 P = params()

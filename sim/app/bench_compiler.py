@@ -28,7 +28,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler import CompileError
-from compiler.driver import compile_model, estimate_model
+from compiler.pipeline import compile_model, estimate_model
 from neuflow_hdl.presets import preset
 
 GRID = "neuflow-v6"

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from neuflow_hdl.hexfile import read_hex, write_hex
 from neuflow_hdl.presets import preset
 from neuflow_hdl.soc import SimTop
 
 from .verilator import BUILD_ROOT, build
 
-__all__ = ["RunResult", "soc_build", "run_image", "read_hex", "write_hex"]
+__all__ = ["RunResult", "soc_build", "run_image"]
 
-SIM_MEMORY = Path(__file__).resolve().parent / "rtl" / "sim_memory.v"
+SIM_MEMORY = Path(__file__).resolve().parent / "sim_memory.v"
 
 
 @dataclass
@@ -32,19 +33,6 @@ class RunResult:
     halt_code: int
     cycles: int             #: clock cycles from reset to halt
     seconds: float          #: wall-clock time of the simulation, start-up included
-
-
-def write_hex(path, words, width=16):
-    digits = -(-width // 4)
-    mask = (1 << width) - 1
-    Path(path).write_text("".join(f"{int(w) & mask:0{digits}x}\n" for w in words))
-
-
-def read_hex(path, count):
-    words = np.zeros(count, dtype=np.int64)
-    values = [int(line, 16) for line in Path(path).read_text().split() if not line.startswith("//")]
-    words[:len(values)] = values[:count]
-    return words
 
 
 @lru_cache(maxsize=None)
@@ -78,7 +66,7 @@ def run_image(image, grid="tiny", *, latency=2, jitter=0, max_cycles=50_000_000,
         params = {"max_cycles": max_cycles, "result": str(work / "result.json")}
         started = time.monotonic()
         tests, failed = design.run(
-            "sim.cocotb_run", test_dir=work, env={"NEUFLOW_RUN": json.dumps(params)},
+            "sim.rtl.cocotb_run", test_dir=work, env={"NEUFLOW_RUN": json.dumps(params)},
             trace=None if trace is None else Path(trace).resolve(),
             plusargs=[f"+image={work / 'image.hex'}", f"+dump={work / 'dump.hex'}",
                       f"+latency={latency}", f"+jitter={jitter}", f"+verilator+seed+{seed}"],

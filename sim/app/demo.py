@@ -5,25 +5,17 @@ Verilator model of the whole processor and on the reference engine, and
 prints predictions, bit-exactness, accuracy against the float model, and
 cycles per image and per layer.
 
-    python -m sim.demo [--grid tiny] [--images 20 | --all]
+    python -m sim.app.demo [--grid tiny] [--images 20 | --all]
 """
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "digits.onnx"
-
-
-def _bar(done, total, started, width=30):
-    filled = width * done // total
-    rate = f" ({(done - 1) / (time.monotonic() - started):.2f} images/s)" if done > 1 else ""
-    print(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} images{rate}   ",
-          end="" if done < total else "\n", flush=True)
 
 
 def main(argv=None):
@@ -38,10 +30,12 @@ def main(argv=None):
     from train_digits import split
 
     import onnx
-    from compiler.driver import (compile_model, first_mismatch, layer_cycles, read_output,
-                                 write_outputs, input_image, run_reference_image)
+    from tqdm import tqdm
+    from compiler import CompileError
+    from compiler.artefacts import write_outputs
     from compiler.onnx_reference import run_onnx
-    from sim.runner import run_image
+    from compiler.pipeline import compile_model
+    from sim.app.verify import verify
 
     _, _, x_test, y_test = split()
     n = len(y_test) if args.all else min(args.images, len(y_test))
@@ -59,25 +53,15 @@ def main(argv=None):
     float_acc_all = (run_onnx(model, x_test)[model.graph.output[0].name].argmax(1) == y_test).mean()
 
     print("  running on Verilator (the first run builds the processor, a few minutes)", flush=True)
-    started = time.monotonic()
-    hw_pred, ref_pred, cycles, per_layer, mismatches = [], [], [], [], []
-    for i in range(n):
-        image = input_image(compiled.image, manifest, x[i])
-        ref_memory = run_reference_image(image, manifest, config)
-        result = run_image(image, args.grid)
-        if not result.halted or result.halt_code != 0:
-            print(f"\nimage {i}: the hardware halted with code {result.halt_code:#x}")
-            return 1
-        bad = first_mismatch(ref_memory, result.memory, manifest)
-        if bad:
-            mismatches.append(f"image {i}: {bad}")
-        hw_pred.append(int(np.argmax(read_output(result.memory, manifest))))
-        ref_pred.append(int(np.argmax(read_output(ref_memory, manifest))))
-        cycles.append(result.cycles)
-        per_layer.append(layer_cycles(result.memory, manifest))
-        if i == 0:
-            started = time.monotonic()      # the first image includes the build
-        _bar(i + 1, n, started)
+    try:
+        with tqdm(total=n, unit="image", desc="  ") as bar:
+            result = verify(manifest, compiled.image, x, "rtl", progress=bar.update)
+    except CompileError as exc:
+        print(f"demo: {exc}")
+        return 1
+    hw_pred = [int(np.argmax(r.output)) for r in result.images]
+    cycles = [r.cycles for r in result.images]
+    mismatches = [f"image {i}: {r.mismatch}" for i, r in enumerate(result.images) if r.mismatch]
 
     print()
     print("  image:     " + " ".join(f"{i:>2}" for i in range(min(n, 30))))
@@ -103,7 +87,7 @@ def main(argv=None):
     print()
     print(f"  {'layer':<12} {'op':<8} {'passes':>6} {'MACs':>7} {'cycles':>8} {'estimate':>9} "
           f"{'diff':>7} {'MACs/cycle':>10}")
-    measured = np.mean(np.array(per_layer), axis=0)
+    measured = result.mean_layer_cycles()
     for layer, cyc in zip(manifest["layers"], measured):
         est = layer["estimated_cycles"]
         print(f"  {layer['name']:<12} {layer['op']:<8} {layer['passes']:>6} {layer['macs']:>7} "

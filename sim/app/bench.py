@@ -13,9 +13,9 @@ import numpy as np
 
 from neuflow_hdl.presets import preset
 from neuflow_hdl.soc import SoC
-from sim.pipeline_program import three_layer_pipeline
-from sim.pysim import memory_process
-from sim.runner import run_image, soc_build
+from sim.app.pipeline_program import three_layer_pipeline
+from sim.rtl.pysim import memory_process
+from sim.rtl.runner import run_image, soc_build
 
 PYSIM_CYCLES = 3000
 REPEAT = 20         #: image passes per Verilator run, so the run outlasts start-up

@@ -1,6 +1,6 @@
 """Fit the piecewise-linear mapper to a function and measure its exact error.
 
-The fit is evaluated through :func:`sim.reference.mapper`, i.e. with the
+The fit is evaluated through :func:`sim.golden.reference.mapper`, i.e. with the
 quantised slopes, offsets and bounds and the hardware's rounding, on every
 input code of the word format; the reported error is therefore the error the
 hardware makes, not the error of an idealised float approximation.
@@ -13,7 +13,7 @@ import numpy as np
 
 from neuflow_hdl.numerics import Q8_8, Format
 from neuflow_hdl.regs import Symmetry
-from sim.reference import mapper
+from sim.golden.reference import mapper
 
 __all__ = ["FUNCTIONS", "MapperFit", "fit", "fit_function"]
 

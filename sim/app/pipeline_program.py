@@ -14,9 +14,9 @@ import numpy as np
 
 from neuflow_hdl.regs import (ConvMode, PORT_STATUS_REG, stream_port_writes, streamer_address,
                               tile_config_writes)
-from sim import reference
-from sim.asm import assemble, to_words
-from sim.mapper_fit import fit
+from sim.golden import reference
+from sim.golden.asm import assemble, to_words
+from sim.golden.mapper_fit import fit
 
 __all__ = ["Pipeline", "three_layer_pipeline"]
 

@@ -17,7 +17,7 @@ from amaranth.back import verilog
 
 __all__ = ["verilator_env", "VerilatorBuild", "build", "BUILD_ROOT"]
 
-BUILD_ROOT = Path(os.environ.get("NEUFLOW_BUILD", Path(__file__).resolve().parent.parent / "build"))
+BUILD_ROOT = Path(os.environ.get("NEUFLOW_BUILD", Path(__file__).resolve().parents[2] / "build"))
 
 #: Verilator options for Amaranth output (width warnings are expected there).
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2", "--x-assign", "fast",
@@ -55,7 +55,7 @@ class VerilatorBuild:
         ``(tests, failed)``.  ``trace``: write an FST waveform there (the build
         must have been made with ``waves=True``)."""
         from cocotb_tools.runner import get_results
-        pythonpath = os.pathsep.join([str(test_dir), str(Path(__file__).resolve().parent.parent),
+        pythonpath = os.pathsep.join([str(test_dir), str(Path(__file__).resolve().parents[2]),
                                       os.environ.get("PYTHONPATH", "")])
         # One results file per run: parallel workers share a build, and the
         # runner deletes its results file before it starts the simulator.
@@ -78,7 +78,7 @@ class VerilatorBuild:
             results.unlink(missing_ok=True)
 
 
-PUBLIC_TOP = Path(__file__).resolve().parent / "rtl" / "public_top.vlt"
+PUBLIC_TOP = Path(__file__).resolve().parent / "public_top.vlt"
 
 
 def lz4_library():
@@ -97,10 +97,12 @@ def lz4_library():
                     ":all:", "--dest", str(folder), "lz4"], check=True)
     archive = next(folder.glob("lz4-*.tar.gz"))
     with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if "/lz4libs/" in m.name and m.name.endswith((".c", ".h"))]
-        for member in members:
-            member.name = Path(member.name).name
-        tar.extractall(folder, members=members, filter="data")
+        # Only the regular .c and .h files, each written by name into the folder
+        # (no paths, links or modes from the archive): safe on every Python the
+        # project admits, including 3.11 releases before extraction filters.
+        for member in tar.getmembers():
+            if member.isfile() and "/lz4libs/" in member.name and member.name.endswith((".c", ".h")):
+                (folder / Path(member.name).name).write_bytes(tar.extractfile(member).read())
     subprocess.run(["cc", "-O2", "-fPIC", "-c", "lz4.c", "-o", "lz4.o"], cwd=folder, check=True)
     subprocess.run(["ar", "rcs", "liblz4.a", "lz4.o"], cwd=folder, check=True)
     return folder

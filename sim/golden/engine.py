@@ -1,11 +1,11 @@
 """The reference engine: runs a compiled program exactly as the hardware must.
 
-The control program runs on the instruction-set simulator (:mod:`sim.iss`);
+The control program runs on the instruction-set simulator (:mod:`sim.golden.iss`);
 its configuration bus is :class:`GridModel`, a functional model of the grid
 and the streamer that moves whole frames instead of words.  Every register
 write lands in the tile's shadow copy and becomes active at ``start``;
 streams follow the *active* routes (a source feeding several sinks copies
-its frame to each); operators compute with :mod:`sim.reference`, the
+its frame to each); operators compute with :mod:`sim.golden.reference`, the
 bit-exact numpy model the gateware is verified against.  The engine is
 independent of the compiler's intentions: it executes the program, so the
 memory it produces is what the hardware must produce.
@@ -26,8 +26,8 @@ from neuflow_hdl.regs import (ALU_CONFIG, CONTROL, CONTROL_REG, CONV_CONFIG, GRI
                               PORTS_STATUS_REG, ROUTE_NONE, STATUS_REG, STREAM_PORT, STREAMER_TILE,
                               AluOp, ConvMode, Unit, config_address, mapper_config_layout, pack_bits,
                               router_sinks, router_sources, unpack_registers)
-from sim import reference
-from sim.iss import ISS
+from sim.golden import reference
+from sim.golden.iss import ISS
 
 __all__ = ["EngineError", "GridModel", "run_program"]
 

@@ -12,10 +12,10 @@ class UsageError(Exception):
 
 
 def _unit(args):
-    from .alu import StreamALU
-    from .convolver import Convolver
-    from .fifo_bank import FifoBank
-    from .mapper import Mapper
+    from neuflow_hdl.alu import StreamALU
+    from neuflow_hdl.convolver import Convolver
+    from neuflow_hdl.fifo_bank import FifoBank
+    from neuflow_hdl.mapper import Mapper
     try:
         return {
             "convolver": lambda: Convolver(kernel=args.kernel, max_width=args.max_width),
@@ -28,7 +28,7 @@ def _unit(args):
 
 
 def _grid_config(name):
-    from .presets import preset
+    from neuflow_hdl.presets import preset
     try:
         return preset(name)
     except ValueError as exc:
@@ -40,7 +40,7 @@ def cmd_verilog(args):
     if (args.grid is None) == (args.unit is None):
         raise UsageError("give either --grid PRESET or --unit UNIT")
     if args.grid is not None:
-        from .grid import Grid
+        from neuflow_hdl.grid import Grid
         unit = Grid(_grid_config(args.grid))
         name = args.name or "grid"
     else:
@@ -82,8 +82,8 @@ def _read_image(path):
 
 
 def cmd_asm(args):
-    from sim.asm import AsmError, assemble, disassemble, to_words
-    from sim.runner import write_hex
+    from sim.golden.asm import AsmError, assemble, disassemble, to_words
+    from neuflow_hdl.hexfile import write_hex
     source = Path(args.source)
     if not source.exists():
         raise UsageError(f"{source}: no such file")
@@ -99,7 +99,8 @@ def cmd_asm(args):
 
 
 def cmd_run_image(args):
-    from sim.runner import run_image, write_hex
+    from neuflow_hdl.hexfile import write_hex
+    from sim.rtl.runner import run_image
     image = _read_image(args.image)
     _grid_config(args.grid)
     print(f"run-image: {args.image} ({len(image)} words) on grid {args.grid} (Verilator; the first "
@@ -122,8 +123,8 @@ def cmd_run_image(args):
 
 
 def cmd_fit_mapper(args):
-    from .numerics import Format
-    from sim.mapper_fit import FUNCTIONS, fit
+    from neuflow_hdl.numerics import Format
+    from sim.golden.mapper_fit import FUNCTIONS, fit
     if args.function not in FUNCTIONS:
         raise UsageError(f"unknown function {args.function!r}; known: {', '.join(sorted(FUNCTIONS))}")
     try:
@@ -152,18 +153,25 @@ def _load_array(path, what):
         raise UsageError(f"{what} {path}: not a .npy array ({type(exc).__name__})") from None
 
 
+def _say(args):
+    """A progress printer, silent with --quiet."""
+    return (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
+
+
 def cmd_compile(args):
     from compiler import CompileError
-    from compiler.driver import compile_model, write_outputs
+    from compiler.artefacts import write_outputs
+    from compiler.pipeline import compile_model
     calibration = None if args.calibration is None else _load_array(args.calibration,
                                                                      "calibration")
     try:
-        compiled = compile_model(args.model, args.grid, calibration,
-                                 progress=lambda text: print(text, flush=True),
+        compiled = compile_model(args.model, args.grid, calibration, progress=_say(args),
                                  reference=not args.no_reference)
         manifest = write_outputs(compiled, args.output)
     except CompileError as exc:
         raise UsageError(str(exc)) from None
+    if args.quiet:
+        return
     c = compiled.config
     total = manifest["estimated_cycles"]
     print(f"compiled {args.model} for grid {args.grid}: {len(compiled.layers)} layers, "
@@ -177,118 +185,155 @@ def cmd_compile(args):
               f"SNR {row['snr_db']:.1f} dB")
 
 
+def _print_cycles(result):
+    """Measured cycles per layer beside the estimates, and the total."""
+    manifest = result.manifest
+    print(f"{'layer':>28} {'cycles':>9} {'estimate':>9} {'error':>7}")
+    for layer, cyc in zip(manifest["layers"], result.images[0].layer_cycles):
+        est = layer["estimated_cycles"]
+        print(f"{layer['index']:>3} {layer['name'][:24]:>24} {cyc:>9} {est:>9} "
+              f"{100 * (est - cyc) / max(cyc, 1):>+6.1f}%")
+    total = result.images[0].cycles
+    print(f"total {total} cycles per image (reset to halt) = "
+          f"{manifest['clock_mhz'] * 1e6 / total:.1f} images/s at {manifest['clock_mhz']:g} MHz")
+
+
 def cmd_simulate(args):
     import numpy as np
+    from tqdm import tqdm
     from compiler import CompileError
-    from compiler.driver import first_mismatch, layer_cycles, load_compiled, simulate
+    from sim.app.verify import verify_directory
     x = _load_array(args.input, "input")
-    if args.engine == "rtl":
+    if args.engine == "rtl" and not args.quiet:
         print("simulate: the first run on a grid builds its Verilator model (a few minutes)",
               flush=True)
-
-    def progress(done, total):
-        if total > 1 or args.engine == "rtl":
-            print(f"\r  image {done} / {total}", end="\n" if done == total else "", flush=True)
-    try:
-        manifest, _ = load_compiled(args.directory)
-        y, info = simulate(args.directory, x, args.engine, progress=progress, trace=args.trace)
-        if args.engine == "rtl":
-            ref, ref_info = simulate(args.directory, x, "reference")
-            for n, (a, b) in enumerate(zip(ref_info, info)):
-                bad = first_mismatch(a["memory"], b["memory"], manifest)
-                if bad:
-                    raise UsageError(f"image {n}: hardware differs from the reference: {bad}")
+    images = x.shape[0] if x.ndim else 1
+    with tqdm(total=images, unit="image", disable=args.quiet or images < 2, leave=False) as bar:
+        try:
+            result = verify_directory(args.directory, x, args.engine, progress=bar.update,
+                                      trace=args.trace)
+        except CompileError as exc:
+            raise UsageError(str(exc)) from None
+    if args.engine == "rtl":
+        bad = result.first_mismatch
+        if bad:
+            raise UsageError(f"image {bad[0]}: hardware differs from the reference: {bad[1]}")
+        if not args.quiet:
             print(f"hardware equals the reference engine bit for bit on every layer of "
-                  f"{len(info)} image(s)")
-            measured = layer_cycles(info[0]["memory"], manifest)
-            print(f"{'layer':>28} {'cycles':>9} {'estimate':>9} {'error':>7}")
-            for layer, cyc in zip(manifest["layers"], measured):
-                est = layer["estimated_cycles"]
-                print(f"{layer['index']:>3} {layer['name'][:24]:>24} {cyc:>9} {est:>9} "
-                      f"{100 * (est - cyc) / max(cyc, 1):>+6.1f}%")
-            total = info[0]["cycles"]
-            print(f"total {total} cycles per image (reset to halt) = "
-                  f"{manifest['clock_mhz'] * 1e6 / total:.1f} images/s at "
-                  f"{manifest['clock_mhz']:g} MHz")
-    except CompileError as exc:
-        raise UsageError(str(exc)) from None
+                  f"{len(result.images)} image(s)")
+            _print_cycles(result)
+    y = result.outputs
     np.save(args.output, y.astype(np.float32))
-    print(f"wrote {args.output} {tuple(y.shape)}")
+    if not args.quiet:
+        print(f"wrote {args.output} {tuple(y.shape)}")
+
+
+def _grid_help():
+    from neuflow_hdl.presets import PRESETS
+    sizes = ", ".join(f"{name} ({c.rows}x{c.columns} tiles, K={c.kernel}, {c.multipliers} multipliers)"
+                      for name, c in PRESETS.items())
+    return f"grid preset: {sizes}"
 
 
 def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="print only errors and results")
+    common.add_argument("--debug", action="store_true",
+                        help="on an unexpected failure, show the Python traceback")
     parser = argparse.ArgumentParser(prog="neuflow", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    grid = _grid_help()
 
-    p = sub.add_parser("verilog", help="write Verilog for a grid preset or one tile operator")
-    p.add_argument("--grid", help="grid preset (tiny, ulx3s-85f, neuflow-v6)")
-    p.add_argument("--unit", choices=["convolver", "alu", "mapper", "fifo-bank"])
-    p.add_argument("--kernel", type=int, default=7, help="convolver: largest kernel K")
-    p.add_argument("--max-width", type=int, default=512, help="convolver: longest row")
-    p.add_argument("--segments", type=int, default=8, help="mapper: segments")
-    p.add_argument("--count", type=int, default=4, help="fifo-bank: FIFOs")
-    p.add_argument("--depth", type=int, default=512, help="fifo-bank: words per FIFO")
-    p.add_argument("--name", help="Verilog module name")
-    p.add_argument("-o", "--output", required=True)
+    p = sub.add_parser("verilog", parents=[common],
+                       help="write Verilog for a grid preset or one tile operator")
+    p.add_argument("--grid", help=grid + " (or give --unit)")
+    p.add_argument("--unit", choices=["convolver", "alu", "mapper", "fifo-bank"],
+                   help="one tile operator instead of a grid")
+    p.add_argument("--kernel", type=int, default=7, help="convolver: largest kernel K (default 7)")
+    p.add_argument("--max-width", type=int, default=512, help="convolver: longest row (default 512)")
+    p.add_argument("--segments", type=int, default=8, help="mapper: segments (default 8)")
+    p.add_argument("--count", type=int, default=4, help="fifo-bank: FIFOs (default 4)")
+    p.add_argument("--depth", type=int, default=512, help="fifo-bank: words per FIFO (default 512)")
+    p.add_argument("--name", help="Verilog module name (default: grid, or the unit's name)")
+    p.add_argument("-o", "--output", required=True, help="Verilog file to write")
     p.set_defaults(func=cmd_verilog)
 
-    p = sub.add_parser("synth", help="synthesize and place a grid for the LFE5U-85F (YoWASP)")
-    p.add_argument("--grid", required=True)
-    p.add_argument("--build-dir", default="build/synth")
+    p = sub.add_parser("synth", parents=[common],
+                       help="synthesize, place and route a grid for the LFE5U-85F (YoWASP)")
+    p.add_argument("--grid", required=True, help=grid)
+    p.add_argument("--build-dir", default="build/synth", help="folder for the netlists and reports")
     p.add_argument("--route-minutes", type=float,
                    help="stop routing after this many minutes (default: boards/synth.py ROUTE_MINUTES) and "
                         "report the placement's fmax estimate")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("asm", help="assemble a control program into a memory image")
-    p.add_argument("source")
+    p = sub.add_parser("asm", parents=[common], help="assemble a control program into a memory image")
+    p.add_argument("source", help="assembly source (docs/isa.md)")
     p.add_argument("-o", "--output", required=True, help="image file (hex words, one per line)")
     p.add_argument("--listing", action="store_true", help="print the disassembly")
     p.set_defaults(func=cmd_asm)
 
-    p = sub.add_parser("run-image", help="run a memory image on the simulated processor to halt")
+    p = sub.add_parser("run-image", parents=[common],
+                       help="run a memory image on the simulated processor to halt")
     p.add_argument("image", help="hex words, one per line, or a .npy array")
-    p.add_argument("--grid", default="tiny")
+    p.add_argument("--grid", default="tiny", help=grid + " (default tiny)")
     p.add_argument("--trace", help="write a waveform of the run (FILE.fst)")
     p.add_argument("--dump", help="write memory after halt (hex words)")
-    p.add_argument("--latency", type=int, default=2, help="memory read latency, cycles")
+    p.add_argument("--latency", type=int, default=2, help="memory read latency, cycles (default 2)")
     p.add_argument("--jitter", type=int, default=0, help="extra random read latency, 0 .. J cycles")
-    p.add_argument("--max-cycles", type=int, default=50_000_000)
+    p.add_argument("--max-cycles", type=int, default=50_000_000,
+                   help="give up after this many cycles (default 50,000,000)")
     p.set_defaults(func=cmd_run_image)
 
-    p = sub.add_parser("compile", help="compile an ONNX network into a program and memory image")
+    p = sub.add_parser("compile", parents=[common],
+                       help="compile an ONNX network into a program and memory image")
     p.add_argument("model", help="ONNX file")
-    p.add_argument("--grid", default="tiny")
+    p.add_argument("--grid", default="tiny", help=grid + " (default tiny)")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--calibration", help=".npy array of inputs (N, ...) for per-layer formats")
     p.add_argument("--no-reference", action="store_true",
                    help="skip the reference run that measures the error against onnxruntime")
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("simulate", help="run a compiled network on an engine")
+    p = sub.add_parser("simulate", parents=[common], help="run a compiled network on an engine")
     p.add_argument("directory", help="output directory of neuflow compile")
     p.add_argument("--input", required=True, help=".npy input shaped like the ONNX input")
     p.add_argument("--output", required=True, help=".npy file for the network's output")
-    p.add_argument("--engine", choices=["reference", "rtl"], default="reference")
+    p.add_argument("--engine", choices=["reference", "rtl"], default="reference",
+                   help="reference: the reference engine; rtl: the processor on Verilator, checked "
+                        "layer by layer against the reference, with measured cycles")
     p.add_argument("--trace", help="rtl: waveform of the first image (FILE.fst)")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("fit-mapper", help="fit the piecewise-linear mapper to a function")
-    p.add_argument("function")
-    p.add_argument("--segments", type=int, default=8)
-    p.add_argument("--width", type=int, default=16)
-    p.add_argument("--frac", type=int, default=8)
+    p = sub.add_parser("fit-mapper", parents=[common],
+                       help="fit the piecewise-linear mapper to a function")
+    p.add_argument("function", help="tanh, sigmoid, ... (the fitter's known functions)")
+    p.add_argument("--segments", type=int, default=8, help="mapper segments (default 8)")
+    p.add_argument("--width", type=int, default=16, help="word width (default 16)")
+    p.add_argument("--frac", type=int, default=8, help="fraction bits (default 8)")
     p.set_defaults(func=cmd_fit_mapper)
     return parser
 
 
 def main(argv=None):
+    """The ``neuflow`` command: exit 0 on success, 2 with one line on bad input,
+    1 with one line (and, with --debug, the traceback) on anything unexpected."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
     except UsageError as exc:
         print(f"neuflow: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("neuflow: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:            # a bug: one line, the traceback only when asked for
+        if args.debug:
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"neuflow: internal error: {type(exc).__name__}: {detail} (rerun with --debug "
+              "for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,238 @@
+"""Compiled artefacts: the typed result of a compile, the files it writes
+(image, manifest, listing, report) and the functions that read a compiled
+network's memory back (its input, its output, every layer's tensor, the
+cycle stamps)."""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from neuflow_hdl.hexfile import write_hex
+from neuflow_hdl.numerics import Format, wrap_signed
+
+from .errors import CompileError
+from .layout import Buffer
+
+__all__ = ["Layer", "Compiled", "Accuracy", "write_outputs", "load_compiled", "as_batch", "input_image",
+           "tensor_codes", "read_output", "layer_cycles", "first_mismatch", "report"]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One IR node compiled: its passes and what the report needs."""
+    name: str
+    op: str                         #: the ONNX operator
+    output: str                     #: the output tensor (a buffer)
+    onnx_output: str                #: the ONNX tensor it stands for, or None (an internal step)
+    shape: tuple
+    passes: tuple
+    macs: int
+    notes: tuple
+    pass_cycles: tuple              #: estimated cycles per pass (:mod:`compiler.cost`)
+    error_bound: float
+
+    @property
+    def cycles(self):
+        return sum(self.pass_cycles)
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Per-layer error of the reference engine against onnxruntime on one input."""
+    rows: tuple                     #: {layer, max_abs, snr_db, bound, saturates}
+    input: str                      #: which input, or why nothing was measured
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A compiled network: what ``neuflow compile`` writes."""
+    grid: str
+    config: object
+    graph: object
+    buffers: dict
+    layers: tuple
+    source: str
+    image: np.ndarray               #: memory image without an input (pads, weights, program)
+    stamps: int                     #: address of the cycle-stamp table
+    program_words: int
+    seconds: float = 0.0
+    accuracy: Accuracy = field(default=None)
+
+    @property
+    def errors(self):
+        return list(self.accuracy.rows) if self.accuracy else []
+
+    def manifest(self):
+        c = self.config
+        buffers = {t: {"base": b.base, "shape": [b.channels, b.height, b.width], "pads": list(b.pads),
+                       "pad_value": b.pad_value, "frac": b.frac, "words": b.size}
+                   for t, b in self.buffers.items()}
+        g = self.graph
+        return {
+            "grid": self.grid,
+            "format": {"width": c.fmt.width},
+            "clock_mhz": c.clock_mhz,
+            "multipliers": c.multipliers,
+            "memory_words": int(len(self.image)),
+            "program_words": int(self.program_words),
+            "stamps": self.stamps,
+            "input": {"tensor": g.input, "onnx_name": g.input_name,
+                      "onnx_shape": list(g.input_shape), **buffers[g.input]},
+            "output": {"tensor": g.output, "onnx_name": g.output_name,
+                       "onnx_shape": list(g.output_shape), "host_softmax": g.host_softmax,
+                       **buffers[g.output]},
+            "buffers": buffers,
+            "layers": [{"index": n, "name": l.name, "op": l.op, "output": l.output,
+                        "onnx_output": l.onnx_output, "shape": list(l.shape),
+                        "passes": len(l.passes), "macs": int(l.macs),
+                        "estimated_cycles": int(l.cycles),
+                        "pass_cycles": [int(x) for x in l.pass_cycles],
+                        "error_bound": l.error_bound, "notes": list(l.notes)}
+                       for n, l in enumerate(self.layers)],
+            "estimated_cycles": int(sum(l.cycles for l in self.layers)),
+        }
+
+
+def as_batch(x, onnx_shape):
+    """``x`` as a float batch (N, ...) of inputs shaped like ``onnx_shape`` (one
+    input without N is a batch of one); CompileError naming the shape otherwise."""
+    x = np.asarray(x, dtype=np.float64)
+    want = tuple(onnx_shape[1:])
+    if x.ndim == len(want):
+        x = x[None]
+    if tuple(x.shape[1:]) != want:
+        raise CompileError(f"input of shape {tuple(x.shape)}; the model takes (N, "
+                           f"{', '.join(str(d) for d in want)})")
+    return x
+
+
+def _buffer(spec):
+    """The :class:`~compiler.schedule.Buffer` a manifest entry describes."""
+    return Buffer(spec.get("tensor", ""), *spec["shape"], spec["frac"], tuple(spec["pads"]),
+                  spec["pad_value"], base=spec["base"])
+
+
+def input_image(image, manifest, x):
+    """The memory image with one input (float, per-image shape) quantised into it."""
+    spec = manifest["input"]
+    buf = _buffer(spec)
+    width = manifest["format"]["width"]
+    codes = Format(width).quantise(np.reshape(x, spec["shape"]), spec["frac"])
+    image = np.array(image, dtype=np.int64)
+    words = buf.scatter(codes)
+    image[buf.base:buf.base + len(words)] = words & ((1 << width) - 1)
+    return image
+
+
+def tensor_codes(memory, spec, width=16):
+    """Signed codes (C, H, W) of a buffer described by a manifest entry."""
+    buf = _buffer(spec)
+    words = np.asarray(memory[buf.base:buf.base + buf.size], dtype=np.int64)
+    codes = wrap_signed(words, width)
+    return buf.gather(codes)
+
+
+def first_mismatch(reference, got, manifest):
+    """The first differing layer / map / pixel between two memories after a
+    run of the same image, or None: how hardware is checked against the
+    reference engine."""
+    for layer in manifest["layers"]:
+        spec = manifest["buffers"][layer["output"]]
+        a, b = tensor_codes(reference, spec), tensor_codes(got, spec)
+        diff = (a != b)
+        if diff.any():
+            c, y, x = (int(v) for v in np.argwhere(diff)[0])
+            return (f"layer {layer['index']} ({layer['name']}): map {c}, pixel (row {y}, column "
+                    f"{x}): expected {a[c, y, x]}, got {b[c, y, x]} "
+                    f"({int(diff.sum())} of {diff.size} words differ)")
+    return None
+
+
+def read_output(memory, manifest):
+    """The network's float output for one image (ONNX output shape without N)."""
+    spec = manifest["output"]
+    y = tensor_codes(memory, spec, manifest["format"]["width"]) * 2.0 ** -spec["frac"]
+    y = y.reshape(spec["shape"][0] * spec["shape"][1] * spec["shape"][2])
+    if spec["host_softmax"]:
+        e = np.exp(y - y.max())
+        y = e / e.sum()
+    return y.reshape(tuple(spec["onnx_shape"][1:]))
+
+
+def layer_cycles(memory, manifest):
+    """Cycles per layer from the program's cycle stamps."""
+    stamps = manifest["stamps"]
+    n = len(manifest["layers"])
+    values = [int(memory[stamps + 2 * i]) | int(memory[stamps + 2 * i + 1]) << 16
+              for i in range(n + 1)]
+    return [values[i + 1] - values[i] for i in range(n)]
+
+
+def write_outputs(compiled, outdir):
+    """image.hex, image.npy, manifest.json, program.s (listing) and report.md in ``outdir``."""
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = compiled.manifest()
+    np.save(out / "image.npy", compiled.image.astype(np.uint16))
+    write_hex(out / "image.hex", compiled.image, compiled.config.fmt.width)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=_json))
+    (out / "program.s").write_text(compiled.source)
+    (out / "report.md").write_text(report(compiled, manifest))
+    return manifest
+
+
+def _json(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return str(value)
+
+
+def report(compiled, manifest):
+    c = compiled.config
+    lines = [f"# NeuFlow compile report: grid `{compiled.grid}`", "",
+             f"{c.rows} x {c.columns} tiles, K = {c.kernel}, {c.multipliers} multipliers, "
+             f"{c.clock_mhz:g} MHz nominal; {c.ports} streamer ports, {c.globals_} global lines.",
+             "",
+             f"Memory: program {manifest['program_words']} words, image {manifest['memory_words']} "
+             f"words.  Compile time {compiled.seconds:.2f} s.", ""]
+    total = manifest["estimated_cycles"]
+    macs = sum(l["macs"] for l in manifest["layers"])
+    fps = c.clock_mhz * 1e6 / max(total, 1)
+    lines += [f"Estimated: **{total} cycles per image, {fps:.1f} images/s at {c.clock_mhz:g} MHz**; "
+              f"{macs} MACs, {macs / max(total, 1):.1f} MACs/cycle "
+              f"({100 * macs / max(total, 1) / c.multipliers:.1f}% of the grid's "
+              f"{c.multipliers}).", ""]
+    lines += ["| # | layer | op | output | passes | MACs | est. cycles | MAC util. | error bound |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for l in manifest["layers"]:
+        util = l["macs"] / max(l["estimated_cycles"], 1) / c.multipliers
+        lines.append(f"| {l['index']} | {l['name']} | {l['op']} | {'x'.join(map(str, l['shape']))} "
+                     f"| {l['passes']} | {l['macs']} | {l['estimated_cycles']} | {100 * util:.1f}% "
+                     f"| {l['error_bound']:.3g} |")
+    notes = [f"- {l['name']}: {n}" for l in manifest["layers"] for n in l["notes"]]
+    if notes:
+        lines += ["", "Notes:", ""] + notes
+    if manifest["output"]["host_softmax"]:
+        lines += ["", "The final Softmax runs on the host (`neuflow simulate` applies it)."]
+    if compiled.accuracy is not None:
+        lines += ["", f"## Error against onnxruntime ({compiled.accuracy.input})", "",
+                  "| layer | max abs error | SNR (dB) | bound | saturates |",
+                  "| --- | --- | --- | --- | --- |"]
+        for r in compiled.errors:
+            lines.append(f"| {r['layer']} | {r['max_abs']:.4g} | {r['snr_db']:.1f} | "
+                         f"{r['bound']:.3g} | {'yes' if r['saturates'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def load_compiled(directory):
+    d = Path(directory)
+    if not (d / "manifest.json").is_file() or not (d / "image.npy").is_file():
+        raise CompileError(f"{d}: not a compiled directory (no manifest.json / image.npy); run "
+                           "neuflow compile first")
+    manifest = json.loads((d / "manifest.json").read_text())
+    image = np.load(d / "image.npy").astype(np.int64)
+    return manifest, image

@@ -1,0 +1,78 @@
+"""The cost model: the cycles of one pass, from the pass's description.
+
+A pass is described by a :class:`PassCost`: the instructions the control CPU
+runs in series with it and while it streams, the streams' lengths, the weight
+frames and the pipeline's depth.  :func:`pass_cycles` turns it into cycles;
+nothing else in the compiler estimates time.  The code generator returns the
+:class:`PassCost` of what it emitted (:meth:`compiler.codegen.CodeGen.emit_layer`),
+and the blocking search ranks its candidates by :func:`predicted_cost` (the
+same description with typical instruction counts, before any code exists),
+then keeps the cheapest candidate by what its code costs: the estimate the
+search optimises is the estimate the report prints.
+
+Calibrated against the RTL (docs/compiler.md): an instruction takes about
+``CYCLES_PER_INSTRUCTION`` cycles (fetch and execute over the memory bus),
+and a pass's streams take ``STREAM_OVERHEAD`` cycles beyond their words and
+the pipeline's depth (the ports' start and drain).
+"""
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["CYCLES_PER_INSTRUCTION", "STREAM_OVERHEAD", "PassCost", "stream_cycles", "pass_cycles",
+           "predicted_cost"]
+
+CYCLES_PER_INSTRUCTION = 4
+STREAM_OVERHEAD = 9
+
+
+@dataclass(frozen=True)
+class PassCost:
+    """What one pass's cycles depend on."""
+    streams: tuple          #: words of each data stream (reads, partial sums, writes)
+    latency: int            #: pipeline depth of the pass's longest path
+    frame: tuple = ()       #: words of the weight frame streaming beside the data
+    serial: int = 0         #: instructions in series before the streams start
+    overlapped: int = 0     #: instructions that run while the streams run
+    waits: int = 0          #: status polls after the streams (the first one overlaps them)
+    alone: tuple = ()       #: words of weight frames streamed on their own before the pass
+    after: int = 0          #: instructions in series after the pass (the layer's status check)
+
+
+def stream_cycles(data, frame, latency, beat_words):
+    """Cycles of a pass's streams: the longest data stream through the pipeline
+    (``latency``), the weight frame (which the convolvers always take), or the
+    memory bus's beats, whichever is longest."""
+    words = sum(data) + sum(frame)
+    return max(max(data) + latency, max(frame, default=0),
+               math.ceil(words / beat_words) + latency)
+
+
+def pass_cycles(cost, beat_words):
+    """Estimated cycles of the pass ``cost`` describes, on a memory bus of
+    ``beat_words`` words per beat.  The waits after the streams: the ports'
+    poll overlaps the streams, each further poll finds the grid idle (measured:
+    about half an instruction time)."""
+    cpi = CYCLES_PER_INSTRUCTION
+    streams = stream_cycles(list(cost.streams), list(cost.frame), cost.latency, beat_words)
+    return (cost.serial * cpi + sum(words + STREAM_OVERHEAD for words in cost.alone) +
+            max(streams, cost.overlapped * cpi) + max(cost.waits - 1, 0) * cpi // 2 +
+            STREAM_OVERHEAD + cost.after * cpi)
+
+
+def predicted_cost(shape, config, *, first):
+    """The :class:`PassCost` of a pass before its code exists, from its ``shape``
+    (:func:`compiler.schedule.pass_shape`) with typical instruction counts: about
+    four shadow writes per tile and one descriptor per stream, overlapping the
+    previous pass's streams (in series for a layer's ``first`` pass, after its
+    kernels' frame streams alone); two start writes; two waits."""
+    kernel_words = shape.loads * config.kernel ** 2
+    frame = (kernel_words,) if shape.loads else ()
+    setup = 4 * shape.tiles + len(shape.streams) + len(frame)
+    if first:
+        alone = frame
+        serial = setup + 2 + (4 if frame else 0)
+    else:
+        alone, serial = (), 2
+    return PassCost(streams=tuple(shape.streams), latency=shape.latency, frame=frame, serial=serial,
+                    overlapped=setup, waits=2, alone=alone)

@@ -1,0 +1,217 @@
+"""Memory layout: where every tensor lives.
+
+Every tensor lives in a :class:`Buffer`: C maps stored one after the other,
+each with a border of ``pads`` words (zeros for convolutions, the smallest
+word for max pooling) that the memory image initialises and nothing ever
+writes.  Padding therefore costs nothing at run time: a padded convolution
+reads a larger rectangle.  Buffers never overlap.  The program and the
+cycle-stamp table sit below the buffers, the weight frames above them.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import CompileError
+
+__all__ = ["Rect", "Buffer", "DATA_BASE", "ALIGN", "conv_geometry", "kernel_pieces", "chunk_side",
+           "plan_buffers", "allocate", "check_memory"]
+
+DATA_BASE = 0x1000          #: first try for the tensors (moved up when the program is longer)
+ALIGN = 64                  #: alignment of the weight frames and of a moved data base
+
+
+@dataclass(frozen=True)
+class Rect:
+    """A 2-D rectangle of words in memory."""
+    base: int
+    width: int
+    height: int
+    stride: int
+
+    @property
+    def words(self):
+        return self.width * self.height
+
+
+@dataclass
+class Buffer:
+    tensor: str
+    channels: int
+    height: int
+    width: int
+    frac: int
+    pads: tuple = (0, 0, 0, 0)          #: top, left, bottom, right
+    pad_value: int = 0
+    tail: int = 0                       #: extra words after the maps (flat chunk reads)
+    base: int = 0
+
+    @property
+    def row(self):
+        return self.width + self.pads[1] + self.pads[3]
+
+    @property
+    def rows(self):
+        return self.height + self.pads[0] + self.pads[2]
+
+    @property
+    def map_words(self):
+        return self.rows * self.row
+
+    @property
+    def size(self):
+        return self.channels * self.map_words + self.tail
+
+    @property
+    def flat(self):
+        return not any(self.pads)
+
+    def rect(self, c, top, left, height, width):
+        """Rectangle of map ``c`` whose top-left is (``top``, ``left``) relative to
+        the interior's origin (negative values reach into the border)."""
+        t, l = self.pads[0], self.pads[1]
+        if not (0 <= t + top and top + height <= self.height + self.pads[2] and
+                0 <= l + left and left + width <= self.width + self.pads[3]):
+            raise AssertionError(f"{self.tensor}: rectangle outside the padded map")
+        return Rect(self.base + c * self.map_words + (t + top) * self.row + l + left,
+                    width, height, self.row)
+
+    def interior(self, c):
+        return self.rect(c, 0, 0, self.height, self.width)
+
+    def initial(self):
+        """The buffer's words in the memory image: pads set, interior zero."""
+        m = np.full((self.channels, self.rows, self.row), self.pad_value, dtype=np.int64)
+        t, l = self.pads[0], self.pads[1]
+        m[:, t:t + self.height, l:l + self.width] = 0
+        return np.concatenate([m.ravel(), np.zeros(self.tail, dtype=np.int64)])
+
+    def scatter(self, codes):
+        """Words of the whole buffer holding ``codes`` (C, H, W) in the interior."""
+        words = self.initial()
+        m = words[:self.channels * self.map_words].reshape(self.channels, self.rows, self.row)
+        t, l = self.pads[0], self.pads[1]
+        m[:, t:t + self.height, l:l + self.width] = codes
+        return words
+
+    def gather(self, words):
+        """The interior (C, H, W) of the buffer from its words."""
+        m = np.asarray(words[:self.channels * self.map_words]).reshape(
+            self.channels, self.rows, self.row)
+        t, l = self.pads[0], self.pads[1]
+        return m[:, t:t + self.height, l:l + self.width]
+
+
+def conv_geometry(node, shapes, K):
+    """(kh, kw, stride, pads, pieces, Ho, Wo) of a conv-like node; pieces are
+    (dy, dx, ph, pw) blocks of at most K x K."""
+    c, h, w = shapes[node.inputs[0]]
+    if node.op == "conv":
+        kh, kw = node.params["weight"].shape[2:]
+    else:
+        kh, kw = node.attrs["kernel"]
+    sh, sw = node.attrs["stride"]
+    if sh != sw:
+        raise CompileError(f"strides {sh}x{sw}: the convolver has one stride for both axes", node)
+    t, l, b, r = node.attrs["pads"]
+    ho, wo = (h + t + b - kh) // sh + 1, (w + l + r - kw) // sw + 1
+    return kh, kw, sh, (t, l, b, r), kernel_pieces(kh, kw, K), ho, wo
+
+
+def kernel_pieces(kh, kw, K):
+    """A kh x kw kernel as (dy, dx, ph, pw) blocks of at most K x K, row-major."""
+    return [(dy, dx, min(K, kh - dy), min(K, kw - dx))
+            for dy in range(0, kh, K) for dx in range(0, kw, K)]
+
+
+def _consumer_pads(node, graph, config):
+    """(top, left, bottom, right, pad value kind) that ``node`` needs around its input."""
+    K = config.kernel
+    if node.op in ("conv", "avgpool", "maxpool"):
+        kh, kw, s, (t, l, b, r), pieces, ho, wo = conv_geometry(node, graph.shapes, K)
+        _, h, w = graph.shapes[node.inputs[0]]
+        if node.op == "maxpool":
+            if kh != kw or kh > K:
+                raise CompileError(f"max pooling window {kh}x{kw}: the convolver's window max "
+                                   f"needs a square window of at most {K}x{K}", node)
+        bottom = right = 0
+        for dy, dx, ph, pw in pieces:
+            kp = max(ph, pw)
+            bottom = max(bottom, dy + (ho - 1) * s + kp - (t + h))
+            right = max(right, dx + (wo - 1) * s + kp - (l + w))
+        return (t, l, max(bottom, 0), max(right, 0), "min" if node.op == "maxpool" else "zero")
+    return (0, 0, 0, 0, None)
+
+
+def plan_buffers(graph, formats, config):
+    """A :class:`Buffer` per tensor, with the borders its consumers need."""
+    buffers = {}
+    fmt = config.fmt
+    tensors = [graph.input] + [n.output for n in graph.nodes]
+    for t in tensors:
+        c, h, w = graph.shapes[t]
+        pads, kind, who = [0, 0, 0, 0], None, None
+        for user in graph.consumers(t):
+            p = _consumer_pads(user, graph, config)
+            if any(p[:4]):
+                if kind is not None and p[4] != kind:
+                    raise CompileError(f"input {t!r} is padded with zeros for {who!r} and with the "
+                                       "smallest word for this node; one buffer cannot hold both",
+                                       user)
+                kind, who = p[4], user.name
+                pads = [max(a, b) for a, b in zip(pads, p[:4])]
+        buffers[t] = Buffer(t, c, h, w, formats[t], tuple(pads),
+                            fmt.min if kind == "min" else 0)
+        for user in graph.consumers(t):
+            if user.op == "gemm":       # read flat in k x k chunks (see lower_gemm)
+                k = chunk_side(c * h * w, config.kernel)
+                buffers[t].tail = max(buffers[t].tail, -(-(c * h * w) // (k * k)) * k * k - c * h * w)
+    return buffers
+
+
+def chunk_side(features, K):
+    """Side of the k x k chunks a fully connected layer reads its flat input in."""
+    return min(K, math.isqrt(features - 1) + 1)
+
+
+def allocate(buffers, start, align=16):
+    """Give every buffer its own memory (no overlaps); returns the first free address."""
+    address = start
+    for b in buffers.values():
+        address = -(-address // align) * align
+        b.base = address
+        address += b.size
+    return address
+
+
+
+def _weight_words(node, config):
+    """Words of distinct kernels ``node`` stores, each padded to K x K in the weight
+    frames (kernels equal before rounding counted once; kernels that only become
+    equal after rounding counted apart)."""
+    K = config.kernel
+    if node.op == "conv":
+        w = node.params["weight"]
+        words = 0
+        for dy, dx, ph, pw in kernel_pieces(*w.shape[2:], K):
+            rows = w[:, :, dy:dy + ph, dx:dx + pw].reshape(-1, ph * pw)
+            rows = rows[np.any(rows != 0, axis=1)]
+            words += len(np.unique(rows, axis=0)) * K * K
+        return words
+    if node.op == "gemm":
+        n_out, features = node.params["weight"].shape
+        k = chunk_side(features, K)
+        return n_out * -(-features // (k * k)) * K * K
+    return 0
+
+
+def check_memory(graph, buffers, config, grid):
+    """Stop before code generation when tensors and kernels cannot fit the memory,
+    naming the first layer whose output or kernels overflow it."""
+    used = DATA_BASE + buffers[graph.input].size
+    for node in graph.nodes:
+        used += buffers[node.output].size + ALIGN + _weight_words(node, config)
+        if used > config.memory_words:
+            raise CompileError(f"tensors and kernels up to this layer need {used} words; grid "
+                               f"{grid} has {config.memory_words} words of memory", node)

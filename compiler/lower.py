@@ -1,0 +1,229 @@
+"""Lowering: IR nodes -> dataflow jobs, reading the quantisation stage's
+integer weights and mapper choices.
+
+A :class:`ConvJob` is a set of output maps, each the sum of convolutions of
+input rectangles (maps, pieces of a kernel larger than K, chunks of a
+flattened vector) with k x k kernels, plus bias, then an optional mapper.  A
+:class:`StreamJob` is a term-by-term ALU operation and/or a mapper over
+rectangles.  How jobs become passes on the grid is :mod:`compiler.schedule`.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from neuflow_hdl.regs import AluOp, ConvMode
+
+from .errors import CompileError
+from .ir import as_conv
+from .layout import Rect, chunk_side, conv_geometry
+
+__all__ = ["ConvJob", "StreamJob", "Lowered", "lower_node"]
+
+
+@dataclass
+class ConvJob:
+    mode: ConvMode
+    stride: int
+    shift: int
+    inputs: list            #: [(Rect, k)]: the input streams
+    outputs: list           #: [Rect]: one per output map
+    terms: list             #: per output: [(input index, k x k kernel codes or None)]
+    bias: list              #: per output: accumulator-format bias
+    mapper: dict = None     #: mapper configuration after the last term, or None
+    macs: int = 0           #: useful multiply-accumulates (for utilisation)
+
+
+@dataclass
+class StreamJob:
+    a: Rect
+    out: Rect
+    b: Rect = None          #: second ALU operand stream (None: constant or no ALU)
+    alu: dict = None        #: ALU configuration, or None (mapper only)
+    mapper: dict = None
+
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """One node as jobs: ``jobs`` (all ConvJobs or all StreamJobs), report
+    ``notes``, useful ``macs``, and ``narrowings``: the most roundings a value
+    of the output goes through (one per link of the longest chain)."""
+    jobs: tuple
+    notes: tuple
+    macs: int
+    narrowings: int
+
+    @property
+    def convolutions(self):
+        return isinstance(self.jobs[0], ConvJob)
+
+
+def _lowered(jobs, notes):
+    convs = [j for j in jobs if isinstance(j, ConvJob)]
+    narrowings = max(len(t) for t in convs[0].terms) if convs else 1
+    return Lowered(tuple(jobs), tuple(notes), sum(j.macs for j in convs), narrowings)
+
+
+def _strips(width_needed, wo, s, kp, max_width):
+    """Split ``wo`` output columns into strips whose input rows fit the line buffers."""
+    if width_needed(wo) <= max_width:
+        return [(0, wo)]
+    per = (max_width - kp) // s + 1
+    if per < 1:
+        raise AssertionError("kernel wider than max_width")
+    return [(x0, min(per, wo - x0)) for x0 in range(0, wo, per)]
+
+
+def _nonzero(chain):
+    """Drop all-zero kernels (they add nothing) but keep at least one term (the bias)."""
+    kept = [t for t in chain if t[1] is None or t[1].any()]
+    return kept or chain[:1]
+
+
+
+def _mapper(quant):
+    """(mapper configuration or None, report notes) of a node's activation."""
+    choice = quant.mapper
+    if choice is None:
+        return None, []
+    return choice.config, [f"mapper {choice.name}: max error {choice.max_error:.4g}"]
+
+
+def lower_conv(node, graph, buffers, config, quant):
+    """A convolution-like node (conv, avgpool, affine, maxpool) as ConvJobs."""
+    K = config.kernel
+    x, y = buffers[node.inputs[0]], buffers[node.output]
+    fi, fo = x.frac, y.frac
+    is_max = node.op == "maxpool"
+    if not is_max:
+        node = as_conv(node, graph)
+    weight = None if is_max else node.params["weight"]
+    kh, kw, s, (t, l, _, _), pieces, ho, wo = conv_geometry(node, graph.shapes, K)
+    cin = x.channels
+    groups = cin if is_max else node.attrs.get("groups", 1)
+    cout = y.channels
+    cin_g = cin // groups
+    per_group_out = cout // groups
+    mapper, notes = _mapper(quant)
+    if is_max:
+        codes, bias_codes, shift = None, [0] * cout, 0
+        if fi != fo:
+            raise AssertionError("max pooling changes no format")
+    else:
+        codes, bias_codes, shift = quant.kernel.codes, quant.kernel.bias, quant.kernel.shift
+    # Useful work: only (output, input) pairs with a kernel (a connection table
+    # is a dense convolution with zero kernels, which the chains skip).
+    connected = 0 if is_max else int(np.count_nonzero(np.any(weight != 0, axis=(2, 3))))
+    kmax = max(max(ph, pw) for _, _, ph, pw in pieces)
+    strips = _strips(lambda n: (n - 1) * s + kmax, wo, s, kmax, config.max_width)
+    jobs = []
+    for x0, wn in strips:
+        inputs, index = [], {}
+        for c in range(cin):
+            for p, (dy, dx, ph, pw) in enumerate(pieces):
+                kp = max(ph, pw)
+                rect = x.rect(c, dy - t, dx + x0 * s - l, (ho - 1) * s + kp, (wn - 1) * s + kp)
+                index[c, p] = len(inputs)
+                inputs.append((rect, kp))
+        outputs, terms = [], []
+        for o in range(cout):
+            outputs.append(y.rect(o, 0, x0, ho, wn))
+            g = o // per_group_out if not is_max else o
+            chain = []
+            for ci in range(cin_g):
+                c = g * cin_g + ci
+                for p, (dy, dx, ph, pw) in enumerate(pieces):
+                    if is_max:
+                        chain.append((index[c, p], None))
+                        continue
+                    kp = max(ph, pw)
+                    kern = np.zeros((kp, kp), dtype=np.int64)
+                    kern[:ph, :pw] = codes[o, ci, dy:dy + ph, dx:dx + pw]
+                    chain.append((index[c, p], kern))
+            terms.append(_nonzero(chain))
+        macs = 0 if is_max else ho * wn * kh * kw * connected
+        jobs.append(ConvJob(ConvMode.MAX if is_max else ConvMode.MAC, s, shift, inputs, outputs,
+                            terms, [int(b) for b in bias_codes], mapper, macs))
+    return _lowered(jobs, notes)
+
+
+def lower_gemm(node, graph, buffers, config, quant):
+    """A fully connected layer as a convolution over chunks of its flat input."""
+    K = config.kernel
+    x, y = buffers[node.inputs[0]], buffers[node.output]
+    w = node.params["weight"]
+    n_out, features = w.shape
+    codes, bias_codes, shift = quant.kernel.codes, quant.kernel.bias, quant.kernel.shift
+    if not x.flat:
+        # Stored with borders for another consumer: one term per map.
+        if not (x.height == x.width and x.height <= K):
+            raise CompileError(f"input {node.inputs[0]!r} is stored with borders and its "
+                               f"{x.height}x{x.width} maps exceed the {K}x{K} kernel; a fully "
+                               "connected layer reads it flat", node)
+        k = x.height
+        inputs = [(x.interior(c), k) for c in range(x.channels)]
+    else:
+        # Flat: the densest k x k chunks (fewest terms, most MACs per word).
+        k = chunk_side(features, K)
+        chunks = -(-features // (k * k))
+        inputs = [(Rect(x.base + c * k * k, k, k, k), k) for c in range(chunks)]
+    mapper, notes = _mapper(quant)
+    padded = np.zeros((n_out, len(inputs) * k * k), dtype=np.int64)
+    padded[:, :features] = codes
+    outputs, terms = [], []
+    for n in range(n_out):
+        outputs.append(y.interior(n))
+        terms.append(_nonzero([(c, padded[n, c * k * k:(c + 1) * k * k].reshape(k, k))
+                               for c in range(len(inputs))]))
+    return _lowered([ConvJob(ConvMode.MAC, 1, shift, inputs, outputs, terms,
+                             [int(b) for b in bias_codes], mapper, n_out * features)], notes)
+
+
+def _maps(buffers_, tensor_shape):
+    """Per-map interior rectangles of every buffer, or one rectangle each when all are flat."""
+    c, h, w = tensor_shape
+    if all(b.flat for b in buffers_):
+        return [[Rect(b.base, w, c * h, w) for b in buffers_]]
+    return [[b.interior(m) for b in buffers_] for m in range(c)]
+
+
+def lower_stream(node, graph, buffers, config, quant):
+    """Term-by-term layers: ALU operations and stand-alone activations."""
+    fmt = config.fmt
+    y = buffers[node.output]
+    mapper, notes = _mapper(quant)
+    if node.op == "act":
+        x = buffers[node.inputs[0]]
+        return _lowered([StreamJob(a, out, mapper=mapper) for a, out in
+                         _maps([x, y], graph.shapes[node.output])], notes)
+    a_buf, b_buf = buffers[node.inputs[0]], buffers[node.inputs[1]]
+    op = node.attrs["op"]
+    fa, fb, fo = a_buf.frac, b_buf.frac, y.frac
+    shift = {"mul": fa + fb - fo, "div": fo - fa + fb}.get(op, 0)
+    if op in ("add", "sub", "max", "min") and not fa == fb == fo:
+        raise AssertionError("tied formats differ")
+    if not 0 <= shift <= fmt.width:
+        raise CompileError(f"operand formats Q.{fa} and Q.{fb} give an output shift of {shift}, "
+                           f"outside 0 .. {fmt.width}", node)
+    alu_op = {"add": AluOp.ADD, "sub": AluOp.SUB, "mul": AluOp.MUL, "div": AluOp.DIV,
+              "max": AluOp.MAX, "min": AluOp.MIN}[op]
+    if op == "mul" and node.inputs[0] == node.inputs[1]:
+        alu = {"op": AluOp.SQUARE, "b_const": 1, "shift": shift, "const": 0}
+        return _lowered([StreamJob(a, out, alu=alu, mapper=mapper) for a, out in
+                         _maps([a_buf, y], graph.shapes[node.output])], notes)
+    alu = {"op": alu_op, "b_const": 0, "shift": shift, "const": 0}
+    return _lowered([StreamJob(a, out, b=b, alu=alu, mapper=mapper) for a, b, out in
+                     _maps([a_buf, b_buf, y], graph.shapes[node.output])], notes)
+
+
+def lower_node(node, graph, buffers, config, quantisation):
+    """The lowering stage for one IR node: a :class:`Lowered`."""
+    quant = quantisation.nodes[node.output]
+    if node.op in ("conv", "avgpool", "affine", "maxpool"):
+        return lower_conv(node, graph, buffers, config, quant)
+    if node.op == "gemm":
+        return lower_gemm(node, graph, buffers, config, quant)
+    if node.op in ("eltwise", "act"):
+        return lower_stream(node, graph, buffers, config, quant)
+    raise CompileError(f"no lowering for IR operator {node.op}", node)

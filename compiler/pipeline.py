@@ -1,0 +1,164 @@
+"""The compiler as named stages, each a function from one declared type to the next:
+
+=============  ==========================================  =====================================
+stage          function                                    result
+=============  ==========================================  =====================================
+load           :func:`compiler.frontend.load_model`,       ``onnx.ModelProto``, :class:`~compiler.ir.Graph`
+               :func:`compiler.frontend.to_graph`
+passes         :func:`compiler.passes.run_passes`          :class:`~compiler.ir.Graph`
+quantise       :func:`compiler.quantise.quantise`          :class:`~compiler.quantise.Quantisation`
+memory layout  :func:`compiler.layout.plan_buffers`,       ``{tensor: Buffer}`` with addresses
+               :func:`compiler.layout.allocate`
+lower          :func:`compiler.lower.lower_node`           a :class:`~compiler.lower.Lowered` per node
+schedule and   :func:`compiler.program.generate`           :class:`~compiler.program.Program`
+generate code
+link           :func:`link`                                the memory image
+=============  ==========================================  =====================================
+
+:func:`compile_model` runs them all (then the error bounds and, optionally,
+the reference engine against onnxruntime); :func:`estimate_model` stops after
+code generation, for networks whose image would not fit.
+"""
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from neuflow_hdl.presets import preset
+from sim.golden.asm import assemble, to_words
+
+from .accuracy import calibration_maxima, default_input, measure_errors
+from .artefacts import Compiled, Layer, as_batch
+from .bounds import error_bounds
+from .errors import CompileError
+from .frontend import load_model, to_graph
+from .layout import ALIGN, DATA_BASE, allocate, check_memory, plan_buffers
+from .lower import lower_node
+from .passes import run_passes
+from .program import generate
+from .quantise import quantise
+
+__all__ = ["compile_model", "estimate_model", "link", "Frontend"]
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """The model after loading and the graph passes, for a grid."""
+    grid: str
+    config: object
+    model: object                   #: the checked ONNX model
+    graph: object                   #: the IR after :func:`~compiler.passes.run_passes`
+
+
+def _frontend(path, grid):
+    try:
+        config = preset(grid)
+    except ValueError as exc:
+        raise CompileError(str(exc)) from None
+    model = load_model(path)
+    return Frontend(grid, config, model, run_passes(to_graph(model)))
+
+
+def _stamp_table(data_base, layers):
+    """Address of the cycle-stamp table (two words per layer and one more), just below the data."""
+    stamps = data_base - 2 * (layers + 2)
+    return stamps - stamps % 2
+
+
+def _code(front, quantisation, buffers, data_base, progress=None):
+    """Lower, schedule and generate with the data from ``data_base``: (lowered, program)."""
+    g, config = front.graph, front.config
+    end = allocate(buffers, data_base)
+    lowered = [lower_node(node, g, buffers, config, quantisation) for node in g.nodes]
+    program = generate(g, lowered, buffers, config, _stamp_table(data_base, len(g.nodes)),
+                       -(-end // ALIGN) * ALIGN, progress=progress)
+    return lowered, program
+
+
+def link(program_words, buffers, frames, config, grid):
+    """The link stage: the memory image holding the program from address 0, every
+    buffer's initial words (pads set) and the weight frames."""
+    size = frames.end
+    if size > config.memory_words:
+        raise CompileError(f"the program, tensors and weights need {size} words; grid {grid} "
+                           f"has {config.memory_words} words of memory")
+    image = np.zeros(size, dtype=np.int64)
+    image[:len(program_words)] = program_words
+    for b in buffers.values():
+        image[b.base:b.base + b.size] = b.initial() & 0xFFFF
+    for address, words in frames.blocks:
+        image[address:address + len(words)] = np.asarray(words) & 0xFFFF
+    return image
+
+
+def _layers(graph, lowered, program, bounds):
+    return tuple(Layer(node.name, node.onnx_op, node.output,
+                       node.onnx_outputs[-1] if node.onnx_outputs else None,
+                       graph.shapes[node.output], code.passes, low.macs,
+                       low.notes + tuple(dict.fromkeys(code.blockings)), code.pass_cycles,
+                       bounds[node.output])
+                 for node, low, code in zip(graph.nodes, lowered, program.layers))
+
+
+def compile_model(path, grid="tiny", calibration=None, *, progress=None, reference=True):
+    """Compile the ONNX model at ``path`` for grid preset ``grid``: a :class:`Compiled`.
+
+    ``calibration``: float array shaped like the ONNX input, or None (Q8.8).
+    ``progress``: callable(str) for progress lines.  ``reference``: run the
+    reference engine on one input and measure per-layer error against
+    onnxruntime for the report.
+    """
+    started = time.monotonic()
+    say = progress or (lambda text: None)
+    front = _frontend(path, grid)
+    graph, config = front.graph, front.config
+    say(f"{Path(path).name}: {len(graph.nodes)} layers after folding and fusion")
+    if not graph.nodes:
+        raise CompileError("nothing to run on the grid: the model has no operator besides "
+                           "the host's Softmax")
+    maxima = None
+    if calibration is not None:
+        calibration = as_batch(calibration, graph.input_shape)
+        maxima = calibration_maxima(front.model, graph, calibration)
+    quantisation = quantise(graph, config, maxima)
+    buffers = plan_buffers(graph, quantisation.formats, config)
+    check_memory(graph, buffers, config, grid)
+    data_base = DATA_BASE
+    while True:
+        lowered, program = _code(front, quantisation, buffers, data_base)
+        words = to_words(assemble(program.source))
+        stamps = _stamp_table(data_base, len(graph.nodes))
+        if len(words) <= stamps:
+            break
+        # The program reaches the data: place the data above it and generate again.
+        data_base = -(-(len(words) + 2 * len(graph.nodes) + 64) // ALIGN) * ALIGN
+        say(f"program of {len(words)} words: placing data at {data_base:#x}")
+    image = link(words, buffers, program.frames, config, grid)
+    bounds = error_bounds(graph, quantisation, lowered, config, maxima)
+    compiled = Compiled(grid, config, graph, buffers, _layers(graph, lowered, program, bounds),
+                        program.source, image, stamps, len(words))
+    if reference:
+        if calibration is not None:
+            x, what = calibration[:1], "the first calibration input"
+        else:
+            x, what = default_input(graph), "a fixed random input (normal, seed 0)"
+        compiled = replace(compiled, accuracy=measure_errors(compiled, front.model, x, what))
+    return replace(compiled, seconds=time.monotonic() - started)
+
+
+def estimate_model(path, grid, *, progress=None):
+    """Schedule and generate code for a model without assembling or linking it:
+    per-layer passes, MACs and estimated cycles, equal to what
+    :func:`compile_model` reports.  For networks whose image would not fit."""
+    started = time.monotonic()
+    front = _frontend(path, grid)
+    graph, config = front.graph, front.config
+    quantisation = quantise(graph, config, None)
+    buffers = plan_buffers(graph, quantisation.formats, config)
+    lowered, program = _code(front, quantisation, buffers, DATA_BASE, progress=progress)
+    rows = [{"name": node.name, "op": node.onnx_op, "shape": graph.shapes[node.output],
+             "passes": len(code.passes), "macs": low.macs, "cycles": code.cycles}
+            for node, low, code in zip(graph.nodes, lowered, program.layers)]
+    return {"grid": grid, "config": config, "layers": rows, "seconds": time.monotonic() - started}

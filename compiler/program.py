@@ -1,0 +1,108 @@
+"""Scheduling and code generation: lowered layers -> passes -> the control program.
+
+Stream layers have one schedule.  A convolution job has several blockings
+(:func:`compiler.schedule.conv_packings`); the search ranks them by the cost
+model on predicted instruction counts, emits the best :data:`TRIALS` of them
+into trial code generators (:meth:`compiler.codegen.CodeGen.fork`), and keeps
+the one whose emitted code the cost model finds cheapest.  So the estimate
+the search optimises is the estimate the report prints.
+"""
+
+from dataclasses import dataclass
+
+from .codegen import CodeGen, WeightFrames
+from .cost import pass_cycles, predicted_cost
+from .errors import CompileError
+from .schedule import conv_packings, conv_passes, pass_shape, stream_passes
+
+__all__ = ["TRIALS", "LayerCode", "Program", "generate"]
+
+#: Blockings emitted in trial per convolution job (the best ranked by prediction).
+TRIALS = 3
+
+
+@dataclass(frozen=True)
+class LayerCode:
+    """One layer scheduled and emitted."""
+    passes: tuple
+    pass_cycles: tuple      #: estimated cycles of each pass (the cost model on the emitted code)
+    blockings: tuple        #: the chosen blocking of each convolution job, for the report
+
+    @property
+    def cycles(self):
+        return sum(self.pass_cycles)
+
+
+@dataclass(frozen=True)
+class Program:
+    """The control program (assembly source), per-layer code, the weight frames."""
+    source: str
+    layers: tuple
+    frames: WeightFrames
+
+
+def _blocking_name(length):
+    if isinstance(length, tuple):
+        return f"blocking: chains of up to {length[1]} terms sharing input maps"
+    return f"blocking: chains of up to {length} terms"
+
+
+def _ranked(job, config):
+    """The blockings of ``job`` best first by predicted cycles: ``[(name, packing)]``."""
+    ranked = []
+    for length, packing in conv_packings(job, config).items():
+        predicted = sum(pass_cycles(predicted_cost(pass_shape(job, chains, config), config,
+                                                   first=n == 0), config.beat_words)
+                        for n, chains in enumerate(packing[0]))
+        ranked.append((predicted, len(ranked), _blocking_name(length), packing))
+    if not ranked:
+        raise CompileError("no blocking of this layer fits the grid")
+    ranked.sort(key=lambda r: r[:2])
+    return [(name, packing) for _, _, name, packing in ranked]
+
+
+def _emit(gen, title, passes, config):
+    """Emit a layer into a fork of ``gen``: (trial, per-pass cycles)."""
+    trial = gen.fork()
+    costs = trial.emit_layer(title, passes)
+    return trial, tuple(pass_cycles(c, config.beat_words) for c in costs)
+
+
+def schedule_layer(gen, title, lowered, config, window):
+    """Schedule one lowered layer and emit it into ``gen``; a :class:`LayerCode`.
+    Each convolution job in turn keeps the trial blocking whose code (with the
+    jobs before it) costs least."""
+    if not lowered.convolutions:
+        passes = stream_passes(list(lowered.jobs), config, window)
+        trial, cycles = _emit(gen, title, passes, config)
+        gen.adopt(trial)
+        return LayerCode(tuple(passes), cycles, ())
+    chosen, blockings = [], []
+    for job in lowered.jobs:
+        best = None
+        for name, packing in _ranked(job, config)[:TRIALS]:
+            passes = chosen + conv_passes(job, config, window, packing)
+            trial, cycles = _emit(gen, title, passes, config)
+            if best is None or sum(cycles) < sum(best[2]):
+                best = (passes, trial, cycles, name)
+        chosen = best[0]
+        blockings.append(best[3])
+    gen.adopt(best[1])
+    return LayerCode(tuple(chosen), best[2], tuple(blockings))
+
+
+def generate(graph, lowered, buffers, config, stamps, frames_base, *, progress=None):
+    """The code-generation stage: every layer scheduled and emitted; a :class:`Program`.
+    ``lowered``: a :class:`~compiler.lower.Lowered` per node of ``graph``;
+    ``stamps``: the cycle-stamp table's address; weight frames from ``frames_base``."""
+    gen = CodeGen(config, stamps, WeightFrames(frames_base))
+    gen.begin()
+    layers = []
+    for node, low in zip(graph.nodes, lowered):
+        window = (buffers[node.output].base, buffers[node.output].size)
+        title = f"{node.name} ({node.onnx_op})"
+        layers.append(schedule_layer(gen, title, low, config, window))
+        if progress:
+            progress(1)
+    gen.end()
+    return Program("\n".join(gen.lines) + "\n", tuple(layers), gen.frames)

@@ -1,0 +1,2 @@
+"""Applications: the ``neuflow`` command, the verify loop, the demo and the benches.
+The top layer: it may import everything below, nothing imports it."""

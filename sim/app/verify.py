@@ -1,0 +1,96 @@
+"""The verify loop: run a compiled network on an engine, image by image, compare
+every layer with the reference engine, and return a typed result.  The
+``neuflow simulate`` command, the demo and the tests all call :func:`verify`."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from compiler import CompileError
+from compiler.accuracy import run_reference
+from compiler.artefacts import (as_batch, first_mismatch, input_image, layer_cycles, load_compiled,
+                                read_output)
+from neuflow_hdl.presets import preset
+
+__all__ = ["ENGINES", "ImageRun", "Verification", "verify", "verify_directory"]
+
+ENGINES = ("reference", "rtl")
+
+
+@dataclass(frozen=True)
+class ImageRun:
+    """One image on the engine."""
+    output: np.ndarray              #: the network's float output (ONNX output shape without N)
+    memory: np.ndarray              #: every memory word after halt
+    cycles: int = None              #: reset to halt (rtl only)
+    layer_cycles: tuple = ()        #: measured cycles per layer from the cycle stamps (rtl only)
+    mismatch: str = None            #: the first layer / map / pixel differing from the reference
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A network run on an engine over a batch."""
+    engine: str
+    manifest: dict
+    images: tuple = field(default_factory=tuple)
+
+    @property
+    def outputs(self):
+        return np.stack([r.output for r in self.images])
+
+    @property
+    def bit_exact(self):
+        return all(r.mismatch is None for r in self.images)
+
+    @property
+    def first_mismatch(self):
+        """``(image, description)`` of the first mismatch, or None."""
+        return next(((n, r.mismatch) for n, r in enumerate(self.images) if r.mismatch), None)
+
+    def mean_layer_cycles(self):
+        """Measured cycles per layer, averaged over the images (rtl only)."""
+        return np.mean(np.array([r.layer_cycles for r in self.images]), axis=0)
+
+    def estimates(self):
+        return [layer["estimated_cycles"] for layer in self.manifest["layers"]]
+
+
+def _run_rtl(image, grid, n, trace):
+    from sim.rtl.runner import run_image
+    result = run_image(image, grid, trace=trace)
+    if not result.halted:
+        raise CompileError(f"image {n}: the hardware did not halt")
+    if result.halt_code != 0:
+        raise CompileError(f"image {n}: the hardware halted with code {result.halt_code:#x}")
+    return result
+
+
+def verify(manifest, image, x, engine="reference", *, progress=None, trace=None):
+    """Run every input of ``x`` (N, ...) on ``engine`` from the memory ``image``
+    described by ``manifest``.  On ``rtl`` each image is also run on the
+    reference engine and compared layer by layer.  ``progress``: called once per
+    image.  ``trace``: rtl only, an FST waveform of the first image."""
+    if engine not in ENGINES:
+        raise CompileError(f"unknown engine {engine!r}; use {' or '.join(ENGINES)}")
+    config = preset(manifest["grid"])
+    x = as_batch(x, manifest["input"]["onnx_shape"])
+    runs = []
+    for n in range(x.shape[0]):
+        img = input_image(image, manifest, x[n])
+        reference = run_reference(img, config)
+        if engine == "reference":
+            runs.append(ImageRun(read_output(reference, manifest), reference))
+        else:
+            result = _run_rtl(img, manifest["grid"], n, trace if n == 0 else None)
+            runs.append(ImageRun(read_output(result.memory, manifest), result.memory, result.cycles,
+                                 tuple(layer_cycles(result.memory, manifest)),
+                                 first_mismatch(reference, result.memory, manifest)))
+        if progress:
+            progress()
+    return Verification(engine, manifest, tuple(runs))
+
+
+def verify_directory(directory, x, engine="reference", **kw):
+    """:func:`verify` of the network ``neuflow compile`` wrote into ``directory``."""
+    manifest, image = load_compiled(directory)
+    return verify(manifest, image, x, engine, **kw)
