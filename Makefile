@@ -43,9 +43,9 @@ env: $(STAMP)
 
 demo: $(STAMP)
 ifeq ($(IMAGES),all)
-	$(PY) -m sim.demo --grid $(GRID) --all
+	$(PY) -m sim.app.demo --grid $(GRID) --all
 else
-	$(PY) -m sim.demo --grid $(GRID) --images $(IMAGES)
+	$(PY) -m sim.app.demo --grid $(GRID) --images $(IMAGES)
 endif
 
 compile: $(STAMP)
@@ -73,8 +73,8 @@ synth: $(STAMP)
 	$(VENV)/bin/neuflow synth --grid $(GRID) $(if $(ROUTE_MINUTES),--route-minutes $(ROUTE_MINUTES))
 
 bench: $(STAMP)
-	$(PY) -m sim.bench_compiler
-	$(PY) -m sim.bench
+	$(PY) -m sim.app.bench_compiler
+	$(PY) -m sim.app.bench
 
 FN ?= tanh
 fit-mapper: $(STAMP)

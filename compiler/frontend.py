@@ -7,6 +7,7 @@ inputs are all constant), and translates each remaining node into the IR of
 :class:`~compiler.errors.CompileError` naming the node.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,6 @@ from .errors import CompileError
 from .ir import Graph, Node
 
 __all__ = ["load_model", "to_graph", "SUPPORTED"]
-
-SUPPORTED = ("Conv", "Relu", "Tanh", "Sigmoid", "Clip", "LeakyRelu", "MaxPool", "AveragePool",
-             "GlobalAveragePool", "Add", "Sub", "Mul", "Div", "Max", "Min", "Sum",
-             "BatchNormalization", "Gemm", "MatMul", "Flatten", "Reshape", "Identity", "Dropout",
-             "LRN", "Softmax")
 
 _ACT = {"Relu": lambda a: ("relu",), "Tanh": lambda a: ("tanh",), "Sigmoid": lambda a: ("sigmoid",),
         "LeakyRelu": lambda a: ("leaky", float(a.get("alpha", 0.01)))}
@@ -111,19 +107,18 @@ def _chw(shape, what):
                        f"not {len(shape)}-D")
 
 
-def to_graph(model):
-    """Translate a checked ONNX model into a :class:`~compiler.ir.Graph`."""
-    try:
-        model = shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception as exc:
-        raise CompileError(f"shape inference failed: {str(exc).splitlines()[0]}") from None
-    g = model.graph
-    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    value_shapes = {}
+def _value_shapes(g):
+    """``{tensor: [dims]}`` of every tensor shape inference typed (None: unknown dim)."""
+    shapes = {}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         dims = vi.type.tensor_type.shape.dim
-        value_shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    return shapes
 
+
+def _data_input(g, consts, value_shapes):
+    """(name, shape with batch 1) of the model's one data input (the graph input
+    without an initialiser)."""
     data_inputs = [i for i in g.input if i.name not in consts]
     if len(data_inputs) != 1:
         raise CompileError(f"the model must have exactly one data input, not "
@@ -135,74 +130,95 @@ def to_graph(model):
     if not x_shape or any(d is None for d in x_shape[1:]):
         raise CompileError(f"input {x_name!r}: dynamic shape {x_shape}; the compiler needs fixed "
                            f"sizes (the batch dimension may be dynamic)")
-    x_shape = [1] + list(x_shape[1:])
+    return x_name, [1] + list(x_shape[1:])
 
-    shapes = {x_name: _chw(x_shape, f"input {x_name!r}")}
-    full_shapes = {x_name: tuple(x_shape)}
-    nodes = []
-    alias = {}                  # tensor -> tensor it is a no-op copy of
 
-    def real(name):
-        while name in alias:
-            name = alias[name]
+class _Translation:
+    """The state of :func:`to_graph`'s walk over the ONNX nodes: constants,
+    per-image shapes (C, H, W), full shapes, no-op aliases and the IR nodes."""
+
+    def __init__(self, consts, value_shapes, x_name, x_shape):
+        self.consts = consts
+        self.value_shapes = value_shapes
+        self.shapes = {x_name: _chw(x_shape, f"input {x_name!r}")}
+        self.full_shapes = {x_name: tuple(x_shape)}
+        self.alias = {}                 # tensor -> tensor it is a no-op copy of
+        self.nodes = []
+
+    def real(self, name):
+        while name in self.alias:
+            name = self.alias[name]
         return name
 
-    for onnx_node in g.node:
+    def add(self, onnx_node):
+        """Fold, alias or translate one ONNX node."""
         where = _Where(onnx_node)
         attrs = _attrs(onnx_node)
         op = onnx_node.op_type
+        consts = self.consts
         if op == "Constant":
             consts[onnx_node.output[0]] = numpy_helper.to_array(attrs["value"]) if "value" in attrs \
                 else np.array(next(iter(attrs.values())))
-            continue
-        ins = [i for i in onnx_node.input]
+            return
+        ins = list(onnx_node.input)
         if all(i == "" or i in consts for i in ins) and ins:
             value = _fold(onnx_node, [consts[i] if i else None for i in ins], attrs)
             if value is None:
                 raise CompileError(f"cannot fold the constant operator {op}", where)
             consts[onnx_node.output[0]] = np.asarray(value)
-            continue
+            return
         if op not in SUPPORTED:
             raise CompileError(f"unsupported operator {op}; supported: {', '.join(SUPPORTED)}",
                                where)
         out = onnx_node.output[0]
-        data = [real(i) for i in ins if i and i not in consts]
-        constants = [consts[i] for i in ins if i and i in consts]
+        data = [self.real(i) for i in ins if i and i not in consts]
         for d in data:
-            if d not in shapes:
+            if d not in self.shapes:
                 raise CompileError(f"input {d!r} has no known shape", where)
-        in_full = full_shapes[data[0]] if data else None
-        out_full = value_shapes.get(out)
+        in_full = self.full_shapes[data[0]] if data else None
         if op in ("Identity", "Dropout"):
-            alias[out] = data[0]
-            full_shapes[out] = in_full
-            continue
-        node = _translate(onnx_node, op, attrs, data, constants, in_full, shapes, where,
-                          const_first=ins[0] in consts)
-        if node is None:
-            continue
+            self.alias[out] = data[0]
+            self.full_shapes[out] = in_full
+            return
+        node = _translate(_Operands(onnx_node, op, attrs, data, [consts[i] for i in ins if i and i in consts],
+                                    in_full, self.shapes, where, ins[0] in consts))
         node.output = out
         node.onnx_outputs = [out]
-        nodes.append(node)
-        shape = _out_shape(node, shapes, where)
+        self.nodes.append(node)
+        shape = _out_shape(node, self.shapes, where)
+        out_full = self.value_shapes.get(out)
         if out_full and all(d is not None for d in out_full[1:]):
             full = (1,) + tuple(out_full[1:])
             if _chw(full, where.name) != shape:
                 raise CompileError(f"inferred output shape {full} disagrees with the compiler's "
                                    f"{shape}", where)
-            full_shapes[out] = full
+            self.full_shapes[out] = full
         else:
-            full_shapes[out] = (1,) + shape
-        shapes[out] = shape
+            self.full_shapes[out] = (1,) + shape
+        self.shapes[out] = shape
 
+
+def to_graph(model):
+    """Translate a checked ONNX model into a :class:`~compiler.ir.Graph`."""
+    try:
+        model = shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception as exc:
+        raise CompileError(f"shape inference failed: {str(exc).splitlines()[0]}") from None
+    g = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    value_shapes = _value_shapes(g)
+    x_name, x_shape = _data_input(g, consts, value_shapes)
+    walk = _Translation(consts, value_shapes, x_name, x_shape)
+    for onnx_node in g.node:
+        walk.add(onnx_node)
     y_name = g.output[0].name
-    y = real(y_name)
-    if y not in shapes:
+    y = walk.real(y_name)
+    if y not in walk.shapes:
         raise CompileError(f"output {y_name!r} is not computed from the input")
-    graph = Graph(input=x_name, output=y, shapes=shapes, nodes=nodes, input_shape=tuple(x_shape),
-                  output_shape=full_shapes.get(y, (1,) + shapes[y]), input_name=x_name,
-                  output_name=y_name)
-    return graph
+    return Graph(input=x_name, output=y, shapes=walk.shapes, nodes=walk.nodes,
+                 input_shape=tuple(x_shape),
+                 output_shape=walk.full_shapes.get(y, (1,) + walk.shapes[y]), input_name=x_name,
+                 output_name=y_name)
 
 
 def _pair(v, default):
@@ -238,98 +254,126 @@ def _check_2d(attrs, where, key="kernel_shape"):
         raise CompileError(f"dilations {list(dil)}: dilated operators are not supported", where)
 
 
-def _translate(onnx_node, op, attrs, data, constants, in_full, shapes, where, const_first=False):
-    mk = lambda ir_op, inputs, a=None, p=None: Node(ir_op, where.name, op, inputs, "", a or {},
-                                                    p or {})
-    if op == "Conv":
-        if len(in_full) != 4:
-            raise CompileError(f"input of rank {len(in_full)}: only 2-D convolutions are "
-                               "supported", where)
-        _check_2d(attrs, where)
-        if not constants:
-            raise CompileError("the weights must be constant", where)
-        w = constants[0].astype(np.float64)
-        b = constants[1].astype(np.float64) if len(constants) > 1 else np.zeros(w.shape[0])
-        stride = _pair(attrs.get("strides"), (1, 1))
-        kernel = tuple(w.shape[2:])
-        return mk("conv", data, {"stride": stride, "groups": int(attrs.get("group", 1)),
-                                 "pads": _pads(attrs, where, kernel, shapes[data[0]], stride),
-                                 "act": None}, {"weight": w, "bias": b})
-    if op in _ACT:
-        return mk("act", data, {"act": _ACT[op](attrs)})
-    if op == "Clip":
-        lo, hi = float(attrs.get("min", -np.inf)), float(attrs.get("max", np.inf))
-        names, values = list(onnx_node.input), iter(constants)
-        if len(names) > 1 and names[1]:
-            lo = float(next(values))
-        if len(names) > 2 and names[2]:
-            hi = float(next(values))
-        return mk("act", data, {"act": ("clip", lo, hi)})
-    if op in ("MaxPool", "AveragePool"):
-        if len(in_full) != 4:
-            raise CompileError(f"input of rank {len(in_full)}: only 2-D pooling is supported",
-                               where)
-        _check_2d(attrs, where)
-        if attrs.get("storage_order", 0):
-            raise CompileError("storage_order 1 is not supported", where)
-        if len(onnx_node.output) > 1 and onnx_node.output[1]:
-            raise CompileError("the Indices output is not supported", where)
-        kernel = _pair(attrs["kernel_shape"], None)
-        stride = _pair(attrs.get("strides"), (1, 1))
-        pads = list(_pads(attrs, where, kernel, shapes[data[0]], stride))
-        if attrs.get("ceil_mode", 0):
-            _, h, w = shapes[data[0]]
-            for axis, size in ((0, h), (1, w)):
-                span = size + pads[axis] + pads[axis + 2] - kernel[axis]
-                if span % stride[axis]:
-                    extra = stride[axis] - span % stride[axis]
-                    if op == "AveragePool":
-                        raise CompileError("ceil_mode with a partial last window is not supported "
-                                           "for AveragePool", where)
-                    pads[axis + 2] += extra
-        a = {"kernel": kernel, "stride": stride, "pads": tuple(pads)}
-        if op == "AveragePool":
-            if any(pads) and not attrs.get("count_include_pad", 0):
-                raise CompileError("padding with count_include_pad=0 divides border windows by "
-                                   "fewer terms; only count_include_pad=1 is supported", where)
-            a["act"] = None
-            return mk("avgpool", data, a)
-        return mk("maxpool", data, a)
-    if op == "GlobalAveragePool":
-        _, h, w = shapes[data[0]]
-        return mk("avgpool", data, {"kernel": (h, w), "stride": (1, 1), "pads": (0, 0, 0, 0),
-                                    "act": None})
-    if op in _ELTWISE:
-        return _eltwise(op, data, constants, shapes, in_full, where, mk, const_first)
-    if op == "BatchNormalization":
-        scale, bias, mean, var = (c.astype(np.float64) for c in constants[:4])
-        eps = float(attrs.get("epsilon", 1e-5))
-        s = scale / np.sqrt(var + eps)
-        return mk("affine", data, {"act": None}, {"scale": s, "shift": bias - mean * s})
-    if op in ("Gemm", "MatMul"):
-        return _gemm(op, attrs, data, constants, shapes, in_full, where, mk)
-    if op in ("Flatten", "Reshape"):
-        c, h, w = shapes[data[0]]
-        if op == "Flatten" and attrs.get("axis", 1) != 1:
-            raise CompileError(f"axis {attrs['axis']}: only Flatten(axis=1) is supported", where)
-        if op == "Reshape":
-            target = [int(s) for s in constants[0]] if constants else None
-            if target is None:
-                raise CompileError("the target shape must be constant", where)
-            if len(target) != 2 or target[1] not in (-1, c * h * w) or target[0] not in (0, 1, -1):
-                raise CompileError(f"reshape to {target}: only flattening to (N, {c * h * w}) is "
-                                   "supported", where)
-        return mk("flatten", data)
-    if op == "LRN":
-        return mk("lrn", data, {"size": int(attrs["size"]), "alpha": float(attrs.get("alpha", 1e-4)),
-                                "beta": float(attrs.get("beta", 0.75)),
-                                "bias": float(attrs.get("bias", 1.0))})
-    if op == "Softmax":
-        return mk("softmax", data, {"axis": int(attrs.get("axis", -1))})
-    raise CompileError(f"unsupported operator {op}", where)
+@dataclass(frozen=True)
+class _Operands:
+    """One ONNX node as the translators see it."""
+    node: object                #: the onnx NodeProto
+    op: str
+    attrs: dict
+    data: list                  #: the tensor operands (IR tensor names)
+    constants: list             #: the constant operands (numpy), in input order
+    in_full: tuple              #: the first tensor operand's full shape (with N)
+    shapes: dict                #: IR tensor -> (C, H, W)
+    where: object               #: for error messages
+    const_first: bool = False   #: the first input is a constant
+
+    def node_of(self, ir_op, inputs=None, attrs=None, params=None):
+        return Node(ir_op, self.where.name, self.op, self.data if inputs is None else inputs, "",
+                    attrs or {}, params or {})
 
 
-def _eltwise(op, data, constants, shapes, in_full, where, mk, const_first=False):
+def _conv(o):
+    if len(o.in_full) != 4:
+        raise CompileError(f"input of rank {len(o.in_full)}: only 2-D convolutions are "
+                           "supported", o.where)
+    _check_2d(o.attrs, o.where)
+    if not o.constants:
+        raise CompileError("the weights must be constant", o.where)
+    w = o.constants[0].astype(np.float64)
+    b = o.constants[1].astype(np.float64) if len(o.constants) > 1 else np.zeros(w.shape[0])
+    stride = _pair(o.attrs.get("strides"), (1, 1))
+    kernel = tuple(w.shape[2:])
+    return o.node_of("conv", attrs={"stride": stride, "groups": int(o.attrs.get("group", 1)),
+                                    "pads": _pads(o.attrs, o.where, kernel, o.shapes[o.data[0]], stride),
+                                    "act": None}, params={"weight": w, "bias": b})
+
+
+def _activation(o):
+    return o.node_of("act", attrs={"act": _ACT[o.op](o.attrs)})
+
+
+def _clip(o):
+    lo, hi = float(o.attrs.get("min", -np.inf)), float(o.attrs.get("max", np.inf))
+    names, values = list(o.node.input), iter(o.constants)
+    if len(names) > 1 and names[1]:
+        lo = float(next(values))
+    if len(names) > 2 and names[2]:
+        hi = float(next(values))
+    return o.node_of("act", attrs={"act": ("clip", lo, hi)})
+
+
+def _pool(o):
+    attrs, where = o.attrs, o.where
+    if len(o.in_full) != 4:
+        raise CompileError(f"input of rank {len(o.in_full)}: only 2-D pooling is supported", where)
+    _check_2d(attrs, where)
+    if attrs.get("storage_order", 0):
+        raise CompileError("storage_order 1 is not supported", where)
+    if len(o.node.output) > 1 and o.node.output[1]:
+        raise CompileError("the Indices output is not supported", where)
+    kernel = _pair(attrs["kernel_shape"], None)
+    stride = _pair(attrs.get("strides"), (1, 1))
+    pads = list(_pads(attrs, where, kernel, o.shapes[o.data[0]], stride))
+    if attrs.get("ceil_mode", 0):
+        _, h, w = o.shapes[o.data[0]]
+        for axis, size in ((0, h), (1, w)):
+            span = size + pads[axis] + pads[axis + 2] - kernel[axis]
+            if span % stride[axis]:
+                extra = stride[axis] - span % stride[axis]
+                if o.op == "AveragePool":
+                    raise CompileError("ceil_mode with a partial last window is not supported "
+                                       "for AveragePool", where)
+                pads[axis + 2] += extra
+    a = {"kernel": kernel, "stride": stride, "pads": tuple(pads)}
+    if o.op == "AveragePool":
+        if any(pads) and not attrs.get("count_include_pad", 0):
+            raise CompileError("padding with count_include_pad=0 divides border windows by "
+                               "fewer terms; only count_include_pad=1 is supported", where)
+        return o.node_of("avgpool", attrs=dict(a, act=None))
+    return o.node_of("maxpool", attrs=a)
+
+
+def _global_average_pool(o):
+    _, h, w = o.shapes[o.data[0]]
+    return o.node_of("avgpool", attrs={"kernel": (h, w), "stride": (1, 1), "pads": (0, 0, 0, 0),
+                                       "act": None})
+
+
+def _batch_norm(o):
+    scale, bias, mean, var = (c.astype(np.float64) for c in o.constants[:4])
+    eps = float(o.attrs.get("epsilon", 1e-5))
+    s = scale / np.sqrt(var + eps)
+    return o.node_of("affine", attrs={"act": None}, params={"scale": s, "shift": bias - mean * s})
+
+
+def _flatten(o):
+    c, h, w = o.shapes[o.data[0]]
+    if o.op == "Flatten" and o.attrs.get("axis", 1) != 1:
+        raise CompileError(f"axis {o.attrs['axis']}: only Flatten(axis=1) is supported", o.where)
+    if o.op == "Reshape":
+        target = [int(s) for s in o.constants[0]] if o.constants else None
+        if target is None:
+            raise CompileError("the target shape must be constant", o.where)
+        if len(target) != 2 or target[1] not in (-1, c * h * w) or target[0] not in (0, 1, -1):
+            raise CompileError(f"reshape to {target}: only flattening to (N, {c * h * w}) is "
+                               "supported", o.where)
+    return o.node_of("flatten")
+
+
+def _lrn(o):
+    a = o.attrs
+    return o.node_of("lrn", attrs={"size": int(a["size"]), "alpha": float(a.get("alpha", 1e-4)),
+                                   "beta": float(a.get("beta", 0.75)), "bias": float(a.get("bias", 1.0))})
+
+
+def _softmax(o):
+    return o.node_of("softmax", attrs={"axis": int(o.attrs.get("axis", -1))})
+
+
+def _eltwise(o):
+    op, data, constants, shapes, in_full, where = o.op, o.data, o.constants, o.shapes, o.in_full, o.where
+    const_first = o.const_first
+    mk = lambda ir_op, inputs, a=None, p=None: o.node_of(ir_op, inputs, a, p)
     kind = _ELTWISE[op]
     if op == "Sum" and len(data) != 2:
         if len(data) == 1 and not constants:
@@ -382,7 +426,10 @@ def _eltwise(op, data, constants, shapes, in_full, where, mk, const_first=False)
     raise CompileError(f"unsupported operator {op}", where)
 
 
-def _gemm(op, attrs, data, constants, shapes, in_full, where, mk):
+def _gemm(o):
+    op, attrs, data, constants, shapes, in_full, where = (o.op, o.attrs, o.data, o.constants, o.shapes,
+                                                           o.in_full, o.where)
+    mk = lambda ir_op, inputs, a=None, p=None: o.node_of(ir_op, inputs, a, p)
     if len(data) != 1 or not constants:
         raise CompileError("the weight operand must be constant", where)
     c, h, w = shapes[data[0]]
@@ -431,3 +478,25 @@ def _out_shape(node, shapes, where):
     if op == "flatten":
         return (c * h * w, 1, 1)
     return (c, h, w)
+
+
+#: ONNX operator -> translator of :class:`_Operands` into an IR :class:`~compiler.ir.Node`.
+_TRANSLATORS = {
+    "Conv": _conv, "Clip": _clip, "MaxPool": _pool, "AveragePool": _pool,
+    "GlobalAveragePool": _global_average_pool, "BatchNormalization": _batch_norm,
+    "Gemm": _gemm, "MatMul": _gemm, "Flatten": _flatten,
+    "Reshape": _flatten, "LRN": _lrn, "Softmax": _softmax,
+    **{op: _activation for op in _ACT}, **{op: _eltwise for op in _ELTWISE},
+}
+
+
+def _translate(o):
+    """The IR node of one ONNX node (:class:`_Operands`)."""
+    translator = _TRANSLATORS.get(o.op)
+    if translator is None:
+        raise CompileError(f"unsupported operator {o.op}", o.where)
+    return translator(o)
+
+
+#: Every ONNX operator the compiler takes (constant subgraphs of others are folded).
+SUPPORTED = tuple(sorted(_TRANSLATORS)) + ("Identity", "Dropout")

@@ -84,31 +84,7 @@ class StreamALU(wiring.Component):
         cfg = self.config
         m.submodules.out = out = CreditBuffer(sample_layout(W), self._div_pipeline)
         wiring.connect(m, out.o, wiring.flipped(self.o))
-
-        # -- Join ---------------------------------------------------------------
-        unary = Signal()
-        need_b = Signal()
-        cfg_ok = Signal()
-        flag_error = Signal()
-        m.d.comb += [
-            unary.eq((cfg.op == AluOp.SQUARE) | (cfg.op == AluOp.ABS)),
-            need_b.eq(~cfg.b_const & ~unary),
-            cfg_ok.eq(cfg.shift <= W),
-            self.error.eq(~cfg_ok | flag_error),
-        ]
-        go = Signal()
-        m.d.comb += [
-            go.eq(cfg_ok & ~self.start & out.credit),
-            self.a.ready.eq(go & (~need_b | self.b.valid)),
-            self.b.ready.eq(go & need_b & self.a.valid),
-        ]
-        fire = Signal()
-        m.d.comb += fire.eq(self.a.valid & self.a.ready)
-        with m.If(self.start):
-            m.d.sync += flag_error.eq(0)
-        with m.Elif(fire & need_b & ((self.a.payload.eol != self.b.payload.eol) |
-                                     (self.a.payload.eof != self.b.payload.eof))):
-            m.d.sync += flag_error.eq(1)
+        fire = self._join(m, out.credit)
 
         # -- Stage 0: operands ----------------------------------------------------
         # Data registers have no reset, only the valid bits beside them (`meta`),
@@ -129,8 +105,54 @@ class StreamALU(wiring.Component):
             a.eq(self.a.payload.data),
             b.eq(Mux(cfg.b_const, cfg.const[:W].as_signed(), self.b.payload.data)),
         ]
+        fast = self._fast_path(m, a, b)
+        div = self._divider(m, a, b)
 
-        # -- Fast path: exact result, then the one narrowing ------------------------
+        fast_meta = meta[self._fast_pipeline - 1]
+        div_meta = meta[self._div_pipeline - 1]
+        is_div = div_meta.valid & div_meta.div
+        m.d.comb += [
+            out.i.valid.eq(is_div | (fast_meta.valid & ~fast_meta.div)),
+            out.i.payload.data.eq(Mux(is_div, div, fast)),
+            out.i.payload.eol.eq(Mux(is_div, div_meta.eol, fast_meta.eol)),
+            out.i.payload.eof.eq(Mux(is_div, div_meta.eof, fast_meta.eof)),
+            self.busy.eq(Cat(stage.valid for stage in meta).any() | out.o.valid),
+        ]
+        return m
+
+    def _join(self, m, credit):
+        """The operands' join: ``a`` and (unless constant or unused) ``b`` move
+        together when the output buffer grants a credit; their flags must agree.
+        Returns the handshake of ``a``."""
+        W, cfg = self._fmt.width, self.config
+        unary = Signal()
+        need_b = Signal()
+        cfg_ok = Signal()
+        flag_error = Signal()
+        m.d.comb += [
+            unary.eq((cfg.op == AluOp.SQUARE) | (cfg.op == AluOp.ABS)),
+            need_b.eq(~cfg.b_const & ~unary),
+            cfg_ok.eq(cfg.shift <= W),
+            self.error.eq(~cfg_ok | flag_error),
+        ]
+        go = Signal()
+        m.d.comb += [
+            go.eq(cfg_ok & ~self.start & credit),
+            self.a.ready.eq(go & (~need_b | self.b.valid)),
+            self.b.ready.eq(go & need_b & self.a.valid),
+        ]
+        fire = Signal()
+        m.d.comb += fire.eq(self.a.valid & self.a.ready)
+        with m.If(self.start):
+            m.d.sync += flag_error.eq(0)
+        with m.Elif(fire & need_b & ((self.a.payload.eol != self.b.payload.eol) |
+                                     (self.a.payload.eof != self.b.payload.eof))):
+            m.d.sync += flag_error.eq(1)
+        return fire
+
+    def _fast_path(self, m, a, b):
+        """Every operation but DIV: the exact result, then the one narrowing."""
+        W, cfg = self._fmt.width, self.config
         exact = Signal(signed(2 * W + 1), reset_less=True)
         product = a * Mux(cfg.op == AluOp.SQUARE, a, b)
         with m.Switch(cfg.op):
@@ -148,10 +170,13 @@ class StreamALU(wiring.Component):
                 m.d.sync += exact.eq(Mux(a < 0, -a, a))
         fast = Signal(signed(W), reset_less=True)
         m.d.sync += fast.eq(hdl_saturate(hdl_round_shift(exact, cfg.shift, W), W))
+        return fast
 
-        # -- DIV: restoring division on magnitudes, one quotient bit per stage ------
-        # q = floor((2*(|a| << s) + |b| - neg) / (2*|b|)) is |a * 2**s / b| rounded
-        # half up for the signed result (neg: the signs differ); q >= 2**W saturates.
+    def _divider(self, m, a, b):
+        """DIV: restoring division on magnitudes, one quotient bit per stage.
+        q = floor((2*(|a| << s) + |b| - neg) / (2*|b|)) is |a * 2**s / b| rounded
+        half up for the signed result (neg: the signs differ); q >= 2**W saturates."""
+        W, cfg = self._fmt.width, self.config
         neg = Signal(reset_less=True)
         dividend = Signal(unsigned(2 * W + 1), reset_less=True)
         divisor = Signal(unsigned(W + 1), reset_less=True)
@@ -200,15 +225,4 @@ class StreamALU(wiring.Component):
         m.d.sync += div.eq(Mux(side.by_zero,
                                Mux(side.a_sign[0], self._fmt.max, Mux(side.a_sign[1], self._fmt.min, 0)),
                                hdl_saturate(signed_q, W)))
-
-        fast_meta = meta[self._fast_pipeline - 1]
-        div_meta = meta[self._div_pipeline - 1]
-        is_div = div_meta.valid & div_meta.div
-        m.d.comb += [
-            out.i.valid.eq(is_div | (fast_meta.valid & ~fast_meta.div)),
-            out.i.payload.data.eq(Mux(is_div, div, fast)),
-            out.i.payload.eol.eq(Mux(is_div, div_meta.eol, fast_meta.eol)),
-            out.i.payload.eof.eq(Mux(is_div, div_meta.eof, fast_meta.eof)),
-            self.busy.eq(Cat(stage.valid for stage in meta).any() | out.o.valid),
-        ]
-        return m
+        return div

@@ -9,7 +9,7 @@ from .numerics import Q8_8, Format, accumulator_width, hdl_half, hdl_saturate
 from .regs import CONV_CONFIG, ConvMode, GEOMETRY_BITS, MAX_KERNEL, sample_layout
 from .stream import CreditBuffer, delay_line
 
-__all__ = ["Convolver", "convolver_latency"]
+__all__ = ["Convolver", "KernelBank", "PartialSumJoin", "convolver_latency"]
 
 
 def _tree_levels(kernel):
@@ -22,6 +22,171 @@ def convolver_latency(kernel):
     line buffers, row words, row chains, the tree levels and the bias into the
     output buffer, then the buffer and the join's two stages."""
     return 4 + _tree_levels(kernel) + 3
+
+
+def _k_ok(cfg, kernel):
+    """The configured ``k`` is a kernel size this convolver has (1 .. K)."""
+    return (cfg.k >= 1) & (cfg.k <= kernel)
+
+
+class KernelBank(wiring.Component):
+    """The convolver's K x K weights, and the preload bank behind them.
+
+    With ``config.preload`` clear, the ``weights`` stream's words go straight
+    into the kernel in use: ``k*k`` words row-major into the bottom-right
+    ``k x k`` corner.  With ``preload`` set, of the words after ``start`` the
+    first ``weight_skip`` are skipped, the next ``K*K`` (a kernel padded to
+    K x K, row-major) fill a shift chain, the rest are ignored; the next
+    ``start`` makes the chain the kernel in use.  ``start`` also zeroes the
+    weights outside the corner (when ``k`` is valid) and rewinds the pointer.
+    Weights and bank are data without reset: a flush (the tile's operator
+    reset) keeps the kernels.
+
+    Members
+    -------
+    config : In(CONV_CONFIG)
+        ``k``, ``preload``, ``weight_skip``.
+    start : In(1)
+    weights : In(stream.Signature(sample_layout(width)))
+        Always ready.
+    kernel : Out(signed(width)).array(K, K)
+        The kernel in use, row-major.
+    corner : Out(range(K + 1))
+        ``K - k``: the first row and column of the kernel in use.
+    """
+
+    def __init__(self, *, kernel, width):
+        self._kernel, self._width = kernel, width
+        super().__init__({
+            "config": In(CONV_CONFIG),
+            "start": In(1),
+            "weights": In(stream.Signature(sample_layout(width))),
+            "kernel": Out(signed(width)).array(kernel, kernel),
+            "corner": Out(range(kernel + 1)),
+        })
+
+    def in_corner(self, r, c):
+        """Weight ``(r, c)`` belongs to the ``k x k`` kernel in use."""
+        return (r >= self.corner) & (c >= self.corner)
+
+    def elaborate(self, platform):
+        m = Module()
+        K, W, cfg = self._kernel, self._width, self.config
+        weight = [[Signal(signed(W), name=f"weight_{r}_{c}", reset_less=True) for c in range(K)]
+                  for r in range(K)]
+        bank = [Signal(signed(W), name=f"preload_{n}", reset_less=True) for n in range(K * K)]
+        w_row = Signal(range(K))
+        w_col = Signal(range(K))
+        skip_left = Signal.like(cfg.weight_skip)
+        kept = Signal(range(K * K + 1))
+        pending = Signal()
+        corner = self.corner
+        m.d.comb += [corner.eq(K - cfg.k), self.weights.ready.eq(1)]
+        m.d.comb += [self.kernel[r][c].eq(weight[r][c]) for r in range(K) for c in range(K)]
+        with m.If(self.start):
+            m.d.sync += [w_row.eq(corner), w_col.eq(corner), skip_left.eq(cfg.weight_skip),
+                         kept.eq(0), pending.eq(0)]
+            # The weights outside the k x k corner become zero, so the products
+            # need no mask (MAX masks its words instead).
+            for r in range(K):
+                for c in range(K):
+                    kept_weight = Mux(pending, bank[r * K + c], weight[r][c])
+                    m.d.sync += weight[r][c].eq(Mux(_k_ok(cfg, K) & ~self.in_corner(r, c), 0,
+                                                    kept_weight))
+        with m.Elif(self.weights.valid & cfg.preload):
+            with m.If(skip_left != 0):
+                m.d.sync += skip_left.eq(skip_left - 1)
+            with m.Elif(kept != K * K):
+                m.d.sync += [bank[n].eq(bank[n + 1]) for n in range(K * K - 1)]
+                m.d.sync += [bank[-1].eq(self.weights.payload.data), kept.eq(kept + 1),
+                             pending.eq(1)]
+        with m.Elif(self.weights.valid):
+            for r in range(K):
+                for c in range(K):
+                    with m.If((w_row == r) & (w_col == c)):
+                        m.d.sync += weight[r][c].eq(self.weights.payload.data)
+            with m.If(w_col >= K - 1):
+                m.d.sync += w_col.eq(corner)
+                m.d.sync += w_row.eq(Mux(w_row >= K - 1, corner, w_row + 1))
+            with m.Else():
+                m.d.sync += w_col.eq(w_col + 1)
+        return m
+
+
+class PartialSumJoin(wiring.Component):
+    """The convolver's output stage: unrounded sums from its output buffer, plus
+    (with ``use_psum``) a partial-sum word aligned by ``shift``, then rounded,
+    shifted and saturated to a word.
+
+    Two registered stages: the sum plus the aligned partial sum and the
+    rounding increment (half an output step, which falls in the aligned
+    partial sum's zero low bits, so one adder does both); then the shift and
+    the saturation.  A sum waits for its partial sum; neither waits for the
+    other's stream to have been offered first.
+
+    Members
+    -------
+    sums : In(stream.Signature(StructLayout({"acc", "eol", "eof"})))
+    psum : In(stream.Signature(sample_layout(width)))
+    use_psum : In(1)
+    shift : In(6)
+        Output shift (0 for window maxima).
+    o : Out(stream.Signature(sample_layout(width)))
+    busy : Out(1)
+        A word is in one of the two stages.
+    """
+
+    def __init__(self, *, width, sums):
+        self._width, self._acc_width = width, sums.size - 2
+        super().__init__({
+            "sums": In(stream.Signature(sums)),
+            "psum": In(stream.Signature(sample_layout(width))),
+            "use_psum": In(1),
+            "shift": In(6),
+            "o": Out(stream.Signature(sample_layout(width))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        W, acc_width = self._width, self._acc_width
+        sums, psum, shift = self.sums, self.psum, self.shift
+        half = hdl_half(shift, W)
+        psum_aligned = (psum.payload.data << shift)[:acc_width].as_signed()
+        joined = Signal(signed(acc_width + 1), reset_less=True)
+        j_valid = Signal()
+        j_eol = Signal(reset_less=True)
+        j_eof = Signal(reset_less=True)
+        o_valid = Signal()
+        o_word = Signal(sample_layout(W), reset_less=True)
+        o_advance = Signal()
+        j_advance = Signal()
+        take = Signal()
+        m.d.comb += [
+            o_advance.eq(~o_valid | self.o.ready),
+            j_advance.eq(~j_valid | o_advance),
+            take.eq(sums.valid & j_advance & (~self.use_psum | psum.valid)),
+            sums.ready.eq(take),
+            psum.ready.eq(take & self.use_psum),
+            self.o.valid.eq(o_valid),
+            self.o.payload.eq(o_word),
+            self.busy.eq(j_valid | o_valid),
+        ]
+        with m.If(j_advance):
+            m.d.sync += [
+                j_valid.eq(take),
+                joined.eq(sums.payload.acc + (Mux(self.use_psum, psum_aligned, 0) | half)),
+                j_eol.eq(sums.payload.eol),
+                j_eof.eq(sums.payload.eof),
+            ]
+        with m.If(o_advance):
+            m.d.sync += [
+                o_valid.eq(j_valid),
+                o_word.data.eq(hdl_saturate(joined >> shift, W)),
+                o_word.eol.eq(j_eol),
+                o_word.eof.eq(j_eof),
+            ]
+        return m
 
 
 class Convolver(wiring.Component):
@@ -133,70 +298,73 @@ class Convolver(wiring.Component):
         cfg = self.config
         sums = data.StructLayout({"acc": acc_shape, "eol": 1, "eof": 1})
         m.submodules.out = out = CreditBuffer(sums, self._pipeline, self._psum_slack)
+        m.submodules.bank = bank = KernelBank(kernel=K, width=W)
+        m.submodules.join = join = PartialSumJoin(width=W, sums=sums)
+        m.d.comb += [bank.config.eq(cfg), bank.start.eq(self.start)]
+        wiring.connect(m, wiring.flipped(self.weights), bank.weights)
 
-        # -- Configuration checks --------------------------------------------
+        is_max, use_psum, cfg_ok = self._checks(m)
+        flag_error = Signal()
+        m.d.comb += self.error.eq(~cfg_ok | flag_error)
+        x, y, fire, emit = self._frame_position(m, cfg_ok, out.credit, flag_error)
+        meta = delay_line(m, data.StructLayout({"valid": 1, "eol": 1, "eof": 1}), self._pipeline)
+        m.d.sync += [
+            meta[0].valid.eq(fire & emit),
+            meta[0].eol.eq(x + cfg.stride >= cfg.width),
+            meta[0].eof.eq((x + cfg.stride >= cfg.width) & (y + cfg.stride >= cfg.height)),
+        ]
+        b_fire, row_word = self._row_words(m, x, fire)
+        row_sums, row_maxes = self._row_chains(m, bank, b_fire, row_word)
+        row_width = row_sums[0].shape().width
+        sum_root = self._tree(m, row_sums, "sum",
+                              lambda level: signed(min(row_width + level + 1, acc_shape.width)),
+                              lambda a, b: a + b)
+        max_root = self._tree(m, row_maxes, "max", lambda level: signed(W),
+                              lambda a, b: Mux(a > b, a, b))
+
+        # -- Bias, into the output buffer; then the join with the partial sums.
+        total = Signal(acc_shape, reset_less=True)
+        m.d.sync += total.eq(Mux(is_max, max_root, sum_root + cfg.bias))
+        last = meta[self._pipeline - 1]
+        m.d.comb += [
+            out.i.valid.eq(last.valid),
+            out.i.payload.acc.eq(total),
+            out.i.payload.eol.eq(last.eol),
+            out.i.payload.eof.eq(last.eof),
+            join.use_psum.eq(use_psum),
+            join.shift.eq(Mux(is_max, 0, cfg.shift)),
+        ]
+        wiring.connect(m, out.o, join.sums)
+        wiring.connect(m, wiring.flipped(self.psum), join.psum)
+        wiring.connect(m, join.o, wiring.flipped(self.o))
+        in_flight = Signal()
+        m.d.comb += in_flight.eq(Cat(stage.valid for stage in meta).any())
+        m.d.comb += self.busy.eq((x != 0) | (y != 0) | in_flight | out.o.valid | join.busy)
+        return m
+
+    def _checks(self, m):
+        """(is_max, use_psum, cfg_ok): the mode, and whether the configuration is
+        one this convolver can run."""
+        cfg, K, W = self.config, self._kernel, self._fmt.width
         is_max = Signal()
         use_psum = Signal()
-        k_ok = Signal()
         cfg_ok = Signal()
         m.d.comb += [
             is_max.eq(cfg.mode == ConvMode.MAX),
             use_psum.eq(cfg.mode == ConvMode.MAC_PSUM),
-            k_ok.eq((cfg.k >= 1) & (cfg.k <= K)),
-            cfg_ok.eq(k_ok & (cfg.stride >= 1) &
+            cfg_ok.eq(_k_ok(cfg, K) & (cfg.stride >= 1) &
                       (cfg.width >= cfg.k) & (cfg.width <= self._max_width) &
                       (cfg.height >= cfg.k) & (cfg.shift <= W) &
                       (cfg.mode.as_value() != 3)),
         ]
-        flag_error = Signal()
-        m.d.comb += self.error.eq(~cfg_ok | flag_error)
+        return is_max, use_psum, cfg_ok
 
-        # -- Weights: k*k words into the bottom-right k x k of the K x K array, or
-        # K*K words into the preload bank, a shift chain (row-major, first word
-        # ends at [0][0]) that becomes the kernel at the next start.  Both are data
-        # without reset: a flush (the tile's operator reset) keeps the kernels.
-        weight = [[Signal(signed(W), name=f"weight_{r}_{c}", reset_less=True) for c in range(K)]
-                  for r in range(K)]
-        bank = [Signal(signed(W), name=f"preload_{n}", reset_less=True) for n in range(K * K)]
-        w_row = Signal(range(K))
-        w_col = Signal(range(K))
-        corner = Signal(range(K + 1))
-        skip_left = Signal.like(cfg.weight_skip)
-        kept = Signal(range(K * K + 1))
-        pending = Signal()
-        m.d.comb += [corner.eq(K - cfg.k), self.weights.ready.eq(1)]
-
-        def in_corner(r, c):
-            return (r >= corner) & (c >= corner)
-
-        with m.If(self.start):
-            m.d.sync += [w_row.eq(corner), w_col.eq(corner), skip_left.eq(cfg.weight_skip),
-                         kept.eq(0), pending.eq(0)]
-            # The weights outside the k x k corner become zero, so the products
-            # need no mask (MAX masks its words instead).
-            for r in range(K):
-                for c in range(K):
-                    kept_weight = Mux(pending, bank[r * K + c], weight[r][c])
-                    m.d.sync += weight[r][c].eq(Mux(k_ok & ~in_corner(r, c), 0, kept_weight))
-        with m.Elif(self.weights.valid & cfg.preload):
-            with m.If(skip_left != 0):
-                m.d.sync += skip_left.eq(skip_left - 1)
-            with m.Elif(kept != K * K):
-                m.d.sync += [bank[n].eq(bank[n + 1]) for n in range(K * K - 1)]
-                m.d.sync += [bank[-1].eq(self.weights.payload.data), kept.eq(kept + 1),
-                             pending.eq(1)]
-        with m.Elif(self.weights.valid):
-            for r in range(K):
-                for c in range(K):
-                    with m.If((w_row == r) & (w_col == c)):
-                        m.d.sync += weight[r][c].eq(self.weights.payload.data)
-            with m.If(w_col >= K - 1):
-                m.d.sync += w_col.eq(corner)
-                m.d.sync += w_row.eq(Mux(w_row >= K - 1, corner, w_row + 1))
-            with m.Else():
-                m.d.sync += w_col.eq(w_col + 1)
-
-        # -- Stage A: frame position, window validity, handshakes -------------
+    def _frame_position(self, m, cfg_ok, credit, flag_error):
+        """Stage A: the frame position, window validity and the input handshake.
+        A word that completes a window enters only with an output-buffer credit;
+        a word whose flags disagree with the geometry sets ``flag_error``.
+        Returns (x, y, fire, emit)."""
+        cfg = self.config
         x = Signal(GEOMETRY_BITS)
         y = Signal(GEOMETRY_BITS)
         next_x = Signal(GEOMETRY_BITS + 4)   # column of the next output window (this row)
@@ -215,7 +383,7 @@ class Convolver(wiring.Component):
         ]
         fire = Signal()
         m.d.comb += [
-            self.i.ready.eq(cfg_ok & ~self.start & (~emit | out.credit)),
+            self.i.ready.eq(cfg_ok & ~self.start & (~emit | credit)),
             fire.eq(self.i.valid & self.i.ready),
         ]
         with m.If(self.start):
@@ -230,20 +398,15 @@ class Convolver(wiring.Component):
                 m.d.sync += y.eq(Mux(last_row, 0, y + 1))
             with m.Else():
                 m.d.sync += x.eq(x + 1)
+        return x, y, fire, emit
 
-        # Side band travelling beside the data: delayed by the pipeline depth.
-        meta_layout = data.StructLayout({"valid": 1, "eol": 1, "eof": 1})
-        meta = delay_line(m, meta_layout, self._pipeline)
-        m.d.sync += [
-            meta[0].valid.eq(fire & emit),
-            meta[0].eol.eq(x + cfg.stride >= cfg.width),
-            meta[0].eof.eq((x + cfg.stride >= cfg.width) & (y + cfg.stride >= cfg.height)),
-        ]
-
-        # -- Stage B: line buffers ----------------------------------------------
-        # Data registers (pixel, row words, chains, tree nodes, sums) have no
-        # reset: only the valid bits travelling beside them do, which keeps the
-        # reset and flush nets of the tile small.
+    def _row_words(self, m, x, fire):
+        """Stage B: the ``K - 1`` line buffers give each kernel row one word per
+        input word, registered (a block RAM's output is slow).  Data registers
+        (pixel, row words, chains, tree nodes, sums) have no reset: only the
+        valid bits travelling beside them do, which keeps the reset and flush
+        nets of the tile small.  Returns (b_fire, row words top first)."""
+        K, W = self._kernel, self._fmt.width
         a_x = Signal.like(x)
         a_fire = Signal()
         a_pixel = Signal(signed(W), reset_less=True)
@@ -262,24 +425,26 @@ class Convolver(wiring.Component):
             ]
             column.append(rd.data)
         column.reverse()        # top (oldest row) first
-        # Each row's word, registered (a block RAM's output is slow).
         b_fire = Signal()
         row_word = [Signal(signed(W), name=f"row_word_{r}", reset_less=True) for r in range(K)]
         m.d.sync += [b_fire.eq(a_fire)] + [row_word[r].eq(column[r]) for r in range(K)]
+        return b_fire, row_word
 
-        # -- Stage C: each kernel row a transposed chain ----------------------------
-        # Link c of row r adds its product to link c - 1's partial sum of the
-        # previous word, so after word t link K - 1 holds
-        # sum_c weight[r][c] * word(t - (K - 1 - c)): the row of the window ending
-        # at t.  A row's word enters its K multipliers once (no window register),
-        # and each product is added beside its multiplier (no product register,
-        # no K*K-leaf tree).  The MAX chains keep running maxima of the words
-        # inside the k x k corner (MIN outside).  A start clears the chains, so no
-        # partial sum made with the previous kernel reaches a window.
+    def _row_chains(self, m, bank, b_fire, row_word):
+        """Stage C: each kernel row a transposed chain.  Link c of row r adds its
+        product to link c - 1's partial sum of the previous word, so after word
+        t link K - 1 holds sum_c weight[r][c] * word(t - (K - 1 - c)): the row
+        of the window ending at t.  A row's word enters its K multipliers once
+        (no window register), and each product is added beside its multiplier
+        (no product register, no K*K-leaf tree).  The MAX chains keep running
+        maxima of the words inside the k x k corner (MIN outside).  A start
+        clears the chains, so no partial sum made with the previous kernel
+        reaches a window.  Returns (row sums, row maxima)."""
+        K, W = self._kernel, self._fmt.width
         mask = [[Signal(name=f"mask_{r}_{c}", reset_less=True) for c in range(K)] for r in range(K)]
         for r in range(K):
             for c in range(K):
-                m.d.sync += mask[r][c].eq(in_corner(r, c))
+                m.d.sync += mask[r][c].eq(bank.in_corner(r, c))
         row_sums, row_maxes = [], []
         for r in range(K):
             partial, best = 0, None
@@ -291,81 +456,23 @@ class Convolver(wiring.Component):
                     m.d.sync += [link.eq(0), link_max.eq(self._fmt.min)]
                 with m.Elif(b_fire):
                     m.d.sync += [
-                        link.eq(partial + row_word[r] * weight[r][c]),
+                        link.eq(partial + row_word[r] * bank.kernel[r][c]),
                         link_max.eq(word if best is None else Mux(word > best, word, best)),
                     ]
                 partial, best = link, link_max
             row_sums.append(partial)
             row_maxes.append(best)
+        return row_sums, row_maxes
 
-        # -- Trees over the K rows: one registered level at a time -------------------
-        def tree(leaves, name, node_shape, combine):
-            for level in range(self._tree_levels):
-                nodes = []
-                for n in range(0, len(leaves), 2):
-                    node = Signal(node_shape(level), name=f"{name}_{level}_{n // 2}", reset_less=True)
-                    pair = leaves[n:n + 2]
-                    m.d.sync += node.eq(combine(*pair) if len(pair) == 2 else pair[0])
-                    nodes.append(node)
-                leaves = nodes
-            assert len(leaves) == 1
-            return leaves[0]
-
-        row_width = row_sums[0].shape().width
-        sum_root = tree(row_sums, "sum", lambda level: signed(min(row_width + level + 1, acc_shape.width)),
-                        lambda a, b: a + b)
-        max_root = tree(row_maxes, "max", lambda level: signed(W), lambda a, b: Mux(a > b, a, b))
-
-        # -- Bias, into the output buffer ------------------------------------------
-        total = Signal(acc_shape, reset_less=True)
-        m.d.sync += total.eq(Mux(is_max, max_root, sum_root + cfg.bias))
-        last = meta[self._pipeline - 1]
-        m.d.comb += [
-            out.i.valid.eq(last.valid),
-            out.i.payload.acc.eq(total),
-            out.i.payload.eol.eq(last.eol),
-            out.i.payload.eof.eq(last.eof),
-        ]
-
-        # -- Join, two registered stages: the partial sum aligned by shift, with
-        # the rounding increment (half an output step, which falls in the aligned
-        # partial sum's zero low bits); then the shift and the saturation.
-        shift = Mux(is_max, 0, cfg.shift)
-        half = hdl_half(shift, W)
-        psum_aligned = (self.psum.payload.data << cfg.shift)[:acc_shape.width].as_signed()
-        joined = Signal(signed(acc_shape.width + 1), reset_less=True)
-        j_valid = Signal()
-        j_eol = Signal(reset_less=True)
-        j_eof = Signal(reset_less=True)
-        o_valid = Signal()
-        o_word = Signal(sample_layout(W), reset_less=True)
-        o_advance = Signal()
-        j_advance = Signal()
-        take = Signal()
-        m.d.comb += [
-            o_advance.eq(~o_valid | self.o.ready),
-            j_advance.eq(~j_valid | o_advance),
-            take.eq(out.o.valid & j_advance & (~use_psum | self.psum.valid)),
-            out.o.ready.eq(take),
-            self.psum.ready.eq(take & use_psum),
-            self.o.valid.eq(o_valid),
-            self.o.payload.eq(o_word),
-        ]
-        with m.If(j_advance):
-            m.d.sync += [
-                j_valid.eq(take),
-                joined.eq(out.o.payload.acc + (Mux(use_psum, psum_aligned, 0) | half)),
-                j_eol.eq(out.o.payload.eol),
-                j_eof.eq(out.o.payload.eof),
-            ]
-        with m.If(o_advance):
-            m.d.sync += [
-                o_valid.eq(j_valid),
-                o_word.data.eq(hdl_saturate(joined >> shift, W)),
-                o_word.eol.eq(j_eol),
-                o_word.eof.eq(j_eof),
-            ]
-        in_flight = Signal()
-        m.d.comb += in_flight.eq(Cat(stage.valid for stage in meta).any())
-        m.d.comb += self.busy.eq((x != 0) | (y != 0) | in_flight | out.o.valid | j_valid | o_valid)
-        return m
+    def _tree(self, m, leaves, name, node_shape, combine):
+        """A registered tree over the K rows, one level a cycle; returns its root."""
+        for level in range(self._tree_levels):
+            nodes = []
+            for n in range(0, len(leaves), 2):
+                node = Signal(node_shape(level), name=f"{name}_{level}_{n // 2}", reset_less=True)
+                pair = leaves[n:n + 2]
+                m.d.sync += node.eq(combine(*pair) if len(pair) == 2 else pair[0])
+                nodes.append(node)
+            leaves = nodes
+        assert len(leaves) == 1
+        return leaves[0]

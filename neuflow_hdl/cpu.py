@@ -5,7 +5,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
-from .grid import ConfigBus
+from .cfgbus import ConfigBus
 from .isa import INSTRUCTION, INSTRUCTION_WORDS, REGISTERS, HaltCode, Opcode
 from .membus import memory_bus
 
@@ -76,6 +76,8 @@ class ControlCPU(wiring.Component):
             m.d.sync += pc.eq(pc + 1)
             m.next = "FETCH"
 
+        state = _Architecture(regs, pc, ins, address, halt, advance)
+
         with m.FSM():
             with m.State("FETCH"):
                 with m.If((pc >= self._memory_words // INSTRUCTION_WORDS)):
@@ -92,69 +94,7 @@ class ControlCPU(wiring.Component):
                     m.d.sync += ins.eq(self.bus.resp.payload >> (offset * 16))
                     m.next = "EXECUTE"
             with m.State("EXECUTE"):
-                with m.Switch(ins.op):
-                    with m.Case(Opcode.NOP):
-                        advance()
-                    with m.Case(Opcode.HALT):
-                        halt(ins.imm)
-                    with m.Case(Opcode.LI):
-                        m.d.sync += regs[ra].eq(ins.imm)
-                        advance()
-                    with m.Case(Opcode.ADD):
-                        m.d.sync += regs[ra].eq(regs[rb] + regs[rc])
-                        advance()
-                    with m.Case(Opcode.ADDI):
-                        m.d.sync += regs[ra].eq(regs[rb] + ins.imm)
-                        advance()
-                    with m.Case(Opcode.SUB):
-                        m.d.sync += regs[ra].eq(regs[rb] - regs[rc])
-                        advance()
-                    with m.Case(Opcode.AND):
-                        m.d.sync += regs[ra].eq(regs[rb] & regs[rc])
-                        advance()
-                    with m.Case(Opcode.OR):
-                        m.d.sync += regs[ra].eq(regs[rb] | regs[rc])
-                        advance()
-                    with m.Case(Opcode.SHR):
-                        m.d.sync += regs[ra].eq(regs[rb] >> ins.imm[:5])
-                        advance()
-                    with m.Case(Opcode.SHL):
-                        m.d.sync += regs[ra].eq(regs[rb] << ins.imm[:5])
-                        advance()
-                    with m.Case(Opcode.LD, Opcode.ST):
-                        target = (regs[rb] + ins.imm)[:32]
-                        m.d.sync += address.eq(target)
-                        with m.If(target[0]):
-                            halt(HaltCode.MISALIGNED)
-                        with m.Elif(target >= self._memory_words - 1):
-                            halt(HaltCode.BUS_ERROR)
-                        with m.Else():
-                            m.next = "MEMORY"
-                    with m.Case(Opcode.CFGW):
-                        m.d.comb += [self.cfg.we.eq(1), self.cfg.addr.eq(ins.imm[:20]),
-                                     self.cfg.wdata.eq(regs[ra])]
-                        advance()
-                    with m.Case(Opcode.CFGWI):
-                        m.d.comb += [self.cfg.we.eq(1), self.cfg.addr.eq(Cat(ins.a, ins.b, ins.c)[:20]),
-                                     self.cfg.wdata.eq(ins.imm)]
-                        advance()
-                    with m.Case(Opcode.CFGR, Opcode.WAIT):
-                        m.d.comb += [self.cfg.re.eq(1), self.cfg.addr.eq(ins.imm[:20])]
-                        m.next = "CONFIG_READ"
-                    with m.Case(Opcode.BEQ, Opcode.BNE, Opcode.BLT):
-                        x, y = regs[ra], regs[rb]
-                        taken = Mux(ins.op == Opcode.BEQ, x == y,
-                                    Mux(ins.op == Opcode.BNE, x != y, x.as_signed() < y.as_signed()))
-                        m.d.sync += pc.eq(Mux(taken, ins.imm, pc + 1))
-                        m.next = "FETCH"
-                    with m.Case(Opcode.JMP):
-                        m.d.sync += pc.eq(ins.imm)
-                        m.next = "FETCH"
-                    with m.Case(Opcode.CYCLES):
-                        m.d.sync += regs[ra].eq(self.cycles)
-                        advance()
-                    with m.Default():
-                        halt(HaltCode.ILLEGAL_INSTRUCTION)
+                self._execute(m, state)
             with m.State("MEMORY"):
                 offset = address[:shift]
                 store = ins.op == Opcode.ST
@@ -186,3 +126,82 @@ class ControlCPU(wiring.Component):
             with m.State("HALT"):
                 m.d.comb += self.halted.eq(1)
         return m
+
+    def _execute(self, m, state):
+        """The EXECUTE state: one instruction (docs/isa.md), its register and
+        configuration-bus effects, and the next state."""
+        regs, pc, ins, address = state.regs, state.pc, state.ins, state.address
+        halt, advance = state.halt, state.advance
+        ra, rb, rc = ins.a[:4], ins.b[:4], ins.c[:4]
+        with m.Switch(ins.op):
+            with m.Case(Opcode.NOP):
+                advance()
+            with m.Case(Opcode.HALT):
+                halt(ins.imm)
+            with m.Case(Opcode.LI):
+                m.d.sync += regs[ra].eq(ins.imm)
+                advance()
+            with m.Case(Opcode.ADD):
+                m.d.sync += regs[ra].eq(regs[rb] + regs[rc])
+                advance()
+            with m.Case(Opcode.ADDI):
+                m.d.sync += regs[ra].eq(regs[rb] + ins.imm)
+                advance()
+            with m.Case(Opcode.SUB):
+                m.d.sync += regs[ra].eq(regs[rb] - regs[rc])
+                advance()
+            with m.Case(Opcode.AND):
+                m.d.sync += regs[ra].eq(regs[rb] & regs[rc])
+                advance()
+            with m.Case(Opcode.OR):
+                m.d.sync += regs[ra].eq(regs[rb] | regs[rc])
+                advance()
+            with m.Case(Opcode.SHR):
+                m.d.sync += regs[ra].eq(regs[rb] >> ins.imm[:5])
+                advance()
+            with m.Case(Opcode.SHL):
+                m.d.sync += regs[ra].eq(regs[rb] << ins.imm[:5])
+                advance()
+            with m.Case(Opcode.LD, Opcode.ST):
+                target = (regs[rb] + ins.imm)[:32]
+                m.d.sync += address.eq(target)
+                with m.If(target[0]):
+                    halt(HaltCode.MISALIGNED)
+                with m.Elif(target >= self._memory_words - 1):
+                    halt(HaltCode.BUS_ERROR)
+                with m.Else():
+                    m.next = "MEMORY"
+            with m.Case(Opcode.CFGW):
+                m.d.comb += [self.cfg.we.eq(1), self.cfg.addr.eq(ins.imm[:20]),
+                             self.cfg.wdata.eq(regs[ra])]
+                advance()
+            with m.Case(Opcode.CFGWI):
+                m.d.comb += [self.cfg.we.eq(1), self.cfg.addr.eq(Cat(ins.a, ins.b, ins.c)[:20]),
+                             self.cfg.wdata.eq(ins.imm)]
+                advance()
+            with m.Case(Opcode.CFGR, Opcode.WAIT):
+                m.d.comb += [self.cfg.re.eq(1), self.cfg.addr.eq(ins.imm[:20])]
+                m.next = "CONFIG_READ"
+            with m.Case(Opcode.BEQ, Opcode.BNE, Opcode.BLT):
+                x, y = regs[ra], regs[rb]
+                taken = Mux(ins.op == Opcode.BEQ, x == y,
+                            Mux(ins.op == Opcode.BNE, x != y, x.as_signed() < y.as_signed()))
+                m.d.sync += pc.eq(Mux(taken, ins.imm, pc + 1))
+                m.next = "FETCH"
+            with m.Case(Opcode.JMP):
+                m.d.sync += pc.eq(ins.imm)
+                m.next = "FETCH"
+            with m.Case(Opcode.CYCLES):
+                m.d.sync += regs[ra].eq(self.cycles)
+                advance()
+            with m.Default():
+                halt(HaltCode.ILLEGAL_INSTRUCTION)
+
+
+class _Architecture:
+    """The CPU's architectural state and its two ways to end an instruction,
+    shared by the states of :meth:`ControlCPU.elaborate`."""
+
+    def __init__(self, regs, pc, ins, address, halt, advance):
+        self.regs, self.pc, self.ins, self.address = regs, pc, ins, address
+        self.halt, self.advance = halt, advance

@@ -1,28 +1,16 @@
-"""The grid: R x C tiles with neighbour links, global lines and the configuration bus."""
+"""The grid: R x C tiles with neighbour links and global lines, on the configuration bus."""
 
 from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .cfgbus import ConfigBus
 from .presets import GridConfig
-from .regs import (CONFIG_ADDRESS, CONTROL, CONTROL_REG, GRID_START_REG, GRID_STATUS, GRID_TILE,
-                   NEIGHBOURS, OFFSET, OPPOSITE, REGISTER_BITS, STATUS_REG, Unit, pack_bits,
-                   sample_layout)
+from .regs import (CONTROL, CONTROL_REG, GRID_START_REG, GRID_STATUS, GRID_TILE, NEIGHBOURS, OFFSET,
+                   OPPOSITE, STATUS_REG, Unit, pack_bits, sample_layout)
 from .tile import Tile
 
-__all__ = ["ConfigBus", "Grid"]
-
-#: The configuration bus, from the controller's side.  A write is one cycle of
-#: ``we`` with ``addr``/``wdata``; a read is one cycle of ``re``, answered by
-#: ``rdata`` on the next cycle.
-ConfigBus = wiring.Signature({
-    "addr": Out(CONFIG_ADDRESS),
-    "wdata": Out(REGISTER_BITS),
-    "we": Out(1),
-    "re": Out(1),
-    "rdata": In(REGISTER_BITS),
-})
-
+__all__ = ["Grid"]
 
 class Grid(wiring.Component):
     """``rows x columns`` tiles, neighbour links, ``globals_`` global lines each way.
@@ -94,8 +82,33 @@ class Grid(wiring.Component):
                 else:
                     m.d.comb += getattr(tile, f"{d}_out").ready.eq(0)
 
-        # Global inputs: one fork across every tile.
         all_tiles = list(tiles.values())
+        conflicts = self._global_lines(m, all_tiles)
+
+        m.d.comb += [
+            self.status.busy.eq(Cat(t.status.busy for t in all_tiles).any()),
+            self.status.global_conflict.eq(Cat(conflicts).any()),
+            self.status.error.eq(Cat(t.status.error for t in all_tiles).any() |
+                                 self.status.global_conflict),
+        ]
+
+        # Reads: tile STATUS registers and the grid status, one cycle after re.
+        with m.If(self.bus.re):
+            m.d.sync += self.bus.rdata.eq(0)
+            with m.If(self.bus.addr.tile == GRID_TILE):
+                m.d.sync += self.bus.rdata.eq(self.status)
+            for (r, c), t in tiles.items():
+                with m.If((self.bus.addr.tile == r * C + c) & (self.bus.addr.unit == Unit.CONTROL) &
+                          (self.bus.addr.reg == STATUS_REG)):
+                    m.d.sync += self.bus.rdata.eq(t.status)
+        return m
+
+    def _global_lines(self, m, all_tiles):
+        """Global inputs fork across every tile (a word moves when every reader
+        takes it); on a global output the first tile offering a word sends it.
+        Returns, per output line, whether two tiles drive it."""
+        G = self._config.globals_
+        # Global inputs: one fork across every tile.
         for g in range(G):
             line = self.global_in[g]
             used = Cat(t.global_used[g] for t in all_tiles).any()
@@ -121,21 +134,4 @@ class Grid(wiring.Component):
             drivers = [t.global_driven[g] for t in all_tiles]
             conflicts.append(Cat(a & b for i, a in enumerate(drivers) for b in drivers[i + 1:]).any()
                              if len(drivers) > 1 else 0)
-
-        m.d.comb += [
-            self.status.busy.eq(Cat(t.status.busy for t in all_tiles).any()),
-            self.status.global_conflict.eq(Cat(conflicts).any()),
-            self.status.error.eq(Cat(t.status.error for t in all_tiles).any() |
-                                 self.status.global_conflict),
-        ]
-
-        # Reads: tile STATUS registers and the grid status, one cycle after re.
-        with m.If(self.bus.re):
-            m.d.sync += self.bus.rdata.eq(0)
-            with m.If(self.bus.addr.tile == GRID_TILE):
-                m.d.sync += self.bus.rdata.eq(self.status)
-            for (r, c), t in tiles.items():
-                with m.If((self.bus.addr.tile == r * C + c) & (self.bus.addr.unit == Unit.CONTROL) &
-                          (self.bus.addr.reg == STATUS_REG)):
-                    m.d.sync += self.bus.rdata.eq(t.status)
-        return m
+        return conflicts

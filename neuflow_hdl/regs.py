@@ -20,7 +20,7 @@ __all__ = [
     "GEOMETRY_BITS", "MAX_KERNEL", "MAX_STRIDE", "Unit", "CONFIG_ADDRESS", "GRID_TILE", "CONTROL",
     "STATUS", "GRID_STATUS", "CONTROL_REG", "STATUS_REG", "ROUTE_NONE", "ROUTE_BITS", "NEIGHBOURS", "OPPOSITE",
     "OFFSET",
-    "router_sources", "router_sinks", "config_address", "tile_config_writes", "control_write",
+    "router_sources", "router_sinks", "config_address", "decode_address", "unpack_bits", "tile_config_writes", "control_write",
     "STREAMER_TILE", "STREAM_PORT", "PORT_START_REG", "PORT_STATUS_REG", "PORT_STATUS",
     "PORTS_START_REG", "PORTS_STATUS_REG", "PORTS_STATUS", "GRID_START_REG",
     "streamer_address", "stream_port_writes",
@@ -163,6 +163,19 @@ def pack_bits(layout, values):
     return bits
 
 
+def unpack_bits(layout, bits):
+    """The scalar fields of ``layout`` in the bit pattern ``bits``, as a flat dict
+    ``{path: int}`` (a path joins nested names and indices with dots): the
+    inverse of :func:`pack_bits`, with signed fields sign-extended."""
+    fields = {}
+    for path, offset, width, sign in _leaves(layout):
+        value = (bits >> offset) & ((1 << width) - 1)
+        if sign and value >> (width - 1):
+            value -= 1 << width
+        fields[".".join(map(str, path))] = value
+    return fields
+
+
 def pack_registers(layout, values):
     """Pack a dict of field values with ``layout`` into a list of 32-bit register words."""
     bits = pack_bits(layout, values)
@@ -255,6 +268,13 @@ def config_address(tile, unit, reg):
     return pack_bits(CONFIG_ADDRESS, {"tile": tile, "unit": Unit(unit), "reg": reg})
 
 
+def decode_address(address):
+    """``(tile, unit, reg)`` of a configuration-bus address, as integers (the unit
+    field of a streamer address is its port number, not a :class:`Unit`)."""
+    f = unpack_bits(CONFIG_ADDRESS, address)
+    return f["tile"], f["unit"], f["reg"]
+
+
 def tile_config_writes(tile, *, globals_, fifos, width=16, segments=8, routes=None,
                        convolver=None, alu=None, mapper=None, chain=None, start=True):
     """Configuration-bus writes ``[(address, data)]`` that set up one tile.
@@ -334,7 +354,7 @@ def streamer_address(port, reg):
     """Configuration-bus address of register ``reg`` of streamer ``port``."""
     if not 0 <= port < 16:
         raise ValueError(f"streamer port must be 0 .. 15, not {port}")
-    return (STREAMER_TILE << 12) | (port << 8) | reg
+    return pack_bits(CONFIG_ADDRESS, {"tile": STREAMER_TILE, "unit": port, "reg": reg})
 
 
 def stream_port_writes(port, *, base, width, height, stride=None, window_base=0,

@@ -60,12 +60,13 @@ class SoC(wiring.Component):
         for g in range(c.globals_):
             wiring.connect(m, streamer.to_grid[g], grid.global_in[g])
             wiring.connect(m, grid.global_out[g], streamer.from_grid[g])
+        # One controller, two responders on the configuration bus: each answers
+        # only its own addresses (0 otherwise), so their answers are ORed.
+        for responder in (grid.bus, streamer.cfg):
+            m.d.comb += [responder.addr.eq(cpu.cfg.addr), responder.wdata.eq(cpu.cfg.wdata),
+                         responder.we.eq(cpu.cfg.we), responder.re.eq(cpu.cfg.re)]
         m.d.comb += [
-            grid.bus.addr.eq(cpu.cfg.addr), grid.bus.wdata.eq(cpu.cfg.wdata),
-            grid.bus.we.eq(cpu.cfg.we), grid.bus.re.eq(cpu.cfg.re),
-            streamer.addr.eq(cpu.cfg.addr.as_value()), streamer.wdata.eq(cpu.cfg.wdata),
-            streamer.we.eq(cpu.cfg.we), streamer.re.eq(cpu.cfg.re),
-            cpu.cfg.rdata.eq(grid.bus.rdata | streamer.rdata),
+            cpu.cfg.rdata.eq(grid.bus.rdata | streamer.cfg.rdata),
             self.halted.eq(cpu.halted), self.halt_code.eq(cpu.halt_code), self.cycles.eq(cpu.cycles),
         ]
         return m

@@ -4,10 +4,11 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .cfgbus import ConfigBus
 from .membus import memory_bus
 from .numerics import Q8_8
 from .regs import (PORT_START_REG, PORT_STATUS, PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS,
-                   PORTS_STATUS_REG, REGISTER_BITS, STREAM_PORT, STREAMER_TILE, hdl_write_registers,
+                   PORTS_STATUS_REG, STREAM_PORT, STREAMER_TILE, hdl_write_registers,
                    sample_layout)
 
 __all__ = ["BusArbiter", "StreamPort", "Streamer"]
@@ -104,12 +105,21 @@ class StreamPort(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        B, W = self._beat_words, self._fmt.width
-        s = B.bit_length() - 1
+        port = self._start(m)
+        issue = self._reader(m, port)
+        self._writer(m, port)
+        m.d.comb += self.bus.cmd.valid.eq(issue | (port.writing & port.out_valid))
+        with m.If(port.writing):
+            m.d.comb += [self.bus.cmd.payload.addr.eq(port.out.addr), self.bus.cmd.payload.we.eq(1),
+                         self.bus.cmd.payload.wdata.eq(port.out.data),
+                         self.bus.cmd.payload.wmask.eq(port.out.mask)]
+        return m
+
+    def _start(self, m):
+        """``start`` latches the descriptor and checks its window; the state the
+        reader and writer share (a :class:`_PortState`)."""
         d = Signal(STREAM_PORT)
         m.d.comb += [self.active_write.eq(d.write), self.active_line.eq(d.line)]
-
-        # -- Start: latch, check the window --------------------------------------
         last_word = Signal(64)
         m.d.comb += last_word.eq(self.desc.base + (self.desc.height - 1) * self.desc.stride +
                                  self.desc.width - 1)
@@ -134,8 +144,17 @@ class StreamPort(wiring.Component):
                              self.error.eq(0)]
             with m.Else():
                 m.d.sync += [reading.eq(0), writing.eq(0), self.error.eq(1)]
+        return _PortState(d, inside, reading, writing, flag_error, row, row_addr, col,
+                          last_row=row == d.height - 1)
 
-        # -- Reader ----------------------------------------------------------------
+    def _reader(self, m, port):
+        """Memory to stream: one read per beat of the rectangle, at most
+        ``buffer_beats`` ahead of the output; one word out per cycle.  Returns
+        the read request (``issue``)."""
+        B, W = self._beat_words, self._fmt.width
+        s = B.bit_length() - 1
+        d, row, row_addr, last_row, reading = port.d, port.row, port.row_addr, port.last_row, port.reading
+        inside = port.inside
         meta_layout = data.StructLayout({"first": range(B), "last": range(B), "eol": 1, "eof": 1})
         m.submodules.beats = beats = fifo.SyncFIFOBuffered(width=B * W, depth=self._buffer)
         m.submodules.meta = meta = fifo.SyncFIFOBuffered(width=meta_layout.size, depth=self._buffer)
@@ -145,7 +164,6 @@ class StreamPort(wiring.Component):
         row_end = Signal(32)
         m.d.comb += row_end.eq(row_addr + d.width - 1)
         end_beat = row_end >> s
-        last_row = row == d.height - 1
         with m.If(self.start):
             m.d.sync += [issuing.eq(inside & ~self.desc.write), beat.eq(self.desc.base >> s)]
         issue = Signal()
@@ -199,8 +217,15 @@ class StreamPort(wiring.Component):
                     m.d.sync += [reading.eq(0), self.done.eq(1)]
             with m.Else():
                 m.d.sync += [pos.eq(at + 1), in_beat.eq(1)]
+        return issue
 
-        # -- Writer ----------------------------------------------------------------
+    def _writer(self, m, port):
+        """Stream to memory: consecutive words of a row packed into one masked
+        beat; the flags checked against the geometry (``error`` on a mismatch)."""
+        B, W = self._beat_words, self._fmt.width
+        s = B.bit_length() - 1
+        d, row, row_addr, col, last_row = port.d, port.row, port.row_addr, port.col, port.last_row
+        writing, flag_error = port.writing, port.flag_error
         pack_data = Signal(B * W)
         pack_mask = Signal(B)
         out_valid = Signal()
@@ -241,12 +266,17 @@ class StreamPort(wiring.Component):
             m.d.sync += [finishing.eq(0), out_valid.eq(0), pack_mask.eq(0), pack_data.eq(0)]
         with m.If(flag_error):
             m.d.sync += self.error.eq(1)
+        port.out_valid, port.out = out_valid, out
 
-        m.d.comb += self.bus.cmd.valid.eq(issue | (writing & out_valid))
-        with m.If(writing):
-            m.d.comb += [self.bus.cmd.payload.addr.eq(out.addr), self.bus.cmd.payload.we.eq(1),
-                         self.bus.cmd.payload.wdata.eq(out.data), self.bus.cmd.payload.wmask.eq(out.mask)]
-        return m
+
+class _PortState:
+    """Signals a :class:`StreamPort`'s start, reader and writer share."""
+
+    def __init__(self, d, inside, reading, writing, flag_error, row, row_addr, col, last_row):
+        self.d, self.inside, self.reading, self.writing = d, inside, reading, writing
+        self.flag_error, self.row, self.row_addr, self.col = flag_error, row, row_addr, col
+        self.last_row = last_row
+        self.out_valid = self.out = None        # the writer's beat, set by StreamPort._writer
 
 
 class Streamer(wiring.Component):
@@ -271,8 +301,7 @@ class Streamer(wiring.Component):
         sample = stream.Signature(sample_layout(fmt.width))
         bus = memory_bus(addr_width=addr_width, beat_words=beat_words, width=fmt.width)
         super().__init__({
-            "we": In(1), "re": In(1), "addr": In(20), "wdata": In(REGISTER_BITS),
-            "rdata": Out(REGISTER_BITS),
+            "cfg": In(ConfigBus),
             "bus": Out(bus).array(ports),
             "to_grid": Out(sample).array(globals_),
             "from_grid": In(sample).array(globals_),
@@ -282,32 +311,34 @@ class Streamer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         ports = []
-        mine = self.addr[12:20] == STREAMER_TILE
-        unit0 = mine & (self.addr[8:12] == 0)      # the all-ports registers
+        cfg = self.cfg
+        port_of = cfg.addr.unit.as_value()          # the unit field names the port
+        mine = cfg.addr.tile == STREAMER_TILE
+        unit0 = mine & (port_of == 0)               # the all-ports registers
         for p in range(self._ports):
             port = StreamPort(**self._kw)
             m.submodules[f"port_{p}"] = port
             ports.append(port)
             wiring.connect(m, port.bus, wiring.flipped(self.bus[p]))
-            selected = mine & (self.addr[8:12] == p)
+            selected = mine & (port_of == p)
             bits = Signal(STREAM_PORT, name=f"desc_{p}")
-            hdl_write_registers(m, bits, self.we & selected, self.addr[:8], self.wdata)
-            by_mask = unit0 & (self.addr[:8] == PORTS_START_REG) & self.wdata[p]
+            hdl_write_registers(m, bits, cfg.we & selected, cfg.addr.reg, cfg.wdata)
+            by_mask = unit0 & (cfg.addr.reg == PORTS_START_REG) & cfg.wdata[p]
             m.d.comb += [port.desc.eq(bits),
-                         port.start.eq(self.we & ((selected & (self.addr[:8] == PORT_START_REG)) |
-                                                  by_mask))]
-        with m.If(self.re):
-            m.d.sync += self.rdata.eq(0)
+                         port.start.eq(cfg.we & ((selected & (cfg.addr.reg == PORT_START_REG)) |
+                                                 by_mask))]
+        with m.If(cfg.re):
+            m.d.sync += cfg.rdata.eq(0)
             for p, port in enumerate(ports):
                 status = Signal(PORT_STATUS, name=f"status_{p}")
                 m.d.comb += [status.busy.eq(port.busy), status.done.eq(port.done),
                              status.error.eq(port.error)]
-                with m.If(mine & (self.addr[8:12] == p) & (self.addr[:8] == PORT_STATUS_REG)):
-                    m.d.sync += self.rdata.eq(status)
+                with m.If(mine & (port_of == p) & (cfg.addr.reg == PORT_STATUS_REG)):
+                    m.d.sync += cfg.rdata.eq(status)
             every = Signal(PORTS_STATUS)
             m.d.comb += [every.busy.eq(self.busy), every.error.eq(Cat(p.error for p in ports).any())]
-            with m.If(unit0 & (self.addr[:8] == PORTS_STATUS_REG)):
-                m.d.sync += self.rdata.eq(every)
+            with m.If(unit0 & (cfg.addr.reg == PORTS_STATUS_REG)):
+                m.d.sync += cfg.rdata.eq(every)
         # Bind ports to global lines: per line, the first busy port in the
         # right direction owns it; only the owner sees the handshake.
         o_ready = [Const(0, 1)] * len(ports)

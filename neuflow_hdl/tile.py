@@ -78,10 +78,20 @@ class Tile(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        W, G, F = self._fmt.width, self._globals, self._fifos
-        sample = sample_layout(W)
+        start, flush, cfg, select = self._configuration(m)
+        conv, alu, mapper, bank = self._operators(m, start, flush, cfg)
+        sink_fifo, out_fifos = self._sink_fifos(m, flush, conv, alu, mapper, bank)
+        sources = ([getattr(self, f"{d}_in") for d in NEIGHBOURS] + list(self.global_in) +
+                   [conv.o, alu.o, mapper.o] + [bank.o[n] for n in range(self._fifos)])
+        assert len(sources) == len(self.sources)
+        self._router(m, sources, sink_fifo, select)
+        self._status(m, start, flush, select, (conv, alu, mapper, bank), out_fifos)
+        return m
 
-        # -- Configuration registers: shadow, made active by CONTROL.start ------
+    def _configuration(self, m):
+        """Configuration registers: shadow copies written over the bus, made active
+        by CONTROL.start.  Returns (start, flush, {unit: active registers},
+        [source select of each sink])."""
         start = Signal()
         flush = Signal()
         control = Signal(CONTROL)
@@ -97,41 +107,45 @@ class Tile(wiring.Component):
                 m.d.sync += active.eq(shadow)
             return active
 
-        conv_cfg = registers(Unit.CONVOLVER, CONV_CONFIG)
-        alu_cfg = registers(Unit.ALU, ALU_CONFIG)
-        mapper_cfg = registers(Unit.MAPPER, mapper_config_layout(W, self._segments))
-        bank_cfg = registers(Unit.FIFO_BANK, data.StructLayout({"chain": F}))
+        cfg = {Unit.CONVOLVER: registers(Unit.CONVOLVER, CONV_CONFIG),
+               Unit.ALU: registers(Unit.ALU, ALU_CONFIG),
+               Unit.MAPPER: registers(Unit.MAPPER, mapper_config_layout(self._fmt.width, self._segments)),
+               Unit.FIFO_BANK: registers(Unit.FIFO_BANK, data.StructLayout({"chain": self._fifos}))}
         # One register per sink: ROUTE_BITS of every 32-bit register are used.
         route_regs = data.ArrayLayout(data.StructLayout({"select": ROUTE_BITS,
                                                          "reserved": REGISTER_BITS - ROUTE_BITS}),
                                       len(self.sinks))
         routes = registers(Unit.ROUTER, route_regs,
                            init=[{"select": ROUTE_NONE}] * len(self.sinks))
-        select = [routes[k].select for k in range(len(self.sinks))]
+        return start, flush, cfg, [routes[k].select for k in range(len(self.sinks))]
 
-        # -- Operators and FIFOs: emptied by flush ----------------------------
-        def flushable(elaboratable):
-            return ResetInserter({"sync": flush})(elaboratable)
-
+    def _operators(self, m, start, flush, cfg):
+        """The convolver, StreamALU, mapper and FIFO bank, emptied by flush.  They
+        rewind one cycle after activation, so they see the new configuration (the
+        convolver's weight pointer depends on k)."""
         conv = Convolver(kernel=self._kernel, max_width=self._max_width, fmt=self._fmt)
         alu = StreamALU(fmt=self._fmt)
         mapper = Mapper(segments=self._segments, fmt=self._fmt)
-        bank = FifoBank(count=F, depth=self._fifo_depth, fmt=self._fmt)
+        bank = FifoBank(count=self._fifos, depth=self._fifo_depth, fmt=self._fmt)
         for name, unit in (("convolver", conv), ("alu", alu), ("mapper", mapper), ("fifo_bank", bank)):
-            m.submodules[name] = flushable(unit)
-        # Operators rewind one cycle after activation, so they see the new
-        # configuration (the convolver's weight pointer depends on k).
+            m.submodules[name] = ResetInserter({"sync": flush})(unit)
         rewind = Signal()
         m.d.sync += rewind.eq(start)
-        m.d.comb += [conv.config.eq(conv_cfg), conv.start.eq(rewind), alu.config.eq(alu_cfg),
-                     alu.start.eq(rewind), mapper.config.eq(mapper_cfg), bank.chain.eq(bank_cfg.chain)]
+        m.d.comb += [conv.config.eq(cfg[Unit.CONVOLVER]), conv.start.eq(rewind),
+                     alu.config.eq(cfg[Unit.ALU]), alu.start.eq(rewind),
+                     mapper.config.eq(cfg[Unit.MAPPER]), bank.chain.eq(cfg[Unit.FIFO_BANK].chain)]
+        return conv, alu, mapper, bank
+
+    def _sink_fifos(self, m, flush, conv, alu, mapper, bank):
+        """A FIFO before every sink, in router order, each feeding its operator
+        input or tile output.  Returns (their inputs, the tile-output FIFOs)."""
+        sample = sample_layout(self._fmt.width)
 
         def fifo(name, depth):
             unit = StreamFIFO(sample, depth)
-            m.submodules[name] = flushable(unit)
+            m.submodules[name] = ResetInserter({"sync": flush})(unit)
             return unit
 
-        # Sink FIFOs, in router order, each with the stream its output drives.
         sink_fifo = []
         for name, dest in (("convolver_in", conv.i), ("convolver_psum", conv.psum),
                            ("convolver_weights", conv.weights), ("alu_a", alu.a),
@@ -139,26 +153,23 @@ class Tile(wiring.Component):
             unit = fifo(name, self._input_depth)
             wiring.connect(m, unit.o, dest)
             sink_fifo.append(unit.i)
-        sink_fifo += [bank.i[n] for n in range(F)]      # the bank is FIFOs already
+        sink_fifo += [bank.i[n] for n in range(self._fifos)]      # the bank is FIFOs already
         out_fifos = []
-        for d in NEIGHBOURS:
-            unit = fifo(f"{d}_out", OUTPUT_DEPTH)
-            wiring.connect(m, unit.o, wiring.flipped(getattr(self, f"{d}_out")))
-            sink_fifo.append(unit.i)
-            out_fifos.append(unit)
-        for g in range(G):
-            unit = fifo(f"global_out_{g}", OUTPUT_DEPTH)
-            wiring.connect(m, unit.o, wiring.flipped(self.global_out[g]))
+        outputs = ([(f"{d}_out", getattr(self, f"{d}_out")) for d in NEIGHBOURS] +
+                   [(f"global_out_{g}", self.global_out[g]) for g in range(self._globals)])
+        for name, port in outputs:
+            unit = fifo(name, OUTPUT_DEPTH)
+            wiring.connect(m, unit.o, wiring.flipped(port))
             sink_fifo.append(unit.i)
             out_fifos.append(unit)
         assert len(sink_fifo) == len(self.sinks)
+        return sink_fifo, out_fifos
 
-        sources = ([getattr(self, f"{d}_in") for d in NEIGHBOURS] + list(self.global_in) +
-                   [conv.o, alu.o, mapper.o] + [bank.o[n] for n in range(F)])
-        assert len(sources) == len(self.sources)
+    def _router(self, m, sources, sink_fifo, select):
+        """Forks that wait for every consumer: a source moves a word when every
+        sink selecting it is ready (a global line's word moves when the grid
+        commits it across all tiles)."""
         first_global = len(NEIGHBOURS)
-
-        # -- Router: forks that wait for every consumer ------------------------
         fire = []
         for s, source in enumerate(sources):
             users = [select[k] == s for k in range(len(self.sinks))]
@@ -169,7 +180,7 @@ class Tile(wiring.Component):
                 used.eq(Cat(users).any()),
             ]
             moved = Signal(name=f"fire_{self.sources[s]}")
-            if first_global <= s < first_global + G:
+            if first_global <= s < first_global + self._globals:
                 g = s - first_global
                 m.d.comb += [source.ready.eq(all_ready), self.global_used[g].eq(used),
                              moved.eq(self.global_commit[g])]
@@ -182,7 +193,8 @@ class Tile(wiring.Component):
                     with m.Case(s):
                         m.d.comb += [sink.valid.eq(fire[s]), sink.payload.eq(source.payload)]
 
-        # -- Status -------------------------------------------------------------
+    def _route_error(self, m, select):
+        """A sink selects a source that does not exist (or a missing neighbour)."""
         route_error = Signal()
         bad = []
         for k, name in enumerate(self.sinks):
@@ -194,12 +206,18 @@ class Tile(wiring.Component):
             ok = Cat(select[k] == s for s in legal).any() if exists else 0
             bad.append(~ok & (select[k] != ROUTE_NONE))
         m.d.comb += route_error.eq(Cat(bad).any())
-        for g in range(G):
-            m.d.comb += self.global_driven[g].eq(select[self.sinks.index(f"global_out_{g}")] != ROUTE_NONE)
+        return route_error
 
+    def _status(self, m, start, flush, select, units, out_fifos):
+        """STATUS: busy, done, and the error causes; which global outputs this tile drives."""
+        conv, alu, mapper, bank = units
+        route_error = self._route_error(m, select)
+        for g in range(self._globals):
+            m.d.comb += self.global_driven[g].eq(select[self.sinks.index(f"global_out_{g}")] != ROUTE_NONE)
         holding = Cat([conv.busy, alu.busy, mapper.busy] +
                       [u.valid for u in (conv.i, conv.psum, conv.weights, alu.a, alu.b, mapper.i)] +
-                      [bank.level[n] != 0 for n in range(F)] + [u.level != 0 for u in out_fifos]).any()
+                      [bank.level[n] != 0 for n in range(self._fifos)] +
+                      [u.level != 0 for u in out_fifos]).any()
         # A frame has ended when its last word leaves the tile (counted where it
         # leaves, not where the router writes it, so no fork is on this path).
         frame_out = Signal()
@@ -209,6 +227,7 @@ class Tile(wiring.Component):
             m.d.sync += ended.eq(0)
         with m.Elif(frame_out):
             m.d.sync += ended.eq(1)
+
         # An operator's configuration only matters when a route feeds it.
         def feeds(*sinks):
             return Cat(select[self.sinks.index(n)] != ROUTE_NONE for n in sinks).any()
@@ -225,4 +244,3 @@ class Tile(wiring.Component):
             self.status.mapper_error.eq(mapper_error),
             self.status.error.eq(Cat(errors).any()),
         ]
-        return m

@@ -41,19 +41,19 @@ def dut():
 
 async def configure(ctx, streamer, writes):
     for address, word in writes:
-        ctx.set(streamer.addr, address)
-        ctx.set(streamer.wdata, word)
-        ctx.set(streamer.we, 1)
+        ctx.set(streamer.cfg.addr.as_value(), address)
+        ctx.set(streamer.cfg.wdata, word)
+        ctx.set(streamer.cfg.we, 1)
         await ctx.tick()
-    ctx.set(streamer.we, 0)
+    ctx.set(streamer.cfg.we, 0)
 
 
 async def port_status(ctx, streamer, port, reg=PORT_STATUS_REG, layout=PORT_STATUS):
-    ctx.set(streamer.addr, streamer_address(port, reg))
-    ctx.set(streamer.re, 1)
+    ctx.set(streamer.cfg.addr.as_value(), streamer_address(port, reg))
+    ctx.set(streamer.cfg.re, 1)
     await ctx.tick()
-    ctx.set(streamer.re, 0)
-    return layout.from_bits(ctx.get(streamer.rdata))
+    ctx.set(streamer.cfg.re, 0)
+    return layout.from_bits(ctx.get(streamer.cfg.rdata))
 
 
 async def ports_status(ctx, streamer):

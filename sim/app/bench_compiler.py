@@ -9,9 +9,9 @@
   full (program, image) for ``neuflow-v6``: each scale alone, the pyramid
   packed into one image as NeuFlow ran it, and 320x240 alone with the two
   small scales packed (their passes are too short to hide the kernel loads).
-* The 'light' model structures shipped with ``onnx``: scheduled without code
-  generation (:func:`compiler.driver.estimate_model`); their full compile stops
-  with the memory error it prints.
+* The 'light' model structures shipped with ``onnx``: scheduled and generated
+  without linking (:func:`compiler.pipeline.estimate_model`, the compile's own
+  estimate); their full compile stops with the memory error it prints.
 
 Frames/s use the compiler's cycle estimate (calibrated against the RTL on the
 ``tiny`` grid, see docs/compiler.md) at the preset's nominal clock.  MAC
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from tqdm import tqdm
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler import CompileError
@@ -161,7 +162,7 @@ def bench_scene_parsing(config, workdir):
 def bench_light(config):
     from onnx.backend.test.loader import __file__ as loader
     data = Path(loader).parent.parent / "data" / "light"
-    print(f"\nLight model structures (onnx package) on {GRID}: schedule-only estimate", flush=True)
+    print(f"\nLight model structures (onnx package) on {GRID}: estimate without linking", flush=True)
     print(f"  {'model':<20} {'schedule s':>10} {'passes':>9} {'G MACs':>7} {'M cycles':>9} "
           f"{'frames/s':>9} {'MACs/cycle':>10}   full compile")
     for name in LIGHT:
@@ -172,7 +173,9 @@ def bench_light(config):
             outcome = f"compiled in {time.monotonic() - started:.1f} s"
         except CompileError as exc:
             outcome = f"stops after {time.monotonic() - started:.1f} s: {exc}"
-        r = estimate_model(path, GRID, progress=lambda text: print(f"  {name}:{text}", flush=True))
+        layers = len(onnx.load(str(path)).graph.node)
+        with tqdm(total=layers, desc=f"  {name}", unit="layer", leave=False) as bar:
+            r = estimate_model(path, GRID, progress=bar.update)
         cycles = sum(l["cycles"] for l in r["layers"])
         macs = sum(l["macs"] for l in r["layers"])
         passes = sum(l["passes"] for l in r["layers"])

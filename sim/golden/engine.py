@@ -24,8 +24,9 @@ from neuflow_hdl.regs import (ALU_CONFIG, CONTROL, CONTROL_REG, CONV_CONFIG, GRI
                               GRID_STATUS, GRID_TILE, NEIGHBOURS, OFFSET, OPPOSITE, PORT_START_REG,
                               PORT_STATUS, PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS,
                               PORTS_STATUS_REG, ROUTE_NONE, STATUS_REG, STREAM_PORT, STREAMER_TILE,
-                              AluOp, ConvMode, Unit, config_address, mapper_config_layout, pack_bits,
-                              router_sinks, router_sources, unpack_registers)
+                              AluOp, ConvMode, Unit, config_address, decode_address,
+                              mapper_config_layout, pack_bits, router_sinks, router_sources,
+                              unpack_registers)
 from sim.golden import reference
 from sim.golden.iss import ISS
 
@@ -99,7 +100,7 @@ class GridModel:
 
     # -- bus --------------------------------------------------------------------------
     def write(self, address, value):
-        tile, unit, reg = address >> 12, (address >> 8) & 0xF, address & 0xFF
+        tile, unit, reg = decode_address(address)
         if tile == STREAMER_TILE:
             if unit >= len(self.ports):
                 self._fail(f"write to streamer port {unit}, which does not exist")
@@ -141,7 +142,7 @@ class GridModel:
         t.shadow[(unit, reg)] = value
 
     def read(self, address):
-        tile, unit, reg = address >> 12, (address >> 8) & 0xF, address & 0xFF
+        tile, unit, reg = decode_address(address)
         if tile == STREAMER_TILE and reg == PORT_STATUS_REG and unit < len(self.ports):
             return pack_bits(PORT_STATUS, {k: int(self.ports[unit][k]) for k in ("busy", "done", "error")})
         if tile == STREAMER_TILE and reg == PORTS_STATUS_REG and unit == 0:
