@@ -13,6 +13,7 @@ from neuflow_hdl.hexfile import write_hex
 from neuflow_hdl.numerics import Format, wrap_signed
 
 from .errors import CompileError
+from .ir import printable
 from .layout import Buffer
 
 __all__ = ["Layer", "Compiled", "Accuracy", "write_outputs", "load_compiled", "as_batch", "input_image",
@@ -191,6 +192,12 @@ def _json(value):
     return str(value)
 
 
+def _cell(text):
+    """``text`` (a name from the model) as one Markdown table cell: control and
+    other non-printable characters escaped, ``|`` escaped."""
+    return printable(text).replace("|", "\\|")
+
+
 def report(compiled, manifest):
     c = compiled.config
     lines = [f"# NeuFlow compile report: grid `{compiled.grid}`", "",
@@ -210,10 +217,10 @@ def report(compiled, manifest):
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for l in manifest["layers"]:
         util = l["macs"] / max(l["estimated_cycles"], 1) / c.multipliers
-        lines.append(f"| {l['index']} | {l['name']} | {l['op']} | {'x'.join(map(str, l['shape']))} "
+        lines.append(f"| {l['index']} | {_cell(l['name'])} | {l['op']} | {'x'.join(map(str, l['shape']))} "
                      f"| {l['passes']} | {l['macs']} | {l['estimated_cycles']} | {100 * util:.1f}% "
                      f"| {l['error_bound']:.3g} |")
-    notes = [f"- {l['name']}: {n}" for l in manifest["layers"] for n in l["notes"]]
+    notes = [f"- {_cell(l['name'])}: {n}" for l in manifest["layers"] for n in l["notes"]]
     if notes:
         lines += ["", "Notes:", ""] + notes
     if manifest["output"]["host_softmax"]:
@@ -223,16 +230,34 @@ def report(compiled, manifest):
                   "| layer | max abs error | SNR (dB) | bound | saturates |",
                   "| --- | --- | --- | --- | --- |"]
         for r in compiled.errors:
-            lines.append(f"| {r['layer']} | {r['max_abs']:.4g} | {r['snr_db']:.1f} | "
+            lines.append(f"| {_cell(r['layer'])} | {r['max_abs']:.4g} | {r['snr_db']:.1f} | "
                          f"{r['bound']:.3g} | {'yes' if r['saturates'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
 
+#: What :func:`load_compiled` needs of a manifest.
+MANIFEST_KEYS = ("grid", "format", "stamps", "input", "output", "buffers", "layers")
+
+
 def load_compiled(directory):
+    """``(manifest, image)`` of a compiled directory; CompileError naming the file
+    when either is missing, truncated or edited out of shape."""
     d = Path(directory)
     if not (d / "manifest.json").is_file() or not (d / "image.npy").is_file():
         raise CompileError(f"{d}: not a compiled directory (no manifest.json / image.npy); run "
                            "neuflow compile first")
-    manifest = json.loads((d / "manifest.json").read_text())
-    image = np.load(d / "image.npy").astype(np.int64)
-    return manifest, image
+    try:
+        manifest = json.loads((d / "manifest.json").read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CompileError(f"{d / 'manifest.json'}: not valid JSON ({exc}); compile again") from None
+    missing = [k for k in MANIFEST_KEYS if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise CompileError(f"{d / 'manifest.json'}: no {', '.join(missing)}; compile again")
+    try:
+        image = np.load(d / "image.npy", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise CompileError(f"{d / 'image.npy'}: not a memory image ({exc}); compile again") from None
+    if image.ndim != 1 or image.dtype.kind not in "iu":
+        raise CompileError(f"{d / 'image.npy'}: a {image.ndim}-D {image.dtype} array, not a memory "
+                           "image; compile again")
+    return manifest, image.astype(np.int64)

@@ -48,6 +48,7 @@ from neuflow_hdl.regs import (GRID_START_REG, GRID_STATUS, GRID_TILE, PORTS_STAR
                               streamer_address, tile_config_writes)
 
 from .cost import PassCost
+from .ir import printable
 from .schedule import weight_line
 
 __all__ = ["CodeGen", "WeightFrames", "LAYER_ERROR_HALT"]
@@ -129,8 +130,7 @@ class CodeGen:
         """A comment line.  ``text`` may come from the model (node names): every
         character that is not printable is escaped, so it can never end the
         comment and become code."""
-        text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(text))
-        self.lines.append(f"; {text}")
+        self.lines.append(f"; {printable(text)}")
 
     def _write(self, address, value):
         value &= 0xFFFF_FFFF

@@ -33,9 +33,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Node", "Graph", "ACTIVATIONS", "activation_function", "as_conv"]
+__all__ = ["Node", "Graph", "ACTIVATIONS", "activation_function", "as_conv", "printable"]
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "clip", "leaky")
+
+
+def printable(text):
+    """``text`` (a name from the model: untrusted) with every non-printable
+    character escaped as ``\\xNN``, so it stays on one line wherever it is
+    written (a comment of the listing, a cell of the report)."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(text))
 
 
 def activation_function(act):

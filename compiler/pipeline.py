@@ -102,13 +102,15 @@ def _layers(graph, lowered, program, bounds):
                  for node, low, code in zip(graph.nodes, lowered, program.layers))
 
 
-def compile_model(path, grid="tiny", calibration=None, *, progress=None, reference=True):
+def compile_model(path, grid="tiny", calibration=None, *, progress=None, layer_done=None,
+                  reference=True):
     """Compile the ONNX model at ``path`` for grid preset ``grid``: a :class:`Compiled`.
 
     ``calibration``: float array shaped like the ONNX input, or None (Q8.8).
-    ``progress``: callable(str) for progress lines.  ``reference``: run the
-    reference engine on one input and measure per-layer error against
-    onnxruntime for the report.
+    ``progress``: callable(str) for progress lines; ``layer_done``: called as
+    ``layer_done(layers done, layers)`` during code generation.
+    ``reference``: run the reference engine on one input and measure
+    per-layer error against onnxruntime for the report.
     """
     started = time.monotonic()
     say = progress or (lambda text: None)
@@ -127,7 +129,7 @@ def compile_model(path, grid="tiny", calibration=None, *, progress=None, referen
     check_memory(graph, buffers, config, grid)
     data_base = DATA_BASE
     while True:
-        lowered, program = _code(front, quantisation, buffers, data_base)
+        lowered, program = _code(front, quantisation, buffers, data_base, layer_done)
         words = to_words(assemble(program.source))
         stamps = _stamp_table(data_base, len(graph.nodes))
         if len(words) <= stamps:
@@ -151,7 +153,8 @@ def compile_model(path, grid="tiny", calibration=None, *, progress=None, referen
 def estimate_model(path, grid, *, progress=None):
     """Schedule and generate code for a model without assembling or linking it:
     per-layer passes, MACs and estimated cycles, equal to what
-    :func:`compile_model` reports.  For networks whose image would not fit."""
+    :func:`compile_model` reports.  For networks whose image would not fit.
+    ``progress``: called as ``progress(layers done, layers)``."""
     started = time.monotonic()
     front = _frontend(path, grid)
     graph, config = front.graph, front.config

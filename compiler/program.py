@@ -94,7 +94,8 @@ def schedule_layer(gen, title, lowered, config, window):
 def generate(graph, lowered, buffers, config, stamps, frames_base, *, progress=None):
     """The code-generation stage: every layer scheduled and emitted; a :class:`Program`.
     ``lowered``: a :class:`~compiler.lower.Lowered` per node of ``graph``;
-    ``stamps``: the cycle-stamp table's address; weight frames from ``frames_base``."""
+    ``stamps``: the cycle-stamp table's address; weight frames from ``frames_base``;
+    ``progress``: called as ``progress(layers done, layers)`` after each layer."""
     gen = CodeGen(config, stamps, WeightFrames(frames_base))
     gen.begin()
     layers = []
@@ -103,6 +104,6 @@ def generate(graph, lowered, buffers, config, stamps, frames_base, *, progress=N
         title = f"{node.name} ({node.onnx_op})"
         layers.append(schedule_layer(gen, title, low, config, window))
         if progress:
-            progress(1)
+            progress(len(layers), len(graph.nodes))
     gen.end()
     return Program("\n".join(gen.lines) + "\n", tuple(layers), gen.frames)

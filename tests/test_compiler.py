@@ -299,3 +299,36 @@ def test_cli_compile_and_simulate(tmp_path, capsys):
     np.save(tmp_path / "wrong.npy", np.zeros((1, 3, 8, 8)))
     assert main(["simulate", str(tmp_path / "out"), "--input", str(tmp_path / "wrong.npy"),
                  "--output", str(tmp_path / "y.npy")]) == 2
+    manifest = (tmp_path / "out" / "manifest.json").read_text()
+    for broken in (manifest[:len(manifest) // 2], json.dumps({"grid": "tiny"})):
+        (tmp_path / "out" / "manifest.json").write_text(broken)
+        capsys.readouterr()
+        assert main(["simulate", str(tmp_path / "out"), "--input", str(tmp_path / "x.npy"),
+                     "--output", str(tmp_path / "y.npy")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "manifest.json" in err, err
+
+
+def test_node_names_cannot_change_the_program(tmp_path):
+    """Node names are untrusted: one ending in a line ``halt 0`` (or holding any
+    control character) reaches the listing only as an escaped comment, so the
+    program and the whole image are the same as with plain names; the report's
+    table keeps one row per layer."""
+    from sim.golden.asm import assemble, to_words
+    plain = every_operator(np.random.default_rng(0))
+    hostile = onnx.ModelProto()
+    hostile.CopyFrom(plain)
+    for n, node in enumerate(hostile.graph.node):
+        node.name = f"n{n}\nhalt 0\r\x00| x |\u2028"
+    a = compile_model(save(plain, tmp_path, "plain.onnx"), "tiny", reference=False)
+    b = compile_model(save(hostile, tmp_path, "hostile.onnx"), "tiny", reference=False)
+    assert np.array_equal(a.image, b.image)
+    assert np.array_equal(to_words(assemble(a.source)), to_words(assemble(b.source)))
+    assert "\nhalt 0" not in b.source.replace("    halt 0", "")
+    write_outputs(b, tmp_path / "r")
+    lines = (tmp_path / "r" / "report.md").read_text().split("\n")
+    header = next(l for l in lines if l.startswith("| # | layer"))
+    rows = [l for l in lines if l.startswith("| ") and l[2:3].isdigit()]
+    assert len(rows) == len(b.layers)
+    assert all(r.count(" | ") == header.count(" | ") for r in rows), rows[0]
+    assert not any(l.startswith("halt") for l in lines)

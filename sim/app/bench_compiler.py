@@ -1,6 +1,6 @@
 """``make bench`` (compiler half): compile time and estimated frames/s.
 
-* The scene-parsing network of ``../shared/NEUFLOW.md`` (Farabet et al.) with
+* The scene-parsing network of NeuFlow's papers (Farabet et al.) with
   random weights, as NeuFlow ran it on the FPGA: YUV input already contrast-
   normalised (host), three stages of 7x7 convolutions with the published
   fan-ins as connection tables (a dense ONNX Conv whose unconnected kernels are
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from tqdm import tqdm
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler import CompileError
 from compiler.pipeline import compile_model, estimate_model
 from neuflow_hdl.presets import preset
+from sim.app.progress import layer_bar
 
 GRID = "neuflow-v6"
 SCALES = ((240, 320), (120, 160), (60, 80))
@@ -60,7 +60,7 @@ SMALL_CANVAS = (120 + 8 + 60, 160)
 
 def useful_macs(height, width):
     """Multiply-accumulates of the network on one scale (valid convolutions and the
-    fan-ins), the figure NEUFLOW.md's 2.2 G per frame counts."""
+    fan-ins), the figure NeuFlow's papers count (2.2 G per frame)."""
     macs = 0
     for outs, _, fan_in, pooled in STAGES:
         height, width = height - 6, width - 6
@@ -134,7 +134,7 @@ def _compile(height, width, rng, config, workdir):
 def bench_scene_parsing(config, workdir):
     bound = config.tiles * config.kernel ** 2
     clock = config.clock_mhz * 1e6
-    print(f"Scene parsing (NEUFLOW.md), random weights, on {GRID}: {config.rows}x{config.columns} "
+    print(f"Scene parsing (Farabet et al.), random weights, on {GRID}: {config.rows}x{config.columns} "
           f"tiles, K={config.kernel} ({bound} convolver MACs), {config.clock_mhz:g} MHz", flush=True)
     useful = sum(useful_macs(h, w) for h, w in SCALES)
     rng = np.random.default_rng(2012)
@@ -173,9 +173,8 @@ def bench_light(config):
             outcome = f"compiled in {time.monotonic() - started:.1f} s"
         except CompileError as exc:
             outcome = f"stops after {time.monotonic() - started:.1f} s: {exc}"
-        layers = len(onnx.load(str(path)).graph.node)
-        with tqdm(total=layers, desc=f"  {name}", unit="layer", leave=False) as bar:
-            r = estimate_model(path, GRID, progress=bar.update)
+        with layer_bar(f"  {name}") as progress:
+            r = estimate_model(path, GRID, progress=progress)
         cycles = sum(l["cycles"] for l in r["layers"])
         macs = sum(l["macs"] for l in r["layers"])
         passes = sum(l["passes"] for l in r["layers"])

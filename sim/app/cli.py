@@ -164,12 +164,14 @@ def cmd_compile(args):
     from compiler.pipeline import compile_model
     calibration = None if args.calibration is None else _load_array(args.calibration,
                                                                      "calibration")
-    try:
-        compiled = compile_model(args.model, args.grid, calibration, progress=_say(args),
-                                 reference=not args.no_reference)
-        manifest = write_outputs(compiled, args.output)
-    except CompileError as exc:
-        raise UsageError(str(exc)) from None
+    from sim.app.progress import layer_bar
+    with layer_bar(quiet=args.quiet) as layer_done:
+        try:
+            compiled = compile_model(args.model, args.grid, calibration, progress=_say(args),
+                                     layer_done=layer_done, reference=not args.no_reference)
+            manifest = write_outputs(compiled, args.output)
+        except CompileError as exc:
+            raise UsageError(str(exc)) from None
     if args.quiet:
         return
     c = compiled.config
@@ -200,15 +202,15 @@ def _print_cycles(result):
 
 def cmd_simulate(args):
     import numpy as np
-    from tqdm import tqdm
     from compiler import CompileError
+    from sim.app.progress import image_bar
     from sim.app.verify import verify_directory
     x = _load_array(args.input, "input")
     if args.engine == "rtl" and not args.quiet:
         print("simulate: the first run on a grid builds its Verilator model (a few minutes)",
               flush=True)
     images = x.shape[0] if x.ndim else 1
-    with tqdm(total=images, unit="image", disable=args.quiet or images < 2, leave=False) as bar:
+    with image_bar(images, quiet=args.quiet) as bar:
         try:
             result = verify_directory(args.directory, x, args.engine, progress=bar.update,
                                       trace=args.trace)

@@ -30,11 +30,11 @@ def main(argv=None):
     from train_digits import split
 
     import onnx
-    from tqdm import tqdm
     from compiler import CompileError
     from compiler.artefacts import write_outputs
     from compiler.onnx_reference import run_onnx
     from compiler.pipeline import compile_model
+    from sim.app.progress import image_bar
     from sim.app.verify import verify
 
     _, _, x_test, y_test = split()
@@ -54,7 +54,7 @@ def main(argv=None):
 
     print("  running on Verilator (the first run builds the processor, a few minutes)", flush=True)
     try:
-        with tqdm(total=n, unit="image", desc="  ") as bar:
+        with image_bar(n, desc="  ") as bar:
             result = verify(manifest, compiled.image, x, "rtl", progress=bar.update)
     except CompileError as exc:
         print(f"demo: {exc}")
