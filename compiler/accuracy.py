@@ -11,7 +11,7 @@ from .artefacts import Accuracy, input_image, tensor_codes
 from .errors import CompileError
 from .onnx_reference import run_onnx
 
-__all__ = ["calibration_maxima", "default_input", "measure_errors", "run_reference"]
+__all__ = ["calibration_maxima", "default_input", "measure_errors", "check_bounds", "run_reference"]
 
 
 def _onnx_names(graph):
@@ -75,3 +75,15 @@ def measure_errors(compiled, model, x, what):
         rows.append({"layer": l.name, "max_abs": float(err.max()), "snr_db": snr,
                      "bound": l.error_bound, "saturates": bool(np.max(np.abs(ref)) >= limit)})
     return Accuracy(tuple(rows), what)
+
+
+def check_bounds(accuracy):
+    """CompileError naming the first layer whose measured error exceeds its
+    error bound (the bound excludes saturation: then the message says so)."""
+    for row in accuracy.rows:
+        if row["max_abs"] > row["bound"]:           # NaN (not measured) compares False
+            cause = ("; the float values exceed the layer's format (saturation): give "
+                     "--calibration inputs" if row["saturates"] else "")
+            raise CompileError(f"layer {row['layer']!r}: error against onnxruntime "
+                               f"{row['max_abs']:.4g} exceeds the compiler's bound "
+                               f"{row['bound']:.4g} on {accuracy.input}{cause}")

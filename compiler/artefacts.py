@@ -17,7 +17,7 @@ from .ir import printable
 from .layout import Buffer
 
 __all__ = ["Layer", "Compiled", "Accuracy", "write_outputs", "load_compiled", "as_batch", "input_image",
-           "tensor_codes", "read_output", "layer_cycles", "first_mismatch", "report"]
+           "tensor_codes", "read_output", "layer_cycles", "first_mismatch", "report", "saturation"]
 
 
 @dataclass(frozen=True)
@@ -96,17 +96,41 @@ class Compiled:
         }
 
 
-def as_batch(x, onnx_shape):
+def as_batch(x, onnx_shape, what="input"):
     """``x`` as a float batch (N, ...) of inputs shaped like ``onnx_shape`` (one
-    input without N is a batch of one); CompileError naming the shape otherwise."""
-    x = np.asarray(x, dtype=np.float64)
+    input without N is a batch of one).  CompileError naming ``what`` and the
+    limit for anything else: a shape the model does not take, an empty batch,
+    values that are not real numbers (complex, strings, objects) or not finite."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "iuf":
+        raise CompileError(f"{what}: an array of {x.dtype} values; the model takes real numbers "
+                           "(integer or floating point)")
+    x = x.astype(np.float64)
     want = tuple(onnx_shape[1:])
     if x.ndim == len(want):
         x = x[None]
     if tuple(x.shape[1:]) != want:
-        raise CompileError(f"input of shape {tuple(x.shape)}; the model takes (N, "
+        raise CompileError(f"{what} of shape {tuple(x.shape)}; the model takes (N, "
                            f"{', '.join(str(d) for d in want)})")
+    if x.shape[0] == 0:
+        raise CompileError(f"{what} of shape {tuple(x.shape)}: an empty batch (N = 0)")
+    bad = np.size(x) - int(np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise CompileError(f"{what}: {bad} of {x.size} values are NaN or infinite")
     return x
+
+
+def saturation(x, manifest):
+    """``(words, largest magnitude, lowest, highest)``: how many values of the
+    float batch ``x`` fall outside the input format's range, so that the input
+    words saturate."""
+    spec = manifest["input"]
+    fmt = Format(manifest["format"]["width"])
+    lo, hi = fmt.min * 2.0 ** -spec["frac"], fmt.max * 2.0 ** -spec["frac"]
+    # The rounding to the nearest code reaches hi + half a step before it saturates.
+    half = 2.0 ** -(spec["frac"] + 1)
+    out = (x < lo - half) | (x >= hi + half)
+    return int(np.count_nonzero(out)), float(np.max(np.abs(x))), lo, hi
 
 
 def _buffer(spec):
@@ -174,13 +198,17 @@ def layer_cycles(memory, manifest):
 def write_outputs(compiled, outdir):
     """image.hex, image.npy, manifest.json, program.s (listing) and report.md in ``outdir``."""
     out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
     manifest = compiled.manifest()
-    np.save(out / "image.npy", compiled.image.astype(np.uint16))
-    write_hex(out / "image.hex", compiled.image, compiled.config.fmt.width)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=_json))
-    (out / "program.s").write_text(compiled.source)
-    (out / "report.md").write_text(report(compiled, manifest))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        np.save(out / "image.npy", compiled.image.astype(np.uint16))
+        write_hex(out / "image.hex", compiled.image, compiled.config.fmt.width)
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=_json))
+        (out / "program.s").write_text(compiled.source)
+        (out / "report.md").write_text(report(compiled, manifest))
+    except OSError as exc:
+        raise CompileError(f"{exc.filename or out}: cannot write the compiled network "
+                           f"({exc.strerror or exc})") from None
     return manifest
 
 

@@ -52,3 +52,4 @@ def error_bounds(graph, quantisation, lowered, config, maxima=None):
             e = quant.mapper.lipschitz * e + quant.mapper.max_error
         err[node.output] = float(e)
     return err
+

@@ -7,6 +7,7 @@ inputs are all constant), and translates each remaining node into the IR of
 :class:`~compiler.errors.CompileError` naming the node.
 """
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 from .errors import CompileError
-from .ir import Graph, Node
+from .ir import Graph, Node, printable
 
 __all__ = ["load_model", "to_graph", "SUPPORTED"]
 
@@ -39,8 +40,16 @@ def load_model(path):
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise CompileError(f"{path}: invalid ONNX model: {str(exc).splitlines()[0]}") from None
+        raise CompileError(f"{path}: invalid ONNX model: {_checker_message(exc)}") from None
     return model
+
+
+def _checker_message(exc):
+    """The checker's first line, with the node it names (its context line)."""
+    text = str(exc) or type(exc).__name__
+    first = printable(text.splitlines()[0])
+    where = re.search(r"Name: (.*?) OpType: (\S+)", text)
+    return f"node {printable(where[1])!r} ({where[2]}): {first}" if where else first
 
 
 def _attrs(node):
@@ -130,6 +139,8 @@ def _data_input(g, consts, value_shapes):
     if not x_shape or any(d is None for d in x_shape[1:]):
         raise CompileError(f"input {x_name!r}: dynamic shape {x_shape}; the compiler needs fixed "
                            f"sizes (the batch dimension may be dynamic)")
+    if any(d < 1 for d in x_shape[1:]):
+        raise CompileError(f"input {x_name!r}: shape {x_shape} has an empty dimension")
     return x_name, [1] + list(x_shape[1:])
 
 
@@ -137,7 +148,8 @@ class _Translation:
     """The state of :func:`to_graph`'s walk over the ONNX nodes: constants,
     per-image shapes (C, H, W), full shapes, no-op aliases and the IR nodes."""
 
-    def __init__(self, consts, value_shapes, x_name, x_shape):
+    def __init__(self, consts, value_shapes, x_name, x_shape, opset):
+        self.opset = opset
         self.consts = consts
         self.value_shapes = value_shapes
         self.shapes = {x_name: _chw(x_shape, f"input {x_name!r}")}
@@ -180,8 +192,17 @@ class _Translation:
             self.alias[out] = data[0]
             self.full_shapes[out] = in_full
             return
-        node = _translate(_Operands(onnx_node, op, attrs, data, [consts[i] for i in ins if i and i in consts],
-                                    in_full, self.shapes, where, ins[0] in consts))
+        constants = [consts[i] for i in ins if i and i in consts]
+        for value in constants:
+            if value.dtype.kind not in "biuf":
+                raise CompileError(f"a constant operand of type {value.dtype}; the compiler takes "
+                                   "real numbers", where)
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                bad = value.size - int(np.count_nonzero(np.isfinite(value)))
+                raise CompileError(f"{bad} of {value.size} constant values are NaN or infinite",
+                                   where)
+        node = _translate(_Operands(onnx_node, op, attrs, data, constants, in_full, self.shapes,
+                                    where, ins[0] in consts, self.opset))
         node.output = out
         node.onnx_outputs = [out]
         self.nodes.append(node)
@@ -208,7 +229,8 @@ def to_graph(model):
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     value_shapes = _value_shapes(g)
     x_name, x_shape = _data_input(g, consts, value_shapes)
-    walk = _Translation(consts, value_shapes, x_name, x_shape)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    walk = _Translation(consts, value_shapes, x_name, x_shape, opset)
     for onnx_node in g.node:
         walk.add(onnx_node)
     y_name = g.output[0].name
@@ -266,6 +288,7 @@ class _Operands:
     shapes: dict                #: IR tensor -> (C, H, W)
     where: object               #: for error messages
     const_first: bool = False   #: the first input is a constant
+    opset: int = 13             #: the model's ONNX opset
 
     def node_of(self, ir_op, inputs=None, attrs=None, params=None):
         return Node(ir_op, self.where.name, self.op, self.data if inputs is None else inputs, "",
@@ -342,6 +365,10 @@ def _global_average_pool(o):
 def _batch_norm(o):
     scale, bias, mean, var = (c.astype(np.float64) for c in o.constants[:4])
     eps = float(o.attrs.get("epsilon", 1e-5))
+    if not np.all(var + eps > 0):
+        raise CompileError(f"variance + epsilon must be positive (smallest "
+                           f"{float(np.min(var + eps)):g}): the normalisation divides by its "
+                           "square root", o.where)
     s = scale / np.sqrt(var + eps)
     return o.node_of("affine", attrs={"act": None}, params={"scale": s, "shift": bias - mean * s})
 
@@ -367,7 +394,23 @@ def _lrn(o):
 
 
 def _softmax(o):
-    return o.node_of("softmax", attrs={"axis": int(o.attrs.get("axis", -1))})
+    """ONNX's axis semantics for the tensor's rank: from opset 13 a softmax over
+    one axis (default -1), before it over the flattened axes from ``axis`` on
+    (default 1).  The host runs a softmax over the features; any other axis is
+    refused by name (over an axis of size 1 every output would be 1)."""
+    rank = len(o.in_full)
+    axis = int(o.attrs.get("axis", -1 if o.opset >= 13 else 1))
+    if not -rank <= axis < rank:
+        raise CompileError(f"axis {axis} outside a rank-{rank} tensor", o.where)
+    axis %= rank
+    if axis != 1:
+        reduced = o.in_full[axis:] if o.opset < 13 else (o.in_full[axis],)
+        why = ("every output would be 1.0" if all(d == 1 for d in reduced)
+               else "that is not the feature axis")
+        raise CompileError(f"softmax over axis {axis} of a {tuple(o.in_full)} tensor "
+                           f"(opset {o.opset}): {why}; only a softmax over the features (axis 1) "
+                           "is supported", o.where)
+    return o.node_of("softmax", attrs={"axis": axis})
 
 
 def _eltwise(o):
@@ -464,14 +507,25 @@ def _out_shape(node, shapes, where):
     op, a = node.op, node.attrs
     if op == "conv":
         co, ci, kh, kw = node.params["weight"].shape
+        if min(co, ci, kh, kw) < 1:
+            raise CompileError(f"weights of shape {node.params['weight'].shape}: an empty dimension",
+                               where)
         if ci * a["groups"] != c:
             raise CompileError(f"weights for {ci * a['groups']} input maps, input has {c}", where)
         t, l, b, r = a["pads"]
+        if h + t + b < kh or w + l + r < kw:
+            raise CompileError(f"kernel {kh}x{kw} larger than the padded input "
+                               f"{h + t + b}x{w + l + r}", where)
+        if min(a["stride"]) < 1:
+            raise CompileError(f"strides {list(a['stride'])}: strides must be at least 1", where)
         return (co, (h + t + b - kh) // a["stride"][0] + 1, (w + l + r - kw) // a["stride"][1] + 1)
     if op in ("maxpool", "avgpool"):
         (kh, kw), (sh, sw), (t, l, b, r) = a["kernel"], a["stride"], a["pads"]
         if h + t + b < kh or w + l + r < kw:
-            raise CompileError(f"kernel {kh}x{kw} larger than the padded input {h}x{w}", where)
+            raise CompileError(f"kernel {kh}x{kw} larger than the padded input "
+                               f"{h + t + b}x{w + l + r}", where)
+        if min(sh, sw) < 1 or min(kh, kw) < 1:
+            raise CompileError(f"kernel {kh}x{kw}, strides {sh}x{sw}: both must be at least 1", where)
         return (c, (h + t + b - kh) // sh + 1, (w + l + r - kw) // sw + 1)
     if op == "gemm":
         return (node.params["weight"].shape[0], 1, 1)

@@ -77,7 +77,7 @@ def host_softmax(graph):
             raise CompileError(f"node {node.name!r} (Softmax): only a final Softmax is supported "
                                "(it runs on the host)")
         c, h, w = graph.shapes[node.inputs[0]]
-        if (h, w) != (1, 1) or node.attrs["axis"] not in (1, -1):
+        if (h, w) != (1, 1) or node.attrs["axis"] != 1:
             raise CompileError(f"node {node.name!r} (Softmax): only a Softmax over the features of "
                                "a flat vector is supported")
         graph.output = node.inputs[0]

@@ -29,7 +29,7 @@ import numpy as np
 from neuflow_hdl.presets import preset
 from sim.golden.asm import assemble, to_words
 
-from .accuracy import calibration_maxima, default_input, measure_errors
+from .accuracy import calibration_maxima, check_bounds, default_input, measure_errors
 from .artefacts import Compiled, Layer, as_batch
 from .bounds import error_bounds
 from .errors import CompileError
@@ -122,7 +122,7 @@ def compile_model(path, grid="tiny", calibration=None, *, progress=None, layer_d
                            "the host's Softmax")
     maxima = None
     if calibration is not None:
-        calibration = as_batch(calibration, graph.input_shape)
+        calibration = as_batch(calibration, graph.input_shape, "calibration")
         maxima = calibration_maxima(front.model, graph, calibration)
     quantisation = quantise(graph, config, maxima)
     buffers = plan_buffers(graph, quantisation.formats, config)
@@ -147,6 +147,7 @@ def compile_model(path, grid="tiny", calibration=None, *, progress=None, layer_d
         else:
             x, what = default_input(graph), "a fixed random input (normal, seed 0)"
         compiled = replace(compiled, accuracy=measure_errors(compiled, front.model, x, what))
+        check_bounds(compiled.accuracy)
     return replace(compiled, seconds=time.monotonic() - started)
 
 

@@ -122,9 +122,17 @@ class MapperChoice:
         self.config, self.max_error, self.lipschitz, self.name = config, max_error, lipschitz, name
 
 
-def _exact(segments_fn, fmt, segments, shift=None):
-    """Mapper configuration from exact (bound, slope, offset) real-valued segments."""
-    shift = fmt.width - 2 if shift is None else shift
+def _exact(segments_fn, fmt, segments):
+    """Mapper configuration from exact (bound, slope, offset) real-valued segments.
+    A slope is one signed word with ``shift`` fraction bits: the shift is the
+    largest (at most ``width - 2``) that holds every slope; a slope no shift
+    holds is an error."""
+    top = max(abs(slope) for _, slope, _ in segments_fn)
+    shift = fmt.width - 2
+    while shift > 0 and math.floor(top * 2.0 ** shift + 0.5) > fmt.max:
+        shift -= 1
+    if math.floor(top * 2.0 ** shift + 0.5) > fmt.max:
+        raise ValueError(f"a slope of {top:g} does not fit the mapper's {fmt.width}-bit slope")
     rows = []
     for bound, slope, offset in segments_fn:
         b = fmt.min if bound is None else int(fmt.quantise(bound))
@@ -145,7 +153,10 @@ def mapper_for(act, frac, fmt, segments, *, node=None):
     (fitted once per activation and format: every layer of a network shares it)."""
     if act[0] not in ("relu", "tanh", "sigmoid", "clip", "leaky", "power"):
         raise CompileError(f"no mapper for activation {act[0]}", node)
-    return _mapper_choice(tuple(act), frac, fmt, segments)
+    try:
+        return _mapper_choice(tuple(act), frac, fmt, segments)
+    except ValueError as exc:
+        raise CompileError(f"activation {act[0]}: {exc}", node) from None
 
 
 @lru_cache(maxsize=None)
@@ -159,11 +170,14 @@ def _mapper_choice(act, frac, fmt, segments):
                             kind)
     if kind == "clip":
         lo, hi = act[1], act[2]
-        rows = [(None, 0.0 if np.isfinite(lo) else 1.0, lo if np.isfinite(lo) else 0.0)]
-        if np.isfinite(lo):
-            rows.append((lo, 1.0, 0.0))
-        if np.isfinite(hi):
-            rows.append((hi, 0.0, hi))
+        if lo > hi:         # ONNX (and numpy): min(max(x, lo), hi) is hi everywhere
+            rows = [(None, 0.0, hi)]
+        else:
+            rows = [(None, 0.0 if np.isfinite(lo) else 1.0, lo if np.isfinite(lo) else 0.0)]
+            if np.isfinite(lo):
+                rows.append((lo, 1.0, 0.0))
+            if np.isfinite(hi):
+                rows.append((hi, 0.0, hi))
         config = _exact(rows, f, segments)
         name = f"clip({lo:g}, {hi:g})"
     elif kind == "leaky":

@@ -11,6 +11,14 @@ class UsageError(Exception):
     """A bad argument or input: reported on one line, exit code 2."""
 
 
+def _writing(path, write):
+    """``write()`` an output file; a file-system error is a UsageError naming ``path``."""
+    try:
+        return write()
+    except OSError as exc:
+        raise UsageError(f"{exc.filename or path}: cannot write ({exc.strerror or exc})") from None
+
+
 def _unit(args):
     from neuflow_hdl.alu import StreamALU
     from neuflow_hdl.convolver import Convolver
@@ -48,8 +56,7 @@ def cmd_verilog(args):
         name = args.name or args.unit.replace("-", "_")
     text = verilog.convert(unit, name=name, emit_src=False)
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    _writing(out, lambda: (out.parent.mkdir(parents=True, exist_ok=True), out.write_text(text)))
     print(f"wrote {out} ({name}, {len(text.splitlines())} lines)")
 
 
@@ -91,7 +98,7 @@ def cmd_asm(args):
         program = assemble(source.read_text())
     except AsmError as exc:
         raise UsageError(f"{source}: {exc}") from None
-    write_hex(args.output, to_words(program))
+    _writing(args.output, lambda: write_hex(args.output, to_words(program)))
     print(f"wrote {args.output} ({len(program)} instructions, {4 * len(program)} words)")
     if args.listing:
         for n, word in enumerate(program):
@@ -111,7 +118,7 @@ def cmd_run_image(args):
     except (ValueError, RuntimeError) as exc:
         raise UsageError(str(exc)) from None
     if args.dump:
-        write_hex(args.dump, result.memory)
+        _writing(args.dump, lambda: write_hex(args.dump, result.memory))
         print(f"memory written to {args.dump}")
     if not result.halted:
         raise UsageError(f"did not halt within {args.max_cycles} cycles")
@@ -213,9 +220,12 @@ def cmd_simulate(args):
     with image_bar(images, quiet=args.quiet) as bar:
         try:
             result = verify_directory(args.directory, x, args.engine, progress=bar.update,
-                                      trace=args.trace)
+                                      trace=args.trace, strict=args.strict)
         except CompileError as exc:
             raise UsageError(str(exc)) from None
+    if result.saturation.values:
+        print(f"neuflow: warning: {result.saturation.describe()}; --strict makes this an error",
+              file=sys.stderr)
     if args.engine == "rtl":
         bad = result.first_mismatch
         if bad:
@@ -225,7 +235,7 @@ def cmd_simulate(args):
                   f"{len(result.images)} image(s)")
             _print_cycles(result)
     y = result.outputs
-    np.save(args.output, y.astype(np.float32))
+    _writing(args.output, lambda: np.save(args.output, y.astype(np.float32)))
     if not args.quiet:
         print(f"wrote {args.output} {tuple(y.shape)}")
 
@@ -305,6 +315,9 @@ def build_parser():
                    help="reference: the reference engine; rtl: the processor on Verilator, checked "
                         "layer by layer against the reference, with measured cycles")
     p.add_argument("--trace", help="rtl: waveform of the first image (FILE.fst)")
+    p.add_argument("--strict", action="store_true",
+                   help="input values outside the input format's range are an error (by default "
+                        "they saturate and are counted in a warning)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("fit-mapper", parents=[common],

@@ -9,7 +9,7 @@ import numpy as np
 from compiler import CompileError
 from compiler.accuracy import run_reference
 from compiler.artefacts import (as_batch, first_mismatch, input_image, layer_cycles, load_compiled,
-                                read_output)
+                                read_output, saturation)
 from neuflow_hdl.presets import preset
 
 __all__ = ["ENGINES", "ImageRun", "Verification", "verify", "verify_directory"]
@@ -28,11 +28,26 @@ class ImageRun:
 
 
 @dataclass(frozen=True)
+class Saturation:
+    """Input values outside the input format's range (their words saturate)."""
+    values: int                     #: how many, over the batch
+    total: int                      #: values in the batch
+    largest: float                  #: the largest magnitude in the batch
+    low: float                      #: the format's range
+    high: float
+
+    def describe(self):
+        return (f"{self.values} of {self.total} input values saturate (largest magnitude "
+                f"{self.largest:.4g}; the input format holds {self.low:g} .. {self.high:g})")
+
+
+@dataclass(frozen=True)
 class Verification:
     """A network run on an engine over a batch."""
     engine: str
     manifest: dict
     images: tuple = field(default_factory=tuple)
+    saturation: Saturation = None
 
     @property
     def outputs(self):
@@ -65,15 +80,21 @@ def _run_rtl(image, grid, n, trace):
     return result
 
 
-def verify(manifest, image, x, engine="reference", *, progress=None, trace=None):
+def verify(manifest, image, x, engine="reference", *, progress=None, trace=None, strict=False):
     """Run every input of ``x`` (N, ...) on ``engine`` from the memory ``image``
     described by ``manifest``.  On ``rtl`` each image is also run on the
     reference engine and compared layer by layer.  ``progress``: called once per
-    image.  ``trace``: rtl only, an FST waveform of the first image."""
+    image.  ``trace``: rtl only, an FST waveform of the first image.
+    ``strict``: input values that saturate in the input format are an error
+    (otherwise they are counted in the result)."""
     if engine not in ENGINES:
         raise CompileError(f"unknown engine {engine!r}; use {' or '.join(ENGINES)}")
     config = preset(manifest["grid"])
     x = as_batch(x, manifest["input"]["onnx_shape"])
+    count, largest, low, high = saturation(x, manifest)
+    saturated = Saturation(count, x.size, largest, low, high)
+    if strict and saturated.values:
+        raise CompileError(f"--strict: {saturated.describe()}")
     runs = []
     for n in range(x.shape[0]):
         img = input_image(image, manifest, x[n])
@@ -87,7 +108,7 @@ def verify(manifest, image, x, engine="reference", *, progress=None, trace=None)
                                  first_mismatch(reference, result.memory, manifest)))
         if progress:
             progress()
-    return Verification(engine, manifest, tuple(runs))
+    return Verification(engine, manifest, tuple(runs), saturated)
 
 
 def verify_directory(directory, x, engine="reference", **kw):
