@@ -16,7 +16,7 @@ INPUT  ?=
 OUT    ?= build/compiled
 IMAGES ?= 20
 
-.PHONY: env demo test test-fast verilog compile sim synth bench fit-mapper clean help
+.PHONY: env demo test test-fast fuzz formal verilog compile sim synth bench fit-mapper clean help
 
 help:
 	@echo "make demo           create .venv if needed; compile the digits ConvNet, run it on Verilator"
@@ -25,6 +25,8 @@ help:
 	@echo "make compile MODEL= compile an ONNX model for GRID into OUT (build/compiled)"
 	@echo "make sim MODEL= INPUT=  compile MODEL, run it on Verilator with INPUT (.npy): bit-exact check, cycles"
 	@echo "make test-fast      the suite without the Verilator builds"
+	@echo "make fuzz           the compiler fuzzer with FUZZ=2000 random networks (make test runs 40)"
+	@echo "make formal         the formal proofs of the stream parts (SymbiYosys + z3; make test runs them)"
 	@echo "make verilog GRID=  write build/GRID.v for a grid preset (tiny, ulx3s-85f, neuflow-v6)"
 	@echo "make verilog UNIT=  write build/UNIT.v for one operator (convolver, alu, mapper, fifo-bank)"
 	@echo "make synth GRID=    synthesize + place the grid for the LFE5U-85F, print resources and fmax"
@@ -61,6 +63,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -m "not verilator"
+
+formal: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -m formal
+
+FUZZ ?= 2000
+fuzz: $(STAMP)
+	NEUFLOW_FUZZ_EXAMPLES=$(FUZZ) $(PY) -m pytest tests/test_fuzz.py -p no:randomly -q
 
 verilog: $(STAMP)
 ifeq ($(UNIT),)

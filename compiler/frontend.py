@@ -341,8 +341,12 @@ def _pool(o):
         _, h, w = o.shapes[o.data[0]]
         for axis, size in ((0, h), (1, w)):
             span = size + pads[axis] + pads[axis + 2] - kernel[axis]
-            if span % stride[axis]:
-                extra = stride[axis] - span % stride[axis]
+            out = -(-span // stride[axis]) + 1
+            # ONNX drops a last window that would start in the end padding.
+            if (out - 1) * stride[axis] >= size + pads[axis]:
+                out -= 1
+            extra = (out - 1) * stride[axis] + kernel[axis] - (size + pads[axis] + pads[axis + 2])
+            if extra > 0:
                 if o.op == "AveragePool":
                     raise CompileError("ceil_mode with a partial last window is not supported "
                                        "for AveragePool", where)

@@ -87,6 +87,10 @@ def test_softmax_goes_to_host_and_flatten_is_a_view():
      (1, 2, 9, 9), []),
     ([("MaxPool", ["x"], {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1})],
      (1, 2, 7, 7), []),
+    ([("MaxPool", ["x"], {"kernel_shape": [1, 1], "strides": [2, 2], "pads": [0, 0, 0, 0],
+                          "ceil_mode": 1})], (1, 1, 2, 3), []),
+    ([("MaxPool", ["x"], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
+                          "ceil_mode": 1})], (1, 1, 6, 5), []),
     ([("AveragePool", ["x"], {"kernel_shape": [3, 3], "strides": [1, 1]})], (1, 2, 6, 6), []),
     ([("GlobalAveragePool", ["x"], {})], (1, 3, 5, 5), []),
     ([("Sigmoid", ["x"], {})], (1, 2, 3, 70), []),
@@ -94,7 +98,8 @@ def test_softmax_goes_to_host_and_flatten_is_a_view():
      [("lo", np.array(-0.5)), ("hi", np.array(1.0))]),
     ([("Conv", ["x", "w"], {"pads": [0, 0, 0, 0]})], (1, 1, 4, 100), [("w", (2, 1, 3, 3))]),
 ], ids=["conv-relu", "conv-strided-asym-pads", "conv-9x9-over-K", "grouped-nonsquare",
-        "maxpool-pad", "maxpool-ceil", "avgpool", "global-avgpool", "sigmoid-wide",
+        "maxpool-pad", "maxpool-ceil", "maxpool-ceil-window-in-padding", "maxpool-ceil-padded",
+        "avgpool", "global-avgpool", "sigmoid-wide",
         "clip", "conv-strips-wider-than-max-width"])
 def test_operator_against_onnxruntime(tmp_path, nodes, in_shape, inits):
     rng = np.random.default_rng(len(nodes) * 7 + in_shape[1])
