@@ -1,11 +1,25 @@
 """Worst-case error bounds: how far each quantised tensor can be from the float
-network's, from the quantisation stage's decisions alone."""
+network's, from the quantisation stage's decisions alone.
+
+Beside the error, a magnitude analysis bounds how large each float tensor can
+be (weights' row sums, biases, the activations' ranges), so that the terms
+that multiply an error or a rounding by a tensor's size use that bound rather
+than the whole range of the tensor's format."""
 
 import numpy as np
 
+from .ir import activation_function
 from .quantise import float_kernel
 
 __all__ = ["error_bounds"]
+
+
+def _activation_magnitude(act, magnitude):
+    """The largest |f(x)| for |x| <= ``magnitude``: every activation is monotone on
+    each side of 0, so the ends and 0 bound it."""
+    with np.errstate(all="ignore"):
+        values = activation_function(act)(np.array([-magnitude, 0.0, magnitude]))
+    return float(np.max(np.abs(values)))
 
 
 def error_bounds(graph, quantisation, lowered, config, maxima=None):
@@ -16,11 +30,14 @@ def error_bounds(graph, quantisation, lowered, config, maxima=None):
     function's slope bound.  ``maxima``: calibrated magnitudes, or None."""
     fmt = config.fmt
     frac = quantisation.formats
+    limit = lambda t: 2.0 ** (fmt.width - 1 - frac[t])
     err = {graph.input: 0.5 * 2.0 ** -frac[graph.input]}
+    size = {graph.input: limit(graph.input)}       # bound on |float value|
 
     def xmax(t):
-        limit = 2.0 ** (fmt.width - 1 - frac[t])
-        return min(limit, maxima[t] * 1.25) if maxima and t in maxima else limit
+        """The largest magnitude of the quantised tensor ``t``."""
+        bound = min(limit(t), size[t] + err[t])
+        return min(bound, maxima[t] * 1.25) if maxima and t in maxima else bound
 
     for node, low in zip(graph.nodes, lowered):
         quant = quantisation.nodes[node.output]
@@ -35,21 +52,27 @@ def error_bounds(graph, quantisation, lowered, config, maxima=None):
             terms = w.shape[1]
             e = l1 * e_in[0] + terms * dw * xmax(node.inputs[0]) + low.narrowings * half + \
                 0.5 * 2.0 ** -(frac[node.inputs[0]] + fw)
+            bias = np.abs(np.asarray(weights[1], dtype=np.float64)).reshape(-1)
+            rows = np.abs(w).sum(axis=1) * size[node.inputs[0]]
+            magnitude = float(np.max(rows + (bias if bias.size == rows.size else 0.0)))
         elif node.op == "eltwise":
             op = node.attrs["op"]
             a, b = node.inputs
             if op in ("add", "sub"):
-                e = e_in[0] + e_in[1]
+                e, magnitude = e_in[0] + e_in[1], size[a] + size[b]
             elif op in ("max", "min"):
-                e = max(e_in)
+                e, magnitude = max(e_in), max(size[a], size[b])
             elif op == "mul":
                 e = xmax(a) * e_in[1] + xmax(b) * e_in[0] + e_in[0] * e_in[1] + half
+                magnitude = size[a] * size[b]
             else:
-                e = float("inf")
+                e, magnitude = float("inf"), float("inf")
         else:                   # max pooling, a lone activation: no rounding of their own
-            e = e_in[0]
+            e, magnitude = e_in[0], size[node.inputs[0]]
+        act = node.attrs.get("act")
         if quant.mapper is not None:
             e = quant.mapper.lipschitz * e + quant.mapper.max_error
+            magnitude = _activation_magnitude(act, magnitude)
         err[node.output] = float(e)
+        size[node.output] = float(magnitude)
     return err
-

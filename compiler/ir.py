@@ -26,7 +26,9 @@ the same program).  A node is one of the operators below; the passes of
 =========== ============================================================
 
 An activation is a tuple: ``("relu",)``, ``("tanh",)``, ``("sigmoid",)``,
-``("clip", lo, hi)``, ``("leaky", alpha)``.
+``("clip", lo, hi)``, ``("leaky", alpha)``, ``("power", bias, scale, exponent)``
+(LRN's denominator, made by :func:`compiler.passes.lower_lrn`).  Each is
+monotone on each side of 0 and (but power) 0 at 0.
 """
 
 from dataclasses import dataclass, field
@@ -58,6 +60,9 @@ def activation_function(act):
         return lambda x: np.clip(x, act[1], act[2])
     if kind == "leaky":
         return lambda x: np.where(x >= 0, x, act[1] * x)
+    if kind == "power":             # (bias + scale * max(x, 0)) ** exponent (LRN's denominator)
+        bias, scale, exponent = act[1], act[2], act[3]
+        return lambda x: (bias + scale * np.maximum(x, 0.0)) ** exponent
     raise ValueError(f"unknown activation {act!r}")
 
 

@@ -90,7 +90,8 @@ def _conv_model(w, in_shape, out_shape, **attrs):
 
 
 @pytest.mark.parametrize("case", ["nan-weights", "inf-weights", "bn-zero-variance",
-                                  "kernel-over-padded-input", "empty-input-dimension"])
+                                  "kernel-over-padded-input", "empty-input-dimension",
+                                  "row-broadcast"])
 def test_bad_models_are_refused_by_name(tmp_path, capsys, case):
     if case in ("nan-weights", "inf-weights"):
         w = np.zeros((1, 1, 3, 3))
@@ -104,6 +105,10 @@ def test_bad_models_are_refused_by_name(tmp_path, capsys, case):
     elif case == "kernel-over-padded-input":
         m = _conv_model(np.ones((1, 1, 5, 5)), (1, 1, 3, 3), (1, 1, 1, 1), pads=[0, 0, 1, 1])
         needle = "node 'the_conv' (Conv): kernel 5x5 larger than the padded input 4x4"
+    elif case == "row-broadcast":
+        m = model([helper.make_node("Add", ["x", "row"], ["y"], name="add_row")], (1, 2, 3, 4),
+                  (1, 2, 3, 4), [("row", np.arange(4.0).reshape(1, 1, 1, 4))])
+        needle = "node 'add_row' (Add): constant operand of shape (1, 1, 1, 4): only scalars"
     else:
         m = model([helper.make_node("Relu", ["x"], ["y"], name="r")], (1, 2, 0, 4), (1, 2, 0, 4))
         needle = "empty dimension"
