@@ -69,7 +69,7 @@ formal: $(STAMP)
 
 FUZZ ?= 2000
 fuzz: $(STAMP)
-	NEUFLOW_FUZZ_EXAMPLES=$(FUZZ) $(PY) -m pytest tests/test_fuzz.py -p no:randomly -q
+	NEUFLOW_FUZZ_EXAMPLES=$(FUZZ) $(PY) -m pytest tests/test_fuzz.py -q
 
 verilog: $(STAMP)
 ifeq ($(UNIT),)

@@ -20,7 +20,7 @@ __all__ = ["Layer", "Compiled", "Accuracy", "write_outputs", "load_compiled", "a
            "tensor_codes", "read_output", "layer_cycles", "first_mismatch", "report", "saturation"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Layer:
     """One IR node compiled: its passes and what the report needs."""
     name: str
@@ -46,7 +46,7 @@ class Accuracy:
     input: str                      #: which input, or why nothing was measured
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Compiled:
     """A compiled network: what ``neuflow compile`` writes."""
     grid: str

@@ -44,7 +44,7 @@ class StreamJob:
 
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Lowered:
     """One node as jobs: ``jobs`` (all ConvJobs or all StreamJobs), report
     ``notes``, useful ``macs``, and ``narrowings``: the most roundings a value

@@ -21,7 +21,7 @@ __all__ = ["TRIALS", "LayerCode", "Program", "generate"]
 TRIALS = 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LayerCode:
     """One layer scheduled and emitted."""
     passes: tuple
@@ -33,7 +33,7 @@ class LayerCode:
         return sum(self.pass_cycles)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Program:
     """The control program (assembly source), per-layer code, the weight frames."""
     source: str

@@ -204,7 +204,7 @@ def _mapper_choice(act, frac, fmt, segments):
     return MapperChoice(config, error, lip, name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class KernelCodes:
     """A weighted node's integer weights: ``codes`` shaped like its float weights
     (``(Co, Ci/groups, kh, kw)``, or ``(N, F)`` for a fully connected layer),
@@ -216,14 +216,14 @@ class KernelCodes:
     shift: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class NodeQuant:
     """What quantisation decided for one node."""
     kernel: KernelCodes = None      #: weighted nodes (conv, avgpool, affine, gemm); else None
     mapper: MapperChoice = None     #: the node's activation on the mapper, or None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Quantisation:
     """The fraction bits of every tensor and the :class:`NodeQuant` of every node
     (keyed by the node's output tensor)."""

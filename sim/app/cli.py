@@ -252,7 +252,11 @@ def build_parser():
     common.add_argument("-q", "--quiet", action="store_true", help="print only errors and results")
     common.add_argument("--debug", action="store_true",
                         help="on an unexpected failure, show the Python traceback")
-    parser = argparse.ArgumentParser(prog="neuflow", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="neuflow", description="NeuFlow re-made in Python: compile ONNX networks for the grid, "
+        "run them on the reference engine or the RTL, write and build the hardware.",
+        epilog="Every command takes --help, -q/--quiet and --debug.  Exit 0 on success, 2 with "
+               "one line on bad input, 1 with one line if something unexpected escapes.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     grid = _grid_help()
 
