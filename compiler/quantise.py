@@ -26,7 +26,7 @@ from .errors import CompileError
 from .ir import activation_function, as_conv
 
 __all__ = ["assign_formats", "quantise_kernel", "mapper_for", "MapperChoice", "KernelCodes",
-           "NodeQuant", "Quantisation", "quantise", "float_kernel"]
+           "NodeQuant", "Quantisation", "quantise", "float_kernel", "mapper_tolerance"]
 
 HEADROOM = 1.25
 MAX_FRAC_CALIBRATED = 12
@@ -154,9 +154,29 @@ def mapper_for(act, frac, fmt, segments, *, node=None):
     if act[0] not in ("relu", "tanh", "sigmoid", "clip", "leaky", "power"):
         raise CompileError(f"no mapper for activation {act[0]}", node)
     try:
-        return _mapper_choice(tuple(act), frac, fmt, segments)
+        choice = _mapper_choice(tuple(act), frac, fmt, segments)
     except ValueError as exc:
         raise CompileError(f"activation {act[0]}: {exc}", node) from None
+    tolerance = mapper_tolerance(act, Format(fmt.width, frac))
+    if not choice.max_error <= tolerance:
+        raise CompileError(f"activation {choice.name}: the best {segments}-segment mapper is off by "
+                           f"{choice.max_error:.4g}, more than its tolerance {tolerance:.4g} (1/16 of "
+                           "the function's largest value, at least 4 steps)", node)
+    return choice
+
+
+@lru_cache(maxsize=None)
+def mapper_tolerance(act, fmt):
+    """The largest error a mapper of ``act`` on words of ``fmt`` may have: 1/16 of
+    the function's largest magnitude over the words (within the format's range),
+    and never less than 4 steps, so a fit's error can never be as large as what
+    it maps."""
+    codes = np.arange(fmt.min, fmt.max + 1, dtype=np.float64) * fmt.step
+    with np.errstate(all="ignore"):
+        values = activation_function(act)(codes)
+    values = np.clip(np.nan_to_num(values, nan=0.0, posinf=fmt.max * fmt.step,
+                                   neginf=fmt.min * fmt.step), fmt.min * fmt.step, fmt.max * fmt.step)
+    return max(float(np.max(np.abs(values))) / 16, 4 * fmt.step)
 
 
 @lru_cache(maxsize=None)

@@ -191,3 +191,13 @@ def test_exact_activations_stay_within_their_bound(tmp_path, name, node, inits):
     got = verify_directory(tmp_path / "out", x).outputs
     assert np.abs(got - run_onnx(m, x)["y"]).max() <= layer.error_bound
 
+
+
+def test_an_activation_the_mapper_cannot_fit_is_refused(tmp_path, capsys):
+    """LRN with bias 0.01 and beta 3 divides by (0.01 + s) ** 3: no 8-segment
+    mapper comes within its tolerance, so compile refuses the node instead of
+    printing a bound larger than what the layer can output."""
+    m = model([helper.make_node("LRN", ["x"], ["y"], name="steep", size=1, alpha=1.0, beta=3.0,
+                                bias=0.01)], (1, 2, 4, 4), (1, 2, 4, 4))
+    _one_line_error(capsys, ["compile", str(save(m, tmp_path)), "-o", str(tmp_path / "out")],
+                    "node 'steep' (LRN): activation", "more than its tolerance")
