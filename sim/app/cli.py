@@ -210,19 +210,21 @@ def _print_cycles(result):
 def cmd_simulate(args):
     import numpy as np
     from compiler import CompileError
+    from compiler.artefacts import as_batch, load_compiled
     from sim.app.progress import image_bar
-    from sim.app.verify import verify_directory
+    from sim.app.verify import verify
     x = _load_array(args.input, "input")
     if args.engine == "rtl" and not args.quiet:
         print("simulate: the first run on a grid builds its Verilator model (a few minutes)",
               flush=True)
-    images = x.shape[0] if x.ndim else 1
-    with image_bar(images, quiet=args.quiet) as bar:
-        try:
-            result = verify_directory(args.directory, x, args.engine, progress=bar.update,
-                                      trace=args.trace, strict=args.strict)
-        except CompileError as exc:
-            raise UsageError(str(exc)) from None
+    try:
+        manifest, image = load_compiled(args.directory)
+        images = as_batch(x, manifest["input"]["onnx_shape"]).shape[0]
+        with image_bar(images, quiet=args.quiet) as bar:
+            result = verify(manifest, image, x, args.engine, progress=bar.update, trace=args.trace,
+                            strict=args.strict)
+    except CompileError as exc:
+        raise UsageError(str(exc)) from None
     if result.saturation.values:
         print(f"neuflow: warning: {result.saturation.describe()}; --strict makes this an error",
               file=sys.stderr)
