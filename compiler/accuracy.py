@@ -71,7 +71,7 @@ def measure_errors(compiled, model, x, what):
         signal = float(np.sum(ref ** 2))
         noise = float(np.sum((got - ref) ** 2))
         snr = float("inf") if noise == 0 else 10 * math.log10(max(signal, 1e-30) / noise)
-        limit = 2.0 ** (compiled.config.fmt.width - 1 - spec["frac"])
+        limit = compiled.config.fmt.span(spec["frac"])
         rows.append({"layer": l.name, "max_abs": float(err.max()), "snr_db": snr,
                      "bound": l.error_bound, "saturates": bool(np.max(np.abs(ref)) >= limit)})
     return Accuracy(tuple(rows), what)

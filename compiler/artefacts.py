@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from neuflow_hdl.hexfile import write_hex
-from neuflow_hdl.numerics import Format, wrap_signed
+from neuflow_hdl.numerics import Format, unsigned_words, wrap_signed
 
 from .errors import CompileError
 from .ir import printable
@@ -121,20 +121,16 @@ def as_batch(x, onnx_shape, what="input"):
 
 
 def saturation(x, manifest):
-    """``(words, largest magnitude, lowest, highest)``: how many values of the
-    float batch ``x`` fall outside the input format's range, so that the input
-    words saturate."""
-    spec = manifest["input"]
-    fmt = Format(manifest["format"]["width"])
-    lo, hi = fmt.min * 2.0 ** -spec["frac"], fmt.max * 2.0 ** -spec["frac"]
-    # The rounding to the nearest code reaches hi + half a step before it saturates.
-    half = 2.0 ** -(spec["frac"] + 1)
-    out = (x < lo - half) | (x >= hi + half)
-    return int(np.count_nonzero(out)), float(np.max(np.abs(x))), lo, hi
+    """``(values, largest magnitude, lowest, highest)``: how many values of the
+    float batch ``x`` saturate when quantised into the input's format, and
+    that format's range."""
+    fmt = Format(manifest["format"]["width"], manifest["input"]["frac"])
+    saturated = int(np.count_nonzero(fmt.saturated(x)))
+    return saturated, float(np.max(np.abs(x))), fmt.dequantise(fmt.min), fmt.dequantise(fmt.max)
 
 
 def _buffer(spec):
-    """The :class:`~compiler.schedule.Buffer` a manifest entry describes."""
+    """The :class:`~compiler.layout.Buffer` a manifest entry describes."""
     return Buffer(spec.get("tensor", ""), *spec["shape"], spec["frac"], tuple(spec["pads"]),
                   spec["pad_value"], base=spec["base"])
 
@@ -147,7 +143,7 @@ def input_image(image, manifest, x):
     codes = Format(width).quantise(np.reshape(x, spec["shape"]), spec["frac"])
     image = np.array(image, dtype=np.int64)
     words = buf.scatter(codes)
-    image[buf.base:buf.base + len(words)] = words & ((1 << width) - 1)
+    image[buf.base:buf.base + len(words)] = unsigned_words(words, width)
     return image
 
 

@@ -30,7 +30,7 @@ def error_bounds(graph, quantisation, lowered, config, maxima=None):
     function's slope bound.  ``maxima``: calibrated magnitudes, or None."""
     fmt = config.fmt
     frac = quantisation.formats
-    limit = lambda t: 2.0 ** (fmt.width - 1 - frac[t])
+    limit = lambda t: fmt.span(frac[t])
     err = {graph.input: 0.5 * 2.0 ** -frac[graph.input]}
     size = {graph.input: limit(graph.input)}       # bound on |float value|
 

@@ -39,7 +39,7 @@ emits candidates into and :meth:`CodeGen.adopt` keeps.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -274,7 +274,7 @@ class CodeGen:
         self.layer(f"{name}: {len(passes)} passes")
         costs = self._emit_passes(passes)
         self.check_layer()
-        costs[-1] = PassCost(**{**costs[-1].__dict__, "after": self.measure()})
+        costs[-1] = replace(costs[-1], after=self.measure())
         return costs
 
     def _emit_passes(self, passes):

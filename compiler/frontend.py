@@ -420,17 +420,16 @@ def _softmax(o):
 def _eltwise(o):
     op, data, constants, shapes, in_full, where = o.op, o.data, o.constants, o.shapes, o.in_full, o.where
     const_first = o.const_first
-    mk = lambda ir_op, inputs, a=None, p=None: o.node_of(ir_op, inputs, a, p)
     kind = _ELTWISE[op]
     if op == "Sum" and len(data) != 2:
         if len(data) == 1 and not constants:
-            return mk("act", data, {"act": ("clip", -np.inf, np.inf)})
+            return o.node_of("act", data, {"act": ("clip", -np.inf, np.inf)})
         raise CompileError(f"Sum of {len(data)} tensors: only two are supported", where)
     if len(data) == 2:
         if shapes[data[0]] != shapes[data[1]]:
             raise CompileError(f"operands of shapes {shapes[data[0]]} and {shapes[data[1]]}: "
                                "broadcasting between two streams is not supported", where)
-        return mk("eltwise", data, {"op": kind, "act": None})
+        return o.node_of("eltwise", data, {"op": kind, "act": None})
     if len(data) != 1 or len(constants) != 1:
         raise CompileError(f"{op} needs one or two tensor operands", where)
     c = constants[0].astype(np.float64)
@@ -451,32 +450,31 @@ def _eltwise(o):
         raise CompileError(f"constant operand of shape {c.shape}: only scalars and per-channel "
                            "constants are supported", where)
     if kind == "add":
-        return mk("affine", data, {"act": None}, {"scale": np.ones(channels), "shift": vec})
+        return o.node_of("affine", data, {"act": None}, {"scale": np.ones(channels), "shift": vec})
     if kind == "sub":
         sign = -1.0 if const_first else 1.0         # c - x or x - c
-        return mk("affine", data, {"act": None}, {"scale": np.full(channels, sign),
+        return o.node_of("affine", data, {"act": None}, {"scale": np.full(channels, sign),
                                                   "shift": -sign * vec})
     if kind == "mul":
-        return mk("affine", data, {"act": None}, {"scale": vec, "shift": np.zeros(channels)})
+        return o.node_of("affine", data, {"act": None}, {"scale": vec, "shift": np.zeros(channels)})
     if kind == "div":
         if const_first:
             raise CompileError("dividing a constant by a tensor is not supported", where)
         if np.any(vec == 0):
             raise CompileError("division by a constant zero", where)
-        return mk("affine", data, {"act": None}, {"scale": 1.0 / vec, "shift": np.zeros(channels)})
+        return o.node_of("affine", data, {"act": None}, {"scale": 1.0 / vec, "shift": np.zeros(channels)})
     if kind in ("max", "min"):
         if np.ptp(vec) != 0:
             raise CompileError(f"{op} with a per-channel constant is not supported", where)
         v = float(vec[0])
         lo, hi = (v, np.inf) if kind == "max" else (-np.inf, v)
-        return mk("act", data, {"act": ("clip", lo, hi)})
+        return o.node_of("act", data, {"act": ("clip", lo, hi)})
     raise CompileError(f"unsupported operator {op}", where)
 
 
 def _gemm(o):
     op, attrs, data, constants, shapes, in_full, where = (o.op, o.attrs, o.data, o.constants, o.shapes,
                                                            o.in_full, o.where)
-    mk = lambda ir_op, inputs, a=None, p=None: o.node_of(ir_op, inputs, a, p)
     if len(data) != 1 or not constants:
         raise CompileError("the weight operand must be constant", where)
     c, h, w = shapes[data[0]]
@@ -503,7 +501,7 @@ def _gemm(o):
     if weight.ndim != 2 or weight.shape[1] != features:
         raise CompileError(f"weight shape {weight.shape} does not match {features} input features",
                            where)
-    return mk("gemm", data, {"act": None}, {"weight": np.array(weight), "bias": np.array(bias)})
+    return o.node_of("gemm", data, {"act": None}, {"weight": np.array(weight), "bias": np.array(bias)})
 
 
 def _out_shape(node, shapes, where):

@@ -16,7 +16,7 @@ import numpy as np
 from .errors import CompileError
 
 __all__ = ["Rect", "Buffer", "DATA_BASE", "ALIGN", "conv_geometry", "kernel_pieces", "chunk_side",
-           "plan_buffers", "allocate", "check_memory"]
+           "plan_buffers", "allocate", "align_up", "check_memory"]
 
 DATA_BASE = 0x1000          #: first try for the tensors (moved up when the program is longer)
 ALIGN = 64                  #: alignment of the weight frames and of a moved data base
@@ -175,11 +175,16 @@ def chunk_side(features, K):
     return min(K, math.isqrt(features - 1) + 1)
 
 
+def align_up(address, align):
+    """The first multiple of ``align`` at or after ``address``."""
+    return -(-address // align) * align
+
+
 def allocate(buffers, start, align=16):
     """Give every buffer its own memory (no overlaps); returns the first free address."""
     address = start
     for b in buffers.values():
-        address = -(-address // align) * align
+        address = align_up(address, align)
         b.base = address
         address += b.size
     return address

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuflow_hdl.numerics import unsigned_words
 from neuflow_hdl.presets import preset
 from sim.golden.asm import assemble, to_words
 
@@ -34,7 +35,7 @@ from .artefacts import Compiled, Layer, as_batch
 from .bounds import error_bounds
 from .errors import CompileError
 from .frontend import load_model, to_graph
-from .layout import ALIGN, DATA_BASE, allocate, check_memory, plan_buffers
+from .layout import ALIGN, DATA_BASE, align_up, allocate, check_memory, plan_buffers
 from .lower import lower_node
 from .passes import run_passes
 from .program import generate
@@ -73,7 +74,7 @@ def _code(front, quantisation, buffers, data_base, progress=None):
     end = allocate(buffers, data_base)
     lowered = [lower_node(node, g, buffers, config, quantisation) for node in g.nodes]
     program = generate(g, lowered, buffers, config, _stamp_table(data_base, len(g.nodes)),
-                       -(-end // ALIGN) * ALIGN, progress=progress)
+                       align_up(end, ALIGN), progress=progress)
     return lowered, program
 
 
@@ -86,10 +87,11 @@ def link(program_words, buffers, frames, config, grid):
                            f"has {config.memory_words} words of memory")
     image = np.zeros(size, dtype=np.int64)
     image[:len(program_words)] = program_words
+    width = config.fmt.width
     for b in buffers.values():
-        image[b.base:b.base + b.size] = b.initial() & 0xFFFF
+        image[b.base:b.base + b.size] = unsigned_words(b.initial(), width)
     for address, words in frames.blocks:
-        image[address:address + len(words)] = np.asarray(words) & 0xFFFF
+        image[address:address + len(words)] = unsigned_words(words, width)
     return image
 
 
@@ -135,7 +137,7 @@ def compile_model(path, grid="tiny", calibration=None, *, progress=None, layer_d
         if len(words) <= stamps:
             break
         # The program reaches the data: place the data above it and generate again.
-        data_base = -(-(len(words) + 2 * len(graph.nodes) + 64) // ALIGN) * ALIGN
+        data_base = align_up(len(words) + 2 * len(graph.nodes) + 64, ALIGN)
         say(f"program of {len(words)} words: placing data at {data_base:#x}")
     image = link(words, buffers, program.frames, config, grid)
     bounds = error_bounds(graph, quantisation, lowered, config, maxima)

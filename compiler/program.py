@@ -72,11 +72,10 @@ def schedule_layer(gen, title, lowered, config, window):
     """Schedule one lowered layer and emit it into ``gen``; a :class:`LayerCode`.
     Each convolution job in turn keeps the trial blocking whose code (with the
     jobs before it) costs least."""
-    if not lowered.convolutions:
+    if not lowered.convolutions:          # one schedule: no trials
         passes = stream_passes(list(lowered.jobs), config, window)
-        trial, cycles = _emit(gen, title, passes, config)
-        gen.adopt(trial)
-        return LayerCode(tuple(passes), cycles, ())
+        costs = gen.emit_layer(title, passes)
+        return LayerCode(tuple(passes), tuple(pass_cycles(c, config.beat_words) for c in costs), ())
     chosen, blockings = [], []
     for job in lowered.jobs:
         best = None

@@ -129,9 +129,9 @@ def _exact(segments_fn, fmt, segments):
     holds is an error."""
     top = max(abs(slope) for _, slope, _ in segments_fn)
     shift = fmt.width - 2
-    while shift > 0 and math.floor(top * 2.0 ** shift + 0.5) > fmt.max:
+    while shift > 0 and fmt.saturated(top, shift):
         shift -= 1
-    if math.floor(top * 2.0 ** shift + 0.5) > fmt.max:
+    if fmt.saturated(top, shift):
         raise ValueError(f"a slope of {top:g} does not fit the mapper's {fmt.width}-bit slope")
     rows = []
     for bound, slope, offset in segments_fn:
@@ -174,8 +174,8 @@ def mapper_tolerance(act, fmt):
     codes = np.arange(fmt.min, fmt.max + 1, dtype=np.float64) * fmt.step
     with np.errstate(all="ignore"):
         values = activation_function(act)(codes)
-    values = np.clip(np.nan_to_num(values, nan=0.0, posinf=fmt.max * fmt.step,
-                                   neginf=fmt.min * fmt.step), fmt.min * fmt.step, fmt.max * fmt.step)
+    low, high = fmt.dequantise(fmt.min), fmt.dequantise(fmt.max)
+    values = np.clip(np.nan_to_num(values, nan=0.0, posinf=high, neginf=low), low, high)
     return max(float(np.max(np.abs(values))) / 16, 4 * fmt.step)
 
 

@@ -24,6 +24,11 @@ def convolver_latency(kernel):
     return 4 + _tree_levels(kernel) + 3
 
 
+def _sums_layout(acc_width):
+    """The output buffer's words: an unrounded sum and its frame flags."""
+    return data.StructLayout({"acc": signed(acc_width), "eol": 1, "eof": 1})
+
+
 def _k_ok(cfg, kernel):
     """The configured ``k`` is a kernel size this convolver has (1 .. K)."""
     return (cfg.k >= 1) & (cfg.k <= kernel)
@@ -126,23 +131,23 @@ class PartialSumJoin(wiring.Component):
 
     Members
     -------
-    sums : In(stream.Signature(StructLayout({"acc", "eol", "eof"})))
+    sums : In(stream.Signature(StructLayout({"acc": signed(acc_width), "eol", "eof"})))
     psum : In(stream.Signature(sample_layout(width)))
     use_psum : In(1)
-    shift : In(6)
+    shift : In(CONV_CONFIG shift field)
         Output shift (0 for window maxima).
     o : Out(stream.Signature(sample_layout(width)))
     busy : Out(1)
         A word is in one of the two stages.
     """
 
-    def __init__(self, *, width, sums):
-        self._width, self._acc_width = width, sums.size - 2
+    def __init__(self, *, width, acc_width):
+        self._width, self._acc_width = width, acc_width
         super().__init__({
-            "sums": In(stream.Signature(sums)),
+            "sums": In(stream.Signature(_sums_layout(acc_width))),
             "psum": In(stream.Signature(sample_layout(width))),
             "use_psum": In(1),
-            "shift": In(6),
+            "shift": In(CONV_CONFIG.members["shift"]),
             "o": Out(stream.Signature(sample_layout(width))),
             "busy": Out(1),
         })
@@ -296,10 +301,10 @@ class Convolver(wiring.Component):
         K, W = self._kernel, self._fmt.width
         acc_shape = signed(accumulator_width(W, K))
         cfg = self.config
-        sums = data.StructLayout({"acc": acc_shape, "eol": 1, "eof": 1})
-        m.submodules.out = out = CreditBuffer(sums, self._pipeline, self._psum_slack)
+        m.submodules.out = out = CreditBuffer(_sums_layout(acc_shape.width), self._pipeline,
+                                              self._psum_slack)
         m.submodules.bank = bank = KernelBank(kernel=K, width=W)
-        m.submodules.join = join = PartialSumJoin(width=W, sums=sums)
+        m.submodules.join = join = PartialSumJoin(width=W, acc_width=acc_shape.width)
         m.d.comb += [bank.config.eq(cfg), bank.start.eq(self.start)]
         wiring.connect(m, wiring.flipped(self.weights), bank.weights)
 
@@ -307,6 +312,7 @@ class Convolver(wiring.Component):
         flag_error = Signal()
         m.d.comb += self.error.eq(~cfg_ok | flag_error)
         x, y, fire, emit = self._frame_position(m, cfg_ok, out.credit, flag_error)
+        # Side band travelling beside the data: delayed by the pipeline depth.
         meta = delay_line(m, data.StructLayout({"valid": 1, "eol": 1, "eof": 1}), self._pipeline)
         m.d.sync += [
             meta[0].valid.eq(fire & emit),

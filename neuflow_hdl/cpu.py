@@ -61,7 +61,7 @@ class ControlCPU(wiring.Component):
         regs = Array(Signal(32, name=f"r{n}") for n in range(REGISTERS))
         pc = Signal(32)
         ins = Signal(INSTRUCTION)
-        ra, rb, rc = ins.a[:4], ins.b[:4], ins.c[:4]
+        ra = ins.a[:4]                      # the register the MEMORY and read states write
         address = Signal(32)                # ld/st word address
 
         m.d.sync += self.cycles.eq(self.cycles + 1)

@@ -12,6 +12,7 @@ from .tile import Tile
 
 __all__ = ["Grid"]
 
+
 class Grid(wiring.Component):
     """``rows x columns`` tiles, neighbour links, ``globals_`` global lines each way.
 

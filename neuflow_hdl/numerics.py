@@ -23,7 +23,7 @@ from amaranth.hdl import Const, Mux, signed, Shape, Value
 
 __all__ = [
     "Format", "Q8_8", "round_shift", "saturate", "narrow", "accumulator_width",
-    "bits_for", "div_round", "wrap_signed", "hdl_saturate", "hdl_round_shift",
+    "bits_for", "div_round", "wrap_signed", "unsigned_words", "hdl_saturate", "hdl_round_shift",
     "hdl_half",
 ]
 
@@ -65,13 +65,25 @@ class Format:
     def step(self):
         return 2.0 ** -self.frac
 
+    def _rounded(self, x, frac):
+        frac = self.frac if frac is None else frac
+        return np.floor(np.asarray(x, dtype=np.float64) * 2.0 ** frac + 0.5)
+
     def quantise(self, x, frac=None):
         """Float to integer codes: ``floor(x * 2**frac + 0.5)``, saturated (the one
         rounding rule for inputs, weights and mapper coefficients; ``frac`` may
         be negative)."""
-        frac = self.frac if frac is None else frac
-        codes = np.floor(np.asarray(x, dtype=np.float64) * 2.0 ** frac + 0.5)
-        return np.clip(codes, self.min, self.max).astype(np.int64)
+        return np.clip(self._rounded(x, frac), self.min, self.max).astype(np.int64)
+
+    def saturated(self, x, frac=None):
+        """Where :meth:`quantise` saturates ``x``: its rounded code lies outside the words."""
+        codes = self._rounded(x, frac)
+        return (codes < self.min) | (codes > self.max)
+
+    def span(self, frac=None):
+        """The format's range in real units at ``frac`` fraction bits: every value
+        it holds lies in ``[-span, span)``."""
+        return -self.min * 2.0 ** -(self.frac if frac is None else frac)
 
     def dequantise(self, codes, frac=None):
         """Integer codes to float."""
@@ -93,6 +105,12 @@ def round_shift(x, shift):
     if shift == 0:
         return x
     return (x + (1 << (shift - 1))) >> shift
+
+
+def unsigned_words(codes, width):
+    """Signed codes as the unsigned ``width``-bit words memory holds (two's
+    complement): the inverse of :func:`wrap_signed`."""
+    return np.asarray(codes, dtype=np.int64) & ((1 << width) - 1)
 
 
 def wrap_signed(words, width):

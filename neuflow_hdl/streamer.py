@@ -107,12 +107,12 @@ class StreamPort(wiring.Component):
         m = Module()
         port = self._start(m)
         issue = self._reader(m, port)
-        self._writer(m, port)
-        m.d.comb += self.bus.cmd.valid.eq(issue | (port.writing & port.out_valid))
+        out_valid, out = self._writer(m, port)
+        m.d.comb += self.bus.cmd.valid.eq(issue | (port.writing & out_valid))
         with m.If(port.writing):
-            m.d.comb += [self.bus.cmd.payload.addr.eq(port.out.addr), self.bus.cmd.payload.we.eq(1),
-                         self.bus.cmd.payload.wdata.eq(port.out.data),
-                         self.bus.cmd.payload.wmask.eq(port.out.mask)]
+            m.d.comb += [self.bus.cmd.payload.addr.eq(out.addr), self.bus.cmd.payload.we.eq(1),
+                         self.bus.cmd.payload.wdata.eq(out.data),
+                         self.bus.cmd.payload.wmask.eq(out.mask)]
         return m
 
     def _start(self, m):
@@ -221,7 +221,8 @@ class StreamPort(wiring.Component):
 
     def _writer(self, m, port):
         """Stream to memory: consecutive words of a row packed into one masked
-        beat; the flags checked against the geometry (``error`` on a mismatch)."""
+        beat; the flags checked against the geometry (``error`` on a mismatch).
+        Returns the beat waiting for the bus: (valid, its address, data and mask)."""
         B, W = self._beat_words, self._fmt.width
         s = B.bit_length() - 1
         d, row, row_addr, col, last_row = port.d, port.row, port.row_addr, port.col, port.last_row
@@ -266,7 +267,7 @@ class StreamPort(wiring.Component):
             m.d.sync += [finishing.eq(0), out_valid.eq(0), pack_mask.eq(0), pack_data.eq(0)]
         with m.If(flag_error):
             m.d.sync += self.error.eq(1)
-        port.out_valid, port.out = out_valid, out
+        return out_valid, out
 
 
 class _PortState:
@@ -276,7 +277,6 @@ class _PortState:
         self.d, self.inside, self.reading, self.writing = d, inside, reading, writing
         self.flag_error, self.row, self.row_addr, self.col = flag_error, row, row_addr, col
         self.last_row = last_row
-        self.out_valid = self.out = None        # the writer's beat, set by StreamPort._writer
 
 
 class Streamer(wiring.Component):

@@ -5,7 +5,6 @@ never a numpy warning followed by a result, never a wrong answer with exit 0."""
 import warnings
 
 import numpy as np
-import onnx
 import pytest
 from onnx import helper
 

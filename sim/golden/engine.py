@@ -19,7 +19,7 @@ naming the instruction.
 import numpy as np
 from amaranth.lib import data
 
-from neuflow_hdl.numerics import Format, wrap_signed
+from neuflow_hdl.numerics import Format, unsigned_words, wrap_signed
 from neuflow_hdl.regs import (ALU_CONFIG, CONTROL, CONTROL_REG, CONV_CONFIG, GRID_START_REG,
                               GRID_STATUS, GRID_TILE, NEIGHBOURS, OFFSET, OPPOSITE, PORT_START_REG,
                               PORT_STATUS, PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS,
@@ -188,7 +188,7 @@ class GridModel:
                            f"carries a {frame.shape[1]}x{frame.shape[0]} frame")
             for y in range(d.height):
                 start = d.base + y * d.stride
-                self.memory[start:start + d.width] = frame[y] & ((1 << self.fmt.width) - 1)
+                self.memory[start:start + d.width] = unsigned_words(frame[y], self.fmt.width)
             port.update(busy=False, done=True)
 
     def _consumers(self, tile, source):
