@@ -58,6 +58,7 @@ class Compiled:
     image: np.ndarray               #: memory image without an input (pads, weights, program)
     stamps: int                     #: address of the cycle-stamp table
     program_words: int
+    entries: tuple = ()             #: the machine state each layer starts from (:mod:`compiler.pieces`)
     seconds: float = 0.0
     accuracy: Accuracy = field(default=None)
 

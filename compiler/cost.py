@@ -13,14 +13,20 @@ search optimises is the estimate the report prints.
 Calibrated against the RTL (docs/compiler.md): an instruction takes about
 ``CYCLES_PER_INSTRUCTION`` cycles (fetch and execute over the memory bus),
 and a pass's streams take ``STREAM_OVERHEAD`` cycles beyond their words and
-the pipeline's depth (the ports' start and drain).
+the pipeline's depth (the ports' start and drain).  The memory bus moves one
+beat a cycle, and a port moves every beat that holds words of a row, so a
+row costs its beats from its first word's beat to its last's
+(:func:`rect_beats`); instruction fetches while the streams run take a beat
+each.
 """
 
 import math
 from dataclasses import dataclass
 
-__all__ = ["CYCLES_PER_INSTRUCTION", "STREAM_OVERHEAD", "PassCost", "stream_cycles", "pass_cycles",
-           "predicted_cost"]
+import numpy as np
+
+__all__ = ["CYCLES_PER_INSTRUCTION", "STREAM_OVERHEAD", "PassCost", "rect_beats", "expected_beats",
+           "stream_cycles", "pass_cycles", "predicted_cost"]
 
 CYCLES_PER_INSTRUCTION = 4
 STREAM_OVERHEAD = 9
@@ -37,24 +43,35 @@ class PassCost:
     waits: int = 0          #: status polls after the streams (the first one overlaps them)
     alone: tuple = ()       #: words of weight frames streamed on their own before the pass
     after: int = 0          #: instructions in series after the pass (the layer's status check)
+    beats: int = 0          #: memory-bus beats of the streams and the frame beside them
 
 
-def stream_cycles(data, frame, latency, beat_words):
+def rect_beats(base, width, height, stride, beat_words):
+    """Bus beats a port moves for a rectangle: per row, every beat from the one
+    holding its first word to the one holding its last."""
+    first = base + stride * np.arange(height, dtype=np.int64)
+    return int(np.sum((first + width - 1) // beat_words - first // beat_words + 1))
+
+
+def expected_beats(width, height, beat_words):
+    """:func:`rect_beats` of a rectangle whose rows start anywhere in a beat, on average."""
+    return height * ((width - 1) / beat_words + 1)
+
+
+def stream_cycles(data, frame, latency, beats, fetches=0):
     """Cycles of a pass's streams: the longest data stream through the pipeline
     (``latency``), the weight frame (which the convolvers always take), or the
-    memory bus's beats, whichever is longest."""
-    words = sum(data) + sum(frame)
-    return max(max(data) + latency, max(frame, default=0),
-               math.ceil(words / beat_words) + latency)
+    memory bus's ``beats`` (with the ``fetches`` of instructions running beside
+    them), whichever is longest."""
+    return max(max(data) + latency, max(frame, default=0), math.ceil(beats) + fetches + latency)
 
 
-def pass_cycles(cost, beat_words):
-    """Estimated cycles of the pass ``cost`` describes, on a memory bus of
-    ``beat_words`` words per beat.  The waits after the streams: the ports'
-    poll overlaps the streams, each further poll finds the grid idle (measured:
-    about half an instruction time)."""
+def pass_cycles(cost):
+    """Estimated cycles of the pass ``cost`` describes.  The waits after the
+    streams: the ports' poll overlaps the streams, each further poll finds the
+    grid idle (measured: about half an instruction time)."""
     cpi = CYCLES_PER_INSTRUCTION
-    streams = stream_cycles(list(cost.streams), list(cost.frame), cost.latency, beat_words)
+    streams = stream_cycles(list(cost.streams), list(cost.frame), cost.latency, cost.beats, cost.overlapped)
     return (cost.serial * cpi + sum(words + STREAM_OVERHEAD for words in cost.alone) +
             max(streams, cost.overlapped * cpi) + max(cost.waits - 1, 0) * cpi // 2 +
             STREAM_OVERHEAD + cost.after * cpi)
@@ -68,6 +85,7 @@ def predicted_cost(shape, config, *, first):
     kernels' frame streams alone); two start writes; two waits."""
     kernel_words = shape.loads * config.kernel ** 2
     frame = (kernel_words,) if shape.loads else ()
+    beats = shape.beats + (expected_beats(kernel_words, 1, config.beat_words) if shape.loads else 0)
     setup = 4 * shape.tiles + len(shape.streams) + len(frame)
     if first:
         alone = frame
@@ -75,4 +93,4 @@ def predicted_cost(shape, config, *, first):
     else:
         alone, serial = (), 2
     return PassCost(streams=tuple(shape.streams), latency=shape.latency, frame=frame, serial=serial,
-                    overlapped=setup, waits=2, alone=alone)
+                    overlapped=setup, waits=2, alone=alone, beats=beats)

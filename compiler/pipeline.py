@@ -142,7 +142,7 @@ def compile_model(path, grid="tiny", calibration=None, *, progress=None, layer_d
     image = link(words, buffers, program.frames, config, grid)
     bounds = error_bounds(graph, quantisation, lowered, config, maxima)
     compiled = Compiled(grid, config, graph, buffers, _layers(graph, lowered, program, bounds),
-                        program.source, image, stamps, len(words))
+                        program.source, image, stamps, len(words), program.entries)
     if reference:
         if calibration is not None:
             x, what = calibration[:1], "the first calibration input"

@@ -35,10 +35,12 @@ class LayerCode:
 
 @dataclass(frozen=True, eq=False)
 class Program:
-    """The control program (assembly source), per-layer code, the weight frames."""
+    """The control program (assembly source), per-layer code, the weight frames,
+    and the machine state each layer's code starts from."""
     source: str
     layers: tuple
     frames: WeightFrames
+    entries: tuple          #: a :class:`~compiler.codegen.MachineState` per layer
 
 
 def _blocking_name(length):
@@ -52,7 +54,7 @@ def _ranked(job, config):
     ranked = []
     for length, packing in conv_packings(job, config).items():
         predicted = sum(pass_cycles(predicted_cost(pass_shape(job, chains, config), config,
-                                                   first=n == 0), config.beat_words)
+                                                   first=n == 0))
                         for n, chains in enumerate(packing[0]))
         ranked.append((predicted, len(ranked), _blocking_name(length), packing))
     if not ranked:
@@ -65,7 +67,7 @@ def _emit(gen, title, passes, config):
     """Emit a layer into a fork of ``gen``: (trial, per-pass cycles)."""
     trial = gen.fork()
     costs = trial.emit_layer(title, passes)
-    return trial, tuple(pass_cycles(c, config.beat_words) for c in costs)
+    return trial, tuple(pass_cycles(c) for c in costs)
 
 
 def schedule_layer(gen, title, lowered, config, window):
@@ -75,7 +77,7 @@ def schedule_layer(gen, title, lowered, config, window):
     if not lowered.convolutions:          # one schedule: no trials
         passes = stream_passes(list(lowered.jobs), config, window)
         costs = gen.emit_layer(title, passes)
-        return LayerCode(tuple(passes), tuple(pass_cycles(c, config.beat_words) for c in costs), ())
+        return LayerCode(tuple(passes), tuple(pass_cycles(c) for c in costs), ())
     chosen, blockings = [], []
     for job in lowered.jobs:
         best = None
@@ -97,12 +99,13 @@ def generate(graph, lowered, buffers, config, stamps, frames_base, *, progress=N
     ``progress``: called as ``progress(layers done, layers)`` after each layer."""
     gen = CodeGen(config, stamps, WeightFrames(frames_base))
     gen.begin()
-    layers = []
+    layers, entries = [], []
     for node, low in zip(graph.nodes, lowered):
+        entries.append(gen.state())
         window = (buffers[node.output].base, buffers[node.output].size)
         title = f"{node.name} ({node.onnx_op})"
         layers.append(schedule_layer(gen, title, low, config, window))
         if progress:
             progress(len(layers), len(graph.nodes))
     gen.end()
-    return Program("\n".join(gen.lines) + "\n", tuple(layers), gen.frames)
+    return Program("\n".join(gen.lines) + "\n", tuple(layers), gen.frames, tuple(entries))

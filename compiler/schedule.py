@@ -24,6 +24,8 @@ from neuflow_hdl.mapper import MAPPER_LATENCY
 from neuflow_hdl.regs import OFFSET, OPPOSITE, ConvMode
 from neuflow_hdl.stream import FIFO_LATENCY
 
+from .cost import expected_beats
+
 __all__ = ["TileSetup", "Pass", "PassShape", "snake", "weight_line", "conv_latency", "HOP_LAG",
            "conv_packings", "conv_passes", "pass_shape", "stream_passes"]
 
@@ -56,6 +58,7 @@ class PassShape:
     streams: tuple          #: words of each data stream
     tiles: int
     latency: int
+    beats: float            #: memory-bus beats of the data streams (expected)
 
 
 def weight_line(config):
@@ -195,14 +198,15 @@ def _pack_shared(job, config, ports, longest):
 def pass_shape(job, chains, config):
     """The :class:`PassShape` of the pass made of ``chains`` (before it is built)."""
     sources = {src for _, _, terms in chains for src, _ in terms}
-    streams = [job.inputs[src][0].words for src in sources]
-    streams += [job.outputs[o].words for o, g, _ in chains if g > 0]
-    streams += [job.outputs[o].words for o, _, _ in chains]
+    rects = [job.inputs[src][0] for src in sources]
+    rects += [job.outputs[o] for o, g, _ in chains if g > 0]
+    rects += [job.outputs[o] for o, _, _ in chains]
     loads = tiles = 0
     for _, _, terms in chains:
         tiles += len(terms)
         loads += sum(1 for _, k in terms if k is not None)
-    return PassShape(loads, tuple(streams), tiles, _latency(job, chains, config))
+    beats = sum(expected_beats(r.width, r.height, config.beat_words) for r in rects)
+    return PassShape(loads, tuple(r.words for r in rects), tiles, _latency(job, chains, config), beats)
 
 def _latency(job, chains, config):
     """Pipeline depth of a pass's longest path: the head convolver, HOP_LAG per

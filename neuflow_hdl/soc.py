@@ -1,8 +1,8 @@
 """The processor: control CPU, configuration bus, grid, streamer, one memory port."""
 
-from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal
+from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
 from .cpu import ControlCPU
 from .grid import Grid
@@ -10,7 +10,12 @@ from .membus import memory_bus
 from .presets import GridConfig
 from .streamer import BusArbiter, Streamer
 
-__all__ = ["SoC", "SimTop"]
+__all__ = ["SoC", "SimTop", "beat_address_width"]
+
+
+def beat_address_width(config):
+    """Bits of a beat address on the memory bus of ``config``'s processor."""
+    return max((config.memory_words // config.beat_words - 1).bit_length(), 1)
 
 
 class SoC(wiring.Component):
@@ -32,7 +37,7 @@ class SoC(wiring.Component):
         if not isinstance(config, GridConfig):
             raise TypeError(f"config must be a GridConfig, not {config!r}")
         self._config = config
-        self.addr_width = max((config.memory_words // config.beat_words - 1).bit_length(), 1)
+        self.addr_width = beat_address_width(config)
         super().__init__({
             "memory": Out(memory_bus(addr_width=self.addr_width, beat_words=config.beat_words,
                                      width=config.fmt.width)),
@@ -73,34 +78,53 @@ class SoC(wiring.Component):
 
 
 class SimTop(wiring.Component):
-    """The SoC with the behavioural memory ``neuflow_sim_memory`` (sim/rtl/sim_memory.v).
+    """The SoC with its memory bus as plain top-level ports, for a simulation
+    harness that is the memory (``sim/rtl/harness.cpp`` on Verilator).
 
-    The memory loads ``+image=FILE`` ($readmemh) at time zero, answers reads
-    after ``+latency=N`` cycles plus up to ``+jitter=J`` random cycles (in
-    order), and writes itself to ``+dump=FILE`` ($writememh) when the CPU
-    halts.  For Verilator only (Amaranth's simulator cannot run the Verilog
-    memory).
+    The top resets itself: a power-on counter holds the SoC in reset for its
+    first :data:`RESET_CYCLES` clock cycles, so reset is no top-level input.
+    (Amaranth folds a domain's reset into every register's next-state logic;
+    with reset an input, Verilator re-evaluates all that logic whenever an
+    input may have changed, twice a cycle.)
+
+    Ports: ``clk``; ``halted``, ``halt_code``, ``cycles``; the command ``cmd_valid``,
+    ``cmd_ready`` (in), ``cmd_addr`` (a beat address), ``cmd_we``,
+    ``cmd_wdata``, ``cmd_wmask``; the response ``resp_valid`` (in),
+    ``resp_ready``, ``resp_data`` (in).  Word ``n`` of a beat is bits
+    ``n*width`` and up.
     """
+
+    RESET_CYCLES = 4
 
     def __init__(self, config):
         self._config = config
-        super().__init__({"halted": Out(1), "halt_code": Out(32), "cycles": Out(32)})
+        self.addr_width = beat_address_width(config)
+        beat_bits = config.beat_words * config.fmt.width
+        super().__init__({
+            "clk": In(1),
+            "halted": Out(1), "halt_code": Out(32), "cycles": Out(32),
+            "cmd_valid": Out(1), "cmd_ready": In(1), "cmd_addr": Out(self.addr_width),
+            "cmd_we": Out(1), "cmd_wdata": Out(beat_bits), "cmd_wmask": Out(config.beat_words),
+            "resp_valid": In(1), "resp_ready": Out(1), "resp_data": In(beat_bits),
+        })
 
     def elaborate(self, platform):
         m = Module()
-        c = self._config
-        m.submodules.soc = soc = SoC(c)
-        bus = soc.memory
-        m.submodules.memory = Instance(
-            "neuflow_sim_memory",
-            p_WORDS=c.memory_words, p_BEAT=c.beat_words, p_AW=soc.addr_width, p_WIDTH=c.fmt.width,
-            i_clk=ClockSignal(), i_rst=ResetSignal(),
-            i_cmd_valid=bus.cmd.valid, o_cmd_ready=bus.cmd.ready,
-            i_cmd_addr=bus.cmd.payload.addr, i_cmd_we=bus.cmd.payload.we,
-            i_cmd_wdata=bus.cmd.payload.wdata, i_cmd_wmask=bus.cmd.payload.wmask,
-            o_resp_valid=bus.resp.valid, i_resp_ready=bus.resp.ready, o_resp_data=bus.resp.payload,
-            i_dump=soc.halted,
-        )
-        m.d.comb += [self.halted.eq(soc.halted), self.halt_code.eq(soc.halt_code),
-                     self.cycles.eq(soc.cycles)]
+        m.domains.power = ClockDomain(reset_less=True)
+        m.domains.sync = ClockDomain()
+        resetting = Signal(range(self.RESET_CYCLES + 1), init=self.RESET_CYCLES)
+        with m.If(resetting != 0):
+            m.d.power += resetting.eq(resetting - 1)
+        m.d.comb += [ClockSignal("power").eq(self.clk), ClockSignal("sync").eq(self.clk),
+                     ResetSignal("sync").eq(resetting != 0)]
+        m.submodules.soc = soc = SoC(self._config)
+        cmd, resp = soc.memory.cmd, soc.memory.resp
+        m.d.comb += [
+            self.halted.eq(soc.halted), self.halt_code.eq(soc.halt_code), self.cycles.eq(soc.cycles),
+            self.cmd_valid.eq(cmd.valid), cmd.ready.eq(self.cmd_ready),
+            self.cmd_addr.eq(cmd.payload.addr), self.cmd_we.eq(cmd.payload.we),
+            self.cmd_wdata.eq(cmd.payload.wdata), self.cmd_wmask.eq(cmd.payload.wmask),
+            resp.valid.eq(self.resp_valid), self.resp_ready.eq(resp.ready),
+            resp.payload.eq(self.resp_data),
+        ]
         return m

@@ -200,3 +200,20 @@ def test_an_activation_the_mapper_cannot_fit_is_refused(tmp_path, capsys):
                                 bias=0.01)], (1, 2, 4, 4), (1, 2, 4, 4))
     _one_line_error(capsys, ["compile", str(save(m, tmp_path)), "-o", str(tmp_path / "out")],
                     "node 'steep' (LRN): activation", "more than its tolerance")
+
+
+def test_parallel_options(compiled_dir, tmp_path, capsys):
+    """--jobs takes a whole number of at least 1 (argparse's usage error, exit 2);
+    --dask with no scheduler there is one line naming the address."""
+    np.save(tmp_path / "x.npy", np.zeros((2, 2, 8, 8)))
+    argv = ["simulate", str(compiled_dir), "--input", str(tmp_path / "x.npy"),
+            "--output", str(tmp_path / "y.npy")]
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv + ["--jobs", bad])
+        assert exit_.value.code == 2
+        assert "--jobs" in capsys.readouterr().err
+    pytest.importorskip("distributed")
+    _one_line_error(capsys, argv + ["--dask", "tcp://127.0.0.1:9"], "tcp://127.0.0.1:9",
+                    "cannot reach the scheduler")
+    assert main(argv + ["--jobs", "2", "-q"]) == 0

@@ -1,40 +1,52 @@
-"""``make bench``: simulator speed of the whole processor.
+"""``make bench`` (hardware half): simulator speed, and the scene-parsing frame
+measured on the ``neuflow-v6`` RTL.
 
-Runs the three-layer pipeline program (sim/pipeline_program.py, a 64 x 48
-image) on the simulation top of each grid preset under Verilator, and the
-same SoC on Amaranth's Python simulator for a fixed number of cycles, and
-prints simulated cycles per second and their ratio.
+1. Build time and simulated cycles per second of the fast Verilator harness
+   (:mod:`sim.rtl.harness`) on each grid preset, running the three-layer
+   pipeline program (sim/app/pipeline_program.py, a 64 x 48 image, repeated),
+   checked bit for bit; and of Amaranth's Python simulator on ``tiny``.
+2. The scene-parsing network of the compiler bench (320x240 alone, and the
+   two small scales packed into one image) compiled for ``neuflow-v6`` and
+   run on its RTL as partitioned runs (one piece per layer, in parallel, each
+   checked bit for bit against the reference engine): measured cycles per
+   layer beside the compiler's estimate, frames/s at the preset's clock, and
+   the wall time of the simulation.
 """
 
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+import onnx
 
-from neuflow_hdl.presets import preset
+from compiler.pipeline import compile_model
+from neuflow_hdl.presets import PRESETS, preset
 from neuflow_hdl.soc import SoC
+from sim.app.bench_compiler import GRID, NEUFLOW_FPS, SMALL_CANVAS, scene_parsing, useful_macs
+from sim.app.partition import run_partitioned
 from sim.app.pipeline_program import three_layer_pipeline
+from sim.app.progress import image_bar
 from sim.rtl.pysim import memory_process
 from sim.rtl.runner import run_image, soc_build
 
 PYSIM_CYCLES = 3000
-REPEAT = 20         #: image passes per Verilator run, so the run outlasts start-up
+REPEAT = 20         #: image passes per run, so the run outlasts start-up
+#: The frame: 320x240 alone, then the two small scales packed (the compiler bench's best schedule).
+FRAME = ((240, 320), SMALL_CANVAS)
 
 
-def verilator_speed(grid):
+def harness_speed(grid):
     config = preset(grid)
-    started = time.monotonic()
-    soc_build(grid)
-    built = time.monotonic() - started
+    build = soc_build(grid)
     job = three_layer_pipeline(config, np.random.default_rng(1), repeat=REPEAT)
-    # A program that halts at once measures the fixed cost of starting a simulation.
-    empty = run_image(np.array([0, 0, 0, 0x0100]), grid)
     result = run_image(job.image, grid)
     got = result.memory[job.output:job.output + job.expected.size]
     exact = np.array_equal(np.where(got >= 1 << 15, got - (1 << 16), got), job.expected.ravel())
-    net = max(result.seconds - empty.seconds, 1e-9)
-    return {"grid": grid, "build_s": built, "cycles": result.cycles, "seconds": result.seconds,
-            "net_seconds": net, "rate": result.cycles / net, "exact": exact}
+    return {"grid": grid, "build_s": build.build_seconds, "modules": build.modules, "cycles": result.cycles,
+            "seconds": result.seconds, "loop_seconds": result.loop_seconds,
+            "rate": result.cycles / max(result.loop_seconds, 1e-9), "exact": exact}
 
 
 def pysim_speed(grid):
@@ -53,26 +65,75 @@ def pysim_speed(grid):
     return PYSIM_CYCLES / (time.monotonic() - started)
 
 
-def main():
-    print(f"NeuFlow bench: simulated cycles per second, three-layer pipeline (64 x 48 image, "
-          f"{REPEAT} passes on Verilator)")
+def bench_speed():
+    print(f"Simulator speed: the three-layer pipeline (64 x 48 image, {REPEAT} passes), bit for bit "
+          f"against numpy")
     rows = []
-    for grid in ("tiny", "ulx3s-85f"):
-        print(f"  building / running {grid} on Verilator ...", flush=True)
-        rows.append(verilator_speed(grid))
+    for grid in PRESETS:
+        print(f"  building / running {grid} on the Verilator harness ...", flush=True)
+        rows.append(harness_speed(grid))
     print(f"  running tiny on Amaranth's Python simulator ({PYSIM_CYCLES} cycles) ...", flush=True)
     py_rate = pysim_speed("tiny")
-    print()
-    print(f"{'grid':<10} {'engine':<10} {'cycles':>8} {'run s':>7} {'net s':>7} {'cycles/s':>11} "
-          f"{'bit-exact':>9} {'build s':>8}")
+    print(f"\n  {'grid':<11} {'engine':<17} {'build s':>8} {'modules':>9} {'cycles':>8} {'run s':>6} "
+          f"{'cycles/s':>10} {'bit-exact':>9}")
     for r in rows:
-        print(f"{r['grid']:<10} {'verilator':<10} {r['cycles']:>8} {r['seconds']:>7.2f} "
-              f"{r['net_seconds']:>7.2f} {r['rate']:>11,.0f} {str(r['exact']):>9} {r['build_s']:>8.0f}")
-    print(f"{'tiny':<10} {'amaranth':<10} {PYSIM_CYCLES:>8} {'':>7} {'':>7} {py_rate:>11,.0f}")
-    print(f"\nVerilator / Amaranth simulator on tiny: {rows[0]['rate'] / py_rate:,.0f} x")
-    print("(net s: run time less the fixed start-up of a simulation, measured with a program "
-          "that halts at once)")
-    return 0 if all(r["exact"] for r in rows) else 1
+        built = f"{r['build_s']:.0f}" if r["build_s"] else "cached"
+        print(f"  {r['grid']:<11} {'verilator harness':<17} {built:>8} {'%d/%d' % r['modules']:>9} "
+              f"{r['cycles']:>8} {r['seconds']:>6.2f} {r['rate']:>10,.0f} {str(r['exact']):>9}")
+    print(f"  {'tiny':<11} {'amaranth pysim':<17} {'':>8} {'':>9} {PYSIM_CYCLES:>8} {'':>6} {py_rate:>10,.0f}")
+    print("  (modules: Verilog modules written / after sharing identical ones; run s: the whole "
+          "run; cycles/s: over the simulated cycles alone)")
+    return all(r["exact"] for r in rows)
+
+
+def bench_frame(workers=None, dask=None):
+    config = preset(GRID)
+    print(f"\nScene parsing on the {GRID} RTL: 320x240 alone + the two small scales packed, random "
+          f"weights and input; one piece per layer, in parallel, each bit for bit against the "
+          f"reference engine")
+    rng = np.random.default_rng(2012)
+    started = time.monotonic()
+    rows, exact, steps = [], True, 0
+    with tempfile.TemporaryDirectory() as workdir:
+        for height, width in FRAME:
+            path = Path(workdir) / f"scene_{width}x{height}.onnx"
+            onnx.save(scene_parsing(height, width, rng), path)
+            compiled = compile_model(path, GRID, reference=False)
+            x = rng.normal(0.0, 1.0, (3, height, width)).astype(np.float32)
+            with image_bar(len(compiled.layers), desc=f"  {width}x{height}", unit="piece") as bar:
+                run = run_partitioned(compiled, x, workers=workers, dask=dask, done=bar.update)
+            exact &= run.bit_exact
+            steps += run.steps
+            for layer, measured in zip(compiled.layers, run.layer_cycles):
+                rows.append((f"{width}x{height} {layer.name}", layer.cycles, measured))
+            for piece in run.pieces:
+                if piece.mismatch:
+                    print(f"  MISMATCH {piece.mismatch}")
+    wall = time.monotonic() - started
+    print(f"\n  {'layer':<24} {'estimated':>11} {'measured':>11} {'estimate off':>12}")
+    for name, estimated, measured in rows:
+        print(f"  {name:<24} {estimated:>11,} {measured:>11,} {100 * (estimated - measured) / measured:>+11.1f}%")
+    estimated = sum(r[1] for r in rows)
+    measured = sum(r[2] for r in rows)
+    useful = sum(useful_macs(h, w) for h, w in ((240, 320), (120, 160), (60, 80)))
+    fps = config.clock_mhz * 1e6 / measured
+    print(f"  {'frame':<24} {estimated:>11,} {measured:>11,} "
+          f"{100 * (estimated - measured) / measured:>+11.1f}%")
+    print(f"\n  measured: {measured:,} cycles per frame = {fps:.1f} frames/s at {config.clock_mhz:g} MHz "
+          f"({fps / NEUFLOW_FPS:.2f}x NeuFlow's {NEUFLOW_FPS:g}); {useful / measured:.0f} useful MACs per "
+          f"cycle = {100 * useful / measured / (config.tiles * config.kernel ** 2):.0f}% of the "
+          f"{config.tiles * config.kernel ** 2} convolver MACs")
+    print(f"  bit-exact on every piece: {exact}; wall time {wall:.0f} s for {steps:,} simulated cycles "
+          f"(compiles and reference checkpoints included)")
+    return exact
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    ok = bench_speed()
+    if "--no-frame" not in argv:
+        ok &= bench_frame()
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

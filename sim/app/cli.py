@@ -207,6 +207,17 @@ def _print_cycles(result):
           f"{manifest['clock_mhz'] * 1e6 / total:.1f} images/s at {manifest['clock_mhz']:g} MHz")
 
 
+def _positive(text):
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def cmd_simulate(args):
     import numpy as np
     from compiler import CompileError
@@ -222,8 +233,8 @@ def cmd_simulate(args):
         images = as_batch(x, manifest["input"]["onnx_shape"]).shape[0]
         with image_bar(images, quiet=args.quiet) as bar:
             result = verify(manifest, image, x, args.engine, progress=bar.update, trace=args.trace,
-                            strict=args.strict)
-    except CompileError as exc:
+                            strict=args.strict, workers=args.jobs, dask=args.dask)
+    except (CompileError, RuntimeError) as exc:
         raise UsageError(str(exc)) from None
     if result.saturation.values:
         print(f"neuflow: warning: {result.saturation.describe()}; --strict makes this an error",
@@ -324,6 +335,11 @@ def build_parser():
     p.add_argument("--strict", action="store_true",
                    help="input values outside the input format's range are an error (by default "
                         "they saturate and are counted in a warning)")
+    p.add_argument("--jobs", type=_positive, default=None,
+                   help="images simulated at once on this machine (default: one per core on rtl)")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="run the images on this Dask scheduler (tcp://host:port) instead; "
+                        "needs pip install 'neuflow[dask]'")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("fit-mapper", parents=[common],

@@ -19,8 +19,9 @@ def layer_bar(desc=None, *, quiet=False):
         yield advance
 
 
-def image_bar(total, *, desc=None, quiet=False):
-    """A bar over the images of a run (none with ``quiet`` or for one image);
-    its ``update`` is the verify loop's per-image ``progress``."""
-    return tqdm(total=total, desc=desc, unit="image", leave=False,
+def image_bar(total, *, desc=None, quiet=False, unit="image"):
+    """A bar over the images (or other ``unit`` s: pieces) of a run (none with
+    ``quiet`` or for one); its ``update`` is the verify loop's per-image
+    ``progress``."""
+    return tqdm(total=total, desc=desc, unit=unit, leave=False,
                 disable=True if quiet or total < 2 else None)

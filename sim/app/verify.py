@@ -12,6 +12,8 @@ from compiler.artefacts import (as_batch, first_mismatch, input_image, layer_cyc
                                 read_output, saturation)
 from neuflow_hdl.presets import preset
 
+from .parallel import run_parallel
+
 __all__ = ["ENGINES", "ImageRun", "Verification", "verify", "verify_directory"]
 
 ENGINES = ("reference", "rtl")
@@ -80,34 +82,40 @@ def _run_rtl(image, grid, n, trace):
     return result
 
 
-def verify(manifest, image, x, engine="reference", *, progress=None, trace=None, strict=False):
+def _run_one(manifest, image, x, engine, n, trace):
+    """One input ``x`` on ``engine`` (and on the reference engine); an :class:`ImageRun`."""
+    img = input_image(image, manifest, x)
+    reference = run_reference(img, preset(manifest["grid"]))
+    if engine == "reference":
+        return ImageRun(read_output(reference, manifest), reference)
+    result = _run_rtl(img, manifest["grid"], n, trace)
+    return ImageRun(read_output(result.memory, manifest), result.memory, result.cycles,
+                    tuple(layer_cycles(result.memory, manifest)),
+                    first_mismatch(reference, result.memory, manifest))
+
+
+def verify(manifest, image, x, engine="reference", *, progress=None, trace=None, strict=False,
+           workers=None, dask=None):
     """Run every input of ``x`` (N, ...) on ``engine`` from the memory ``image``
     described by ``manifest``.  On ``rtl`` each image is also run on the
     reference engine and compared layer by layer.  ``progress``: called once per
     image.  ``trace``: rtl only, an FST waveform of the first image.
     ``strict``: input values that saturate in the input format are an error
-    (otherwise they are counted in the result)."""
+    (otherwise they are counted in the result).  The images run in parallel:
+    ``workers`` at once on this machine (default: one per core on ``rtl``, one
+    on ``reference``, whose engine is Python), or on the Dask cluster ``dask``
+    (:func:`sim.app.parallel.run_parallel`)."""
     if engine not in ENGINES:
         raise CompileError(f"unknown engine {engine!r}; use {' or '.join(ENGINES)}")
-    config = preset(manifest["grid"])
     x = as_batch(x, manifest["input"]["onnx_shape"])
     count, largest, low, high = saturation(x, manifest)
     saturated = Saturation(count, x.size, largest, low, high)
     if strict and saturated.values:
         raise CompileError(f"--strict: {saturated.describe()}")
-    runs = []
-    for n in range(x.shape[0]):
-        img = input_image(image, manifest, x[n])
-        reference = run_reference(img, config)
-        if engine == "reference":
-            runs.append(ImageRun(read_output(reference, manifest), reference))
-        else:
-            result = _run_rtl(img, manifest["grid"], n, trace if n == 0 else None)
-            runs.append(ImageRun(read_output(result.memory, manifest), result.memory, result.cycles,
-                                 tuple(layer_cycles(result.memory, manifest)),
-                                 first_mismatch(reference, result.memory, manifest)))
-        if progress:
-            progress()
+    if engine == "reference" and workers is None:
+        workers = 1
+    jobs = [(manifest, image, x[n], engine, n, trace if n == 0 else None) for n in range(x.shape[0])]
+    runs = run_parallel(_run_one, jobs, workers=workers, dask=dask, done=progress)
     return Verification(engine, manifest, tuple(runs), saturated)
 
 

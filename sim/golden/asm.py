@@ -22,7 +22,7 @@ import numpy as np
 
 from neuflow_hdl.isa import INSTRUCTION_WORDS, INSTRUCTIONS, REGISTERS, Opcode, decode, encode
 
-__all__ = ["AsmError", "assemble", "disassemble", "to_words", "from_words"]
+__all__ = ["AsmError", "assemble", "symbols", "disassemble", "to_words", "from_words"]
 
 
 class AsmError(ValueError):
@@ -49,8 +49,9 @@ def _register(text, where):
     return int(m.group(1))
 
 
-def assemble(source):
-    """Assembly text to a list of 64-bit instruction words."""
+def _parse(source):
+    """``(lines, labels)``: the instruction lines ``(number, raw, text)`` and
+    each label's instruction index."""
     lines = []
     labels = {}
     for number, raw in enumerate(source.splitlines(), 1):
@@ -63,6 +64,17 @@ def assemble(source):
             text = m.group(2).strip()
         if text:
             lines.append((number, raw.strip(), text))
+    return lines, labels
+
+
+def symbols(source):
+    """Each label of ``source`` and the index of the instruction it names."""
+    return _parse(source)[1]
+
+
+def assemble(source):
+    """Assembly text to a list of 64-bit instruction words."""
+    lines, labels = _parse(source)
     program = []
     for number, raw, text in lines:
         where = f"line {number} ({raw!r})"

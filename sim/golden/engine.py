@@ -323,14 +323,21 @@ class GridModel:
             self._fail(f"tile {t.index}: the {source} output has no consumer")
 
 
-def run_program(memory, config, *, max_steps=50_000_000):
+def run_program(memory, config, *, max_steps=50_000_000, snapshots=None):
     """Run the program in ``memory`` (unsigned words) to halt on the ISS with the
-    grid model; returns ``(memory after halt, halt code, instructions)``."""
+    grid model; returns ``(memory after halt, halt code, instructions)``.
+
+    ``snapshots``: a dict whose keys are instruction indices; each key's value
+    becomes a copy of the memory when that instruction is first reached."""
     iss = ISS(memory, width=config.fmt.width, wait_limit=1)
     model = GridModel(config, iss.memory)
     iss.config = model
     steps = 0
+    wanted = set(snapshots or ())
     while not iss.halted:
+        if iss.pc in wanted:
+            snapshots[iss.pc] = iss.memory.copy()
+            wanted.discard(iss.pc)
         model.where = f"instruction {iss.pc}"
         try:
             iss.step()

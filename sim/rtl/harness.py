@@ -1,0 +1,155 @@
+"""The fast simulation build: the processor on Verilator under a C++ main.
+
+:func:`harness_build` elaborates :class:`neuflow_hdl.soc.SimTop` for a grid
+preset, shares its identical modules (:mod:`sim.rtl.share`) and compiles it
+with ``harness.cpp`` (the clock, the reset and the external memory, in C++)
+into one executable.  Builds are cached under ``build/harness`` by a key made
+of everything the executable depends on: the gateware's sources, the preset,
+the harness, the tools' versions and the options.  A cached build is found
+without elaborating the design.
+
+:func:`run_harness` runs an image on it in a subprocess: no Python, VPI or
+cocotb in the run.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from neuflow_hdl.presets import preset
+
+from .share import share_modules
+from .verilator import BUILD_ROOT, lz4_library, verilator_env
+
+__all__ = ["HarnessBuild", "harness_build", "run_harness", "HarnessRun", "HarnessError"]
+
+HARNESS = Path(__file__).resolve().parent / "harness.cpp"
+GATEWARE = Path(__file__).resolve().parents[2] / "neuflow_hdl"
+
+#: Verilator options (Amaranth's output has expected width warnings).
+OPTIONS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT", "-O3",
+           "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
+#: The C++ compiler's optimisation: -O2 runs about as fast as -O3 and builds sooner.
+CXX_OPT = "-O2"
+
+
+class HarnessError(RuntimeError):
+    """The harness could not be built or refused the run."""
+
+
+@dataclass(frozen=True)
+class HarnessBuild:
+    grid: str
+    executable: Path
+    word_bits: int
+    memory_words: int
+    build_seconds: float        #: wall time of the build (0 when it was cached)
+    modules: tuple              #: (modules written by Amaranth, modules after sharing)
+
+
+@dataclass(frozen=True)
+class HarnessRun:
+    halted: bool
+    halt_code: int
+    cycles: int                 #: the processor's cycle counter at halt
+    steps: int                  #: clock cycles simulated (reset and the cycles after halt included)
+    seconds: float              #: wall time of the simulation loop alone
+    dump: Path                  #: the memory after halt, raw words
+    fault: str
+
+
+def _key(grid, config, waves, threads):
+    parts = [HARNESS.read_bytes(), Path(__file__).read_bytes(), (Path(__file__).parent / "share.py").read_bytes(),
+             repr(config).encode(), repr((OPTIONS, CXX_OPT, waves, threads)).encode(),
+             metadata.version("amaranth").encode(), metadata.version("verilator").encode()]
+    parts += [path.read_bytes() for path in sorted(GATEWARE.glob("*.py"))]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()[:16]
+
+
+def harness_build(grid="tiny", *, waves=False, threads=1, jobs=None, quiet=False):
+    """The fast executable for the preset ``grid`` (built once, then cached).
+
+    ``waves``: an FST-tracing build (``+trace=FILE``); ``threads``: Verilator's
+    model threads; ``jobs``: parallel C++ compiles (default: every core)."""
+    config = preset(grid)
+    name = f"soc_{grid.replace('-', '_')}"
+    folder = BUILD_ROOT / "harness" / f"{name}{'-fst' if waves else ''}{f'-t{threads}' if threads > 1 else ''}-{_key(grid, config, waves, threads)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)       # parallel workers share build folders
+        info = folder / "build.json"
+        if info.exists():
+            record = json.loads(info.read_text())
+            return HarnessBuild(grid, folder / "Vtop", config.fmt.width, config.memory_words, 0.0,
+                                tuple(record["modules"]))
+        started = time.monotonic()
+        if not quiet:
+            print(f"harness: building {grid} in {folder}", file=sys.stderr)
+        modules = _compile(config, name, folder, waves, threads, jobs or os.cpu_count() or 1)
+        seconds = time.monotonic() - started
+        info.write_text(json.dumps({"modules": modules, "seconds": seconds}))
+    return HarnessBuild(grid, folder / "Vtop", config.fmt.width, config.memory_words, seconds, tuple(modules))
+
+
+def _compile(config, name, folder, waves, threads, jobs):
+    from amaranth.back import verilog
+
+    from neuflow_hdl.soc import SimTop
+
+    text = verilog.convert(SimTop(config), name=name, emit_src=False)
+    text, before, after = share_modules(text)
+    source = folder / f"{name}.v"
+    source.write_text(text)
+    root = verilator_env()
+    defines = [f"-DBEAT_WORDS={config.beat_words}", f"-DWORD_BITS={config.fmt.width}",
+               f"-DMEMORY_WORDS={config.memory_words}ull", f"-DRESET_CYCLES={SimTop.RESET_CYCLES}"]
+    command = [str(root / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", str(jobs),
+               "--top-module", name, "--prefix", "Vtop", "--Mdir", str(folder / "obj"), "-o", str(folder / "Vtop"),
+               *OPTIONS, "-CFLAGS", " ".join(defines), "-CFLAGS", "-std=c++17",
+               "--output-split", "20000", "--output-split-cfuncs", "2000",
+               "-MAKEFLAGS", f"OPT_FAST={CXX_OPT} OPT_SLOW=-O1 OPT_GLOBAL=-O2 CFG_CXXFLAGS_PCH_I=-include"]
+    if threads > 1:
+        command += ["--threads", str(threads)]
+    if waves:
+        lz4 = lz4_library()
+        command += ["--trace-fst", "-CFLAGS", f"-I{lz4}", "-LDFLAGS", f"-L{lz4}"]
+    command += [str(source), str(HARNESS)]
+    log = folder / "build.log"
+    with open(log, "w") as out:
+        done = subprocess.run(command, cwd=folder, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise HarnessError(f"Verilator build of {name} failed; see {log}:\n" + log.read_text()[-3000:])
+    return [before, after]
+
+
+def run_harness(build, image, work, *, latency=2, jitter=0, seed=1, max_cycles=50_000_000, trace=None):
+    """Run ``image`` (unsigned memory words from address 0) on ``build`` in the
+    folder ``work``; returns a :class:`HarnessRun` (its ``dump`` is in ``work``)."""
+    import numpy as np
+
+    work = Path(work)
+    dtype = np.dtype("<u2") if build.word_bits <= 16 else np.dtype("<u4")
+    np.asarray(image).astype(dtype).tofile(work / "image.bin")
+    command = [str(build.executable), f"+image={work / 'image.bin'}", f"+dump={work / 'dump.bin'}",
+               f"+latency={int(latency)}", f"+jitter={int(jitter)}", f"+seed={int(seed)}",
+               f"+max_cycles={int(max_cycles)}"]
+    if trace is not None:
+        command.append(f"+trace={trace}")
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise HarnessError(f"the simulation of {build.grid} failed (exit {done.returncode}): "
+                           f"{(done.stderr or done.stdout).strip()[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return HarnessRun(halted=bool(result["halted"]), halt_code=int(result["halt_code"]),
+                      cycles=int(result["cycles"]), steps=int(result["steps"]), seconds=float(result["seconds"]),
+                      dump=work / "dump.bin", fault=result["fault"])

@@ -1,0 +1,138 @@
+"""Partitioned runs: a network's layers as independent pieces on the RTL (each
+from a reference checkpoint, with a resume stub), in parallel on threads or on a
+Dask cluster; and the module sharing that keeps big grids' builds small."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler.pipeline import compile_model
+from compiler.pieces import pieces
+from sim.app.partition import TOLERANCE, run_partitioned, run_piece
+from sim.app.verify import verify
+from sim.rtl.runner import soc_build
+from sim.rtl.share import share_modules
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def digits():
+    compiled = compile_model(ROOT / "models" / "digits.onnx", "tiny", reference=False)
+    x = np.random.default_rng(3).normal(0, 1, compiled.graph.input_shape[1:]).astype(np.float32)
+    return compiled, x
+
+
+@pytest.fixture(scope="module")
+def whole(digits):
+    """The whole run's per-layer cycles (one image, one simulation)."""
+    soc_build("tiny")
+    compiled, x = digits
+    result = verify(compiled.manifest(), compiled.image, x[None], "rtl")
+    assert result.bit_exact
+    return result.images[0].layer_cycles
+
+
+def _agree(pieces_cycles, whole_cycles):
+    for n, (a, b) in enumerate(zip(pieces_cycles, whole_cycles)):
+        assert abs(a - b) <= TOLERANCE * b, f"layer {n}: pieces {a}, whole run {b}"
+
+
+@pytest.mark.verilator
+def test_one_piece_per_layer_is_bit_exact_and_adds_up(digits, whole):
+    compiled, x = digits
+    run = run_partitioned(compiled, x, workers=2)
+    assert run.bit_exact, [p.mismatch for p in run.pieces]
+    assert [(p.first, p.stop) for p in run.pieces] == [(n, n + 1) for n in range(len(compiled.layers))]
+    assert len(run.layer_cycles) == len(whole)
+    _agree(run.layer_cycles, whole)
+
+
+@pytest.mark.verilator
+def test_cuts_make_runs_of_layers(digits, whole):
+    compiled, x = digits
+    run = run_partitioned(compiled, x, cuts=[2], workers=1)
+    assert [(p.first, p.stop) for p in run.pieces] == [(0, 2), (2, len(compiled.layers))]
+    assert run.bit_exact
+    _agree(run.layer_cycles, whole)
+
+
+@pytest.mark.verilator
+def test_a_wrong_piece_is_reported(digits):
+    """The check compares the piece's whole data memory with the reference: a
+    reference word changed by one must show up as a mismatch at its address."""
+    compiled, x = digits
+    from compiler.artefacts import input_image
+    piece = pieces(compiled, input_image(compiled.image, compiled.manifest(), x), cuts=[1, 2])[1]
+    output = compiled.buffers[compiled.layers[1].output]
+    at = output.base + output.size // 2
+    piece.expected[at] ^= 1
+    run = run_piece("tiny", piece, compiled.stamps)
+    assert run.mismatch is not None and f"{at:#x}" in run.mismatch
+
+
+@pytest.mark.verilator
+def test_pieces_on_a_dask_cluster(digits, whole):
+    """The same pieces on a local Dask cluster: the same cycles, bit-exact."""
+    distributed = pytest.importorskip("distributed")
+    compiled, x = digits
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        done = []
+        run = run_partitioned(compiled, x, dask=client, done=lambda: done.append(1))
+    assert run.bit_exact
+    assert len(done) == len(compiled.layers)
+    _agree(run.layer_cycles, whole)
+
+
+def test_cuts_are_checked(digits):
+    compiled, x = digits
+    from compiler import CompileError
+    with pytest.raises(CompileError, match="cuts"):
+        pieces(compiled, compiled.image, cuts=[0])
+
+
+SHARED = """/* header */
+
+(* generator = "Amaranth" *)
+module top(clk, a, y);
+  input clk;
+  \\top.left  left (
+    .a(a)
+  );
+  \\top.right  right (
+    .a(a)
+  );
+  \\top.odd  \\join  (
+    .a(a)
+  );
+endmodule
+
+(* generator = "Amaranth" *)
+module \\top.left (a);
+  reg \\$auto$verilog_backend.cc:2355:dump_module$1  = 0;
+  assign y = a + 1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \\top.right (a);
+  reg \\$auto$verilog_backend.cc:2355:dump_module$2  = 0;
+  assign y = a + 1;
+endmodule
+
+(* generator = "Amaranth" *)
+module \\top.odd (a);
+  assign y = a + 2;
+endmodule
+"""
+
+
+def test_share_modules_keeps_one_of_each_identical_module():
+    text, before, after = share_modules(SHARED, separate=10)
+    assert (before, after) == (4, 3)
+    assert "module \\top.right" not in text and "module \\top.left" in text
+    assert text.count("\\top.left  left (") == 1 and "\\top.left  right (" in text
+    assert "\\top.odd  \\join  (" in text                 # a distinct module is left alone
+    assert text.startswith("/* header */")
+    assert text.count("no_inline_module") == 1            # the shared one, not the others
