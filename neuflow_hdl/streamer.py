@@ -237,7 +237,10 @@ class StreamPort(wiring.Component):
         row_done = col == d.width - 1
         complete = (offset == B - 1) | row_done
         word_bits = (self.i.payload.data.as_unsigned() << (offset * W))[:B * W]
-        m.d.comb += self.i.ready.eq(writing & ~self.start & (~out_valid | self.bus.cmd.ready))
+        # A word that completes a beat needs the beat register free (or leaving
+        # now); the others only pack, so a beat waiting for the bus stalls the
+        # stream only when the next beat is complete too.
+        m.d.comb += self.i.ready.eq(writing & ~self.start & (~out_valid | self.bus.cmd.ready | ~complete))
         accepted = self.i.valid & self.i.ready
         sent = out_valid & self.bus.cmd.ready & writing
         with m.If(sent):

@@ -18,7 +18,7 @@ from compiler.pieces import pieces
 
 from .parallel import run_parallel
 
-__all__ = ["TOLERANCE", "PieceRun", "PartitionedRun", "run_piece", "run_partitioned"]
+__all__ = ["TOLERANCE", "PieceRun", "PartitionedRun", "run_piece", "run_partitioned", "run_networks"]
 
 #: How far the pieces' cycles may differ from a whole run's, as a fraction of
 #: each layer's cycles.  A piece starts every layer from the state the whole
@@ -85,13 +85,25 @@ def run_partitioned(compiled, x, *, cuts=None, workers=None, dask=None, done=Non
     """Run the input ``x`` (one image, the ONNX input shape without N) through
     ``compiled`` as pieces (one per layer, or cut before the layer indices
     ``cuts``) on the RTL, in parallel; a :class:`PartitionedRun`."""
+    return run_networks([(compiled, x, cuts)], workers=workers, dask=dask, done=done)[0]
+
+
+def run_networks(networks, *, workers=None, dask=None, done=None):
+    """:func:`run_partitioned` of several ``(compiled, x, cuts)`` at once: every
+    piece of every network in one pool, the longest (by the estimate) first, so
+    the pool finishes as soon as the longest piece allows.  A list of
+    :class:`PartitionedRun`, one per network; ``done`` is called per piece."""
     started = time.monotonic()
-    image = input_image(compiled.image, compiled.manifest(), x)
-    parts = pieces(compiled, image, cuts)
-    # Longest first (by the estimate): the pool finishes sooner when the big pieces start early.
-    estimated = [sum(l.cycles for l in compiled.layers[p.first:p.stop]) for p in parts]
-    order = sorted(range(len(parts)), key=lambda n: -estimated[n])
-    runs = run_parallel(run_piece, [(compiled.grid, parts[n], compiled.stamps) for n in order],
-                        workers=workers, dask=dask, done=done)
-    by_index = dict(zip(order, runs))
-    return PartitionedRun(tuple(by_index[n] for n in range(len(parts))), time.monotonic() - started)
+    jobs, owners = [], []
+    for n, (compiled, x, cuts) in enumerate(networks):
+        image = input_image(compiled.image, compiled.manifest(), x)
+        for piece in pieces(compiled, image, cuts):
+            estimate = sum(l.cycles for l in compiled.layers[piece.first:piece.stop])
+            jobs.append((estimate, (compiled.grid, piece, compiled.stamps)))
+            owners.append(n)
+    order = sorted(range(len(jobs)), key=lambda k: -jobs[k][0])
+    runs = run_parallel(run_piece, [jobs[k][1] for k in order], workers=workers, dask=dask, done=done)
+    by_job = dict(zip(order, runs))
+    seconds = time.monotonic() - started
+    return [PartitionedRun(tuple(by_job[k] for k in range(len(jobs)) if owners[k] == n), seconds)
+            for n in range(len(networks))]
