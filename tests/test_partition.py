@@ -73,17 +73,24 @@ def test_a_wrong_piece_is_reported(digits):
 
 
 @pytest.mark.verilator
-def test_pieces_on_a_dask_cluster(digits, whole):
-    """The same pieces on a local Dask cluster: the same cycles, bit-exact."""
+def test_pieces_and_images_on_a_dask_cluster(digits, whole):
+    """The same pieces on a local Dask cluster: the same cycles, bit-exact; and a
+    batch of images there gives what it gives on this machine's threads."""
     distributed = pytest.importorskip("distributed")
     compiled, x = digits
+    batch = np.random.default_rng(5).normal(0, 1, (3, *x.shape)).astype(np.float32)
+    local = verify(compiled.manifest(), compiled.image, batch, "rtl", workers=2)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         done = []
         run = run_partitioned(compiled, x, dask=client, done=lambda: done.append(1))
+        remote = verify(compiled.manifest(), compiled.image, batch, "rtl", dask=client)
     assert run.bit_exact
     assert len(done) == len(compiled.layers)
     _agree(run.layer_cycles, whole)
+    assert remote.bit_exact and local.bit_exact
+    np.testing.assert_array_equal(remote.outputs, local.outputs)
+    assert [r.layer_cycles for r in remote.images] == [r.layer_cycles for r in local.images]
 
 
 def test_cuts_are_checked(digits):

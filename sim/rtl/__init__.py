@@ -1,2 +1,3 @@
-"""Running the RTL: cached Verilator builds, the cocotb runner of a memory image,
-and the memory model for Amaranth's simulator.  They import only :mod:`neuflow_hdl`."""
+"""Running the RTL: the fast Verilator harness that runs a memory image to halt,
+cached Verilator builds for the cocotb unit benches, and the memory model for
+Amaranth's simulator.  They import only :mod:`neuflow_hdl`."""

@@ -50,8 +50,9 @@ class HarnessBuild:
     executable: Path
     word_bits: int
     memory_words: int
-    build_seconds: float        #: wall time of the build (0 when it was cached)
+    build_seconds: float        #: wall time of the build (when it was made, if it was cached)
     modules: tuple              #: (modules written by Amaranth, modules after sharing)
+    cached: bool                #: found built
 
 
 @dataclass(frozen=True)
@@ -90,15 +91,16 @@ def harness_build(grid="tiny", *, waves=False, threads=1, jobs=None, quiet=False
         info = folder / "build.json"
         if info.exists():
             record = json.loads(info.read_text())
-            return HarnessBuild(grid, folder / "Vtop", config.fmt.width, config.memory_words, 0.0,
-                                tuple(record["modules"]))
+            return HarnessBuild(grid, folder / "Vtop", config.fmt.width, config.memory_words,
+                                record["seconds"], tuple(record["modules"]), True)
         started = time.monotonic()
         if not quiet:
             print(f"harness: building {grid} in {folder}", file=sys.stderr)
         modules = _compile(config, name, folder, waves, threads, jobs or os.cpu_count() or 1)
         seconds = time.monotonic() - started
         info.write_text(json.dumps({"modules": modules, "seconds": seconds}))
-    return HarnessBuild(grid, folder / "Vtop", config.fmt.width, config.memory_words, seconds, tuple(modules))
+    return HarnessBuild(grid, folder / "Vtop", config.fmt.width, config.memory_words, seconds, tuple(modules),
+                        False)
 
 
 def _compile(config, name, folder, waves, threads, jobs):
