@@ -33,6 +33,7 @@ class Layer:
     notes: tuple
     pass_cycles: tuple              #: estimated cycles per pass (:mod:`compiler.cost`)
     error_bound: float
+    pass_costs: tuple = ()          #: each pass's :class:`~compiler.cost.PassCost`
 
     @property
     def cycles(self):
@@ -192,8 +193,13 @@ def layer_cycles(memory, manifest):
     return [values[i + 1] - values[i] for i in range(n)]
 
 
+#: The report's pictures (:mod:`compiler.charts`), written beside it.
+CYCLES_CHART, ROOFLINE_CHART = "cycles.png", "roofline.png"
+
+
 def write_outputs(compiled, outdir):
-    """image.hex, image.npy, manifest.json, program.s (listing) and report.md in ``outdir``."""
+    """image.hex, image.npy, manifest.json, program.s (listing), report.md and
+    its two pictures in ``outdir``."""
     out = Path(outdir)
     manifest = compiled.manifest()
     try:
@@ -203,10 +209,47 @@ def write_outputs(compiled, outdir):
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=_json))
         (out / "program.s").write_text(compiled.source)
         (out / "report.md").write_text(report(compiled, manifest))
+        write_charts(compiled, out, f"{out.name} on {compiled.grid}")
     except OSError as exc:
         raise CompileError(f"{exc.filename or out}: cannot write the compiled network "
                            f"({exc.strerror or exc})") from None
     return manifest
+
+
+def write_charts(compiled, out, title):
+    """The report's two pictures of ``compiled`` in the folder ``out``."""
+    from .charts import cycles_chart, roofline_chart
+    cycles_chart(compiled.layers, compiled.config, Path(out) / CYCLES_CHART,
+                 f"Where the cycles go: {title}")
+    roofline_chart(compiled.layers, compiled.config, Path(out) / ROOFLINE_CHART,
+                   f"Against the grid's limits: {title}")
+
+
+def _where_the_cycles_go(compiled):
+    """The report's table: each layer's MAC slots by cause (:mod:`compiler.utilisation`)."""
+    from .utilisation import CAUSES, layer_split
+    c = compiled.config
+    slots = c.tiles * c.kernel ** 2
+    lines = ["", "## Where the cycles go", "",
+             f"Each layer's convolver MAC slots ({slots} a cycle: {c.tiles} tiles of {c.kernel} x "
+             f"{c.kernel}) by cause, as shares of its estimated cycles (the causes follow the cost "
+             f"model term by term; see `compiler/utilisation.py`).", "",
+             f"![cycles per layer by cause]({CYCLES_CHART}) ![each layer against the MAC and "
+             f"memory-bus bounds]({ROOFLINE_CHART})", "",
+             "| layer | cycles | " + " | ".join(CAUSES) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in CAUSES) + " |"]
+    total = dict.fromkeys(CAUSES, 0)
+    for layer in compiled.layers:
+        split = layer_split(layer, c)
+        for cause in CAUSES:
+            total[cause] += split[cause]
+        whole = max(sum(split.values()), 1)
+        lines.append(f"| {_cell(layer.name)} | {layer.cycles} | " +
+                     " | ".join(f"{100 * split[cause] / whole:.1f}%" for cause in CAUSES) + " |")
+    whole = max(sum(total.values()), 1)
+    lines.append(f"| **all** | {sum(l.cycles for l in compiled.layers)} | " +
+                 " | ".join(f"{100 * total[cause] / whole:.1f}%" for cause in CAUSES) + " |")
+    return lines
 
 
 def _json(value):
@@ -245,6 +288,7 @@ def report(compiled, manifest):
         lines.append(f"| {l['index']} | {_cell(l['name'])} | {l['op']} | {'x'.join(map(str, l['shape']))} "
                      f"| {l['passes']} | {l['macs']} | {l['estimated_cycles']} | {100 * util:.1f}% "
                      f"| {l['error_bound']:.3g} |")
+    lines += _where_the_cycles_go(compiled)
     notes = [f"- {_cell(l['name'])}: {n}" for l in manifest["layers"] for n in l["notes"]]
     if notes:
         lines += ["", "Notes:", ""] + notes

@@ -100,7 +100,7 @@ def _layers(graph, lowered, program, bounds):
                        node.onnx_outputs[-1] if node.onnx_outputs else None,
                        graph.shapes[node.output], code.passes, low.macs,
                        low.notes + tuple(dict.fromkeys(code.blockings)), code.pass_cycles,
-                       bounds[node.output])
+                       bounds[node.output], code.costs)
                  for node, low, code in zip(graph.nodes, lowered, program.layers))
 
 

@@ -25,8 +25,13 @@ TRIALS = 3
 class LayerCode:
     """One layer scheduled and emitted."""
     passes: tuple
-    pass_cycles: tuple      #: estimated cycles of each pass (the cost model on the emitted code)
+    costs: tuple            #: the :class:`~compiler.cost.PassCost` of each pass as emitted
     blockings: tuple        #: the chosen blocking of each convolution job, for the report
+
+    @property
+    def pass_cycles(self):
+        """Estimated cycles of each pass (the cost model on the emitted code)."""
+        return tuple(pass_cycles(c) for c in self.costs)
 
     @property
     def cycles(self):
@@ -63,11 +68,11 @@ def _ranked(job, config):
     return [(name, packing) for _, _, name, packing in ranked]
 
 
-def _emit(gen, title, passes, config):
-    """Emit a layer into a fork of ``gen``: (trial, per-pass cycles)."""
+def _emit(gen, title, passes):
+    """Emit a layer into a fork of ``gen``: (trial, per-pass costs, their cycles)."""
     trial = gen.fork()
-    costs = trial.emit_layer(title, passes)
-    return trial, tuple(pass_cycles(c) for c in costs)
+    costs = tuple(trial.emit_layer(title, passes))
+    return trial, costs, sum(pass_cycles(c) for c in costs)
 
 
 def schedule_layer(gen, title, lowered, config, window):
@@ -76,18 +81,17 @@ def schedule_layer(gen, title, lowered, config, window):
     jobs before it) costs least."""
     if not lowered.convolutions:          # one schedule: no trials
         passes = stream_passes(list(lowered.jobs), config, window)
-        costs = gen.emit_layer(title, passes)
-        return LayerCode(tuple(passes), tuple(pass_cycles(c) for c in costs), ())
+        return LayerCode(tuple(passes), tuple(gen.emit_layer(title, passes)), ())
     chosen, blockings = [], []
     for job in lowered.jobs:
         best = None
         for name, packing in _ranked(job, config)[:TRIALS]:
             passes = chosen + conv_passes(job, config, window, packing)
-            trial, cycles = _emit(gen, title, passes, config)
-            if best is None or sum(cycles) < sum(best[2]):
-                best = (passes, trial, cycles, name)
+            trial, costs, cycles = _emit(gen, title, passes)
+            if best is None or cycles < best[3]:
+                best = (passes, trial, costs, cycles, name)
         chosen = best[0]
-        blockings.append(best[3])
+        blockings.append(best[4])
     gen.adopt(best[1])
     return LayerCode(tuple(chosen), best[2], tuple(blockings))
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from compiler.artefacts import write_outputs
 from compiler.pipeline import compile_model
 from neuflow_hdl.presets import PRESETS, preset
 from neuflow_hdl.soc import SoC
@@ -36,6 +37,8 @@ PYSIM_CYCLES = 3000
 REPEAT = 20         #: image passes per run, so the run outlasts start-up
 #: The frame: 320x240 alone, then the two small scales packed (the compiler bench's best schedule).
 FRAME = ((240, 320), SMALL_CANVAS)
+#: Where the frame's networks are written, each with its report and pictures.
+REPORTS = Path(__file__).resolve().parents[2] / "build" / "bench"
 
 
 def harness_speed(grid):
@@ -102,9 +105,12 @@ def bench_frame(workers=None, dask=None):
             path = Path(workdir) / f"scene_{width}x{height}.onnx"
             onnx.save(scene_parsing(height, width, rng), path)
             compiled = compile_model(path, GRID, reference=False)
+            write_outputs(compiled, REPORTS / f"scene_{width}x{height}")
             networks.append((compiled, rng.normal(0.0, 1.0, (3, height, width)).astype(np.float32), None))
             names.append(f"{width}x{height}")
     compiled_at = time.monotonic()
+    print(f"  reports, with where the cycles go (estimated) in pictures: "
+          f"{', '.join(str(REPORTS / f'scene_{w}x{h}' / 'report.md') for h, w in FRAME)}")
     count = sum(len(c.layers) for c, _, _ in networks)
     with image_bar(count, desc="  pieces", unit="piece") as bar:
         runs = run_networks(networks, workers=workers, dask=dask, done=bar.update)

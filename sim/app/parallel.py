@@ -46,7 +46,7 @@ def _on_dask(function, jobs, dask, done):
         client = dask
     else:
         try:
-            client = Client(dask, timeout="20s")
+            client = Client(dask, timeout="10s")
         except (OSError, TimeoutError, ValueError) as exc:
             raise RuntimeError(f"--dask {dask}: cannot reach the scheduler ({exc})") from None
     try:
