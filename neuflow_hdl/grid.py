@@ -132,7 +132,7 @@ class Grid(wiring.Component):
                     m.d.comb += [line.valid.eq(1), line.payload.eq(port.payload)]
                 m.d.comb += port.ready.eq(mine & line.ready)
                 taken = taken | port.valid
-            drivers = [t.global_driven[g] for t in all_tiles]
-            conflicts.append(Cat(a & b for i, a in enumerate(drivers) for b in drivers[i + 1:]).any()
-                             if len(drivers) > 1 else 0)
+            # Two or more drivers: clearing the lowest set bit leaves one set.
+            drivers = Cat(t.global_driven[g] for t in all_tiles)
+            conflicts.append((drivers & (drivers - 1)) != 0)
         return conflicts

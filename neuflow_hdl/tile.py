@@ -14,7 +14,16 @@ from .regs import (ALU_CONFIG, CONFIG_ADDRESS, CONTROL, CONTROL_REG, CONV_CONFIG
                    router_sinks, router_sources, sample_layout, hdl_write_registers)
 from .stream import StreamFIFO
 
-__all__ = ["Tile"]
+__all__ = ["Tile", "Routes"]
+
+
+class Routes:
+    """A tile's active routes: ``select`` (each sink's source code), ``users``
+    (per source, bit ``k`` set when sink ``k`` selects it) and ``error`` (a
+    select is illegal); the decodes change only when the selects do."""
+
+    def __init__(self, select, users, error):
+        self.select, self.users, self.error = select, users, error
 
 #: Words of each tile-output FIFO (StreamFIFO needs 3 or more for full rate).
 OUTPUT_DEPTH = 4
@@ -78,14 +87,14 @@ class Tile(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        start, flush, cfg, select = self._configuration(m)
+        start, flush, cfg, routes = self._configuration(m)
         conv, alu, mapper, bank = self._operators(m, start, flush, cfg)
         sink_fifo, out_fifos = self._sink_fifos(m, flush, conv, alu, mapper, bank)
         sources = ([getattr(self, f"{d}_in") for d in NEIGHBOURS] + list(self.global_in) +
                    [conv.o, alu.o, mapper.o] + [bank.o[n] for n in range(self._fifos)])
         assert len(sources) == len(self.sources)
-        self._router(m, sources, sink_fifo, select)
-        self._status(m, start, flush, select, (conv, alu, mapper, bank), out_fifos)
+        self._router(m, sources, sink_fifo, routes)
+        self._status(m, start, flush, routes, (conv, alu, mapper, bank), out_fifos)
         return m
 
     def _configuration(self, m):
@@ -105,19 +114,31 @@ class Tile(wiring.Component):
             hdl_write_registers(m, shadow, self.we & (self.addr.unit == unit), self.addr.reg, self.wdata)
             with m.If(start):
                 m.d.sync += active.eq(shadow)
-            return active
+            return shadow, active
 
-        cfg = {Unit.CONVOLVER: registers(Unit.CONVOLVER, CONV_CONFIG),
-               Unit.ALU: registers(Unit.ALU, ALU_CONFIG),
-               Unit.MAPPER: registers(Unit.MAPPER, mapper_config_layout(self._fmt.width, self._segments)),
-               Unit.FIFO_BANK: registers(Unit.FIFO_BANK, data.StructLayout({"chain": self._fifos}))}
+        cfg = {Unit.CONVOLVER: registers(Unit.CONVOLVER, CONV_CONFIG)[1],
+               Unit.ALU: registers(Unit.ALU, ALU_CONFIG)[1],
+               Unit.MAPPER: registers(Unit.MAPPER, mapper_config_layout(self._fmt.width, self._segments))[1],
+               Unit.FIFO_BANK: registers(Unit.FIFO_BANK, data.StructLayout({"chain": self._fifos}))[1]}
         # One register per sink: ROUTE_BITS of every 32-bit register are used.
         route_regs = data.ArrayLayout(data.StructLayout({"select": ROUTE_BITS,
                                                          "reserved": REGISTER_BITS - ROUTE_BITS}),
                                       len(self.sinks))
-        routes = registers(Unit.ROUTER, route_regs,
-                           init=[{"select": ROUTE_NONE}] * len(self.sinks))
-        return start, flush, cfg, [routes[k].select for k in range(len(self.sinks))]
+        shadow, active = registers(Unit.ROUTER, route_regs, init=[{"select": ROUTE_NONE}] * len(self.sinks))
+        return start, flush, cfg, self._routes(m, start, [shadow[k].select for k in range(len(self.sinks))],
+                                               [active[k].select for k in range(len(self.sinks))])
+
+    def _routes(self, m, start, shadow, select):
+        """The active routes, and their decodes made active with them (from the
+        shadow selects, on the same ``start``): per source the mask of the sinks
+        selecting it, and whether a select is illegal.  So the router's forks
+        and the status compare no select in the cycles between starts."""
+        users = [Signal(len(self.sinks), name=f"users_{name}") for name in self.sources]
+        error = Signal()
+        with m.If(start):
+            m.d.sync += [mask.eq(Cat(sel == s for sel in shadow)) for s, mask in enumerate(users)]
+            m.d.sync += error.eq(self._illegal(shadow))
+        return Routes(select, users, error)
 
     def _operators(self, m, start, flush, cfg):
         """The convolver, StreamALU, mapper and FIFO bank, emptied by flush.  They
@@ -165,19 +186,21 @@ class Tile(wiring.Component):
         assert len(sink_fifo) == len(self.sinks)
         return sink_fifo, out_fifos
 
-    def _router(self, m, sources, sink_fifo, select):
+    def _router(self, m, sources, sink_fifo, routes):
         """Forks that wait for every consumer: a source moves a word when every
         sink selecting it is ready (a global line's word moves when the grid
         commits it across all tiles)."""
         first_global = len(NEIGHBOURS)
+        ready = Signal(len(self.sinks))
+        m.d.comb += ready.eq(Cat(sink.ready for sink in sink_fifo))
+        select = routes.select
         fire = []
         for s, source in enumerate(sources):
-            users = [select[k] == s for k in range(len(self.sinks))]
             all_ready = Signal(name=f"all_ready_{self.sources[s]}")
             used = Signal(name=f"used_{self.sources[s]}")
             m.d.comb += [
-                all_ready.eq(Cat(~u | sink.ready for u, sink in zip(users, sink_fifo)).all()),
-                used.eq(Cat(users).any()),
+                all_ready.eq((routes.users[s] & ~ready) == 0),
+                used.eq(routes.users[s].any()),
             ]
             moved = Signal(name=f"fire_{self.sources[s]}")
             if first_global <= s < first_global + self._globals:
@@ -193,9 +216,9 @@ class Tile(wiring.Component):
                     with m.Case(s):
                         m.d.comb += [sink.valid.eq(fire[s]), sink.payload.eq(source.payload)]
 
-    def _route_error(self, m, select):
-        """A sink selects a source that does not exist (or a missing neighbour)."""
-        route_error = Signal()
+    def _illegal(self, select):
+        """Whether a sink selects a source that does not exist (or a missing
+        neighbour): an expression of the selects ``select``."""
         bad = []
         for k, name in enumerate(self.sinks):
             legal = [s for s, src in enumerate(self.sources)
@@ -205,13 +228,12 @@ class Tile(wiring.Component):
                           and not self._neighbours[NEIGHBOURS.index(name[:-4])])
             ok = Cat(select[k] == s for s in legal).any() if exists else 0
             bad.append(~ok & (select[k] != ROUTE_NONE))
-        m.d.comb += route_error.eq(Cat(bad).any())
-        return route_error
+        return Cat(bad).any()
 
-    def _status(self, m, start, flush, select, units, out_fifos):
+    def _status(self, m, start, flush, routes, units, out_fifos):
         """STATUS: busy, done, and the error causes; which global outputs this tile drives."""
         conv, alu, mapper, bank = units
-        route_error = self._route_error(m, select)
+        select, route_error = routes.select, routes.error
         for g in range(self._globals):
             m.d.comb += self.global_driven[g].eq(select[self.sinks.index(f"global_out_{g}")] != ROUTE_NONE)
         holding = Cat([conv.busy, alu.busy, mapper.busy] +

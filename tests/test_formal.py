@@ -232,19 +232,20 @@ def test_a_port_outside_its_window_never_touches_memory(tmp_path, broken):
 
 
 class _ProbedTile(Tile):
-    """A tile that keeps its router's sources, sink FIFOs and selects for a harness."""
+    """A tile that keeps its router's sources, sink FIFOs and routes for a harness."""
 
-    def _router(self, m, sources, sink_fifo, select):
-        self.probe = (sources, sink_fifo, select)
-        return super()._router(m, sources, sink_fifo, select)
+    def _router(self, m, sources, sink_fifo, routes):
+        self.probe = (sources, sink_fifo, routes)
+        return super()._router(m, sources, sink_fifo, routes)
 
 
 class _AnyReadyTile(_ProbedTile):
     """Broken on purpose: a source moves a word when any reader is ready, so a
     reader that is not ready misses it."""
 
-    def _router(self, m, sources, sink_fifo, select):
-        self.probe = (sources, sink_fifo, select)
+    def _router(self, m, sources, sink_fifo, routes):
+        self.probe = (sources, sink_fifo, routes)
+        select = routes.select
         for s, source in enumerate(sources):
             users = [select[k] == s for k in range(len(self.sinks))]
             m.d.comb += source.ready.eq(Cat(u & sink.ready for u, sink in zip(users, sink_fifo)).any())
@@ -264,7 +265,8 @@ class ForkSpec(Elaboratable):
     a word exactly when the source moves one, and a source moves one only when
     every sink selecting it is ready (so none is dropped or duplicated); a
     source's ready is a function of the selects and the sinks' readiness
-    alone (no path from its valid); an unrouted sink gets nothing."""
+    alone (no path from its valid); an unrouted sink gets nothing; the
+    router's decode of the routes always equals the routes."""
 
     def __init__(self, tile_class):
         self.tile = tile_class(kernel=1, max_width=2, globals_=2, fifos=1, fifo_depth=3,
@@ -275,7 +277,8 @@ class ForkSpec(Elaboratable):
         m = Module()
         tile = self.tile
         m.submodules.tile = tile.elaborate(platform)
-        sources, sinks, select = tile.probe
+        sources, sinks, routes = tile.probe
+        select = routes.select
         m.d.comb += [Assume(~ResetSignal()), tile.addr.as_value().eq(AnySeq(len(tile.addr.as_value()))),
                      tile.wdata.eq(AnySeq(len(tile.wdata))), tile.we.eq(AnySeq(1))]
         for d in NEIGHBOURS:
@@ -291,6 +294,8 @@ class ForkSpec(Elaboratable):
         first_global = len(NEIGHBOURS)
         for s, source in enumerate(sources):
             users = [sel == s for sel in select]
+            # The router's decode of the routes is the routes (it changes with them).
+            m.d.comb += Assert(routes.users[s] == Cat(users))
             ready = Cat(~u | sink.ready for u, sink in zip(users, sinks)).all()
             if first_global <= s < first_global + tile._globals:
                 moved = tile.global_commit[s - first_global]
