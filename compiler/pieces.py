@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neuflow_hdl.isa import INSTRUCTION_WORDS
+from neuflow_hdl.isa import INSTRUCTION_WORDS, Opcode, decode
 from neuflow_hdl.numerics import unsigned_words
-from sim.golden.asm import assemble, symbols, to_words
+from sim.golden.asm import assemble, from_words, symbols, to_words
 from sim.golden.engine import run_program
 
 from .codegen import CodeGen, WeightFrames, layer_label
@@ -65,6 +65,16 @@ def _patch(image, index, source):
     image[index * INSTRUCTION_WORDS:index * INSTRUCTION_WORDS + len(words)] = words
 
 
+def _halt_after_stamp(image, start, width):
+    """``halt 0`` after the cycle stamp that begins a layer at instruction
+    ``start`` (:meth:`~compiler.codegen.CodeGen.layer`: ``cycles``, ``st``)."""
+    base = start * INSTRUCTION_WORDS
+    stamp = [decode(word)[0] for word in from_words(image[base:base + 2 * INSTRUCTION_WORDS], width)]
+    if stamp != [Opcode.CYCLES.value, Opcode.ST.value]:
+        raise CompileError(f"instruction {start}: a layer does not begin with its cycle stamp")
+    _patch(image, start + 2, "halt 0\n")
+
+
 def piece_image(compiled, memory, first, stop):
     """The image of layers ``first .. stop - 1`` from ``memory``, the memory at
     the start of layer ``first``."""
@@ -72,8 +82,7 @@ def piece_image(compiled, memory, first, stop):
     config = compiled.config
     image = np.array(memory, dtype=np.int64)
     if stop < len(starts):
-        # The layer's cycle stamp is its first two instructions ('cycles', 'st').
-        _patch(image, starts[stop] + 2, "halt 0\n")
+        _halt_after_stamp(image, starts[stop], config.fmt.width)
     if first == 0:
         return image
     gen = CodeGen(config, compiled.stamps, WeightFrames(align_up(len(image), ALIGN)))
