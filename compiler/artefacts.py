@@ -199,7 +199,8 @@ CYCLES_CHART, ROOFLINE_CHART = "cycles.png", "roofline.png"
 
 def write_outputs(compiled, outdir):
     """image.hex, image.npy, manifest.json, program.s (listing), report.md and
-    its two pictures in ``outdir``."""
+    its two pictures, and states.json (each layer's machine state, for
+    partitioned runs: :mod:`compiler.pieces`) in ``outdir``."""
     out = Path(outdir)
     manifest = compiled.manifest()
     try:
@@ -209,6 +210,7 @@ def write_outputs(compiled, outdir):
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=_json))
         (out / "program.s").write_text(compiled.source)
         (out / "report.md").write_text(report(compiled, manifest))
+        (out / "states.json").write_text(json.dumps([state.to_json() for state in compiled.entries]))
         write_charts(compiled, out, f"{out.name} on {compiled.grid}")
     except OSError as exc:
         raise CompileError(f"{exc.filename or out}: cannot write the compiled network "

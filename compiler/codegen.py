@@ -105,6 +105,42 @@ class MachineState:
     shadow: dict
     loaded: dict
 
+    def to_json(self):
+        return {"shadow": [[a, v] for a, v in self.shadow.items()],
+                "loaded": [[t, np.frombuffer(k, dtype=np.int64).tolist()] for t, k in self.loaded.items()]}
+
+    @classmethod
+    def from_json(cls, data, config):
+        """A state from :meth:`to_json` (untrusted: ``ValueError`` naming what is
+        out of shape or range)."""
+        if not isinstance(data, dict) or set(data) != {"shadow", "loaded"}:
+            raise ValueError("a state is an object with 'shadow' and 'loaded'")
+        shadow, loaded = {}, {}
+        for pair in _pairs(data["shadow"], "shadow"):
+            address, value = pair
+            if not (_whole(address) and 0 <= address < 1 << 24 and _whole(value) and 0 <= value < 1 << 32):
+                raise ValueError(f"shadow entry {pair!r}: not a configuration address and 32-bit value")
+            shadow[address] = value
+        low, high = -(1 << (config.fmt.width - 1)), (1 << (config.fmt.width - 1)) - 1
+        for pair in _pairs(data["loaded"], "loaded"):
+            tile, kernel = pair
+            if not (_whole(tile) and 0 <= tile < config.tiles and isinstance(kernel, list) and
+                    len(kernel) == config.kernel ** 2 and all(_whole(w) and low <= w <= high for w in kernel)):
+                raise ValueError(f"loaded entry for tile {tile!r}: not a tile of the grid and its "
+                                 f"{config.kernel ** 2} weights")
+            loaded[tile] = np.array(kernel, dtype=np.int64).tobytes()
+        return cls(shadow, loaded)
+
+
+def _whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _pairs(items, what):
+    if not isinstance(items, list) or not all(isinstance(p, list) and len(p) == 2 for p in items):
+        raise ValueError(f"'{what}' is a list of pairs")
+    return items
+
 
 @dataclass
 class CodeGen:

@@ -18,20 +18,71 @@ engine's memory at the start of layer ``stop`` (or at the end).  The stub's
 cycles fall before the first stamp and are not counted.
 """
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from neuflow_hdl.isa import INSTRUCTION_WORDS, Opcode, decode
 from neuflow_hdl.numerics import unsigned_words
-from sim.golden.asm import assemble, from_words, symbols, to_words
+from neuflow_hdl.presets import preset
+from sim.golden.asm import AsmError, assemble, from_words, symbols, to_words
 from sim.golden.engine import run_program
 
-from .codegen import CodeGen, WeightFrames, layer_label
+from .artefacts import load_compiled
+from .codegen import CodeGen, MachineState, WeightFrames, layer_label
 from .errors import CompileError
 from .layout import ALIGN, align_up
 
-__all__ = ["Piece", "layer_starts", "checkpoints", "piece_image", "pieces"]
+__all__ = ["Resumable", "Piece", "STATES", "layer_starts", "checkpoints", "piece_image", "pieces",
+           "load_resumable"]
+
+#: The file of a compiled directory that holds each layer's machine state.
+STATES = "states.json"
+
+
+@dataclass(frozen=True, eq=False)
+class Resumable:
+    """What cutting a compiled network into pieces needs: its grid, its program
+    (assembly source, for the layers' labels), the cycle-stamp table, the
+    manifest and image, and the :class:`~compiler.codegen.MachineState` each
+    layer's code starts from."""
+    grid: str
+    config: object
+    source: str
+    stamps: int
+    entries: tuple
+    manifest: dict
+    image: np.ndarray
+
+    @classmethod
+    def of(cls, compiled):
+        """The :class:`Resumable` of a :class:`~compiler.artefacts.Compiled`."""
+        return cls(compiled.grid, compiled.config, compiled.source, compiled.stamps, compiled.entries,
+                   compiled.manifest(), compiled.image)
+
+
+def load_resumable(directory):
+    """The :class:`Resumable` of a directory ``neuflow compile`` wrote (its
+    manifest, image, program.s and states.json, all checked: a CompileError
+    names the file that is missing or out of shape)."""
+    manifest, image = load_compiled(directory)
+    d = Path(directory)
+    try:
+        config = preset(manifest["grid"])
+        source = (d / "program.s").read_text()
+        states = json.loads((d / STATES).read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise CompileError(f"{d}: no readable program.s and {STATES} ({exc}); compile again") from None
+    layers = len(manifest["layers"])
+    if not isinstance(states, list) or len(states) != layers:
+        raise CompileError(f"{d / STATES}: not one machine state per layer ({layers}); compile again")
+    try:
+        entries = tuple(MachineState.from_json(state, config) for state in states)
+    except ValueError as exc:
+        raise CompileError(f"{d / STATES}: {exc}; compile again") from None
+    return Resumable(manifest["grid"], config, source, manifest["stamps"], entries, manifest, image)
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,18 +94,21 @@ class Piece:
     data_base: int                  #: the words from here up are compared (below: program, stamps)
 
 
-def layer_starts(compiled):
-    """The instruction index of each layer's first instruction."""
-    labels = symbols(compiled.source)
-    return [labels[layer_label(n)] for n in range(len(compiled.layers))]
+def layer_starts(net):
+    """The instruction index of each layer's first instruction (``net``: a :class:`Resumable`)."""
+    try:
+        labels = symbols(net.source)
+        return [labels[layer_label(n)] for n in range(len(net.entries))]
+    except (AsmError, KeyError) as exc:
+        raise CompileError(f"the program does not label its layers ({exc}); compile again") from None
 
 
-def checkpoints(compiled, image):
+def checkpoints(net, image):
     """The reference engine's memory at the start of every layer and at halt:
-    a list of ``len(layers) + 1`` arrays (unsigned words)."""
-    starts = layer_starts(compiled)
+    a list of ``layers + 1`` arrays (unsigned words)."""
+    starts = layer_starts(net)
     taken = dict.fromkeys(starts)
-    final, halt, _ = run_program(image, compiled.config, snapshots=taken)
+    final, halt, _ = run_program(image, net.config, snapshots=taken)
     if halt != 0:
         raise CompileError(f"the program halted with code {halt:#x} on the reference engine")
     return [taken[s] for s in starts] + [final]
@@ -75,18 +129,18 @@ def _halt_after_stamp(image, start, width):
     _patch(image, start + 2, "halt 0\n")
 
 
-def piece_image(compiled, memory, first, stop):
-    """The image of layers ``first .. stop - 1`` from ``memory``, the memory at
-    the start of layer ``first``."""
-    starts = layer_starts(compiled)
-    config = compiled.config
+def piece_image(net, memory, first, stop):
+    """The image of layers ``first .. stop - 1`` of the :class:`Resumable`
+    ``net`` from ``memory``, the memory at the start of layer ``first``."""
+    starts = layer_starts(net)
+    config = net.config
     image = np.array(memory, dtype=np.int64)
     if stop < len(starts):
         _halt_after_stamp(image, starts[stop], config.fmt.width)
     if first == 0:
         return image
-    gen = CodeGen(config, compiled.stamps, WeightFrames(align_up(len(image), ALIGN)))
-    gen.resume(compiled.entries[first])
+    gen = CodeGen(config, net.stamps, WeightFrames(align_up(len(image), ALIGN)))
+    gen.resume(net.entries[first])
     gen.emit(f"jmp {starts[first]}")
     frames = gen.frames
     stub_base = align_up(frames.end, ALIGN)
@@ -94,7 +148,7 @@ def piece_image(compiled, memory, first, stop):
     end = stub_base + len(stub)
     if end > config.memory_words:
         raise CompileError(f"piece from layer {first}: the resume stub needs memory up to {end} words; "
-                           f"grid {compiled.grid} has {config.memory_words}")
+                           f"grid {net.grid} has {config.memory_words}")
     grown = np.zeros(end, dtype=np.int64)
     grown[:len(image)] = image
     for address, words in frames.blocks:
@@ -104,18 +158,17 @@ def piece_image(compiled, memory, first, stop):
     return grown
 
 
-def pieces(compiled, image, cuts=None):
-    """``image`` (a compiled image with an input) cut into :class:`Piece` s:
-    one per layer, or between the layer indices ``cuts`` (sorted, each in
-    ``1 .. layers - 1``)."""
-    count = len(compiled.layers)
-    if not compiled.entries:
+def pieces(net, image, cuts=None):
+    """``image`` (the :class:`Resumable` ``net``'s image with an input) cut into
+    :class:`Piece` s: one per layer, or between the layer indices ``cuts``
+    (sorted, each in ``1 .. layers - 1``)."""
+    count = len(net.entries)
+    if not count:
         raise CompileError("this compiled network carries no machine states; compile it again")
     cuts = list(range(1, count)) if cuts is None else sorted(set(cuts))
     if any(not 0 < c < count for c in cuts):
         raise CompileError(f"cuts must lie between layers 1 and {count - 1}, not {cuts}")
-    memory = checkpoints(compiled, image)
+    memory = checkpoints(net, image)
     bounds = [0] + cuts + [count]
-    return [Piece(a, b, piece_image(compiled, memory[a], a, b), memory[b],
-                  compiled.stamps + 2 * (count + 2))
+    return [Piece(a, b, piece_image(net, memory[a], a, b), memory[b], net.stamps + 2 * (count + 2))
             for a, b in zip(bounds, bounds[1:])]

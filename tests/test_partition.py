@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from compiler.pipeline import compile_model
-from compiler.pieces import pieces
+from compiler.pieces import Resumable, pieces
 from sim.app.partition import TOLERANCE, run_partitioned, run_piece
 from sim.app.verify import verify
 from sim.rtl.runner import soc_build
@@ -64,7 +64,8 @@ def test_a_wrong_piece_is_reported(digits):
     reference word changed by one must show up as a mismatch at its address."""
     compiled, x = digits
     from compiler.artefacts import input_image
-    piece = pieces(compiled, input_image(compiled.image, compiled.manifest(), x), cuts=[1, 2])[1]
+    piece = pieces(Resumable.of(compiled), input_image(compiled.image, compiled.manifest(), x),
+                   cuts=[1, 2])[1]
     output = compiled.buffers[compiled.layers[1].output]
     at = output.base + output.size // 2
     piece.expected[at] ^= 1
@@ -97,7 +98,7 @@ def test_cuts_are_checked(digits):
     compiled, x = digits
     from compiler import CompileError
     with pytest.raises(CompileError, match="cuts"):
-        pieces(compiled, compiled.image, cuts=[0])
+        pieces(Resumable.of(compiled), compiled.image, cuts=[0])
 
 
 SHARED = """/* header */
@@ -143,3 +144,39 @@ def test_share_modules_keeps_one_of_each_identical_module():
     assert "\\top.odd  \\join  (" in text                 # a distinct module is left alone
     assert text.startswith("/* header */")
     assert text.count("no_inline_module") == 1            # the shared one, not the others
+
+
+@pytest.mark.verilator
+def test_simulate_pieces_from_a_compiled_directory(tmp_path, capsys):
+    """neuflow simulate --pieces: the compiled directory's states.json resumes
+    every layer; the output equals the whole run's; a batch, the reference
+    engine, or a states.json out of shape is refused in one line."""
+    import json
+    from sim.app.cli import main
+    out = tmp_path / "net"
+    assert main(["compile", str(ROOT / "models" / "digits.onnx"), "--grid", "tiny", "-o", str(out),
+                 "-q", "--no-reference"]) == 0
+    x = np.random.default_rng(8).normal(0, 1, (1, 1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    run = ["simulate", str(out), "--input", str(tmp_path / "x.npy"), "--engine", "rtl", "-q"]
+    assert main(run + ["--output", str(tmp_path / "whole.npy")]) == 0
+    assert main(run + ["--output", str(tmp_path / "pieces.npy"), "--pieces", "--jobs", "2"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "pieces.npy"), np.load(tmp_path / "whole.npy"))
+
+    def refused(argv, *needles):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and all(n in err for n in needles), err
+
+    np.save(tmp_path / "x2.npy", np.concatenate([x, x]))
+    refused(["simulate", str(out), "--input", str(tmp_path / "x2.npy"), "--output", str(tmp_path / "y.npy"),
+             "--engine", "rtl", "--pieces"], "one image")
+    refused(["simulate", str(out), "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy"),
+             "--pieces"], "--engine rtl")
+    states = json.loads((out / "states.json").read_text())
+    for bad, needle in ((states[:-1], "one machine state per layer"),
+                        ([dict(states[1], loaded=[[0, [99999] * 49]])] + states[1:], "loaded entry"),
+                        ("not json", "states.json")):
+        (out / "states.json").write_text(bad if isinstance(bad, str) else json.dumps(bad))
+        refused(run + ["--output", str(tmp_path / "y.npy"), "--pieces"], "states.json", needle)

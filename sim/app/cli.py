@@ -188,22 +188,20 @@ def cmd_compile(args):
           f"{manifest['program_words']} words, image {manifest['memory_words']} words")
     print(f"estimated {total} cycles per image = {c.clock_mhz * 1e6 / max(total, 1):.1f} "
           f"images/s at {c.clock_mhz:g} MHz; wrote {args.output}/ (image.hex, image.npy, "
-          f"manifest.json, program.s, report.md)")
+          f"manifest.json, program.s, report.md with cycles.png and roofline.png, states.json)")
     for row in compiled.errors:
         print(f"  {row['layer']:>24}: max |error| {row['max_abs']:.4g} (bound {row['bound']:.3g}), "
               f"SNR {row['snr_db']:.1f} dB")
 
 
-def _print_cycles(result):
-    """Measured cycles per layer beside the estimates, and the total."""
-    manifest = result.manifest
+def _print_cycles(manifest, layer_cycles, total, what):
+    """Measured cycles per layer beside the estimates, and the total (``what`` it counts)."""
     print(f"{'layer':>28} {'cycles':>9} {'estimate':>9} {'error':>7}")
-    for layer, cyc in zip(manifest["layers"], result.images[0].layer_cycles):
+    for layer, cyc in zip(manifest["layers"], layer_cycles):
         est = layer["estimated_cycles"]
         print(f"{layer['index']:>3} {layer['name'][:24]:>24} {cyc:>9} {est:>9} "
               f"{100 * (est - cyc) / max(cyc, 1):>+6.1f}%")
-    total = result.images[0].cycles
-    print(f"total {total} cycles per image (reset to halt) = "
+    print(f"total {total} cycles per image ({what}) = "
           f"{manifest['clock_mhz'] * 1e6 / total:.1f} images/s at {manifest['clock_mhz']:g} MHz")
 
 
@@ -225,9 +223,13 @@ def cmd_simulate(args):
     from sim.app.progress import image_bar
     from sim.app.verify import verify
     x = _load_array(args.input, "input")
+    if args.pieces and args.engine != "rtl":
+        raise UsageError("--pieces runs on the RTL: add --engine rtl")
     if args.engine == "rtl" and not args.quiet:
         print("simulate: the first run on a grid builds its Verilator model (a few minutes)",
               flush=True)
+    if args.pieces:
+        return _simulate_pieces(args, x)
     try:
         manifest, image = load_compiled(args.directory)
         images = as_batch(x, manifest["input"]["onnx_shape"]).shape[0]
@@ -246,8 +248,43 @@ def cmd_simulate(args):
         if not args.quiet:
             print(f"hardware equals the reference engine bit for bit on every layer of "
                   f"{len(result.images)} image(s)")
-            _print_cycles(result)
+            _print_cycles(manifest, result.images[0].layer_cycles, result.images[0].cycles,
+                          "reset to halt")
     y = result.outputs
+    _writing(args.output, lambda: np.save(args.output, y.astype(np.float32)))
+    if not args.quiet:
+        print(f"wrote {args.output} {tuple(y.shape)}")
+
+
+def _simulate_pieces(args, x):
+    """``simulate --pieces``: one image as independent pieces, one per layer."""
+    import numpy as np
+    from compiler import CompileError
+    from compiler.artefacts import as_batch, saturation
+    from compiler.pieces import load_resumable
+    from sim.app.partition import run_partitioned
+    from sim.app.progress import image_bar
+    try:
+        net = load_resumable(args.directory)
+        batch = as_batch(x, net.manifest["input"]["onnx_shape"])
+        if batch.shape[0] != 1:
+            raise CompileError(f"--pieces runs one image; {args.input} holds {batch.shape[0]}")
+        count, largest, low, high = saturation(batch, net.manifest)
+        if count and args.strict:
+            raise CompileError(f"--strict: {count} input values saturate (largest magnitude "
+                               f"{largest:.4g}; the input format holds {low:g} .. {high:g})")
+        with image_bar(len(net.entries), quiet=args.quiet, unit="piece") as bar:
+            run = run_partitioned(net, batch[0], workers=args.jobs, dask=args.dask, done=bar.update)
+    except (CompileError, RuntimeError) as exc:
+        raise UsageError(str(exc)) from None
+    bad = next((p.mismatch for p in run.pieces if p.mismatch), None)
+    if bad:
+        raise UsageError(f"hardware differs from the reference: {bad}")
+    if not args.quiet:
+        print(f"hardware equals the reference engine bit for bit after every one of "
+              f"{len(run.pieces)} pieces ({run.seconds:.1f} s)")
+        _print_cycles(net.manifest, run.layer_cycles, run.cycles, "the layers' sum")
+    y = run.output(net.manifest)[None]
     _writing(args.output, lambda: np.save(args.output, y.astype(np.float32)))
     if not args.quiet:
         print(f"wrote {args.output} {tuple(y.shape)}")
@@ -335,10 +372,14 @@ def build_parser():
     p.add_argument("--strict", action="store_true",
                    help="input values outside the input format's range are an error (by default "
                         "they saturate and are counted in a warning)")
+    p.add_argument("--pieces", action="store_true",
+                   help="rtl: run one image as independent pieces, one per layer (each from the "
+                        "reference engine's checkpoint, checked bit for bit), in parallel")
     p.add_argument("--jobs", type=_positive, default=None,
-                   help="images simulated at once on this machine (default: one per core on rtl)")
+                   help="images (or pieces) simulated at once on this machine (default: one per "
+                        "core on rtl)")
     p.add_argument("--dask", metavar="ADDRESS",
-                   help="run the images on this Dask scheduler (tcp://host:port) instead; "
+                   help="run the images (or pieces) on this Dask scheduler (tcp://host:port) instead; "
                         "needs pip install 'neuflow[dask]'")
     p.set_defaults(func=cmd_simulate)
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler import CompileError
-from compiler.artefacts import input_image
-from compiler.pieces import pieces
+from compiler.artefacts import input_image, read_output
+from compiler.pieces import Resumable, pieces
 
 from .parallel import run_parallel
 
@@ -34,6 +34,7 @@ class PieceRun:
     steps: int                      #: clock cycles simulated, resume stub included
     seconds: float                  #: wall time of the run
     mismatch: str = None            #: the first data word that differs from the reference
+    memory: np.ndarray = None       #: the memory after the last piece (the network's output)
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,14 @@ class PartitionedRun:
     def steps(self):
         return sum(p.steps for p in self.pieces)
 
+    def output(self, manifest):
+        """The network's float output, from the last piece's memory."""
+        return read_output(self.pieces[-1].memory, manifest)
 
-def run_piece(grid, piece, stamps):
-    """Run one :class:`~compiler.pieces.Piece` on the RTL; a :class:`PieceRun`."""
+
+def run_piece(grid, piece, stamps, last=False):
+    """Run one :class:`~compiler.pieces.Piece` on the RTL; a :class:`PieceRun`
+    (with the memory after it if it is the ``last``)."""
     from sim.rtl.runner import run_image
     started = time.monotonic()
     result = run_image(piece.image, grid)
@@ -78,14 +84,16 @@ def run_piece(grid, piece, stamps):
         mismatch = (f"layers {piece.first}..{piece.stop - 1}: {differ.size} words differ from the "
                     f"reference, the first at address {at:#x} ({int(memory[at])} for {int(piece.expected[at])})")
     return PieceRun(piece.first, piece.stop, tuple(b - a for a, b in zip(values, values[1:])),
-                    result.cycles, time.monotonic() - started, mismatch)
+                    result.cycles, time.monotonic() - started, mismatch, memory if last else None)
 
 
-def run_partitioned(compiled, x, *, cuts=None, workers=None, dask=None, done=None):
+def run_partitioned(net, x, *, cuts=None, workers=None, dask=None, done=None):
     """Run the input ``x`` (one image, the ONNX input shape without N) through
-    ``compiled`` as pieces (one per layer, or cut before the layer indices
-    ``cuts``) on the RTL, in parallel; a :class:`PartitionedRun`."""
-    return run_networks([(compiled, x, cuts)], workers=workers, dask=dask, done=done)[0]
+    ``net`` (a :class:`~compiler.artefacts.Compiled` or a
+    :class:`~compiler.pieces.Resumable`) as pieces (one per layer, or cut
+    before the layer indices ``cuts``) on the RTL, in parallel; a
+    :class:`PartitionedRun`."""
+    return run_networks([(net, x, cuts)], workers=workers, dask=dask, done=done)[0]
 
 
 def run_networks(networks, *, workers=None, dask=None, done=None):
@@ -95,11 +103,13 @@ def run_networks(networks, *, workers=None, dask=None, done=None):
     :class:`PartitionedRun`, one per network; ``done`` is called per piece."""
     started = time.monotonic()
     jobs, owners = [], []
-    for n, (compiled, x, cuts) in enumerate(networks):
-        image = input_image(compiled.image, compiled.manifest(), x)
-        for piece in pieces(compiled, image, cuts):
-            estimate = sum(l.cycles for l in compiled.layers[piece.first:piece.stop])
-            jobs.append((estimate, (compiled.grid, piece, compiled.stamps)))
+    for n, (net, x, cuts) in enumerate(networks):
+        net = net if isinstance(net, Resumable) else Resumable.of(net)
+        estimates = [layer["estimated_cycles"] for layer in net.manifest["layers"]]
+        image = input_image(net.image, net.manifest, x)
+        for piece in pieces(net, image, cuts):
+            estimate = sum(estimates[piece.first:piece.stop])
+            jobs.append((estimate, (net.grid, piece, net.stamps, piece.stop == len(estimates))))
             owners.append(n)
     order = sorted(range(len(jobs)), key=lambda k: -jobs[k][0])
     runs = run_parallel(run_piece, [jobs[k][1] for k in order], workers=workers, dask=dask, done=done)
