@@ -26,6 +26,7 @@
 // a read's data is captured at the edge and offered from the cycle its delay
 // has passed.  The memory is paged: pages that are never touched cost nothing.
 
+#include <algorithm>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
