@@ -195,6 +195,10 @@ def layer_cycles(memory, manifest):
 
 #: The report's pictures (:mod:`compiler.charts`), written beside it.
 CYCLES_CHART, ROOFLINE_CHART = "cycles.png", "roofline.png"
+#: Each layer's machine state (:class:`~compiler.codegen.MachineState`), for :mod:`compiler.pieces`.
+STATES = "states.json"
+#: The program's assembly listing.
+PROGRAM = "program.s"
 
 
 def write_outputs(compiled, outdir):
@@ -208,9 +212,9 @@ def write_outputs(compiled, outdir):
         np.save(out / "image.npy", compiled.image.astype(np.uint16))
         write_hex(out / "image.hex", compiled.image, compiled.config.fmt.width)
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=_json))
-        (out / "program.s").write_text(compiled.source)
+        (out / PROGRAM).write_text(compiled.source)
         (out / "report.md").write_text(report(compiled, manifest))
-        (out / "states.json").write_text(json.dumps([state.to_json() for state in compiled.entries]))
+        (out / STATES).write_text(json.dumps([state.to_json() for state in compiled.entries]))
         write_charts(compiled, out, f"{out.name} on {compiled.grid}")
     except OSError as exc:
         raise CompileError(f"{exc.filename or out}: cannot write the compiled network "

@@ -30,16 +30,13 @@ from neuflow_hdl.presets import preset
 from sim.golden.asm import AsmError, assemble, from_words, symbols, to_words
 from sim.golden.engine import run_program
 
-from .artefacts import load_compiled
+from .artefacts import PROGRAM, STATES, load_compiled
 from .codegen import CodeGen, MachineState, WeightFrames, layer_label
 from .errors import CompileError
 from .layout import ALIGN, align_up
 
-__all__ = ["Resumable", "Piece", "STATES", "layer_starts", "checkpoints", "piece_image", "pieces",
+__all__ = ["Resumable", "Piece", "layer_starts", "checkpoints", "piece_image", "pieces",
            "load_resumable"]
-
-#: The file of a compiled directory that holds each layer's machine state.
-STATES = "states.json"
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,10 +68,10 @@ def load_resumable(directory):
     d = Path(directory)
     try:
         config = preset(manifest["grid"])
-        source = (d / "program.s").read_text()
+        source = (d / PROGRAM).read_text()
         states = json.loads((d / STATES).read_text())
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise CompileError(f"{d}: no readable program.s and {STATES} ({exc}); compile again") from None
+        raise CompileError(f"{d}: no readable {PROGRAM} and {STATES} ({exc}); compile again") from None
     layers = len(manifest["layers"])
     if not isinstance(states, list) or len(states) != layers:
         raise CompileError(f"{d / STATES}: not one machine state per layer ({layers}); compile again")
