@@ -12,12 +12,13 @@ import numpy as np
 from neuflow_hdl.hexfile import write_hex
 from neuflow_hdl.numerics import Format, unsigned_words, wrap_signed
 
+from .cost import pass_cycles
 from .errors import CompileError
 from .ir import printable
 from .layout import Buffer
 
 __all__ = ["Layer", "Compiled", "Accuracy", "write_outputs", "load_compiled", "as_batch", "input_image",
-           "tensor_codes", "read_output", "layer_cycles", "first_mismatch", "report", "saturation"]
+           "tensor_codes", "read_output", "layer_cycles", "stamp_values", "first_mismatch", "report", "saturation"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,9 +32,13 @@ class Layer:
     passes: tuple
     macs: int
     notes: tuple
-    pass_cycles: tuple              #: estimated cycles per pass (:mod:`compiler.cost`)
+    pass_costs: tuple               #: each pass's :class:`~compiler.cost.PassCost` as emitted
     error_bound: float
-    pass_costs: tuple = ()          #: each pass's :class:`~compiler.cost.PassCost`
+
+    @property
+    def pass_cycles(self):
+        """Estimated cycles per pass (:func:`compiler.cost.pass_cycles`)."""
+        return tuple(pass_cycles(c) for c in self.pass_costs)
 
     @property
     def cycles(self):
@@ -188,9 +193,15 @@ def layer_cycles(memory, manifest):
     """Cycles per layer from the program's cycle stamps."""
     stamps = manifest["stamps"]
     n = len(manifest["layers"])
-    values = [int(memory[stamps + 2 * i]) | int(memory[stamps + 2 * i + 1]) << 16
-              for i in range(n + 1)]
+    values = stamp_values(memory, stamps, 0, n + 1)
     return [values[i + 1] - values[i] for i in range(n)]
+
+
+def stamp_values(memory, stamps, first, stop):
+    """The cycle counter the program stored at stamps ``first .. stop - 1`` of
+    the stamp table at ``stamps`` (two 16-bit words each, low word first)."""
+    return [int(memory[stamps + 2 * i]) | int(memory[stamps + 2 * i + 1]) << 16
+            for i in range(first, stop)]
 
 
 #: The report's pictures (:mod:`compiler.charts`), written beside it.
@@ -235,7 +246,7 @@ def _where_the_cycles_go(compiled):
     """The report's table: each layer's MAC slots by cause (:mod:`compiler.utilisation`)."""
     from .utilisation import CAUSES, layer_split
     c = compiled.config
-    slots = c.tiles * c.kernel ** 2
+    slots = c.convolver_macs
     lines = ["", "## Where the cycles go", "",
              f"Each layer's convolver MAC slots ({slots} a cycle: {c.tiles} tiles of {c.kernel} x "
              f"{c.kernel}) by cause, as shares of its estimated cycles (the causes follow the cost "

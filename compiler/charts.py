@@ -35,7 +35,7 @@ def _label(layer):
 
 def cycles_chart(layers, config, path, title):
     """Stacked bars of each layer's cycles by cause, written to ``path`` (PNG)."""
-    slots = config.tiles * config.kernel ** 2
+    slots = config.convolver_macs
     splits = [layer_split(layer, config) for layer in layers]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(layers) + 2), 4.5), layout="constrained")
     bottom = [0.0] * len(layers)
@@ -55,7 +55,7 @@ def cycles_chart(layers, config, path, title):
 def roofline_chart(layers, config, path, title):
     """Each layer's useful MACs per cycle against its MACs per bus word, under
     the grid's MAC bound and its memory bus's bound; written to ``path``."""
-    peak = config.tiles * config.kernel ** 2
+    peak = config.convolver_macs
     points = []
     for layer in layers:
         words = bus_words(layer, config)

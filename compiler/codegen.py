@@ -43,9 +43,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from neuflow_hdl.regs import (GRID_START_REG, GRID_STATUS, GRID_TILE, PORTS_START_REG, PORTS_STATUS,
-                              PORTS_STATUS_REG, Unit, config_address, decode_address, pack_bits,
-                              stream_port_writes, streamer_address, tile_config_writes)
+from neuflow_hdl.regs import (CONFIG_ADDRESS, GRID_START_REG, GRID_STATUS, GRID_TILE, PORTS_START_REG,
+                              PORTS_STATUS, PORTS_STATUS_REG, REGISTER_BITS, Unit, config_address,
+                              decode_address, pack_bits, stream_port_writes, streamer_address,
+                              tile_config_writes)
 
 from .cost import PassCost, rect_beats
 from .ir import printable
@@ -118,10 +119,11 @@ class MachineState:
         shadow, loaded = {}, {}
         for pair in _pairs(data["shadow"], "shadow"):
             address, value = pair
-            if not (_whole(address) and 0 <= address < 1 << 24 and _whole(value) and 0 <= value < 1 << 32):
+            if not (_whole(address) and 0 <= address < 1 << CONFIG_ADDRESS.size and _whole(value)
+                    and 0 <= value < 1 << REGISTER_BITS):
                 raise ValueError(f"shadow entry {pair!r}: not a configuration address and 32-bit value")
             shadow[address] = value
-        low, high = -(1 << (config.fmt.width - 1)), (1 << (config.fmt.width - 1)) - 1
+        low, high = config.fmt.min, config.fmt.max
         for pair in _pairs(data["loaded"], "loaded"):
             tile, kernel = pair
             if not (_whole(tile) and 0 <= tile < config.tiles and isinstance(kernel, list) and
@@ -261,14 +263,9 @@ class CodeGen:
         """Code that brings a processor fresh from reset to ``state``: the
         kernels preloaded in one weight frame, then every register written and
         every tile started, with nothing streaming."""
-        slots, where, index = [], {}, {}
-        for tile, key in sorted(state.loaded.items()):
-            if key not in index:
-                index[key] = len(slots)
-                slots.append(np.frombuffer(key, dtype=np.int64))
-            where[tile] = index[key]
+        frame = _frame(dict(sorted(state.loaded.items())))
+        slots, where = frame
         if slots:
-            frame = (slots, where)
             self._shadow(None, frame)
             self._start_tiles(where)
             self._weight_port(0, frame, self.frames.address)
@@ -298,7 +295,7 @@ class CodeGen:
         held = dict(self.loaded)        # becomes self.loaded: what the tiles hold after them
         frames = []
         for p in passes:
-            slots, where, index = [], {}, {}
+            wanted = {}
             for s in p.tiles:
                 if s.weights is None:
                     continue
@@ -306,14 +303,9 @@ class CodeGen:
                 padded = np.zeros((K, K), dtype=np.int64)
                 padded[K - k:, K - k:] = np.asarray(s.weights, dtype=np.int64).reshape(k, k)
                 key = padded.tobytes()
-                if held.get(s.tile) == key:
-                    continue
-                if key not in index:
-                    index[key] = len(slots)
-                    slots.append(padded.ravel())
-                where[s.tile] = index[key]
-                held[s.tile] = key
-            frames.append((slots, where))
+                if held.get(s.tile) != key:
+                    wanted[s.tile] = held[s.tile] = key
+            frames.append(_frame(wanted))
         self.loaded = held
         return frames
 
@@ -392,8 +384,7 @@ class CodeGen:
             self._go_all(port for port, _, _ in ports)
             streams = [rect.words for _, rect, kw in ports if kw["line"] != self.weight_line]
             frame = [rect.words for _, rect, kw in ports if kw["line"] == self.weight_line]
-            beats = sum(rect_beats(r.base, r.width, r.height, r.stride, self.config.beat_words)
-                        for _, r, _ in ports)
+            beats = sum(rect_beats(rect, self.config.beat_words) for _, rect, _ in ports)
             serial = self.measure()        # the streams run from here
             if n + 1 < len(passes):
                 self._shadow(passes[n + 1], ahead[n + 1])
@@ -436,6 +427,18 @@ class CodeGen:
         self._describe(port, rect, line=self.weight_line)
         self._go_all([port])
         return rect.words
+
+
+def _frame(kernels):
+    """The weight frame that loads ``kernels`` (tile -> padded K x K kernel as
+    bytes): ``(slots, tile -> slot)``, each distinct kernel once."""
+    slots, where, index = [], {}, {}
+    for tile, key in kernels.items():
+        if key not in index:
+            index[key] = len(slots)
+            slots.append(np.frombuffer(key, dtype=np.int64))
+        where[tile] = index[key]
+    return slots, where
 
 
 def _frame_rect(frame, frame_address):

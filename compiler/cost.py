@@ -46,15 +46,16 @@ class PassCost:
     beats: int = 0          #: memory-bus beats of the streams and the frame beside them
 
 
-def rect_beats(base, width, height, stride, beat_words):
-    """Bus beats a port moves for a rectangle: per row, every beat from the one
-    holding its first word to the one holding its last."""
-    first = base + stride * np.arange(height, dtype=np.int64)
-    return int(np.sum((first + width - 1) // beat_words - first // beat_words + 1))
+def rect_beats(rect, beat_words):
+    """Bus beats a port moves for ``rect`` (a :class:`~compiler.layout.Rect`): per
+    row, every beat from the one holding its first word to the one holding its last."""
+    first = rect.base + rect.stride * np.arange(rect.height, dtype=np.int64)
+    return int(np.sum((first + rect.width - 1) // beat_words - first // beat_words + 1))
 
 
 def expected_beats(width, height, beat_words):
-    """:func:`rect_beats` of a rectangle whose rows start anywhere in a beat, on average."""
+    """:func:`rect_beats` of ``height`` rows of ``width`` words that start anywhere
+    in a beat, on average."""
     return height * ((width - 1) / beat_words + 1)
 
 

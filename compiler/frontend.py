@@ -504,6 +504,14 @@ def _gemm(o):
     return o.node_of("gemm", data, {"act": None}, {"weight": np.array(weight), "bias": np.array(bias)})
 
 
+def _window_fits(kernel, size, pads, where):
+    """CompileError when a ``kernel`` (kh, kw) is larger than its padded input."""
+    (kh, kw), (h, w), (t, l, b, r) = kernel, size, pads
+    if h + t + b < kh or w + l + r < kw:
+        raise CompileError(f"kernel {kh}x{kw} larger than the padded input {h + t + b}x{w + l + r}",
+                           where)
+
+
 def _out_shape(node, shapes, where):
     c, h, w = shapes[node.inputs[0]]
     op, a = node.op, node.attrs
@@ -515,17 +523,13 @@ def _out_shape(node, shapes, where):
         if ci * a["groups"] != c:
             raise CompileError(f"weights for {ci * a['groups']} input maps, input has {c}", where)
         t, l, b, r = a["pads"]
-        if h + t + b < kh or w + l + r < kw:
-            raise CompileError(f"kernel {kh}x{kw} larger than the padded input "
-                               f"{h + t + b}x{w + l + r}", where)
+        _window_fits((kh, kw), (h, w), a["pads"], where)
         if min(a["stride"]) < 1:
             raise CompileError(f"strides {list(a['stride'])}: strides must be at least 1", where)
         return (co, (h + t + b - kh) // a["stride"][0] + 1, (w + l + r - kw) // a["stride"][1] + 1)
     if op in ("maxpool", "avgpool"):
         (kh, kw), (sh, sw), (t, l, b, r) = a["kernel"], a["stride"], a["pads"]
-        if h + t + b < kh or w + l + r < kw:
-            raise CompileError(f"kernel {kh}x{kw} larger than the padded input "
-                               f"{h + t + b}x{w + l + r}", where)
+        _window_fits((kh, kw), (h, w), a["pads"], where)
         if min(sh, sw) < 1 or min(kh, kw) < 1:
             raise CompileError(f"kernel {kh}x{kw}, strides {sh}x{sw}: both must be at least 1", where)
         return (c, (h + t + b - kh) // sh + 1, (w + l + r - kw) // sw + 1)

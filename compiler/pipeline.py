@@ -99,8 +99,8 @@ def _layers(graph, lowered, program, bounds):
     return tuple(Layer(node.name, node.onnx_op, node.output,
                        node.onnx_outputs[-1] if node.onnx_outputs else None,
                        graph.shapes[node.output], code.passes, low.macs,
-                       low.notes + tuple(dict.fromkeys(code.blockings)), code.pass_cycles,
-                       bounds[node.output], code.costs)
+                       low.notes + tuple(dict.fromkeys(code.blockings)), code.costs,
+                       bounds[node.output])
                  for node, low, code in zip(graph.nodes, lowered, program.layers))
 
 

@@ -33,7 +33,7 @@ CAUSES = ("useful", "border and padding", "unused tiles", "drain and control", "
 def pass_split(p, cost, config):
     """The MAC slots of the pass ``p`` (a :class:`~compiler.schedule.Pass`) whose
     emitted code ``cost`` describes, by cause: a dict over :data:`CAUSES`."""
-    slots = config.tiles * config.kernel ** 2
+    slots = config.convolver_macs
     k2 = config.kernel ** 2
     total = pass_cycles(cost)
     data = max(cost.streams)

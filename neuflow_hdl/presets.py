@@ -38,9 +38,14 @@ class GridConfig:
         return self.rows * self.columns
 
     @property
+    def convolver_macs(self):
+        """Multiply-accumulates a cycle of every convolver: K*K per tile."""
+        return self.tiles * self.kernel * self.kernel
+
+    @property
     def multipliers(self):
         """Multipliers: K*K per convolver plus one in each ALU and mapper."""
-        return self.tiles * (self.kernel * self.kernel + 2)
+        return self.convolver_macs + 2 * self.tiles
 
 
 PRESETS = {

@@ -116,10 +116,10 @@ class Tile(wiring.Component):
                 m.d.sync += active.eq(shadow)
             return shadow, active
 
-        cfg = {Unit.CONVOLVER: registers(Unit.CONVOLVER, CONV_CONFIG)[1],
-               Unit.ALU: registers(Unit.ALU, ALU_CONFIG)[1],
-               Unit.MAPPER: registers(Unit.MAPPER, mapper_config_layout(self._fmt.width, self._segments))[1],
-               Unit.FIFO_BANK: registers(Unit.FIFO_BANK, data.StructLayout({"chain": self._fifos}))[1]}
+        layouts = {Unit.CONVOLVER: CONV_CONFIG, Unit.ALU: ALU_CONFIG,
+                   Unit.MAPPER: mapper_config_layout(self._fmt.width, self._segments),
+                   Unit.FIFO_BANK: data.StructLayout({"chain": self._fifos})}
+        cfg = {unit: registers(unit, layout)[1] for unit, layout in layouts.items()}
         # One register per sink: ROUTE_BITS of every 32-bit register are used.
         route_regs = data.ArrayLayout(data.StructLayout({"select": ROUTE_BITS,
                                                          "reserved": REGISTER_BITS - ROUTE_BITS}),

@@ -47,7 +47,7 @@ def test_a_pass_split_by_hand():
 @pytest.mark.parametrize("path,grid", [("models/digits.onnx", "tiny")])
 def test_layers_split_into_their_estimate(path, grid):
     compiled = compile_model(ROOT / path, grid, reference=False)
-    slots = compiled.config.tiles * compiled.config.kernel ** 2
+    slots = compiled.config.convolver_macs
     for layer in compiled.layers:
         split = layer_split(layer, compiled.config)
         assert set(split) == set(CAUSES)

@@ -23,6 +23,7 @@ import onnx
 
 from compiler.artefacts import write_outputs
 from compiler.pipeline import compile_model
+from neuflow_hdl.numerics import wrap_signed
 from neuflow_hdl.presets import PRESETS, preset
 from neuflow_hdl.soc import SoC
 from sim.app.bench_compiler import GRID, NEUFLOW_FPS, SMALL_CANVAS, scene_parsing, useful_macs
@@ -47,7 +48,7 @@ def harness_speed(grid):
     job = three_layer_pipeline(config, np.random.default_rng(1), repeat=REPEAT)
     result = run_image(job.image, grid)
     got = result.memory[job.output:job.output + job.expected.size]
-    exact = np.array_equal(np.where(got >= 1 << 15, got - (1 << 16), got), job.expected.ravel())
+    exact = np.array_equal(wrap_signed(got, config.fmt.width), job.expected.ravel())
     return {"grid": grid, "build_s": build.build_seconds, "cached": build.cached, "modules": build.modules,
             "cycles": result.cycles,
             "seconds": result.seconds, "loop_seconds": result.loop_seconds,
@@ -135,8 +136,8 @@ def bench_frame(workers=None, dask=None):
           f"{100 * (estimated - measured) / measured:>+11.1f}%")
     print(f"\n  measured: {measured:,} cycles per frame = {fps:.1f} frames/s at {config.clock_mhz:g} MHz "
           f"({fps / NEUFLOW_FPS:.2f}x NeuFlow's {NEUFLOW_FPS:g}); {useful / measured:.0f} useful MACs per "
-          f"cycle = {100 * useful / measured / (config.tiles * config.kernel ** 2):.0f}% of the "
-          f"{config.tiles * config.kernel ** 2} convolver MACs")
+          f"cycle = {100 * useful / measured / config.convolver_macs:.0f}% of the "
+          f"{config.convolver_macs} convolver MACs")
     print(f"  bit-exact on every piece: {exact}; simulation wall time {wall - (compiled_at - started):.0f} s "
           f"for {steps:,} simulated cycles on {default_workers() if dask is None else 'the cluster'} "
           f"worker(s) (the reference engine's checkpoints included; the compiles took "

@@ -103,7 +103,7 @@ def scene_parsing(height, width, rng):
 
 def layer_table(rows, config):
     """Per-layer lines: passes, MACs, cycles, MACs/cycle, utilisation."""
-    bound = config.tiles * config.kernel ** 2
+    bound = config.convolver_macs
     lines = [f"    {'layer':<12} {'op':<12} {'output':<14} {'passes':>7} {'MACs':>13} "
              f"{'cycles':>11} {'MACs/cycle':>10} {'util.':>6}"]
     for r in rows:
@@ -132,7 +132,7 @@ def _compile(height, width, rng, config, workdir):
 
 
 def bench_scene_parsing(config, workdir):
-    bound = config.tiles * config.kernel ** 2
+    bound = config.convolver_macs
     clock = config.clock_mhz * 1e6
     print(f"Scene parsing (Farabet et al.), random weights, on {GRID}: {config.rows}x{config.columns} "
           f"tiles, K={config.kernel} ({bound} convolver MACs), {config.clock_mhz:g} MHz", flush=True)

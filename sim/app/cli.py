@@ -238,9 +238,7 @@ def cmd_simulate(args):
                             strict=args.strict, workers=args.jobs, dask=args.dask)
     except (CompileError, RuntimeError) as exc:
         raise UsageError(str(exc)) from None
-    if result.saturation.values:
-        print(f"neuflow: warning: {result.saturation.describe()}; --strict makes this an error",
-              file=sys.stderr)
+    _warn_saturation(result.saturation)
     if args.engine == "rtl":
         bad = result.first_mismatch
         if bad:
@@ -256,27 +254,31 @@ def cmd_simulate(args):
         print(f"wrote {args.output} {tuple(y.shape)}")
 
 
+def _warn_saturation(saturated):
+    if saturated.values:
+        print(f"neuflow: warning: {saturated.describe()}; --strict makes this an error", file=sys.stderr)
+
+
 def _simulate_pieces(args, x):
     """``simulate --pieces``: one image as independent pieces, one per layer."""
     import numpy as np
     from compiler import CompileError
-    from compiler.artefacts import as_batch, saturation
+    from compiler.artefacts import as_batch
     from compiler.pieces import load_resumable
     from sim.app.partition import run_partitioned
     from sim.app.progress import image_bar
+    from sim.app.verify import input_saturation
     try:
         net = load_resumable(args.directory)
         batch = as_batch(x, net.manifest["input"]["onnx_shape"])
         if batch.shape[0] != 1:
             raise CompileError(f"--pieces runs one image; {args.input} holds {batch.shape[0]}")
-        count, largest, low, high = saturation(batch, net.manifest)
-        if count and args.strict:
-            raise CompileError(f"--strict: {count} input values saturate (largest magnitude "
-                               f"{largest:.4g}; the input format holds {low:g} .. {high:g})")
+        saturated = input_saturation(batch, net.manifest, args.strict)
         with image_bar(len(net.entries), quiet=args.quiet, unit="piece") as bar:
             run = run_partitioned(net, batch[0], workers=args.jobs, dask=args.dask, done=bar.update)
     except (CompileError, RuntimeError) as exc:
         raise UsageError(str(exc)) from None
+    _warn_saturation(saturated)
     bad = next((p.mismatch for p in run.pieces if p.mismatch), None)
     if bad:
         raise UsageError(f"hardware differs from the reference: {bad}")

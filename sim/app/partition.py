@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler import CompileError
-from compiler.artefacts import input_image, read_output
+from compiler.artefacts import input_image, read_output, stamp_values
 from compiler.pieces import Resumable, pieces
 
 from .parallel import run_parallel
@@ -73,8 +73,7 @@ def run_piece(grid, piece, stamps, last=False):
         raise CompileError(f"layers {piece.first}..{piece.stop - 1}: the hardware "
                            f"{'halted with code %#x' % result.halt_code if result.halted else 'did not halt'}")
     memory = result.memory
-    values = [int(memory[stamps + 2 * n]) | int(memory[stamps + 2 * n + 1]) << 16
-              for n in range(piece.first, piece.stop + 1)]
+    values = stamp_values(memory, stamps, piece.first, piece.stop + 1)
     got = memory[piece.data_base:len(piece.expected)]
     want = piece.expected[piece.data_base:]
     differ = np.flatnonzero(got != want)

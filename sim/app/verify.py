@@ -14,7 +14,8 @@ from neuflow_hdl.presets import preset
 
 from .parallel import run_parallel
 
-__all__ = ["ENGINES", "ImageRun", "Verification", "verify", "verify_directory"]
+__all__ = ["ENGINES", "ImageRun", "Saturation", "Verification", "input_saturation", "verify",
+           "verify_directory"]
 
 ENGINES = ("reference", "rtl")
 
@@ -82,6 +83,16 @@ def _run_rtl(image, grid, n, trace):
     return result
 
 
+def input_saturation(x, manifest, strict=False):
+    """The :class:`Saturation` of the float batch ``x`` in the input's format;
+    with ``strict``, a CompileError if any value saturates."""
+    count, largest, low, high = saturation(x, manifest)
+    saturated = Saturation(count, x.size, largest, low, high)
+    if strict and saturated.values:
+        raise CompileError(f"--strict: {saturated.describe()}")
+    return saturated
+
+
 def _run_one(manifest, image, x, engine, n, trace):
     """One input ``x`` on ``engine`` (and on the reference engine); an :class:`ImageRun`."""
     img = input_image(image, manifest, x)
@@ -108,10 +119,7 @@ def verify(manifest, image, x, engine="reference", *, progress=None, trace=None,
     if engine not in ENGINES:
         raise CompileError(f"unknown engine {engine!r}; use {' or '.join(ENGINES)}")
     x = as_batch(x, manifest["input"]["onnx_shape"])
-    count, largest, low, high = saturation(x, manifest)
-    saturated = Saturation(count, x.size, largest, low, high)
-    if strict and saturated.values:
-        raise CompileError(f"--strict: {saturated.describe()}")
+    saturated = input_saturation(x, manifest, strict)
     if engine == "reference" and workers is None:
         workers = 1
     jobs = [(manifest, image, x[n], engine, n, trace if n == 0 else None) for n in range(x.shape[0])]

@@ -231,18 +231,16 @@ class MemorySlave {
 
 // ---- main ------------------------------------------------------------------
 
-static uint64_t plusarg_number(VerilatedContext& context, const char* name, uint64_t otherwise) {
-    const std::string prefix = std::string("+") + name + "=";
-    const char* match = context.commandArgsPlusMatch(prefix.c_str() + 1);
-    if (!match || !*match) return otherwise;
-    return std::strtoull(match + prefix.size(), nullptr, 10);
-}
-
 static std::string plusarg_text(VerilatedContext& context, const char* name) {
     const std::string prefix = std::string("+") + name + "=";
     const char* match = context.commandArgsPlusMatch(prefix.c_str() + 1);
     if (!match || !*match) return "";
     return std::string(match + prefix.size());
+}
+
+static uint64_t plusarg_number(VerilatedContext& context, const char* name, uint64_t otherwise) {
+    const std::string text = plusarg_text(context, name);
+    return text.empty() ? otherwise : std::strtoull(text.c_str(), nullptr, 10);
 }
 
 static std::string json_text(const std::string& text) {

@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
 from neuflow_hdl.presets import preset
 
 from .share import share_modules
 from .verilator import BUILD_ROOT, lz4_library, verilator_env
 
-__all__ = ["HarnessBuild", "harness_build", "run_harness", "HarnessRun", "HarnessError"]
+__all__ = ["HarnessBuild", "harness_build", "run_harness", "read_dump", "HarnessRun", "HarnessError"]
 
 HARNESS = Path(__file__).resolve().parent / "harness.cpp"
 GATEWARE = Path(__file__).resolve().parents[2] / "neuflow_hdl"
@@ -136,14 +138,22 @@ def _compile(config, name, folder, waves, threads, jobs):
     return [before, after]
 
 
+def _word_dtype(build):
+    """The file format of the harness's image and dump: little-endian words of 2
+    bytes up to 16 bits, else 4 (as ``harness.cpp`` reads and writes them)."""
+    return np.dtype("<u2") if build.word_bits <= 16 else np.dtype("<u4")
+
+
+def read_dump(build, path):
+    """The memory a run of ``build`` dumped to ``path``, as unsigned words."""
+    return np.fromfile(path, dtype=_word_dtype(build)).astype(np.int64)
+
+
 def run_harness(build, image, work, *, latency=2, jitter=0, seed=1, max_cycles=50_000_000, trace=None):
     """Run ``image`` (unsigned memory words from address 0) on ``build`` in the
     folder ``work``; returns a :class:`HarnessRun` (its ``dump`` is in ``work``)."""
-    import numpy as np
-
     work = Path(work)
-    dtype = np.dtype("<u2") if build.word_bits <= 16 else np.dtype("<u4")
-    np.asarray(image).astype(dtype).tofile(work / "image.bin")
+    np.asarray(image).astype(_word_dtype(build)).tofile(work / "image.bin")
     command = [str(build.executable), f"+image={work / 'image.bin'}", f"+dump={work / 'dump.bin'}",
                f"+latency={int(latency)}", f"+jitter={int(jitter)}", f"+seed={int(seed)}",
                f"+max_cycles={int(max_cycles)}"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .harness import HarnessError, harness_build, run_harness
+from .harness import HarnessError, harness_build, read_dump, run_harness
 from .verilator import BUILD_ROOT
 
 __all__ = ["RunResult", "soc_build", "run_image", "HarnessError"]
@@ -61,7 +61,7 @@ def run_image(image, grid="tiny", *, latency=2, jitter=0, max_cycles=50_000_000,
         if run.fault:
             raise HarnessError(f"simulation of grid {grid}: {run.fault}")
         if run.halted:
-            dumped = np.fromfile(run.dump, dtype="<u2" if design.word_bits <= 16 else "<u4")
+            dumped = read_dump(design, run.dump)
             memory = np.zeros(max(len(dumped), len(image)), dtype=np.int64)
             memory[:len(dumped)] = dumped
         else:
