@@ -64,7 +64,7 @@ class Compiled:
     image: np.ndarray               #: memory image without an input (pads, weights, program)
     stamps: int                     #: address of the cycle-stamp table
     program_words: int
-    entries: tuple = ()             #: the machine state each layer starts from (:mod:`compiler.pieces`)
+    points: tuple = ()              #: where the program can be resumed (:mod:`compiler.pieces`)
     seconds: float = 0.0
     accuracy: Accuracy = field(default=None)
 
@@ -206,7 +206,7 @@ def stamp_values(memory, stamps, first, stop):
 
 #: The report's pictures (:mod:`compiler.charts`), written beside it.
 CYCLES_CHART, ROOFLINE_CHART = "cycles.png", "roofline.png"
-#: Each layer's machine state (:class:`~compiler.codegen.MachineState`), for :mod:`compiler.pieces`.
+#: The program's resume points (:class:`~compiler.codegen.ResumePoint`), for :mod:`compiler.pieces`.
 STATES = "states.json"
 #: The program's assembly listing.
 PROGRAM = "program.s"
@@ -225,7 +225,7 @@ def write_outputs(compiled, outdir):
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=_json))
         (out / PROGRAM).write_text(compiled.source)
         (out / "report.md").write_text(report(compiled, manifest))
-        (out / STATES).write_text(json.dumps([state.to_json() for state in compiled.entries]))
+        (out / STATES).write_text(json.dumps([point.to_json() for point in compiled.points]))
         write_charts(compiled, out, f"{out.name} on {compiled.grid}")
     except OSError as exc:
         raise CompileError(f"{exc.filename or out}: cannot write the compiled network "

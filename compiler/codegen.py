@@ -48,11 +48,12 @@ from neuflow_hdl.regs import (CONFIG_ADDRESS, GRID_START_REG, GRID_STATUS, GRID_
                               decode_address, pack_bits, stream_port_writes, streamer_address,
                               tile_config_writes)
 
-from .cost import PassCost, rect_beats
+from .cost import PassCost, pass_cycles, rect_beats
 from .ir import printable
 from .schedule import weight_line
 
-__all__ = ["CodeGen", "WeightFrames", "MachineState", "LAYER_ERROR_HALT", "layer_label"]
+__all__ = ["CodeGen", "WeightFrames", "MachineState", "ResumePoint", "LAYER_ERROR_HALT", "RESUME_EVERY",
+           "layer_label", "pass_label"]
 
 LAYER_ERROR_HALT = 0x100
 
@@ -93,9 +94,20 @@ class WeightFrames:
         self.end = fork.end
 
 
+#: A layer's code may be resumed at a pass that starts this many estimated
+#: cycles or more after the layer's previous resume point, so a partitioned
+#: run can cut a long layer into pieces of about this length.
+RESUME_EVERY = 250_000
+
+
 def layer_label(index):
     """The label of layer ``index``'s first instruction (its cycle stamp)."""
     return f"layer_{index}"
+
+
+def pass_label(layer, index):
+    """The label of the first instruction of pass ``index`` (at least 1) of ``layer``."""
+    return f"layer_{layer}_pass_{index}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,6 +146,31 @@ class MachineState:
         return cls(shadow, loaded)
 
 
+@dataclass(frozen=True, eq=False)
+class ResumePoint:
+    """A place where the program can be resumed: the start of a layer (pass 0)
+    or of one of its passes, and the :class:`MachineState` its code assumes
+    there."""
+    layer: int
+    pass_: int
+    state: MachineState
+
+    @property
+    def label(self):
+        return layer_label(self.layer) if self.pass_ == 0 else pass_label(self.layer, self.pass_)
+
+    def to_json(self):
+        return {"layer": self.layer, "pass": self.pass_, "state": self.state.to_json()}
+
+    @classmethod
+    def from_json(cls, data, config):
+        """A point from :meth:`to_json` (untrusted: ``ValueError`` naming what is wrong)."""
+        if not isinstance(data, dict) or set(data) != {"layer", "pass", "state"} or \
+                not all(_whole(data[k]) and data[k] >= 0 for k in ("layer", "pass")):
+            raise ValueError("a resume point is an object with a 'layer', a 'pass' and a 'state'")
+        return cls(data["layer"], data["pass"], MachineState.from_json(data["state"], config))
+
+
 def _whole(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -153,6 +190,7 @@ class CodeGen:
     shadow: dict = field(default_factory=dict)      #: config address -> value written
     loaded: dict = field(default_factory=dict)      #: tile -> kernel (bytes) it holds
     dirty: set = field(default_factory=set)         #: tiles with shadow writes not started
+    points: list = field(default_factory=list)      #: the :class:`ResumePoint` s emitted
     layer_index: int = 0
     _writes: dict = field(default_factory=dict)     #: memo of tile_config_writes (shared by forks)
 
@@ -169,6 +207,7 @@ class CodeGen:
     def adopt(self, trial):
         """Keep what ``trial`` (a :meth:`fork` of this generator) emitted."""
         self.lines += trial.lines
+        self.points += trial.points
         self.shadow, self.loaded, self.dirty = trial.shadow, trial.loaded, trial.dirty
         self.layer_index = trial.layer_index
         self.frames.adopt(trial.frames)
@@ -289,8 +328,9 @@ class CodeGen:
         self._wait_not_busy(GRID_STATUS_ADDRESS, GRID_STATUS)
 
     def _frames(self, passes):
-        """Per pass: (slots, tile -> slot): the kernels its tiles must preload,
-        padded to K x K, each distinct kernel once."""
+        """Per pass: ``((slots, tile -> slot), held)``: the kernels its tiles must
+        preload, padded to K x K, each distinct kernel once; and the kernel every
+        tile holds during the pass."""
         K = self.config.kernel
         held = dict(self.loaded)        # becomes self.loaded: what the tiles hold after them
         frames = []
@@ -305,7 +345,7 @@ class CodeGen:
                 key = padded.tobytes()
                 if held.get(s.tile) != key:
                     wanted[s.tile] = held[s.tile] = key
-            frames.append(_frame(wanted))
+            frames.append((_frame(wanted), dict(held)))
         self.loaded = held
         return frames
 
@@ -344,6 +384,7 @@ class CodeGen:
         :class:`~compiler.cost.PassCost` of each pass as emitted (the stamp
         counts in the first pass, the check in the last)."""
         self.measure()
+        self.points.append(ResumePoint(self.layer_index, 0, self.state()))
         self.layer(f"{name}: {len(passes)} passes")
         costs = self._emit_passes(passes)
         self.check_layer()
@@ -352,7 +393,7 @@ class CodeGen:
 
     def _emit_passes(self, passes):
         frame_address = self.frames.address
-        frames = self._frames(passes)
+        frames, held = zip(*self._frames(passes))
         # ahead[n]: the frame that streams during pass n (pass n+1's kernels), or
         # None.  It goes on a port of its own when pass n leaves one free
         # ("inline"), otherwise first, on its own ("alone").
@@ -373,7 +414,11 @@ class CodeGen:
             prologue = self.measure()
         self._shadow(passes[0], ahead[0])
         ports = self._ports(passes[0], inline[0], frame_address)
+        since = 0                   # estimated cycles since the last resume point
         for n, p in enumerate(passes):
+            if n and since >= RESUME_EVERY:
+                self._resume_point(n, held[n])
+                since = 0
             self._start_tiles(set(frames[n][1]) | set(ahead[n][1] if ahead[n] else ()))
             if alone[n] is not None:
                 self.comment("weight frame first: the data streams use every port")
@@ -401,8 +446,17 @@ class CodeGen:
             costs.append(PassCost(streams=tuple(streams), latency=p.latency, frame=tuple(frame),
                                   serial=prologue + serial, overlapped=overlapped, waits=waits,
                                   alone=tuple(alone_words), beats=beats))
+            since += pass_cycles(costs[-1])
             prologue, alone_words = 0, []
         return costs
+
+    def _resume_point(self, index, held):
+        """Label pass ``index`` of the current layer and record its state: the
+        registers as written (its own shadow writes included, made during the
+        previous pass) and the kernels the tiles hold during it."""
+        layer = self.layer_index - 1
+        self.lines.append(f"{pass_label(layer, index)}:")
+        self.points.append(ResumePoint(layer, index, MachineState(dict(self.shadow), dict(held))))
 
     def _start_tiles(self, also):
         """Start every tile with unstarted shadow writes and every tile in ``also``:

@@ -1,25 +1,31 @@
 """A compiled network cut into pieces that run on their own.
 
-A piece is a run of consecutive layers ``first .. stop - 1``.  Its memory
-image is the memory at the start of layer ``first`` as the reference engine
-computes it (a checkpoint), with two changes:
+The program can be resumed at its resume points
+(:class:`~compiler.codegen.ResumePoint`): the start of every layer, and the
+start of a pass every :data:`~compiler.codegen.RESUME_EVERY` estimated cycles
+inside a long layer.  A piece runs from one point to a later one (or to the
+end).  Its memory image is the memory at its first point as the reference
+engine computes it (a checkpoint), with two changes:
 
-* when ``first > 0``, the first instruction jumps to a resume stub placed
-  above the image (:meth:`compiler.codegen.CodeGen.resume`): it brings the
-  machine from reset to the state layer ``first``'s code was generated for
-  (the configuration registers as written, the kernels the tiles hold) and
-  jumps to the layer's label;
-* when ``stop`` is not the end, the instruction after layer ``stop``'s cycle
-  stamp becomes ``halt 0``.
+* unless it starts at the beginning, the first instruction jumps to a resume
+  stub placed above the image (:meth:`compiler.codegen.CodeGen.resume`): it
+  brings the machine from reset to the state the point's code was generated
+  for (the configuration registers as written, the kernels the tiles hold),
+  stores the cycle counter in the stamp slot of the point's layer when the
+  point is inside the layer, and jumps to the point's label;
+* unless it runs to the end, it halts at its stop point: after the layer's
+  cycle stamp when the point starts a layer, else by a jump from the point's
+  label to a stop stub that stamps the spare slot of the table and halts.
 
-So a piece runs exactly the code of its layers, between the same cycle
-stamps; after it halts, every word of data memory equals the reference
-engine's memory at the start of layer ``stop`` (or at the end).  The stub's
-cycles fall before the first stamp and are not counted.
+So a piece runs exactly the code between its points, between cycle stamps;
+after it halts, every word of data memory equals the reference engine's
+memory at its stop point (or at the end).  The stubs' cycles fall outside
+the stamps and are not counted.
 """
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -31,32 +37,45 @@ from sim.golden.asm import AsmError, assemble, from_words, symbols, to_words
 from sim.golden.engine import run_program
 
 from .artefacts import PROGRAM, STATES, load_compiled
-from .codegen import CodeGen, MachineState, WeightFrames, layer_label
+from .codegen import CodeGen, ResumePoint, WeightFrames
 from .errors import CompileError
 from .layout import ALIGN, align_up
 
-__all__ = ["Resumable", "Piece", "layer_starts", "checkpoints", "piece_image", "pieces",
-           "load_resumable"]
+__all__ = ["Resumable", "Piece", "checkpoints", "segments", "bounds", "data_base",
+           "piece_image", "pieces", "load_resumable"]
 
 
 @dataclass(frozen=True, eq=False)
 class Resumable:
     """What cutting a compiled network into pieces needs: its grid, its program
-    (assembly source, for the layers' labels), the cycle-stamp table, the
-    manifest and image, and the :class:`~compiler.codegen.MachineState` each
-    layer's code starts from."""
+    (assembly source, for the points' labels), the cycle-stamp table, the
+    manifest and image, and the program's
+    :class:`~compiler.codegen.ResumePoint` s."""
     grid: str
     config: object
     source: str
     stamps: int
-    entries: tuple
+    points: tuple
     manifest: dict
     image: np.ndarray
+
+    @property
+    def layers(self):
+        return len(self.manifest["layers"])
+
+    @cached_property
+    def starts(self):
+        """The instruction index of each resume point's label."""
+        try:
+            labels = symbols(self.source)
+            return tuple(labels[point.label] for point in self.points)
+        except (AsmError, KeyError) as exc:
+            raise CompileError(f"the program does not label its resume points ({exc}); compile again") from None
 
     @classmethod
     def of(cls, compiled):
         """The :class:`Resumable` of a :class:`~compiler.artefacts.Compiled`."""
-        return cls(compiled.grid, compiled.config, compiled.source, compiled.stamps, compiled.entries,
+        return cls(compiled.grid, compiled.config, compiled.source, compiled.stamps, compiled.points,
                    compiled.manifest(), compiled.image)
 
 
@@ -72,42 +91,45 @@ def load_resumable(directory):
         states = json.loads((d / STATES).read_text())
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise CompileError(f"{d}: no readable {PROGRAM} and {STATES} ({exc}); compile again") from None
-    layers = len(manifest["layers"])
-    if not isinstance(states, list) or len(states) != layers:
-        raise CompileError(f"{d / STATES}: not one machine state per layer ({layers}); compile again")
     try:
-        entries = tuple(MachineState.from_json(state, config) for state in states)
+        points = tuple(ResumePoint.from_json(point, config) for point in states) \
+            if isinstance(states, list) else None
     except ValueError as exc:
         raise CompileError(f"{d / STATES}: {exc}; compile again") from None
-    return Resumable(manifest["grid"], config, source, manifest["stamps"], entries, manifest, image)
+    layers = len(manifest["layers"])
+    if points is None or [p.layer for p in points if p.pass_ == 0] != list(range(layers)) or \
+            [(p.layer, p.pass_) for p in points] != sorted({(p.layer, p.pass_) for p in points}) or \
+            any(p.layer >= layers for p in points):
+        raise CompileError(f"{d / STATES}: not the resume points of {layers} layers in program order; "
+                           "compile again")
+    return Resumable(manifest["grid"], config, source, manifest["stamps"], points, manifest, image)
 
 
 @dataclass(frozen=True, eq=False)
 class Piece:
-    first: int                      #: the first layer
-    stop: int                       #: one past the last layer
+    first: int                      #: its first resume point (an index into the network's points)
+    stop: int                       #: its stop point (the count of points: the end)
     image: np.ndarray               #: the memory image that runs it from reset
     expected: np.ndarray            #: the reference memory when it halts (the image's extent)
     data_base: int                  #: the words from here up are compared (below: program, stamps)
+    layers: tuple                   #: the layer of each cycle it measures (see :func:`segments`)
+    slots: tuple                    #: the stamp slots that bound them (one more than ``layers``)
 
 
-def layer_starts(net):
-    """The instruction index of each layer's first instruction (``net``: a :class:`Resumable`)."""
-    try:
-        labels = symbols(net.source)
-        return [labels[layer_label(n)] for n in range(len(net.entries))]
-    except (AsmError, KeyError) as exc:
-        raise CompileError(f"the program does not label its layers ({exc}); compile again") from None
-
-
-def checkpoints(net, image):
-    """The reference engine's memory at the start of every layer and at halt:
-    a list of ``layers + 1`` arrays (unsigned words)."""
-    starts = layer_starts(net)
+def checkpoints(net, image, reached=None):
+    """The reference engine's memory at every resume point and at halt: a list
+    of ``points + 1`` arrays (unsigned words).  ``reached(point, memory)`` is
+    called with each as soon as the engine gets there (the halt as point
+    ``points``), so pieces can start while the engine runs on."""
+    starts = net.starts
+    point_at = {s: n for n, s in enumerate(starts)}
     taken = dict.fromkeys(starts)
-    final, halt, _ = run_program(image, net.config, snapshots=taken)
+    final, halt, _ = run_program(image, net.config, snapshots=taken,
+                                 reached=None if reached is None else lambda pc, m: reached(point_at[pc], m))
     if halt != 0:
         raise CompileError(f"the program halted with code {halt:#x} on the reference engine")
+    if reached is not None:
+        reached(len(starts), final)
     return [taken[s] for s in starts] + [final]
 
 
@@ -126,46 +148,103 @@ def _halt_after_stamp(image, start, width):
     _patch(image, start + 2, "halt 0\n")
 
 
+def _slot(net, index):
+    """The address of stamp slot ``index``: one per layer, the end, and a spare."""
+    return net.stamps + 2 * index
+
+
+def segments(net, first, stop):
+    """What a piece from point ``first`` to point ``stop`` measures: ``(layers,
+    slots)``, the layer of each measured span and the stamp slots around them
+    (a layer's own slot holds its start, or the point inside it where the
+    piece resumed; a stop inside a layer stamps the spare slot)."""
+    points, count = net.points, net.layers
+    start_layer = points[first].layer
+    if stop == len(points):
+        last, end = count - 1, count
+    elif points[stop].pass_ == 0:
+        last, end = points[stop].layer - 1, points[stop].layer
+    else:
+        last, end = points[stop].layer, count + 1
+    layers = tuple(range(start_layer, last + 1))
+    return layers, tuple(_slot(net, n) for n in layers) + (_slot(net, end),)
+
+
 def piece_image(net, memory, first, stop):
-    """The image of layers ``first .. stop - 1`` of the :class:`Resumable`
-    ``net`` from ``memory``, the memory at the start of layer ``first``."""
-    starts = layer_starts(net)
+    """The image of the :class:`Resumable` ``net`` from resume point ``first``
+    to point ``stop`` (or the end), from ``memory``, the memory at ``first``."""
+    starts = net.starts
     config = net.config
     image = np.array(memory, dtype=np.int64)
-    if stop < len(starts):
-        _halt_after_stamp(image, starts[stop], config.fmt.width)
-    if first == 0:
-        return image
     gen = CodeGen(config, net.stamps, WeightFrames(align_up(len(image), ALIGN)))
-    gen.resume(net.entries[first])
-    gen.emit(f"jmp {starts[first]}")
+    if stop < len(starts):
+        if net.points[stop].pass_ == 0:
+            _halt_after_stamp(image, starts[stop], config.fmt.width)
+        else:
+            gen.lines.append("stop:")
+            gen.emit("cycles r1")
+            gen.emit(f"st r1, {_slot(net, net.layers + 1)}(r0)")
+            gen.emit("halt 0")
+    if first > 0:
+        gen.lines.append("resume:")
+        point = net.points[first]
+        gen.resume(point.state)
+        if point.pass_:
+            gen.emit("cycles r1")
+            gen.emit(f"st r1, {_slot(net, point.layer)}(r0)")
+        gen.emit(f"jmp {starts[first]}")
+    if not gen.lines:
+        return image
     frames = gen.frames
     stub_base = align_up(frames.end, ALIGN)
-    stub = to_words(assemble("\n".join(gen.lines) + "\n"))
+    assert stub_base % INSTRUCTION_WORDS == 0
+    source = "\n".join(gen.lines) + "\n"
+    stub = to_words(assemble(source))
+    labels = {name: stub_base // INSTRUCTION_WORDS + index for name, index in symbols(source).items()}
     end = stub_base + len(stub)
     if end > config.memory_words:
-        raise CompileError(f"piece from layer {first}: the resume stub needs memory up to {end} words; "
+        raise CompileError(f"piece from point {first}: the resume stub needs memory up to {end} words; "
                            f"grid {net.grid} has {config.memory_words}")
     grown = np.zeros(end, dtype=np.int64)
     grown[:len(image)] = image
     for address, words in frames.blocks:
         grown[address:address + len(words)] = unsigned_words(words, config.fmt.width)
     grown[stub_base:end] = stub
-    _patch(grown, 0, f"jmp {stub_base // INSTRUCTION_WORDS}\n")
+    if "stop" in labels:
+        _patch(grown, starts[stop], f"jmp {labels['stop']}\n")
+    if "resume" in labels:
+        _patch(grown, 0, f"jmp {labels['resume']}\n")
     return grown
+
+
+def bounds(net, cuts=None):
+    """The pieces' ``(first, stop)`` resume points: one piece per point (a
+    layer, or a run of a long layer's passes); or, given the layer indices
+    ``cuts`` (each in ``1 .. layers - 1``), runs of whole layers between them."""
+    count = net.layers
+    if not net.points:
+        raise CompileError("this compiled network carries no resume points; compile it again")
+    if cuts is None:
+        edges = list(range(len(net.points)))
+    else:
+        cuts = sorted(set(cuts))
+        if any(not 0 < c < count for c in cuts):
+            raise CompileError(f"cuts must lie between layers 1 and {count - 1}, not {cuts}")
+        at = {p.layer: n for n, p in enumerate(net.points) if p.pass_ == 0}
+        edges = [0] + [at[c] for c in cuts]
+    edges.append(len(net.points))
+    return list(zip(edges, edges[1:]))
+
+
+def data_base(net):
+    """Where a piece's compared memory begins: above the program and the stamp table."""
+    return _slot(net, net.layers + 2)
 
 
 def pieces(net, image, cuts=None):
     """``image`` (the :class:`Resumable` ``net``'s image with an input) cut into
-    :class:`Piece` s: one per layer, or between the layer indices ``cuts``
-    (sorted, each in ``1 .. layers - 1``)."""
-    count = len(net.entries)
-    if not count:
-        raise CompileError("this compiled network carries no machine states; compile it again")
-    cuts = list(range(1, count)) if cuts is None else sorted(set(cuts))
-    if any(not 0 < c < count for c in cuts):
-        raise CompileError(f"cuts must lie between layers 1 and {count - 1}, not {cuts}")
+    :class:`Piece` s (see :func:`bounds`)."""
+    spans = bounds(net, cuts)
     memory = checkpoints(net, image)
-    bounds = [0] + cuts + [count]
-    return [Piece(a, b, piece_image(net, memory[a], a, b), memory[b], net.stamps + 2 * (count + 2))
-            for a, b in zip(bounds, bounds[1:])]
+    return [Piece(a, b, piece_image(net, memory[a], a, b), memory[b], data_base(net), *segments(net, a, b))
+            for a, b in spans]

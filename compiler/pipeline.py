@@ -63,7 +63,8 @@ def _frontend(path, grid):
 
 
 def _stamp_table(data_base, layers):
-    """Address of the cycle-stamp table (two words per layer and one more), just below the data."""
+    """Address of the cycle-stamp table, just below the data: two words per
+    layer, the end, and a spare slot (a partitioned run's stop inside a layer)."""
     stamps = data_base - 2 * (layers + 2)
     return stamps - stamps % 2
 
@@ -142,7 +143,7 @@ def compile_model(path, grid="tiny", calibration=None, *, progress=None, layer_d
     image = link(words, buffers, program.frames, config, grid)
     bounds = error_bounds(graph, quantisation, lowered, config, maxima)
     compiled = Compiled(grid, config, graph, buffers, _layers(graph, lowered, program, bounds),
-                        program.source, image, stamps, len(words), program.entries)
+                        program.source, image, stamps, len(words), program.points)
     if reference:
         if calibration is not None:
             x, what = calibration[:1], "the first calibration input"

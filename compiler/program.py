@@ -41,11 +41,11 @@ class LayerCode:
 @dataclass(frozen=True, eq=False)
 class Program:
     """The control program (assembly source), per-layer code, the weight frames,
-    and the machine state each layer's code starts from."""
+    and the places it can be resumed from."""
     source: str
     layers: tuple
     frames: WeightFrames
-    entries: tuple          #: a :class:`~compiler.codegen.MachineState` per layer
+    points: tuple           #: its :class:`~compiler.codegen.ResumePoint` s, in program order
 
 
 def _blocking_name(length):
@@ -103,13 +103,12 @@ def generate(graph, lowered, buffers, config, stamps, frames_base, *, progress=N
     ``progress``: called as ``progress(layers done, layers)`` after each layer."""
     gen = CodeGen(config, stamps, WeightFrames(frames_base))
     gen.begin()
-    layers, entries = [], []
+    layers = []
     for node, low in zip(graph.nodes, lowered):
-        entries.append(gen.state())
         window = (buffers[node.output].base, buffers[node.output].size)
         title = f"{node.name} ({node.onnx_op})"
         layers.append(schedule_layer(gen, title, low, config, window))
         if progress:
             progress(len(layers), len(graph.nodes))
     gen.end()
-    return Program("\n".join(gen.lines) + "\n", tuple(layers), gen.frames, tuple(entries))
+    return Program("\n".join(gen.lines) + "\n", tuple(layers), gen.frames, tuple(gen.points))

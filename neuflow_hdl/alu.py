@@ -1,6 +1,6 @@
 """The StreamALU: NeuFlow's term-by-term streaming operators."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, EnableInserter, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -101,12 +101,19 @@ class StreamALU(wiring.Component):
         ]
         a = Signal(signed(W), reset_less=True)
         b = Signal(signed(W), reset_less=True)
-        m.d.sync += [
-            a.eq(self.a.payload.data),
-            b.eq(Mux(cfg.b_const, cfg.const[:W].as_signed(), self.b.payload.data)),
-        ]
-        fast = self._fast_path(m, a, b)
-        div = self._divider(m, a, b)
+        with m.If(fire):
+            m.d.sync += [
+                a.eq(self.a.payload.data),
+                b.eq(Mux(cfg.b_const, cfg.const[:W].as_signed(), self.b.payload.data)),
+            ]
+        # Each path's data registers move only while one of its words is in
+        # flight (a clock enable), so an idle ALU does no work in simulation.
+        fast_path, divider = Module(), Module()
+        fast = self._fast_path(fast_path, a, b)
+        div = self._divider(divider, a, b)
+        m.submodules.fast_path = EnableInserter(
+            Cat(stage.valid & ~stage.div for stage in meta[:self._fast_pipeline]).any())(fast_path)
+        m.submodules.divider = EnableInserter(Cat(stage.valid & stage.div for stage in meta).any())(divider)
 
         fast_meta = meta[self._fast_pipeline - 1]
         div_meta = meta[self._div_pipeline - 1]

@@ -1,6 +1,6 @@
 """The 2-D convolver: NeuFlow's K x K parallel multiply-accumulate array."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, EnableInserter, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -321,16 +321,20 @@ class Convolver(wiring.Component):
         ]
         b_fire, row_word = self._row_words(m, x, fire)
         row_sums, row_maxes = self._row_chains(m, bank, b_fire, row_word)
+        # The trees and the bias move only while a window is in flight (a clock
+        # enable), so an idle convolver does no work in simulation.
+        trees = Module()
+        m.submodules.trees = EnableInserter(Cat(stage.valid for stage in meta).any())(trees)
         row_width = row_sums[0].shape().width
-        sum_root = self._tree(m, row_sums, "sum",
+        sum_root = self._tree(trees, row_sums, "sum",
                               lambda level: signed(min(row_width + level + 1, acc_shape.width)),
                               lambda a, b: a + b)
-        max_root = self._tree(m, row_maxes, "max", lambda level: signed(W),
+        max_root = self._tree(trees, row_maxes, "max", lambda level: signed(W),
                               lambda a, b: Mux(a > b, a, b))
 
         # -- Bias, into the output buffer; then the join with the partial sums.
         total = Signal(acc_shape, reset_less=True)
-        m.d.sync += total.eq(Mux(is_max, max_root, sum_root + cfg.bias))
+        trees.d.sync += total.eq(Mux(is_max, max_root, sum_root + cfg.bias))
         last = meta[self._pipeline - 1]
         m.d.comb += [
             out.i.valid.eq(last.valid),

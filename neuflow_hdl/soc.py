@@ -87,6 +87,13 @@ class SimTop(wiring.Component):
     with reset an input, Verilator re-evaluates all that logic whenever an
     input may have changed, twice a cycle.)
 
+    The inputs from the memory (``cmd_ready``, ``resp_valid``, ``resp_data``)
+    are registered: the value driven before a rising edge is the one the SoC
+    sees during the next cycle.  A memory model that computes them from its
+    own registered state (as a bus slave's outputs are) drives them one cycle
+    ahead, and nothing in the SoC depends combinationally on a top-level
+    input, so Verilator's input-combinational region is empty.
+
     Ports: ``clk``; ``halted``, ``halt_code``, ``cycles``; the command ``cmd_valid``,
     ``cmd_ready`` (in), ``cmd_addr`` (a beat address), ``cmd_we``,
     ``cmd_wdata``, ``cmd_wmask``; the response ``resp_valid`` (in),
@@ -119,12 +126,15 @@ class SimTop(wiring.Component):
                      ResetSignal("sync").eq(resetting != 0)]
         m.submodules.soc = soc = SoC(self._config)
         cmd, resp = soc.memory.cmd, soc.memory.resp
+        cmd_ready, resp_valid = Signal(), Signal()
+        resp_data = Signal.like(self.resp_data)
+        m.d.power += [cmd_ready.eq(self.cmd_ready), resp_valid.eq(self.resp_valid), resp_data.eq(self.resp_data)]
         m.d.comb += [
             self.halted.eq(soc.halted), self.halt_code.eq(soc.halt_code), self.cycles.eq(soc.cycles),
-            self.cmd_valid.eq(cmd.valid), cmd.ready.eq(self.cmd_ready),
+            self.cmd_valid.eq(cmd.valid), cmd.ready.eq(cmd_ready),
             self.cmd_addr.eq(cmd.payload.addr), self.cmd_we.eq(cmd.payload.we),
             self.cmd_wdata.eq(cmd.payload.wdata), self.cmd_wmask.eq(cmd.payload.wmask),
-            resp.valid.eq(self.resp_valid), self.resp_ready.eq(resp.ready),
-            resp.payload.eq(self.resp_data),
+            resp.valid.eq(resp_valid), self.resp_ready.eq(resp.ready),
+            resp.payload.eq(resp_data),
         ]
         return m

@@ -9,7 +9,7 @@ from neuflow_hdl.presets import preset
 from neuflow_hdl.regs import PORT_STATUS_REG, stream_port_writes, streamer_address
 from sim.golden.asm import assemble, to_words
 from sim.golden.iss import ISS
-from sim.app.pipeline_program import three_layer_pipeline
+from sim.rtl.pipeline_program import three_layer_pipeline
 from sim.rtl.runner import run_image, soc_build
 
 pytestmark = [pytest.mark.verilator, pytest.mark.xdist_group("verilator-soc")]

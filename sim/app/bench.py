@@ -3,14 +3,15 @@ measured on the ``neuflow-v6`` RTL.
 
 1. Build time and simulated cycles per second of the fast Verilator harness
    (:mod:`sim.rtl.harness`) on each grid preset, running the three-layer
-   pipeline program (sim/app/pipeline_program.py, a 64 x 48 image, repeated),
+   pipeline program (sim/rtl/pipeline_program.py, a 64 x 48 image, repeated),
    checked bit for bit; and of Amaranth's Python simulator on ``tiny``.
 2. The scene-parsing network of the compiler bench (320x240 alone, and the
    two small scales packed into one image) compiled for ``neuflow-v6`` and
-   run on its RTL as partitioned runs (one piece per layer, in parallel, each
-   checked bit for bit against the reference engine): measured cycles per
-   layer beside the compiler's estimate, frames/s at the preset's clock, and
-   the wall time of the simulation.
+   run on its RTL as partitioned runs (one piece per resume point: every
+   layer, and runs of about RESUME_EVERY estimated cycles inside long
+   layers; in parallel, each checked bit for bit against the reference
+   engine): measured cycles per layer beside the compiler's estimate,
+   frames/s at the preset's clock, and the wall time of the simulation.
 """
 
 import sys
@@ -22,14 +23,15 @@ import numpy as np
 import onnx
 
 from compiler.artefacts import write_outputs
+from compiler.codegen import RESUME_EVERY
 from compiler.pipeline import compile_model
 from neuflow_hdl.numerics import wrap_signed
 from neuflow_hdl.presets import PRESETS, preset
 from neuflow_hdl.soc import SoC
 from sim.app.bench_compiler import GRID, NEUFLOW_FPS, SMALL_CANVAS, scene_parsing, useful_macs
 from sim.app.parallel import default_workers
-from sim.app.partition import run_networks
-from sim.app.pipeline_program import three_layer_pipeline
+from sim.app.partition import count_pieces, run_networks
+from sim.rtl.pipeline_program import three_layer_pipeline
 from sim.app.progress import image_bar
 from sim.rtl.pysim import memory_process
 from sim.rtl.runner import run_image, soc_build
@@ -96,8 +98,9 @@ def bench_speed():
 def bench_frame(workers=None, dask=None):
     config = preset(GRID)
     print(f"\nScene parsing on the {GRID} RTL: 320x240 alone + the two small scales packed, random "
-          f"weights and input; one piece per layer, in parallel, each bit for bit against the "
-          f"reference engine")
+          f"weights and input; one piece per resume point (each layer, and about every "
+          f"{RESUME_EVERY:,} estimated cycles inside long layers), in parallel, each bit for bit against "
+          f"the reference engine")
     rng = np.random.default_rng(2012)
     started = time.monotonic()
     networks, names = [], []
@@ -112,13 +115,16 @@ def bench_frame(workers=None, dask=None):
     compiled_at = time.monotonic()
     print(f"  reports, with where the cycles go (estimated) in pictures: "
           f"{', '.join(str(REPORTS / f'scene_{w}x{h}' / 'report.md') for h, w in FRAME)}")
-    count = sum(len(c.layers) for c, _, _ in networks)
+    count = sum(count_pieces(c) for c, _, _ in networks)
     with image_bar(count, desc="  pieces", unit="piece") as bar:
         runs = run_networks(networks, workers=workers, dask=dask, done=bar.update)
-    rows, exact, steps = [], True, 0
+    rows, exact, steps, longest = [], True, 0, None
     for name, (compiled, _, _), run in zip(names, networks, runs):
         exact &= run.bit_exact
         steps += run.steps
+        for piece in run.pieces:
+            if longest is None or piece.seconds > longest.seconds:
+                longest = piece
         for layer, measured in zip(compiled.layers, run.layer_cycles):
             rows.append((f"{name} {layer.name}", layer.cycles, measured))
         for piece in run.pieces:
@@ -141,7 +147,8 @@ def bench_frame(workers=None, dask=None):
     print(f"  bit-exact on every piece: {exact}; simulation wall time {wall - (compiled_at - started):.0f} s "
           f"for {steps:,} simulated cycles on {default_workers() if dask is None else 'the cluster'} "
           f"worker(s) (the reference engine's checkpoints included; the compiles took "
-          f"{compiled_at - started:.0f} s more)")
+          f"{compiled_at - started:.0f} s more); {count} pieces, the longest {longest.seconds:.1f} s "
+          f"for {longest.steps:,} cycles")
     return exact
 
 

@@ -265,7 +265,7 @@ def _simulate_pieces(args, x):
     from compiler import CompileError
     from compiler.artefacts import as_batch
     from compiler.pieces import load_resumable
-    from sim.app.partition import run_partitioned
+    from sim.app.partition import count_pieces, run_partitioned
     from sim.app.progress import image_bar
     from sim.app.verify import input_saturation
     try:
@@ -274,7 +274,7 @@ def _simulate_pieces(args, x):
         if batch.shape[0] != 1:
             raise CompileError(f"--pieces runs one image; {args.input} holds {batch.shape[0]}")
         saturated = input_saturation(batch, net.manifest, args.strict)
-        with image_bar(len(net.entries), quiet=args.quiet, unit="piece") as bar:
+        with image_bar(count_pieces(net), quiet=args.quiet, unit="piece") as bar:
             run = run_partitioned(net, batch[0], workers=args.jobs, dask=args.dask, done=bar.update)
     except (CompileError, RuntimeError) as exc:
         raise UsageError(str(exc)) from None
@@ -290,6 +290,62 @@ def _simulate_pieces(args, x):
     _writing(args.output, lambda: np.save(args.output, y.astype(np.float32)))
     if not args.quiet:
         print(f"wrote {args.output} {tuple(y.shape)}")
+
+
+def cmd_sweep(args):
+    import json
+    from neuflow_hdl.presets import PRESETS
+    from sim.app.progress import image_bar
+    from sim.app.sweep import sweep
+    grids = [g.strip() for g in args.grids.split(",") if g.strip()]
+    unknown = [g for g in grids if g not in PRESETS]
+    if unknown or not grids:
+        raise UsageError(f"--grids {args.grids}: {', '.join(unknown) or 'none given'} is not a preset "
+                         f"({', '.join(PRESETS)})")
+    from compiler import CompileError
+    from compiler.frontend import load_model
+    models = {}
+    for model in args.models:
+        path = Path(model)
+        if path.stem in models:
+            raise UsageError(f"{model}: two models are called {path.stem}")
+        try:
+            models[path.stem] = load_model(path).SerializeToString()
+        except CompileError as exc:
+            raise UsageError(str(exc)) from None
+    if not args.quiet:
+        print("sweep: the first run on a grid builds its Verilator model (a few minutes)", flush=True)
+    try:
+        with image_bar(len(models) * len(grids), quiet=args.quiet, unit="point") as bar:
+            points = sweep(models, grids, seed=args.seed, workers=args.jobs, dask=args.dask, done=bar.update)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        _writing(args.json, lambda: Path(args.json).write_text(
+            json.dumps([p.as_json() for p in points], indent=1) + "\n"))
+    if not args.quiet:
+        _print_sweep(points)
+    bad = next((p for p in points if p.mismatch), None)
+    if bad:
+        raise UsageError(f"{bad.model} on {bad.grid}: hardware differs from the reference: {bad.mismatch}")
+    if not any(p.ran for p in points):
+        raise UsageError("no design point compiled: " + "; ".join(f"{p.model} on {p.grid}: {p.refused}"
+                                                                  for p in points))
+
+
+def _print_sweep(points):
+    print(f"{'model':<16} {'grid':<11} {'cycles':>11} {'estimate off':>12} {'frames/s':>9} {'MHz':>5} "
+          f"{'MACs/cycle':>10} {'use':>5} {'sim s':>6}  bit-exact")
+    for p in points:
+        if not p.ran:
+            print(f"{p.model[:16]:<16} {p.grid:<11} refused: {p.refused}")
+            continue
+        print(f"{p.model[:16]:<16} {p.grid:<11} {p.cycles:>11,} {100 * p.estimate_off:>+11.1f}% "
+              f"{p.frames_per_second:>9.1f} {p.clock_mhz:>5g} {p.macs / max(p.cycles, 1):>10.1f} "
+              f"{100 * p.utilisation:>4.0f}% {p.seconds:>6.1f}  {p.mismatch is None}")
+    print("(cycles: measured on the RTL, reset to halt; estimate off: the compiler's layer cycles against "
+          "the measured ones; use: useful MACs per cycle over the convolver MACs; sim s: compile and "
+          "simulation of the point)")
 
 
 def _grid_help():
@@ -384,6 +440,19 @@ def build_parser():
                    help="run the images (or pieces) on this Dask scheduler (tcp://host:port) instead; "
                         "needs pip install 'neuflow[dask]'")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("sweep", parents=[common],
+                       help="compile networks for grid presets and run every pair on the RTL")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="ONNX files")
+    p.add_argument("--grids", default="tiny", help="comma-separated grid presets (default tiny): " + grid)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+    p.add_argument("--json", help="write the points to this JSON file")
+    p.add_argument("--jobs", type=_positive, default=None,
+                   help="design points run at once on this machine (default: one per core)")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="run the points on this Dask scheduler (tcp://host:port) instead; needs "
+                        "pip install 'neuflow[dask]'")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("fit-mapper", parents=[common],
                        help="fit the piecewise-linear mapper to a function")

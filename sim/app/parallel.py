@@ -9,8 +9,9 @@ builds (or finds in its cache) the harness it needs.
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
-__all__ = ["run_parallel", "default_workers"]
+__all__ = ["run_parallel", "job_pool", "default_workers"]
 
 
 def default_workers():
@@ -23,11 +24,9 @@ def run_parallel(function, jobs, *, workers=None, dask=None, done=None):
 
     ``workers``: jobs at once on this machine (default: one per core);
     ``dask``: a scheduler address or a ``distributed.Client`` to run them on
-    instead; ``done``: called once as each job finishes."""
-    jobs = list(jobs)
-    if dask is not None:
-        return _on_dask(function, jobs, dask, done)
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+    instead; ``done``: called once per job, in the jobs' order, as each result
+    is collected."""
+    with job_pool(workers=workers, dask=dask) as pool:
         futures = [pool.submit(function, *job) for job in jobs]
         results = []
         for future in futures:
@@ -37,24 +36,40 @@ def run_parallel(function, jobs, *, workers=None, dask=None, done=None):
         return results
 
 
-def _on_dask(function, jobs, dask, done):
+@contextmanager
+def job_pool(*, workers=None, dask=None):
+    """A pool whose ``submit(function, *args)`` starts a job at once and returns
+    a future (``.result()``): ``workers`` threads on this machine, or the Dask
+    cluster ``dask`` (a scheduler address or a ``distributed.Client``)."""
+    if dask is None:
+        with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+            yield pool
+        return
+    client, owned = _client(dask)
     try:
-        from distributed import Client, as_completed
+        yield _DaskPool(client)
+    finally:
+        if owned:
+            client.close()
+
+
+class _DaskPool:
+    def __init__(self, client):
+        self._client = client
+
+    def submit(self, function, *args):
+        return self._client.submit(function, *args, pure=False)
+
+
+def _client(dask):
+    """``(client, owned)`` for a scheduler address or a client."""
+    try:
+        from distributed import Client
     except ImportError:
         raise RuntimeError("--dask needs the 'distributed' package: pip install 'neuflow[dask]'") from None
     if isinstance(dask, Client):
-        client = dask
-    else:
-        try:
-            client = Client(dask, timeout="10s")
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise RuntimeError(f"--dask {dask}: cannot reach the scheduler ({exc})") from None
+        return dask, False
     try:
-        futures = [client.submit(function, *job, pure=False) for job in jobs]
-        if done:
-            for _ in as_completed(futures):
-                done()
-        return client.gather(futures)
-    finally:
-        if client is not dask:
-            client.close()
+        return Client(dask, timeout="10s"), True
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise RuntimeError(f"--dask {dask}: cannot reach the scheduler ({exc})") from None

@@ -16,7 +16,10 @@ waits for it, two writers on one global line) raises :class:`EngineError`
 naming the instruction.
 """
 
+from types import SimpleNamespace
+
 import numpy as np
+from amaranth.hdl import Shape
 from amaranth.lib import data
 
 from neuflow_hdl.numerics import Format, unsigned_words, wrap_signed
@@ -36,6 +39,32 @@ class EngineError(Exception):
     pass
 
 
+_FIELDS = {}        # id(layout) -> (layout, its fields)
+
+
+def _decode(layout, value):
+    """The fields of ``layout`` in the integer ``value``, as attributes: ints
+    (signed where the field is), enum members (an int that is none), or a
+    ``data.Const`` for a nested layout.  What ``data.Const`` gives, without its
+    cost per access."""
+    known = _FIELDS.get(id(layout))
+    if known is None:
+        known = _FIELDS[id(layout)] = (layout, tuple((name, f.offset, f.width, f.shape) for name, f in layout))
+    fields = {}
+    for name, offset, width, shape in known[1]:
+        bits = (value >> offset) & ((1 << width) - 1)
+        if isinstance(shape, Shape):
+            fields[name] = bits - (1 << width) if shape.signed and bits >> (width - 1) else bits
+        elif isinstance(shape, data.Layout):
+            fields[name] = data.Const(shape, bits)
+        else:
+            try:
+                fields[name] = shape(bits)
+            except ValueError:
+                fields[name] = bits
+    return SimpleNamespace(**fields)
+
+
 class _Tile:
     def __init__(self, index, config):
         self.index = index
@@ -48,6 +77,12 @@ class _Tile:
         self.bank = np.zeros(K * K, dtype=np.int64)
         self.kept, self.pending, self.skip_left = 0, False, 0
         self.queues = {}        # sink name -> [frame]
+        self.activated()
+
+    def activated(self):
+        """Forget what was decoded from the active registers (a start replaced them)."""
+        self.decoded = {}       # unit -> its active registers, decoded
+        self.consumers = None   # source name -> [sinks routed to it], made when first needed
 
 
 class GridModel:
@@ -59,6 +94,7 @@ class GridModel:
         self.fmt = Format(config.fmt.width, config.fmt.frac)
         self.tiles = [_Tile(t, config) for t in range(config.tiles)]
         self.sinks = router_sinks(config.globals_, config.fifos)
+        self.sink_index = {name: k for k, name in enumerate(self.sinks)}
         self.sources = router_sources(config.globals_, config.fifos)
         self.ports = [{"regs": [0] * 6, "busy": False, "done": False, "error": False,
                        "desc": None} for _ in range(config.ports)]
@@ -72,12 +108,17 @@ class GridModel:
         raise EngineError(f"{self.where}: {message}")
 
     def _unit(self, tile, unit, layout):
-        regs = -(-layout.size // 32)
-        words = [tile.active.get((unit.value, r), 0) for r in range(regs)]
-        return data.Const(layout, unpack_registers(words) & ((1 << layout.size) - 1))
+        """The active registers of ``unit``, decoded once per start: its fields
+        as attributes (a nested layout's field stays a ``data.Const``)."""
+        fields = tile.decoded.get(unit)
+        if fields is None:
+            regs = -(-layout.size // 32)
+            words = [tile.active.get((unit.value, r), 0) for r in range(regs)]
+            fields = tile.decoded[unit] = _decode(layout, unpack_registers(words) & ((1 << layout.size) - 1))
+        return fields
 
     def _route(self, tile, sink):
-        select = tile.active.get((Unit.ROUTER.value, self.sinks.index(sink)), ROUTE_NONE)
+        select = tile.active.get((Unit.ROUTER.value, self.sink_index[sink]), ROUTE_NONE)
         if select == ROUTE_NONE:
             return None
         if select >= len(self.sources):
@@ -129,6 +170,7 @@ class GridModel:
                 t.queues = {}
             if value & 1:                       # start
                 t.active = dict(t.shadow)
+                t.activated()
                 conv = self._unit(t, Unit.CONVOLVER, CONV_CONFIG)
                 corner = self.c.kernel - conv.k if 1 <= conv.k <= self.c.kernel else 0
                 t.pointer = (corner, corner)
@@ -159,7 +201,7 @@ class GridModel:
     # -- streams ----------------------------------------------------------------------
     def _start_port(self, n):
         regs = self.ports[n]["regs"]
-        d = data.Const(STREAM_PORT, unpack_registers(regs) & ((1 << STREAM_PORT.size) - 1))
+        d = _decode(STREAM_PORT, unpack_registers(regs) & ((1 << STREAM_PORT.size) - 1))
         port = self.ports[n]
         last = d.base + (d.height - 1) * d.stride + d.width - 1
         if d.width == 0 or d.height == 0 or d.base < d.window_base or \
@@ -192,7 +234,12 @@ class GridModel:
             port.update(busy=False, done=True)
 
     def _consumers(self, tile, source):
-        return [(tile, sink) for sink in self.sinks if self._route(tile, sink) == source]
+        if tile.consumers is None:
+            routes = {}
+            for sink in self.sinks:
+                routes.setdefault(self._route(tile, sink), []).append(sink)
+            tile.consumers = routes
+        return [(tile, sink) for sink in tile.consumers.get(source, ())]
 
     def _deliver(self, tile, source, frame):
         """Send ``frame`` from ``source`` of ``tile`` to every sink routed to it.
@@ -272,7 +319,9 @@ class GridModel:
         q = t.queues
         if q.get("convolver_in"):
             conv = self._unit(t, Unit.CONVOLVER, CONV_CONFIG)
-            mode = ConvMode(conv.mode)
+            if not isinstance(conv.mode, ConvMode):
+                self._fail(f"tile {t.index}: convolver mode {conv.mode} does not exist")
+            mode = conv.mode
             if mode != ConvMode.MAC_PSUM or q.get("convolver_psum"):
                 x = self._take(t, "convolver_in")
                 if x.shape != (conv.height, conv.width):
@@ -291,15 +340,17 @@ class GridModel:
                 fired = True
         if q.get("alu_a"):
             alu = self._unit(t, Unit.ALU, ALU_CONFIG)
-            if alu.b_const or q.get("alu_b") or AluOp(alu.op) in (AluOp.SQUARE, AluOp.ABS):
+            if not isinstance(alu.op, AluOp):
+                self._fail(f"tile {t.index}: ALU operation {alu.op} does not exist")
+            if alu.b_const or q.get("alu_b") or alu.op in (AluOp.SQUARE, AluOp.ABS):
                 a = self._take(t, "alu_a")
-                if alu.b_const or AluOp(alu.op) in (AluOp.SQUARE, AluOp.ABS):
+                if alu.b_const or alu.op in (AluOp.SQUARE, AluOp.ABS):
                     b = int(wrap_signed(alu.const, fmt.width))
                 else:
                     b = self._take(t, "alu_b")
                     if b.shape != a.shape:
                         self._fail(f"tile {t.index}: ALU operands of shapes {a.shape} and {b.shape}")
-                self._emit(t, "alu", reference.alu(AluOp(alu.op), a, b, shift=alu.shift, fmt=fmt))
+                self._emit(t, "alu", reference.alu(alu.op, a, b, shift=alu.shift, fmt=fmt))
                 fired = True
         if q.get("mapper_in"):
             m = self._unit(t, Unit.MAPPER, self.mapper_layout)
@@ -323,12 +374,13 @@ class GridModel:
             self._fail(f"tile {t.index}: the {source} output has no consumer")
 
 
-def run_program(memory, config, *, max_steps=50_000_000, snapshots=None):
+def run_program(memory, config, *, max_steps=50_000_000, snapshots=None, reached=None):
     """Run the program in ``memory`` (unsigned words) to halt on the ISS with the
     grid model; returns ``(memory after halt, halt code, instructions)``.
 
     ``snapshots``: a dict whose keys are instruction indices; each key's value
-    becomes a copy of the memory when that instruction is first reached."""
+    becomes a copy of the memory when that instruction is first reached (and
+    ``reached(index, copy)`` is called then, if given)."""
     iss = ISS(memory, width=config.fmt.width, wait_limit=1)
     model = GridModel(config, iss.memory)
     iss.config = model
@@ -338,6 +390,8 @@ def run_program(memory, config, *, max_steps=50_000_000, snapshots=None):
         if iss.pc in wanted:
             snapshots[iss.pc] = iss.memory.copy()
             wanted.discard(iss.pc)
+            if reached is not None:
+                reached(iss.pc, snapshots[iss.pc])
         model.where = f"instruction {iss.pc}"
         try:
             iss.step()

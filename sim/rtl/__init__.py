@@ -1,3 +1,5 @@
-"""Running the RTL: the fast Verilator harness that runs a memory image to halt,
-cached Verilator builds for the cocotb unit benches, and the memory model for
-Amaranth's simulator.  They import only :mod:`neuflow_hdl`."""
+"""Running the RTL: the fast Verilator harness that runs a memory image to halt
+(built with a profile of the three-layer pipeline program, which lives here
+too), cached Verilator builds for the cocotb unit benches, and the memory model
+for Amaranth's simulator.  They import :mod:`neuflow_hdl` and, for the
+pipeline program, the assembler and numpy reference of :mod:`sim.golden`."""

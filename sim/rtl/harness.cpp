@@ -285,18 +285,25 @@ int main(int argc, char** argv) {
     // The top holds itself in reset for its first RESET_CYCLES cycles.
     uint64_t steps = 0, after_halt = 0;
     Command command;
+    // The top registers its memory inputs (SimTop): the slave drives, before
+    // each rising edge, what the design sees in the cycle after it.  The
+    // design's outputs depend on its registers only, so they are settled
+    // after the edge's evaluation.
+    slave.drive(*top);
+    top->clk = 0;
+    top->eval();
     auto cycle = [&]() {
         const bool reset = steps < (uint64_t)RESET_CYCLES;
+        command.sample(*top, reset);
+        const bool response = !reset && top->resp_valid && top->resp_ready;
+        if (!reset) slave.edge(command, response);
         slave.drive(*top);
-        top->clk = 0;
+        top->clk = 1;
         top->eval();
         context->timeInc(5);
         DUMP();
-        command.sample(*top, reset);
-        const bool response = !reset && top->resp_valid && top->resp_ready;
-        top->clk = 1;
+        top->clk = 0;
         top->eval();
-        if (!reset) slave.edge(command, response);
         context->timeInc(5);
         DUMP();
         steps++;

@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -41,6 +42,10 @@ OPTIONS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT"
 #: The C++ compiler's optimisation of the model (-march=native measured 1-3% faster: not worth
 #: a build that only runs on the machine that made it).
 CXX_OPT = "-O2"
+#: Profile-guided optimisation: the model is compiled instrumented, runs the
+#: three-layer pipeline program this many times, and is compiled again with the
+#: profile (measured 1.8x faster on neuflow-v6; see docs/architecture.md).
+PGO_REPEAT = 4
 
 
 class HarnessError(RuntimeError):
@@ -108,6 +113,8 @@ def harness_build(grid="tiny", *, waves=False, threads=1, jobs=None, quiet=False
 
 
 def _compile(config, name, folder, waves, threads, jobs):
+    """Verilate the top, then compile it: twice with a training run between
+    (profile-guided) unless it is a tracing build."""
     from amaranth.back import verilog
 
     from neuflow_hdl.soc import SimTop
@@ -119,11 +126,10 @@ def _compile(config, name, folder, waves, threads, jobs):
     root = verilator_env()
     defines = [f"-DBEAT_WORDS={config.beat_words}", f"-DWORD_BITS={config.fmt.width}",
                f"-DMEMORY_WORDS={config.memory_words}ull", f"-DRESET_CYCLES={SimTop.RESET_CYCLES}"]
-    command = [str(root / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", str(jobs),
+    command = [str(root / "bin" / "verilator"), "--cc", "--exe",
                "--top-module", name, "--prefix", "Vtop", "--Mdir", str(folder / "obj"), "-o", str(folder / "Vtop"),
                *OPTIONS, "-CFLAGS", " ".join(defines), "-CFLAGS", "-std=c++17",
-               "--output-split", "20000", "--output-split-cfuncs", "2000",
-               "-MAKEFLAGS", f"OPT_FAST={CXX_OPT} OPT_SLOW=-O1 OPT_GLOBAL=-O2 CFG_CXXFLAGS_PCH_I=-include"]
+               "--output-split", "20000", "--output-split-cfuncs", "2000"]
     if threads > 1:
         command += ["--threads", str(threads)]
     if waves:
@@ -132,10 +138,47 @@ def _compile(config, name, folder, waves, threads, jobs):
     command += [str(source), str(HARNESS)]
     log = folder / "build.log"
     with open(log, "w") as out:
-        done = subprocess.run(command, cwd=folder, stdout=out, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise HarnessError(f"Verilator build of {name} failed; see {log}:\n" + log.read_text()[-3000:])
+        _step(command, folder, out, log, name)
+        if waves:
+            _make(folder, jobs, "", out, log, name)
+        else:
+            _make(folder, jobs, "-fprofile-generate", out, log, name)
+            _train(config, folder, out, log, name)
+            for built in (folder / "obj").glob("*"):
+                if built.suffix in (".o", ".a", ".gch"):
+                    built.unlink()
+            _make(folder, jobs, "-fprofile-use -fprofile-correction -Wno-missing-profile", out, log, name)
     return [before, after]
+
+
+def _step(command, folder, out, log, name):
+    out.write("$ " + " ".join(command) + "\n")
+    out.flush()
+    done = subprocess.run(command, cwd=folder, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        out.flush()
+        raise HarnessError(f"the build of {name} failed; see {log}:\n" + log.read_text()[-3000:])
+
+
+def _make(folder, jobs, profile, out, log, name):
+    """Compile Verilator's C++ and the harness; ``profile``: the compiler's
+    profile-guided-optimisation flags (also given to the linker)."""
+    _step(["make", "-s", "-j", str(jobs), "-C", str(folder / "obj"), "-f", "Vtop.mk",
+           f"OPT_FAST={CXX_OPT} {profile}", "OPT_SLOW=-O1", f"OPT_GLOBAL=-O2 {profile}",
+           f"LDFLAGS={profile}", "CFG_CXXFLAGS_PCH_I=-include"], folder, out, log, name)
+
+
+def _train(config, folder, out, log, name):
+    """The profiling run: the three-layer pipeline program, checked to halt."""
+    from .pipeline_program import three_layer_pipeline
+
+    job = three_layer_pipeline(config, np.random.default_rng(1), repeat=PGO_REPEAT)
+    build = HarnessBuild(name, folder / "Vtop", config.fmt.width, config.memory_words, 0.0, (), False)
+    with tempfile.TemporaryDirectory(dir=folder) as work:
+        run = run_harness(build, job.image, work)
+    out.write(f"training run: {run.cycles} cycles in {run.seconds:.2f} s, halted {run.halted}\n")
+    if not run.halted or run.fault:
+        raise HarnessError(f"the training run of {name} did not halt ({run.fault or 'no halt'}); see {log}")
 
 
 def _word_dtype(build):
