@@ -27,7 +27,10 @@ def calibration_maxima(model, graph, x):
     onnx_maxima = {name: float(np.max(np.abs(v))) for name, v in outs.items()}
     maxima = dict(onnx_maxima)
     for n in graph.nodes:
-        maxima[n.output] = max(onnx_maxima.get(name, 0.0) for name in n.onnx_outputs)
+        if n.onnx_outputs:
+            maxima[n.output] = max(onnx_maxima.get(name, 0.0) for name in n.onnx_outputs)
+        else:       # an internal step (a partial sum): bounded by the sum of its inputs' maxima
+            maxima[n.output] = sum(maxima.get(name, 0.0) for name in n.inputs)
     if graph.input_name in onnx_maxima:
         maxima[graph.input] = onnx_maxima[graph.input_name]
     return maxima

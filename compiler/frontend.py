@@ -203,6 +203,14 @@ class _Translation:
                                    where)
         node = _translate(_Operands(onnx_node, op, attrs, data, constants, in_full, self.shapes,
                                     where, ins[0] in consts, self.opset))
+        steps = node if isinstance(node, list) else [node]
+        for step in steps[:-1]:         # internal steps: IR tensors no ONNX tensor stands for
+            if step.output in self.shapes or step.output in self.value_shapes or step.output in consts:
+                raise CompileError(f"tensor name {step.output!r} is taken; rename it", where)
+            self.nodes.append(step)
+            self.shapes[step.output] = _out_shape(step, self.shapes, where)
+            self.full_shapes[step.output] = (1,) + self.shapes[step.output]
+        node = steps[-1]
         node.output = out
         node.onnx_outputs = [out]
         self.nodes.append(node)
@@ -417,14 +425,34 @@ def _softmax(o):
     return o.node_of("softmax", attrs={"axis": axis})
 
 
+def _sum_chain(o):
+    """``Sum`` of three or more tensors: a chain of two-operand adds, each
+    partial sum an IR tensor of its own (``<output>:sum<k>``, no ONNX tensor)."""
+    first = o.data[0]
+    for name in o.data[1:]:
+        if o.shapes[name] != o.shapes[first]:
+            raise CompileError(f"operands of shapes {o.shapes[first]} and {o.shapes[name]}: "
+                               "broadcasting between two streams is not supported", o.where)
+    nodes, partial = [], first
+    for k, name in enumerate(o.data[1:]):
+        node = o.node_of("eltwise", [partial, name], {"op": "add", "act": None})
+        if k < len(o.data) - 2:
+            node.output = partial = f"{o.node.output[0]}:sum{k}"
+        nodes.append(node)
+    return nodes
+
+
 def _eltwise(o):
     op, data, constants, shapes, in_full, where = o.op, o.data, o.constants, o.shapes, o.in_full, o.where
     const_first = o.const_first
     kind = _ELTWISE[op]
-    if op == "Sum" and len(data) != 2:
+    if op == "Sum" and (len(data) != 2 or constants):
         if len(data) == 1 and not constants:
             return o.node_of("act", data, {"act": ("clip", -np.inf, np.inf)})
-        raise CompileError(f"Sum of {len(data)} tensors: only two are supported", where)
+        if constants or len(data) < 2:
+            raise CompileError(f"Sum of {len(data)} tensors and {len(constants)} constants: only "
+                               "tensors are summed", where)
+        return _sum_chain(o)
     if len(data) == 2:
         if shapes[data[0]] != shapes[data[1]]:
             raise CompileError(f"operands of shapes {shapes[data[0]]} and {shapes[data[1]]}: "

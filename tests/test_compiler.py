@@ -118,6 +118,59 @@ def test_operator_against_onnxruntime(tmp_path, nodes, in_shape, inits):
     assert err <= compiled.layers[-1].error_bound, (err, compiled.layers[-1].error_bound)
 
 
+def _sum_of(count, rng):
+    """``count`` 3x3 convolutions of one input, summed by one ONNX Sum, then a Relu."""
+    convs = [helper.make_node("Conv", ["x", f"w{n}"], [f"c{n}"], pads=[1, 1, 1, 1]) for n in range(count)]
+    nodes = convs + [helper.make_node("Sum", [f"c{n}" for n in range(count)], ["s"], name="sum"),
+                     helper.make_node("Relu", ["s"], ["y"])]
+    return model(nodes, (1, 2, 6, 6), (1, 3, 6, 6),
+                 [(f"w{n}", rng.normal(0, 0.3, (3, 2, 3, 3))) for n in range(count)])
+
+
+@pytest.mark.parametrize("count", [3, 4])
+def test_sum_of_many_tensors(tmp_path, count):
+    """Sum of three or more tensors: a chain of two-operand adds (internal partial
+    sums), within the bound of onnxruntime; with calibration too (a partial sum's
+    range bounded by its operands')."""
+    rng = np.random.default_rng(count)
+    m = _sum_of(count, rng)
+    x = rng.normal(0, 1, (2, 2, 6, 6))
+    compiled, err = _compile_and_check(m, tmp_path, x)
+    adds = [layer for layer in compiled.layers if layer.op == "Sum"]
+    assert len(adds) == count - 1 and adds[-1].onnx_output in ("s", "y")   # the Relu may be fused
+    assert all(a.onnx_output is None for a in adds[:-1])
+    assert err <= compiled.layers[-1].error_bound, (err, compiled.layers[-1].error_bound)
+    tuned = compile_model(save(m, tmp_path, "tuned.onnx"), "tiny", x, reference=True)
+    write_outputs(tuned, tmp_path / "tuned")
+    got = verify_directory(tmp_path / "tuned", x).outputs
+    want = run_onnx(m, x)["y"]
+    assert np.abs(got - want.reshape(got.shape)).max() <= tuned.layers[-1].error_bound
+
+
+@pytest.mark.verilator
+def test_sum_of_many_tensors_on_the_rtl(tmp_path):
+    m = _sum_of(3, np.random.default_rng(9))
+    compiled = compile_model(save(m, tmp_path), "tiny", reference=False)
+    write_outputs(compiled, tmp_path / "net")
+    x = np.random.default_rng(10).normal(0, 1, (1, 2, 6, 6))
+    result = verify_directory(tmp_path / "net", x, "rtl")
+    assert result.bit_exact, result.first_mismatch
+
+
+def test_sum_refuses_constants_and_mismatched_shapes(tmp_path):
+    rng = np.random.default_rng(11)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Sum", ["c", "c", "k"], ["y"], name="sum")]
+    m = model(nodes, (1, 1, 4, 4), (1, 1, 2, 2), [("w", rng.normal(size=(1, 1, 3, 3))),
+                                                  ("k", np.ones((1, 1, 2, 2)))])
+    with pytest.raises(CompileError, match="only tensors are summed"):
+        compile_model(save(m, tmp_path), "tiny", reference=False)
+    nodes[1] = helper.make_node("Sum", ["c", "c", "x"], ["y"], name="sum")
+    m = model(nodes, (1, 1, 4, 4), (1, 1, 2, 2), [("w", rng.normal(size=(1, 1, 3, 3)))])
+    with pytest.raises(CompileError, match="broadcasting"):
+        compile_model(save(m, tmp_path), "tiny", reference=False)
+
+
 def test_every_operator_network(tmp_path):
     m = every_operator(np.random.default_rng(1))
     x = np.random.default_rng(2).normal(0, 1, (2, 2, 8, 8))
