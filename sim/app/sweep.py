@@ -4,8 +4,8 @@ A design point is one network on one preset: compiled for it, run on its
 Verilator harness with a random input (seeded, the same for every preset),
 checked layer by layer against the reference engine, with measured cycles
 beside the compiler's estimate.  The points are independent jobs for
-:func:`sim.app.parallel.run_parallel`: on this machine's cores, or on a Dask
-cluster.  A point takes the model's bytes, not its path, so a worker needs no
+:func:`sim.app.parallel.run_parallel`: on this machine's cores (a process
+each), or on a Dask cluster.  A point takes the model's bytes, not its path, so a worker needs no
 shared file system.  A network that a preset cannot take is a result of the
 sweep (the point says why), not an error.
 """
@@ -94,8 +94,8 @@ def run_point(name, model, grid, seed):
 
 def sweep(models, grids, *, seed=0, workers=None, dask=None, done=None):
     """Every network of ``models`` (``{name: ONNX bytes}``) on every preset of
-    ``grids``, in parallel (``workers`` at once here, or on the Dask cluster
-    ``dask``); a list of :class:`SweepPoint`, networks outer, presets inner.
-    ``done`` is called once per point."""
+    ``grids``, in parallel (``workers`` processes here, since a point compiles
+    in Python, or on the Dask cluster ``dask``); a list of :class:`SweepPoint`,
+    networks outer, presets inner.  ``done`` is called once per point."""
     jobs = [(name, model, grid, seed) for name, model in models.items() for grid in grids]
-    return run_parallel(run_point, jobs, workers=workers, dask=dask, done=done)
+    return run_parallel(run_point, jobs, workers=workers, dask=dask, done=done, processes=True)
