@@ -67,6 +67,8 @@ def error_bounds(graph, quantisation, lowered, config, maxima=None):
                 magnitude = size[a] * size[b]
             else:
                 e, magnitude = float("inf"), float("inf")
+        elif node.op == "concat":
+            e, magnitude = max(e_in), max(size[t] for t in node.inputs)
         else:                   # max pooling, a lone activation: no rounding of their own
             e, magnitude = e_in[0], size[node.inputs[0]]
         act = node.attrs.get("act")

@@ -386,7 +386,8 @@ class CodeGen:
         self.measure()
         self.points.append(ResumePoint(self.layer_index, 0, self.state()))
         self.layer(f"{name}: {len(passes)} passes")
-        costs = self._emit_passes(passes)
+        # A layer without passes (a concatenation in place) is its stamp and check.
+        costs = self._emit_passes(passes) if passes else [PassCost(streams=(), latency=0, serial=self.measure())]
         self.check_layer()
         costs[-1] = replace(costs[-1], after=self.measure())
         return costs

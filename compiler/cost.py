@@ -72,6 +72,8 @@ def pass_cycles(cost):
     streams: the ports' poll overlaps the streams, each further poll finds the
     grid idle (measured: about half an instruction time)."""
     cpi = CYCLES_PER_INSTRUCTION
+    if not cost.streams and not cost.frame and not cost.alone:     # a layer without passes
+        return (cost.serial + cost.after) * cpi
     streams = stream_cycles(list(cost.streams), list(cost.frame), cost.latency, cost.beats, cost.overlapped)
     return (cost.serial * cpi + sum(words + STREAM_OVERHEAD for words in cost.alone) +
             max(streams, cost.overlapped * cpi) + max(cost.waits - 1, 0) * cpi // 2 +

@@ -385,6 +385,26 @@ def _batch_norm(o):
     return o.node_of("affine", attrs={"act": None}, params={"scale": s, "shift": bias - mean * s})
 
 
+def _concat(o):
+    """``Concat`` along channels: the inputs are views of the output's buffer
+    (:func:`compiler.layout.plan_buffers`), so it costs no pass."""
+    rank = len(o.in_full)
+    axis = int(o.attrs.get("axis", 1))
+    if o.constants:
+        raise CompileError(f"{len(o.constants)} constant operands: only tensors are concatenated", o.where)
+    if rank != 4 or axis not in (1, 1 - rank):
+        raise CompileError(f"axis {axis} of a rank-{rank} tensor: only a Concat along the channels of "
+                           "images (axis 1) is supported", o.where)
+    if len(set(o.data)) != len(o.data):
+        raise CompileError("a tensor concatenated with itself: each input of a Concat is a part of "
+                           "its output's memory", o.where)
+    sizes = {o.shapes[t][1:] for t in o.data}
+    if len(sizes) != 1:
+        raise CompileError(f"inputs of sizes {sorted(sizes)}: a Concat along channels needs one size",
+                           o.where)
+    return o.node_of("concat")
+
+
 def _flatten(o):
     c, h, w = o.shapes[o.data[0]]
     if o.op == "Flatten" and o.attrs.get("axis", 1) != 1:
@@ -565,6 +585,8 @@ def _out_shape(node, shapes, where):
         return (node.params["weight"].shape[0], 1, 1)
     if op == "flatten":
         return (c * h * w, 1, 1)
+    if op == "concat":
+        return (sum(shapes[t][0] for t in node.inputs), h, w)
     return (c, h, w)
 
 
@@ -573,7 +595,7 @@ _TRANSLATORS = {
     "Conv": _conv, "Clip": _clip, "MaxPool": _pool, "AveragePool": _pool,
     "GlobalAveragePool": _global_average_pool, "BatchNormalization": _batch_norm,
     "Gemm": _gemm, "MatMul": _gemm, "Flatten": _flatten,
-    "Reshape": _flatten, "LRN": _lrn, "Softmax": _softmax,
+    "Reshape": _flatten, "LRN": _lrn, "Softmax": _softmax, "Concat": _concat,
     **{op: _activation for op in _ACT}, **{op: _eltwise for op in _ELTWISE},
 }
 

@@ -23,6 +23,8 @@ the same program).  A node is one of the operators below; the passes of
 ``lrn``     local response normalisation across channels; attrs
             ``size``, ``alpha``, ``beta``, ``bias``
 ``flatten`` a view: ``(C, H, W)`` read as ``(C*H*W, 1, 1)``
+``concat``  the inputs' channels one after the other; no pass: each input
+            is a view of the output's buffer
 =========== ============================================================
 
 An activation is a tuple: ``("relu",)``, ``("tanh",)``, ``("sigmoid",)``,

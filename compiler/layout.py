@@ -6,6 +6,12 @@ word for max pooling) that the memory image initialises and nothing ever
 writes.  Padding therefore costs nothing at run time: a padded convolution
 reads a larger rectangle.  Buffers never overlap.  The program and the
 cycle-stamp table sit below the buffers, the weight frames above them.
+
+The one exception: the inputs of a ``concat`` are *views* of its output's
+buffer, each a run of its channels (``Buffer.view``), so the producers write
+the concatenation in place and it costs no pass.  The tensors of one
+concatenation (nested ones too) share one border, the largest any of their
+consumers needs.
 """
 
 import math
@@ -46,6 +52,7 @@ class Buffer:
     pad_value: int = 0
     tail: int = 0                       #: extra words after the maps (flat chunk reads)
     base: int = 0
+    view: tuple = None                  #: (tensor, first channel): maps of that tensor's buffer
 
     @property
     def row(self):
@@ -144,29 +151,64 @@ def _consumer_pads(node, graph, config):
     return (0, 0, 0, 0, None)
 
 
+def _concat_groups(graph):
+    """``{tensor: root}``: each tensor of a concatenation and the outermost
+    concatenation's output it lives in (``{}`` without concatenations)."""
+    root = {}
+    for node in graph.nodes:
+        if node.op != "concat":
+            continue
+        for t in node.inputs:
+            if t in root:
+                raise CompileError(f"tensor {t!r} is an input of two concatenations; each input is a "
+                                   "part of its concatenation's memory", node)
+            root[t] = node.output
+    for t in list(root):
+        while root[t] in root:
+            root[t] = root[root[t]]
+    for t in set(root.values()):
+        root[t] = t
+    return root
+
+
 def plan_buffers(graph, formats, config):
-    """A :class:`Buffer` per tensor, with the borders its consumers need."""
+    """A :class:`Buffer` per tensor, with the borders its consumers need (the
+    tensors of a concatenation: the largest any of them needs) and the views
+    of the concatenations' inputs."""
     buffers = {}
     fmt = config.fmt
     tensors = [graph.input] + [n.output for n in graph.nodes]
+    root = _concat_groups(graph)
+    needs = {}                  # group (a root, or a lone tensor) -> [pads, kind, who]
     for t in tensors:
-        c, h, w = graph.shapes[t]
-        pads, kind, who = [0, 0, 0, 0], None, None
+        need = needs.setdefault(root.get(t, t), [[0, 0, 0, 0], None, None])
         for user in graph.consumers(t):
             p = _consumer_pads(user, graph, config)
             if any(p[:4]):
-                if kind is not None and p[4] != kind:
-                    raise CompileError(f"input {t!r} is padded with zeros for {who!r} and with the "
+                if need[1] is not None and p[4] != need[1]:
+                    raise CompileError(f"input {t!r} is padded with zeros for {need[2]!r} and with the "
                                        "smallest word for this node; one buffer cannot hold both",
                                        user)
-                kind, who = p[4], user.name
-                pads = [max(a, b) for a, b in zip(pads, p[:4])]
-        buffers[t] = Buffer(t, c, h, w, formats[t], tuple(pads),
-                            fmt.min if kind == "min" else 0)
+                need[1], need[2] = p[4], user.name
+                need[0] = [max(a, b) for a, b in zip(need[0], p[:4])]
+    for t in tensors:
+        c, h, w = graph.shapes[t]
+        pads, kind, _ = needs[root.get(t, t)]
+        buffers[t] = Buffer(t, c, h, w, formats[t], tuple(pads), fmt.min if kind == "min" else 0)
         for user in graph.consumers(t):
             if user.op == "gemm":       # read flat in k x k chunks (see lower_gemm)
                 k = chunk_side(c * h * w, config.kernel)
                 buffers[t].tail = max(buffers[t].tail, -(-(c * h * w) // (k * k)) * k * k - c * h * w)
+    for node in graph.nodes:
+        if node.op != "concat":
+            continue
+        first = 0
+        for t in node.inputs:
+            if buffers[t].tail:
+                raise CompileError(f"tensor {t!r} is read flat by a fully connected layer and is a part "
+                                   "of a concatenation; flatten the concatenation instead", node)
+            buffers[t].view = (node.output, first)
+            first += buffers[t].channels
     return buffers
 
 
@@ -181,12 +223,23 @@ def align_up(address, align):
 
 
 def allocate(buffers, start, align=16):
-    """Give every buffer its own memory (no overlaps); returns the first free address."""
+    """Give every buffer its own memory (no overlaps), and every view its place
+    in its tensor's buffer; returns the first free address."""
     address = start
     for b in buffers.values():
-        address = align_up(address, align)
-        b.base = address
-        address += b.size
+        if b.view is None:
+            address = align_up(address, align)
+            b.base = address
+            address += b.size
+
+    def place(b):
+        if b.view is not None:
+            parent = buffers[b.view[0]]
+            place(parent)
+            b.base = parent.base + b.view[1] * parent.map_words
+
+    for b in buffers.values():
+        place(b)
     return address
 
 
@@ -214,9 +267,10 @@ def _weight_words(node, config):
 def check_memory(graph, buffers, config, grid):
     """Stop before code generation when tensors and kernels cannot fit the memory,
     naming the first layer whose output or kernels overflow it."""
-    used = DATA_BASE + buffers[graph.input].size
+    own = lambda t: 0 if buffers[t].view else buffers[t].size      # a view is counted in its tensor
+    used = DATA_BASE + own(graph.input)
     for node in graph.nodes:
-        used += buffers[node.output].size + ALIGN + _weight_words(node, config)
+        used += own(node.output) + ALIGN + _weight_words(node, config)
         if used > config.memory_words:
             raise CompileError(f"tensors and kernels up to this layer need {used} words; grid "
                                f"{grid} has {config.memory_words} words of memory", node)

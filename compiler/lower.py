@@ -56,7 +56,7 @@ class Lowered:
 
     @property
     def convolutions(self):
-        return isinstance(self.jobs[0], ConvJob)
+        return bool(self.jobs) and isinstance(self.jobs[0], ConvJob)
 
 
 def _lowered(jobs, notes):
@@ -226,4 +226,6 @@ def lower_node(node, graph, buffers, config, quantisation):
         return lower_gemm(node, graph, buffers, config, quant)
     if node.op in ("eltwise", "act"):
         return lower_stream(node, graph, buffers, config, quant)
+    if node.op == "concat":         # its inputs wrote its buffer already
+        return Lowered((), ("concatenated in place: each input is a view of this buffer",), 0, 0)
     raise CompileError(f"no lowering for IR operator {node.op}", node)

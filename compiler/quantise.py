@@ -68,7 +68,7 @@ def assign_formats(graph, fmt, maxima=None):
         tied = []
         if n.op == "maxpool" or (n.op == "act"):
             tied = [n.inputs[0], n.output]
-        elif n.op == "eltwise" and n.attrs["op"] in ("add", "sub", "max", "min"):
+        elif (n.op == "eltwise" and n.attrs["op"] in ("add", "sub", "max", "min")) or n.op == "concat":
             tied = list(n.inputs) + [n.output]
         for t in tied[1:]:
             parent[find(t)] = find(tied[0])

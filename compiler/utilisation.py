@@ -58,6 +58,8 @@ def pass_split(p, cost, config):
 def layer_split(layer, config):
     """:func:`pass_split` summed over a compiled :class:`~compiler.artefacts.Layer`."""
     split = dict.fromkeys(CAUSES, 0)
+    if not layer.passes:        # a concatenation in place: its stamp and check
+        split["drain and control"] = sum(pass_cycles(c) for c in layer.pass_costs) * config.convolver_macs
     for p, cost in zip(layer.passes, layer.pass_costs):
         for cause, value in pass_split(p, cost, config).items():
             split[cause] += value

@@ -171,6 +171,76 @@ def test_sum_refuses_constants_and_mismatched_shapes(tmp_path):
         compile_model(save(m, tmp_path), "tiny", reference=False)
 
 
+def _inception(rng):
+    """Three branches concatenated (one a Concat itself, one through a Relu), then
+    a 3x3 convolution over the concatenation: GoogLeNet's block in small."""
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("Conv", ["x", "w1"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w2"], ["p"]),
+             helper.make_node("Concat", ["b", "p"], ["bp"], axis=-3, name="inner"),
+             helper.make_node("Concat", ["ar", "bp"], ["c"], axis=1, name="cat"),
+             helper.make_node("Conv", ["c", "w3"], ["y"], pads=[1, 1, 1, 1])]
+    return model(nodes, (1, 2, 6, 6), (1, 3, 6, 6),
+                 [("w0", rng.normal(0, 0.3, (3, 2, 3, 3))), ("w1", rng.normal(0, 0.3, (2, 2, 3, 3))),
+                  ("w2", rng.normal(0, 0.3, (1, 2, 1, 1))), ("w3", rng.normal(0, 0.3, (3, 6, 3, 3)))])
+
+
+def test_concat_in_place(tmp_path):
+    """Concat along channels costs no pass: its inputs are views of its buffer
+    (nested ones too), sharing the border its consumer needs; the network is
+    within the bound of onnxruntime, with and without calibration, and the
+    layers' cycles split into causes that add up to their estimates."""
+    from compiler.utilisation import layer_split
+    rng = np.random.default_rng(21)
+    m = _inception(rng)
+    x = rng.normal(0, 1, (2, 2, 6, 6))
+    compiled, err = _compile_and_check(m, tmp_path, x)
+    assert err <= compiled.layers[-1].error_bound, (err, compiled.layers[-1].error_bound)
+    b = compiled.buffers
+    assert [len(layer.passes) for layer in compiled.layers if layer.op == "Concat"] == [0, 0]
+    assert b["c"].view is None and b["bp"].view == ("c", 3) and b["b"].view == ("bp", 0)
+    assert [b[t].base for t in ("ar", "b", "p")] == [b["c"].base + n * b["c"].map_words for n in (0, 3, 5)]
+    assert {b[t].pads for t in ("ar", "b", "p", "bp", "c")} == {(1, 1, 1, 1)}
+    for layer in compiled.layers:
+        assert sum(layer_split(layer, compiled.config).values()) == \
+            layer.cycles * compiled.config.convolver_macs, layer.name
+    tuned = compile_model(save(m, tmp_path, "tuned.onnx"), "tiny", x, reference=True)
+    write_outputs(tuned, tmp_path / "tuned")
+    got = verify_directory(tmp_path / "tuned", x).outputs
+    assert np.abs(got - run_onnx(m, x)["y"].reshape(got.shape)).max() <= tuned.layers[-1].error_bound
+
+
+@pytest.mark.verilator
+def test_concat_on_the_rtl(tmp_path):
+    """The concatenation on the RTL: bit-exact, every layer within 15 % of its estimate."""
+    m = _inception(np.random.default_rng(22))
+    compiled = compile_model(save(m, tmp_path), "tiny", reference=False)
+    write_outputs(compiled, tmp_path / "net")
+    x = np.random.default_rng(23).normal(0, 1, (1, 2, 6, 6))
+    result = verify_directory(tmp_path / "net", x, "rtl")
+    assert result.bit_exact, result.first_mismatch
+    for layer, measured in zip(compiled.layers, result.images[0].layer_cycles):
+        assert abs(layer.cycles - measured) <= 0.15 * measured, (layer.name, layer.cycles, measured)
+
+
+@pytest.mark.parametrize("nodes, out, needle", [
+    ([helper.make_node("Concat", ["a", "b"], ["y"], axis=2)], (1, 1, 8, 4), "axis 2"),
+    ([helper.make_node("Concat", ["a", "a"], ["y"], axis=1)], (1, 2, 4, 4), "with itself"),
+    ([helper.make_node("Concat", ["a", "k"], ["y"], axis=1)], (1, 2, 4, 4), "constant"),
+    ([helper.make_node("Concat", ["a", "b"], ["c"], axis=1), helper.make_node("Concat", ["a", "c"], ["y"], axis=1)],
+     (1, 3, 4, 4), "two concatenations"),
+    ([helper.make_node("MaxPool", ["b"], ["q"], kernel_shape=[2, 2], strides=[2, 2]),
+      helper.make_node("Concat", ["a", "q"], ["y"], axis=1)], (1, 2, 4, 4), "one size"),
+], ids=["axis", "twice", "constant", "two-concats", "sizes"])
+def test_concat_refusals(tmp_path, nodes, out, needle):
+    rng = np.random.default_rng(24)
+    convs = [helper.make_node("Conv", ["x", "w"], ["a"]), helper.make_node("Conv", ["x", "w"], ["b"])]
+    m = model(convs + nodes, (1, 1, 6, 6), out, [("w", rng.normal(size=(1, 1, 3, 3))), ("k", np.ones((1, 1, 4, 4)))])
+    with pytest.raises(CompileError, match=needle):
+        compile_model(save(m, tmp_path), "tiny", reference=False)
+
+
 def test_every_operator_network(tmp_path):
     m = every_operator(np.random.default_rng(1))
     x = np.random.default_rng(2).normal(0, 1, (2, 2, 8, 8))
