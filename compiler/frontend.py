@@ -156,11 +156,53 @@ class _Translation:
         self.full_shapes = {x_name: tuple(x_shape)}
         self.alias = {}                 # tensor -> tensor it is a no-op copy of
         self.nodes = []
+        self.shuffling = {}             # a 5-D step of a channel shuffle -> (tensor, groups, transposed)
 
     def real(self, name):
         while name in self.alias:
             name = self.alias[name]
         return name
+
+    def _shuffle_step(self, onnx_node, attrs, where):
+        """A step of a channel shuffle (``Reshape`` to ``(N, g, C/g, H, W)``,
+        ``Transpose`` ``[0, 2, 1, 3, 4]``, ``Reshape`` back to ``(N, C, H, W)``):
+        the first two are remembered, the third becomes a ``shuffle`` node.
+        True when ``onnx_node`` was such a step; any other use of the 5-D views,
+        and any other Transpose, is refused by name."""
+        op, ins = onnx_node.op_type, [self.real(i) for i in onnx_node.input if i]
+        out = onnx_node.output[0] if onnx_node.output else ""
+        if any(i in self.shuffling for i in ins[1:]) or (ins and ins[0] in self.shuffling and op not in (
+                "Transpose", "Reshape")):
+            raise CompileError("a 5-D tensor is supported only as a step of a channel shuffle (Reshape "
+                               "to (N, g, C/g, H, W), Transpose [0, 2, 1, 3, 4], Reshape back)", where)
+        if op == "Transpose":
+            step = self.shuffling.get(ins[0]) if ins else None
+            if step is None or step[2] or list(attrs.get("perm", [])) != [0, 2, 1, 3, 4]:
+                raise CompileError(f"Transpose with perm {list(attrs.get('perm', []))}: only the channel "
+                                   "shuffle's (a Reshape to (N, g, C/g, H, W), Transpose [0, 2, 1, 3, 4], "
+                                   "Reshape back) is supported", where)
+            self.shuffling[out] = (step[0], step[1], True)
+            return True
+        if op != "Reshape" or not ins or ins[0] not in self.shapes and ins[0] not in self.shuffling:
+            return False
+        target = self.value_shapes.get(out)
+        if ins[0] in self.shuffling:
+            x, groups, transposed = self.shuffling[ins[0]]
+            c, h, w = self.shapes[x]
+            if not transposed or target is None or list(target[1:]) != [c, h, w]:
+                raise CompileError(f"reshape of a channel shuffle's 5-D view to {target}: only back to "
+                                   f"(N, {c}, {h}, {w}) after the Transpose is supported", where)
+            node = Node("shuffle", where.name, op, [x], out, {"groups": groups})
+            node.onnx_outputs = [out]
+            self.nodes.append(node)
+            self.shapes[out], self.full_shapes[out] = (c, h, w), (1, c, h, w)
+            return True
+        c, h, w = self.shapes[ins[0]]
+        if target is None or len(target) != 5 or None in target or list(target[3:]) != [h, w] or \
+                target[1] * target[2] != c or len(self.full_shapes[ins[0]]) != 4:
+            return False
+        self.shuffling[out] = (ins[0], int(target[1]), False)
+        return True
 
     def add(self, onnx_node):
         """Fold, alias or translate one ONNX node."""
@@ -178,6 +220,8 @@ class _Translation:
             if value is None:
                 raise CompileError(f"cannot fold the constant operator {op}", where)
             consts[onnx_node.output[0]] = np.asarray(value)
+            return
+        if self._shuffle_step(onnx_node, attrs, where):
             return
         if op not in SUPPORTED:
             raise CompileError(f"unsupported operator {op}; supported: {', '.join(SUPPORTED)}",

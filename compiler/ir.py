@@ -25,6 +25,9 @@ the same program).  A node is one of the operators below; the passes of
 ``flatten`` a view: ``(C, H, W)`` read as ``(C*H*W, 1, 1)``
 ``concat``  the inputs' channels one after the other; no pass: each input
             is a view of the output's buffer
+``shuffle`` a channel shuffle of ``groups``; folded into its consumers, which
+            then read their input maps in the order ``attrs['in_perm']``
+            (``conv``, ``avgpool``, ``maxpool``, ``affine``)
 =========== ============================================================
 
 An activation is a tuple: ``("relu",)``, ``("tanh",)``, ``("sigmoid",)``,
@@ -120,6 +123,7 @@ def as_conv(node, graph):
                     {"weight": np.full((c, 1, kh, kw), 1.0 / (kh * kw)), "bias": np.zeros(c)})
     if node.op == "affine":
         return Node("conv", node.name, node.onnx_op, node.inputs, node.output,
-                    {"stride": (1, 1), "pads": (0, 0, 0, 0), "groups": c, "act": node.attrs.get("act")},
+                    {"stride": (1, 1), "pads": (0, 0, 0, 0), "groups": c, "act": node.attrs.get("act"),
+                     "in_perm": node.attrs.get("in_perm")},
                     {"weight": node.params["scale"].reshape(c, 1, 1, 1), "bias": node.params["shift"]})
     return None

@@ -105,6 +105,7 @@ def lower_conv(node, graph, buffers, config, quant):
     cout = y.channels
     cin_g = cin // groups
     per_group_out = cout // groups
+    in_perm = node.attrs.get("in_perm") or range(cin)       # the order it reads its input maps in
     mapper, notes = _mapper(quant)
     if is_max:
         codes, bias_codes, shift = None, [0] * cout, 0
@@ -132,7 +133,7 @@ def lower_conv(node, graph, buffers, config, quant):
             g = o // per_group_out if not is_max else o
             chain = []
             for ci in range(cin_g):
-                c = g * cin_g + ci
+                c = in_perm[g * cin_g + ci]
                 for p, (dy, dx, ph, pw) in enumerate(pieces):
                     if is_max:
                         chain.append((index[c, p], None))

@@ -8,8 +8,8 @@ import numpy as np
 
 from .errors import CompileError
 
-__all__ = ["fold_affine_into_conv", "fuse_activations", "host_softmax", "remove_flatten",
-           "run_passes", "PASSES"]
+__all__ = ["fold_affine_into_conv", "fuse_activations", "fold_shuffles", "shuffle_order", "host_softmax",
+           "remove_flatten", "run_passes", "PASSES"]
 
 
 def _single_consumer(graph, tensor):
@@ -138,13 +138,44 @@ def lower_lrn(graph):
     return graph
 
 
-PASSES = (host_softmax, remove_flatten, lower_lrn, fold_affine_into_conv, fuse_activations)
+def shuffle_order(channels, groups):
+    """A channel shuffle's order: output map ``k`` is input map ``order[k]``."""
+    k = np.arange(channels)
+    return (k % groups) * (channels // groups) + k // groups
+
+
+#: The operators that read their input maps through ``in_perm`` (see :func:`compiler.lower.lower_conv`).
+READS_PERMUTED = ("conv", "avgpool", "maxpool", "affine")
+
+
+def fold_shuffles(graph):
+    """A channel shuffle is a permutation of buffer order: it disappears into its
+    consumers, which read their input maps in the shuffled order (``in_perm``:
+    input map ``k`` of the consumer is map ``in_perm[k]`` of the unshuffled
+    tensor)."""
+    for node in [n for n in graph.nodes if n.op == "shuffle"]:
+        x, out = node.inputs[0], node.output
+        if out == graph.output:
+            raise CompileError(f"node {node.name!r} ({node.onnx_op}): a channel shuffle as the network's "
+                               "output is not supported")
+        order = shuffle_order(graph.shapes[x][0], node.attrs["groups"])
+        for user in graph.consumers(out):
+            if user.op not in READS_PERMUTED:
+                raise CompileError(f"node {user.name!r} ({user.onnx_op}): reads a channel shuffle; only "
+                                   "convolutions, pooling and per-channel maps read one")
+            user.attrs["in_perm"] = tuple(int(k) for k in order)
+            user.inputs = [x]
+        graph.nodes.remove(node)
+    return graph
+
+
+PASSES = (host_softmax, remove_flatten, lower_lrn, fold_affine_into_conv, fuse_activations, fold_shuffles)
 
 
 def run_passes(graph):
     for p in PASSES:
         graph = p(graph)
-    leftover = [n for n in graph.nodes if n.op in ("lrn", "softmax", "flatten")]
+    leftover = [n for n in graph.nodes if n.op in ("lrn", "softmax", "flatten", "shuffle")]
     if leftover:
         n = leftover[0]
         raise CompileError(f"node {n.name!r} ({n.onnx_op}): not lowered")

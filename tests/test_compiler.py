@@ -241,6 +241,100 @@ def test_concat_refusals(tmp_path, nodes, out, needle):
         compile_model(save(m, tmp_path), "tiny", reference=False)
 
 
+def _shuffled(groups, channels, rng, after=None):
+    """A grouped 3x3 convolution, Relu, a channel shuffle of ``groups`` (Reshape,
+    Transpose, Reshape) and a depthwise 3x3 convolution (``after``: other nodes
+    reading the shuffle ``sh`` instead, making ``y``): ShuffleNet's unit in small."""
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1, 1, 1, 1], group=2),
+             helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("Reshape", ["ar", "s5"], ["r5"]),
+             helper.make_node("Transpose", ["r5"], ["t5"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t5", "s4"], ["sh"], name="shuffle")]
+    nodes += after or [helper.make_node("Conv", ["sh", "w1"], ["y"], pads=[1, 1, 1, 1], group=channels)]
+    inits = [("w0", rng.normal(0, 0.3, (channels, 1, 3, 3))),
+             ("s5", np.array([1, groups, channels // groups, 6, 6], np.int64)),
+             ("s4", np.array([1, channels, 6, 6], np.int64)), ("w1", rng.normal(0, 0.3, (channels, 1, 3, 3)))]
+    return model(nodes, (1, 2, 6, 6), (1, channels, 6, 6), inits)
+
+
+@pytest.mark.parametrize("groups, channels", [(2, 6), (3, 6)])
+def test_channel_shuffle_is_a_permutation(tmp_path, groups, channels):
+    """A channel shuffle costs no pass: the depthwise convolution after it reads
+    its input maps in the shuffled order; within the bound of onnxruntime."""
+    from compiler.passes import shuffle_order
+    rng = np.random.default_rng(groups)
+    m = _shuffled(groups, channels, rng)
+    x = rng.normal(0, 1, (2, 2, 6, 6))
+    compiled, err = _compile_and_check(m, tmp_path, x)
+    assert [layer.op for layer in compiled.layers] == ["Conv", "Conv"]
+    assert err <= compiled.layers[-1].error_bound, (err, compiled.layers[-1].error_bound)
+    # ONNX's steps on the channel numbers: (g, C/g), transposed, flattened.
+    assert list(shuffle_order(channels, groups)) == \
+        list(np.arange(channels).reshape(groups, channels // groups).T.ravel())
+
+
+@pytest.mark.parametrize("after, needle", [
+    ([helper.make_node("Relu", ["sh"], ["y"])], "reads a channel shuffle"),
+    ([helper.make_node("Identity", ["sh"], ["y"])], "network's output"),
+])
+def test_channel_shuffle_refusals(tmp_path, after, needle):
+    m = _shuffled(2, 6, np.random.default_rng(5), after)
+    with pytest.raises(CompileError, match=needle):
+        compile_model(save(m, tmp_path), "tiny", reference=False)
+
+
+def test_other_transposes_are_refused(tmp_path):
+    rng = np.random.default_rng(6)
+    m = _shuffled(2, 6, rng)
+    m.graph.node[3].attribute[0].ints[:] = [0, 1, 2, 4, 3]
+    with pytest.raises(CompileError, match="only the channel shuffle"):
+        compile_model(save(m, tmp_path), "tiny", reference=False)
+    nodes = [helper.make_node("Transpose", ["x"], ["y"], perm=[0, 1, 3, 2])]
+    with pytest.raises(CompileError, match="Transpose with perm"):
+        compile_model(save(model(nodes, (1, 1, 4, 4), (1, 1, 4, 4)), tmp_path, "t.onnx"), "tiny",
+                      reference=False)
+
+
+def _residual_concat_shuffle(rng):
+    """The zoo's new operators in one 32x32 network: a residual Sum of three
+    tensors, a Concat and a channel shuffle."""
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("Conv", ["ar", "w1"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["ar", "w2"], ["c"]),
+             helper.make_node("Sum", ["ar", "b", "c"], ["s"], name="residual"),
+             helper.make_node("Concat", ["s", "ar"], ["cat"], axis=1),
+             helper.make_node("Reshape", ["cat", "s5"], ["r5"]),
+             helper.make_node("Transpose", ["r5"], ["t5"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t5", "s4"], ["sh"]),
+             helper.make_node("Conv", ["sh", "w3"], ["d"], pads=[1, 1, 1, 1], group=8),
+             helper.make_node("MaxPool", ["d"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    inits = [("w0", rng.normal(0, 0.3, (4, 2, 3, 3))), ("w1", rng.normal(0, 0.2, (4, 4, 3, 3))),
+             ("w2", rng.normal(0, 0.3, (4, 4, 1, 1))), ("w3", rng.normal(0, 0.3, (8, 1, 3, 3))),
+             ("s5", np.array([1, 2, 4, 32, 32], np.int64)), ("s4", np.array([1, 8, 32, 32], np.int64))]
+    return model(nodes, (1, 2, 32, 32), (1, 8, 16, 16), inits)
+
+
+def test_residual_concat_shuffle_network(tmp_path):
+    m = _residual_concat_shuffle(np.random.default_rng(30))
+    x = np.random.default_rng(31).normal(0, 1, (2, 2, 32, 32))
+    compiled, err = _compile_and_check(m, tmp_path, x)
+    assert err <= compiled.layers[-1].error_bound, (err, compiled.layers[-1].error_bound)
+
+
+@pytest.mark.verilator
+def test_residual_concat_shuffle_network_on_the_rtl(tmp_path):
+    """On the tiny grid's RTL: bit-exact, every layer within 15 % of its estimate."""
+    m = _residual_concat_shuffle(np.random.default_rng(30))
+    compiled = compile_model(save(m, tmp_path), "tiny", reference=False)
+    write_outputs(compiled, tmp_path / "net")
+    x = np.random.default_rng(32).normal(0, 1, (1, 2, 32, 32))
+    result = verify_directory(tmp_path / "net", x, "rtl")
+    assert result.bit_exact, result.first_mismatch
+    for layer, measured in zip(compiled.layers, result.images[0].layer_cycles):
+        assert abs(layer.cycles - measured) <= 0.15 * measured, (layer.name, layer.cycles, measured)
+
+
 def test_every_operator_network(tmp_path):
     m = every_operator(np.random.default_rng(1))
     x = np.random.default_rng(2).normal(0, 1, (2, 2, 8, 8))
