@@ -118,6 +118,17 @@ def test_operator_against_onnxruntime(tmp_path, nodes, in_shape, inits):
     assert err <= compiled.layers[-1].error_bound, (err, compiled.layers[-1].error_bound)
 
 
+def _on_the_rtl(m, tmp_path, x):
+    """``m`` on the tiny grid's RTL: bit-exact against the reference engine, and
+    every layer's measured cycles within 15 % of its estimate."""
+    compiled = compile_model(save(m, tmp_path), "tiny", reference=False)
+    write_outputs(compiled, tmp_path / "net")
+    result = verify_directory(tmp_path / "net", x, "rtl")
+    assert result.bit_exact, result.first_mismatch
+    for layer, measured in zip(compiled.layers, result.images[0].layer_cycles):
+        assert abs(layer.cycles - measured) <= 0.15 * measured, (layer.name, layer.cycles, measured)
+
+
 def _sum_of(count, rng):
     """``count`` 3x3 convolutions of one input, summed by one ONNX Sum, then a Relu."""
     convs = [helper.make_node("Conv", ["x", f"w{n}"], [f"c{n}"], pads=[1, 1, 1, 1]) for n in range(count)]
@@ -149,12 +160,7 @@ def test_sum_of_many_tensors(tmp_path, count):
 
 @pytest.mark.verilator
 def test_sum_of_many_tensors_on_the_rtl(tmp_path):
-    m = _sum_of(3, np.random.default_rng(9))
-    compiled = compile_model(save(m, tmp_path), "tiny", reference=False)
-    write_outputs(compiled, tmp_path / "net")
-    x = np.random.default_rng(10).normal(0, 1, (1, 2, 6, 6))
-    result = verify_directory(tmp_path / "net", x, "rtl")
-    assert result.bit_exact, result.first_mismatch
+    _on_the_rtl(_sum_of(3, np.random.default_rng(9)), tmp_path, np.random.default_rng(10).normal(0, 1, (1, 2, 6, 6)))
 
 
 def test_sum_refuses_constants_and_mismatched_shapes(tmp_path):
@@ -213,15 +219,8 @@ def test_concat_in_place(tmp_path):
 
 @pytest.mark.verilator
 def test_concat_on_the_rtl(tmp_path):
-    """The concatenation on the RTL: bit-exact, every layer within 15 % of its estimate."""
-    m = _inception(np.random.default_rng(22))
-    compiled = compile_model(save(m, tmp_path), "tiny", reference=False)
-    write_outputs(compiled, tmp_path / "net")
-    x = np.random.default_rng(23).normal(0, 1, (1, 2, 6, 6))
-    result = verify_directory(tmp_path / "net", x, "rtl")
-    assert result.bit_exact, result.first_mismatch
-    for layer, measured in zip(compiled.layers, result.images[0].layer_cycles):
-        assert abs(layer.cycles - measured) <= 0.15 * measured, (layer.name, layer.cycles, measured)
+    _on_the_rtl(_inception(np.random.default_rng(22)), tmp_path,
+                np.random.default_rng(23).normal(0, 1, (1, 2, 6, 6)))
 
 
 @pytest.mark.parametrize("nodes, out, needle", [
@@ -324,15 +323,8 @@ def test_residual_concat_shuffle_network(tmp_path):
 
 @pytest.mark.verilator
 def test_residual_concat_shuffle_network_on_the_rtl(tmp_path):
-    """On the tiny grid's RTL: bit-exact, every layer within 15 % of its estimate."""
-    m = _residual_concat_shuffle(np.random.default_rng(30))
-    compiled = compile_model(save(m, tmp_path), "tiny", reference=False)
-    write_outputs(compiled, tmp_path / "net")
-    x = np.random.default_rng(32).normal(0, 1, (1, 2, 32, 32))
-    result = verify_directory(tmp_path / "net", x, "rtl")
-    assert result.bit_exact, result.first_mismatch
-    for layer, measured in zip(compiled.layers, result.images[0].layer_cycles):
-        assert abs(layer.cycles - measured) <= 0.15 * measured, (layer.name, layer.cycles, measured)
+    _on_the_rtl(_residual_concat_shuffle(np.random.default_rng(30)), tmp_path,
+                np.random.default_rng(32).normal(0, 1, (1, 2, 32, 32)))
 
 
 def test_every_operator_network(tmp_path):
