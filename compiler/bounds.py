@@ -33,6 +33,8 @@ def error_bounds(graph, quantisation, lowered, config, maxima=None):
     limit = lambda t: fmt.span(frac[t])
     err = {graph.input: 0.5 * 2.0 ** -frac[graph.input]}
     size = {graph.input: limit(graph.input)}       # bound on |float value|
+    for t, value in graph.constants.items():
+        err[t], size[t] = 0.5 * 2.0 ** -frac[t], float(np.max(np.abs(value)))
 
     def xmax(t):
         """The largest magnitude of the quantised tensor ``t``."""

@@ -157,6 +157,7 @@ class _Translation:
         self.alias = {}                 # tensor -> tensor it is a no-op copy of
         self.nodes = []
         self.shuffling = {}             # a 5-D step of a channel shuffle -> (tensor, groups, transposed)
+        self.constants = {}             # constant tensors the operators stream
 
     def real(self, name):
         while name in self.alias:
@@ -245,8 +246,13 @@ class _Translation:
                 bad = value.size - int(np.count_nonzero(np.isfinite(value)))
                 raise CompileError(f"{bad} of {value.size} constant values are NaN or infinite",
                                    where)
+        made = {}
         node = _translate(_Operands(onnx_node, op, attrs, data, constants, in_full, self.shapes,
-                                    where, ins[0] in consts, self.opset))
+                                    where, ins[0] in consts, self.opset, made))
+        for name, value in made.items():
+            if name in self.shapes or name in self.value_shapes or name in consts:
+                raise CompileError(f"tensor name {name!r} is taken; rename it", where)
+            self.constants[name], self.shapes[name] = value, value.shape
         steps = node if isinstance(node, list) else [node]
         for step in steps[:-1]:         # internal steps: IR tensors no ONNX tensor stands for
             if step.output in self.shapes or step.output in self.value_shapes or step.output in consts:
@@ -292,7 +298,7 @@ def to_graph(model):
     return Graph(input=x_name, output=y, shapes=walk.shapes, nodes=walk.nodes,
                  input_shape=tuple(x_shape),
                  output_shape=walk.full_shapes.get(y, (1,) + walk.shapes[y]), input_name=x_name,
-                 output_name=y_name)
+                 output_name=y_name, constants=walk.constants)
 
 
 def _pair(v, default):
@@ -341,6 +347,7 @@ class _Operands:
     where: object               #: for error messages
     const_first: bool = False   #: the first input is a constant
     opset: int = 13             #: the model's ONNX opset
+    made: dict = None           #: constant tensors the translator makes: name -> (C, H, W) floats
 
     def node_of(self, ir_op, inputs=None, attrs=None, params=None):
         return Node(ir_op, self.where.name, self.op, self.data if inputs is None else inputs, "",
@@ -405,11 +412,31 @@ def _pool(o):
                 pads[axis + 2] += extra
     a = {"kernel": kernel, "stride": stride, "pads": tuple(pads)}
     if o.op == "AveragePool":
-        if any(pads) and not attrs.get("count_include_pad", 0):
-            raise CompileError("padding with count_include_pad=0 divides border windows by "
-                               "fewer terms; only count_include_pad=1 is supported", where)
-        return o.node_of("avgpool", attrs=dict(a, act=None))
+        pool = o.node_of("avgpool", attrs=dict(a, act=None))
+        if not any(pads) or attrs.get("count_include_pad", 0):
+            return pool
+        return _exclude_pads(o, pool, kernel, stride, pads)
     return o.node_of("maxpool", attrs=a)
+
+
+def _exclude_pads(o, pool, kernel, stride, pads):
+    """Average pooling whose border windows divide by their terms inside the
+    image (``count_include_pad=0``): the pooling over every term, then a
+    multiply by a constant map of ``terms in the window / terms inside``."""
+    _, h, w = o.shapes[o.data[0]]
+    counts = []
+    for axis, size in ((0, h), (1, w)):
+        out = (size + pads[axis] + pads[axis + 2] - kernel[axis]) // stride[axis] + 1
+        start = np.arange(out) * stride[axis] - pads[axis]
+        counts.append(np.minimum(start + kernel[axis], size) - np.maximum(start, 0))
+    if min(c.min() for c in counts) < 1:
+        raise CompileError("a pooling window lies wholly in the padding, where count_include_pad=0 "
+                           "divides by zero", o.where)
+    scale = kernel[0] * kernel[1] / np.outer(counts[0], counts[1]).astype(np.float64)
+    pool.output = f"{o.node.output[0]}:all_terms"
+    name = f"{o.node.output[0]}:terms_scale"
+    o.made[name] = scale[None]
+    return [pool, o.node_of("eltwise", [pool.output, name], {"op": "mul", "act": None})]
 
 
 def _global_average_pool(o):

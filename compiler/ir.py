@@ -16,7 +16,8 @@ the same program).  A node is one of the operators below; the passes of
 ``gemm``    ``weight (N, F)``, ``bias (N,)``; the input is read flat
             (C*H*W features in C, H, W order); attrs ``act``
 ``eltwise`` two tensors; attrs ``op`` in add, sub, mul, div, max, min,
-            ``act``
+            ``act``; the second may be a constant of ``Graph.constants``
+            with one map, which every map of the first meets
 ``affine``  per-channel ``scale (C,)`` and ``shift (C,)``:
             ``x * scale + shift``; attrs ``act``
 ``act``     the activation ``attrs['act']`` alone
@@ -96,6 +97,7 @@ class Graph:
     input_name: str = ""        #: the ONNX input's name
     output_name: str = ""       #: the ONNX output's name
     host_softmax: bool = False  #: a final Softmax runs on the host
+    constants: dict = field(default_factory=dict)   #: constant tensors an operator streams: name -> (C, H, W)
 
     def consumers(self, tensor):
         return [n for n in self.nodes if tensor in n.inputs]

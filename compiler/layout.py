@@ -53,6 +53,7 @@ class Buffer:
     tail: int = 0                       #: extra words after the maps (flat chunk reads)
     base: int = 0
     view: tuple = None                  #: (tensor, first channel): maps of that tensor's buffer
+    codes: np.ndarray = None            #: a constant tensor's words (C, H, W), in the memory image
 
     @property
     def row(self):
@@ -88,10 +89,11 @@ class Buffer:
         return self.rect(c, 0, 0, self.height, self.width)
 
     def initial(self):
-        """The buffer's words in the memory image: pads set, interior zero."""
+        """The buffer's words in the memory image: pads set, interior zero (a
+        constant's: its codes)."""
         m = np.full((self.channels, self.rows, self.row), self.pad_value, dtype=np.int64)
         t, l = self.pads[0], self.pads[1]
-        m[:, t:t + self.height, l:l + self.width] = 0
+        m[:, t:t + self.height, l:l + self.width] = 0 if self.codes is None else self.codes
         return np.concatenate([m.ravel(), np.zeros(self.tail, dtype=np.int64)])
 
     def scatter(self, codes):
@@ -177,7 +179,7 @@ def plan_buffers(graph, formats, config):
     of the concatenations' inputs."""
     buffers = {}
     fmt = config.fmt
-    tensors = [graph.input] + [n.output for n in graph.nodes]
+    tensors = [graph.input] + list(graph.constants) + [n.output for n in graph.nodes]
     root = _concat_groups(graph)
     needs = {}                  # group (a root, or a lone tensor) -> [pads, kind, who]
     for t in tensors:
@@ -195,6 +197,8 @@ def plan_buffers(graph, formats, config):
         c, h, w = graph.shapes[t]
         pads, kind, _ = needs[root.get(t, t)]
         buffers[t] = Buffer(t, c, h, w, formats[t], tuple(pads), fmt.min if kind == "min" else 0)
+        if t in graph.constants:
+            buffers[t].codes = fmt.quantise(graph.constants[t], formats[t])
         for user in graph.consumers(t):
             if user.op == "gemm":       # read flat in k x k chunks (see lower_gemm)
                 k = chunk_side(c * h * w, config.kernel)
@@ -268,7 +272,7 @@ def check_memory(graph, buffers, config, grid):
     """Stop before code generation when tensors and kernels cannot fit the memory,
     naming the first layer whose output or kernels overflow it."""
     own = lambda t: 0 if buffers[t].view else buffers[t].size      # a view is counted in its tensor
-    used = DATA_BASE + own(graph.input)
+    used = DATA_BASE + own(graph.input) + sum(own(t) for t in graph.constants)
     for node in graph.nodes:
         used += own(node.output) + ALIGN + _weight_words(node, config)
         if used > config.memory_words:

@@ -182,11 +182,13 @@ def lower_gemm(node, graph, buffers, config, quant):
 
 
 def _maps(buffers_, tensor_shape):
-    """Per-map interior rectangles of every buffer, or one rectangle each when all are flat."""
+    """Per-map interior rectangles of every buffer (a buffer of one map gives
+    that map to every map of the others), or one rectangle each when all are
+    flat and of the same size."""
     c, h, w = tensor_shape
-    if all(b.flat for b in buffers_):
+    if all(b.flat and b.channels == c for b in buffers_):
         return [[Rect(b.base, w, c * h, w) for b in buffers_]]
-    return [[b.interior(m) for b in buffers_] for m in range(c)]
+    return [[b.interior(m if b.channels == c else 0) for b in buffers_] for m in range(c)]
 
 
 def lower_stream(node, graph, buffers, config, quant):

@@ -43,11 +43,13 @@ def assign_formats(graph, fmt, maxima=None):
     """Fraction bits of every tensor: ``{tensor: frac}``.
 
     ``maxima``: ``{onnx tensor name: max |value|}`` from calibration, or None
-    for ``fmt.frac`` everywhere.
+    for ``fmt.frac`` everywhere.  A constant tensor gets the format its own
+    values want.
     """
     tensors = [graph.input] + [n.output for n in graph.nodes]
+    constants = {t: _frac_for(float(np.max(np.abs(v))), fmt.width) for t, v in graph.constants.items()}
     if maxima is None:
-        return {t: fmt.frac for t in tensors}
+        return {t: fmt.frac for t in tensors} | constants
     want = {}
     for t in tensors:
         want[t] = maxima.get(t, 0.0)
@@ -76,7 +78,7 @@ def assign_formats(graph, fmt, maxima=None):
     for t in tensors:
         r = find(t)
         group[r] = min(group.get(r, 99), want[t])
-    return {t: group[find(t)] for t in tensors}
+    return {t: group[find(t)] for t in tensors} | constants
 
 
 def quantise_kernel(weights, fi, fo, fmt, *, node, bias=None):

@@ -327,6 +327,40 @@ def test_residual_concat_shuffle_network_on_the_rtl(tmp_path):
                 np.random.default_rng(32).normal(0, 1, (1, 2, 32, 32)))
 
 
+def _exclusive_average(stride, size=7):
+    """A 3x3 convolution, then a 3x3 AveragePool with pads of 1 that divides a
+    border window by its terms inside the image (count_include_pad=0), as
+    GoogLeNet (stride 1) and ShuffleNet (stride 2) use it."""
+    rng = np.random.default_rng(stride)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("AveragePool", ["c"], ["y"], kernel_shape=[3, 3], strides=[stride, stride],
+                              pads=[1, 1, 1, 1], count_include_pad=0)]
+    out = (size + 2 - 3) // stride + 1
+    return model(nodes, (1, 2, size, size), (1, 3, out, out), [("w", rng.normal(0, 0.3, (3, 2, 3, 3)))])
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_average_pool_excluding_pads(tmp_path, stride):
+    """count_include_pad=0: the pooling over every term, then a multiply by a
+    constant map (terms per window / terms inside) that the memory image holds;
+    within the bound of onnxruntime, with and without calibration."""
+    m = _exclusive_average(stride)
+    x = np.random.default_rng(40 + stride).normal(0, 1, (2, 2, 7, 7))
+    compiled, err = _compile_and_check(m, tmp_path, x)
+    assert err <= compiled.layers[-1].error_bound, (err, compiled.layers[-1].error_bound)
+    (name, scale), = compiled.graph.constants.items()
+    assert scale[0, 0, 0] == 9 / 4 and scale[0, 1, 1] == 1.0 and scale[0, 0, 1] == 9 / 6
+    tuned = compile_model(save(m, tmp_path, "tuned.onnx"), "tiny", x, reference=True)
+    write_outputs(tuned, tmp_path / "tuned")
+    got = verify_directory(tmp_path / "tuned", x).outputs
+    assert np.abs(got - run_onnx(m, x)["y"].reshape(got.shape)).max() <= tuned.layers[-1].error_bound
+
+
+@pytest.mark.verilator
+def test_average_pool_excluding_pads_on_the_rtl(tmp_path):
+    _on_the_rtl(_exclusive_average(2), tmp_path, np.random.default_rng(43).normal(0, 1, (1, 2, 7, 7)))
+
+
 def test_every_operator_network(tmp_path):
     m = every_operator(np.random.default_rng(1))
     x = np.random.default_rng(2).normal(0, 1, (2, 2, 8, 8))

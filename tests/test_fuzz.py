@@ -82,7 +82,7 @@ def _pool(draw, net, x, shape):
     pad = draw(st.integers(0, (k - 1) // 2)) if k > 1 else 0
     attrs = {"kernel_shape": [k, k], "strides": [stride, stride], "pads": [pad] * 4}
     if op == "AveragePool" and pad:
-        attrs["count_include_pad"] = 1
+        attrs["count_include_pad"] = draw(st.integers(0, 1))
     if op == "MaxPool" and draw(st.booleans()):
         attrs["ceil_mode"] = 1
     out = onnx.shape_inference.infer_shapes(_model(net.nodes + [helper.make_node(
