@@ -118,6 +118,14 @@ def test_operator_against_onnxruntime(tmp_path, nodes, in_shape, inits):
     assert err <= compiled.layers[-1].error_bound, (err, compiled.layers[-1].error_bound)
 
 
+def _within_bound_calibrated(m, tmp_path, x):
+    """``m`` compiled with ``x`` as its calibration: within its bound of onnxruntime on ``x``."""
+    tuned = compile_model(save(m, tmp_path, "tuned.onnx"), "tiny", x, reference=True)
+    write_outputs(tuned, tmp_path / "tuned")
+    got = verify_directory(tmp_path / "tuned", x).outputs
+    assert np.abs(got - run_onnx(m, x)["y"].reshape(got.shape)).max() <= tuned.layers[-1].error_bound
+
+
 def _on_the_rtl(m, tmp_path, x):
     """``m`` on the tiny grid's RTL: bit-exact against the reference engine, and
     every layer's measured cycles within 15 % of its estimate."""
@@ -151,11 +159,7 @@ def test_sum_of_many_tensors(tmp_path, count):
     assert len(adds) == count - 1 and adds[-1].onnx_output in ("s", "y")   # the Relu may be fused
     assert all(a.onnx_output is None for a in adds[:-1])
     assert err <= compiled.layers[-1].error_bound, (err, compiled.layers[-1].error_bound)
-    tuned = compile_model(save(m, tmp_path, "tuned.onnx"), "tiny", x, reference=True)
-    write_outputs(tuned, tmp_path / "tuned")
-    got = verify_directory(tmp_path / "tuned", x).outputs
-    want = run_onnx(m, x)["y"]
-    assert np.abs(got - want.reshape(got.shape)).max() <= tuned.layers[-1].error_bound
+    _within_bound_calibrated(m, tmp_path, x)
 
 
 @pytest.mark.verilator
@@ -211,10 +215,7 @@ def test_concat_in_place(tmp_path):
     for layer in compiled.layers:
         assert sum(layer_split(layer, compiled.config).values()) == \
             layer.cycles * compiled.config.convolver_macs, layer.name
-    tuned = compile_model(save(m, tmp_path, "tuned.onnx"), "tiny", x, reference=True)
-    write_outputs(tuned, tmp_path / "tuned")
-    got = verify_directory(tmp_path / "tuned", x).outputs
-    assert np.abs(got - run_onnx(m, x)["y"].reshape(got.shape)).max() <= tuned.layers[-1].error_bound
+    _within_bound_calibrated(m, tmp_path, x)
 
 
 @pytest.mark.verilator
@@ -350,10 +351,7 @@ def test_average_pool_excluding_pads(tmp_path, stride):
     assert err <= compiled.layers[-1].error_bound, (err, compiled.layers[-1].error_bound)
     (name, scale), = compiled.graph.constants.items()
     assert scale[0, 0, 0] == 9 / 4 and scale[0, 1, 1] == 1.0 and scale[0, 0, 1] == 9 / 6
-    tuned = compile_model(save(m, tmp_path, "tuned.onnx"), "tiny", x, reference=True)
-    write_outputs(tuned, tmp_path / "tuned")
-    got = verify_directory(tmp_path / "tuned", x).outputs
-    assert np.abs(got - run_onnx(m, x)["y"].reshape(got.shape)).max() <= tuned.layers[-1].error_bound
+    _within_bound_calibrated(m, tmp_path, x)
 
 
 @pytest.mark.verilator
