@@ -40,6 +40,7 @@ emits candidates into and :meth:`CodeGen.adopt` keeps.
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -247,10 +248,7 @@ class CodeGen:
     def _describe(self, port, rect, *, write=False, line=0, window=None):
         """Descriptor writes of a port (a port latches its descriptor at start,
         so they may happen while it streams)."""
-        window = {"window_base": window[0], "window_size": window[1]} if window else {}
-        for address, word in stream_port_writes(port, base=rect.base, width=rect.width,
-                                                height=rect.height, stride=rect.stride,
-                                                write=write, line=line, start=False, **window):
+        for address, word in _descriptor(port, rect, write, line, window):
             self._write(address, word)
 
     def _wait_not_busy(self, address, layout):
@@ -482,6 +480,15 @@ class CodeGen:
         self._describe(port, rect, line=self.weight_line)
         self._go_all([port])
         return rect.words
+
+
+@lru_cache(maxsize=1 << 16)
+def _descriptor(port, rect, write, line, window):
+    """:func:`~neuflow_hdl.regs.stream_port_writes` without the start, memoised
+    (a network describes the same rectangles many times)."""
+    window = {"window_base": window[0], "window_size": window[1]} if window else {}
+    return tuple(stream_port_writes(port, base=rect.base, width=rect.width, height=rect.height,
+                                    stride=rect.stride, write=write, line=line, start=False, **window))
 
 
 def _frame(kernels):

@@ -177,11 +177,15 @@ def unpack_bits(layout, bits):
     return fields
 
 
+@lru_cache(maxsize=None)
+def _register_count(layout):
+    return -(-layout.size // REGISTER_BITS)
+
+
 def pack_registers(layout, values):
     """Pack a dict of field values with ``layout`` into a list of 32-bit register words."""
     bits = pack_bits(layout, values)
-    count = -(-layout.size // REGISTER_BITS)
-    return [(bits >> (REGISTER_BITS * r)) & 0xFFFF_FFFF for r in range(count)]
+    return [(bits >> (REGISTER_BITS * r)) & 0xFFFF_FFFF for r in range(_register_count(layout))]
 
 
 def unpack_registers(words):
@@ -351,6 +355,7 @@ PORTS_STATUS = data.StructLayout({
 })
 
 
+@lru_cache(maxsize=None)
 def streamer_address(port, reg):
     """Configuration-bus address of register ``reg`` of streamer ``port``."""
     if not 0 <= port < 16:

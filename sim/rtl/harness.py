@@ -137,18 +137,30 @@ def _compile(config, name, folder, waves, threads, jobs):
         command += ["--trace-fst", "-CFLAGS", f"-I{lz4}", "-LDFLAGS", f"-L{lz4}"]
     command += [str(source), str(HARNESS)]
     log = folder / "build.log"
+    training = None if waves else _training_image(config)
     with open(log, "w") as out:
         _step(command, folder, out, log, name)
-        if waves:
+        if training is None:
             _make(folder, jobs, "", out, log, name)
         else:
             _make(folder, jobs, "-fprofile-generate", out, log, name)
-            _train(config, folder, out, log, name)
+            _train(config, training, folder, out, log, name)
             for built in (folder / "obj").glob("*"):
                 if built.suffix in (".o", ".a", ".gch"):
                     built.unlink()
             _make(folder, jobs, "-fprofile-use -fprofile-correction -Wno-missing-profile", out, log, name)
     return [before, after]
+
+
+def _training_image(config):
+    """The profiling run's memory image: the three-layer pipeline program, or
+    None on a grid too small for it (then the build is not profile-guided)."""
+    from .pipeline_program import three_layer_pipeline
+
+    try:
+        return three_layer_pipeline(config, np.random.default_rng(1), repeat=PGO_REPEAT).image
+    except ValueError:
+        return None
 
 
 def _step(command, folder, out, log, name):
@@ -168,14 +180,11 @@ def _make(folder, jobs, profile, out, log, name):
            f"LDFLAGS={profile}", "CFG_CXXFLAGS_PCH_I=-include"], folder, out, log, name)
 
 
-def _train(config, folder, out, log, name):
-    """The profiling run: the three-layer pipeline program, checked to halt."""
-    from .pipeline_program import three_layer_pipeline
-
-    job = three_layer_pipeline(config, np.random.default_rng(1), repeat=PGO_REPEAT)
+def _train(config, image, folder, out, log, name):
+    """The profiling run of ``image``, checked to halt."""
     build = HarnessBuild(name, folder / "Vtop", config.fmt.width, config.memory_words, 0.0, (), False)
     with tempfile.TemporaryDirectory(dir=folder) as work:
-        run = run_harness(build, job.image, work)
+        run = run_harness(build, image, work)
     out.write(f"training run: {run.cycles} cycles in {run.seconds:.2f} s, halted {run.halted}\n")
     if not run.halted or run.fault:
         raise HarnessError(f"the training run of {name} did not halt ({run.fault or 'no halt'}); see {log}")
