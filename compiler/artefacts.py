@@ -15,7 +15,7 @@ from neuflow_hdl.numerics import Format, unsigned_words, wrap_signed
 from .cost import pass_cycles
 from .errors import CompileError
 from .ir import printable
-from .layout import Buffer
+from .layout import Buffer, stamp_address
 
 __all__ = ["Layer", "Compiled", "Accuracy", "write_outputs", "load_compiled", "as_batch", "input_image",
            "tensor_codes", "read_output", "layer_cycles", "stamp_values", "first_mismatch", "report", "saturation"]
@@ -198,10 +198,10 @@ def layer_cycles(memory, manifest):
 
 
 def stamp_values(memory, stamps, first, stop):
-    """The cycle counter the program stored at stamps ``first .. stop - 1`` of
-    the stamp table at ``stamps`` (two 16-bit words each, low word first)."""
-    return [int(memory[stamps + 2 * i]) | int(memory[stamps + 2 * i + 1]) << 16
-            for i in range(first, stop)]
+    """The cycle counter the program stored at slots ``first .. stop - 1`` of
+    the stamp table at ``stamps`` (:func:`~compiler.layout.stamp_address`)."""
+    return [int(memory[a]) | int(memory[a + 1]) << 16
+            for a in (stamp_address(stamps, i) for i in range(first, stop))]
 
 
 #: The report's pictures (:mod:`compiler.charts`), written beside it.
@@ -214,7 +214,7 @@ PROGRAM = "program.s"
 
 def write_outputs(compiled, outdir):
     """image.hex, image.npy, manifest.json, program.s (listing), report.md and
-    its two pictures, and states.json (each layer's machine state, for
+    its two pictures, and states.json (the program's resume points, for
     partitioned runs: :mod:`compiler.pieces`) in ``outdir``."""
     out = Path(outdir)
     manifest = compiled.manifest()

@@ -40,7 +40,6 @@ emits candidates into and :meth:`CodeGen.adopt` keeps.
 
 import math
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 
 import numpy as np
 
@@ -51,6 +50,7 @@ from neuflow_hdl.regs import (CONFIG_ADDRESS, GRID_START_REG, GRID_STATUS, GRID_
 
 from .cost import PassCost, pass_cycles, rect_beats
 from .ir import printable
+from .layout import stamp_address
 from .schedule import weight_line
 
 __all__ = ["CodeGen", "WeightFrames", "MachineState", "ResumePoint", "LAYER_ERROR_HALT", "RESUME_EVERY",
@@ -193,7 +193,7 @@ class CodeGen:
     dirty: set = field(default_factory=set)         #: tiles with shadow writes not started
     points: list = field(default_factory=list)      #: the :class:`ResumePoint` s emitted
     layer_index: int = 0
-    _writes: dict = field(default_factory=dict)     #: memo of tile_config_writes (shared by forks)
+    _writes: dict = field(default_factory=dict)     #: memo of tile and port writes (shared by forks)
 
     def __post_init__(self):
         self.weight_line = weight_line(self.config)
@@ -248,7 +248,14 @@ class CodeGen:
     def _describe(self, port, rect, *, write=False, line=0, window=None):
         """Descriptor writes of a port (a port latches its descriptor at start,
         so they may happen while it streams)."""
-        for address, word in _descriptor(port, rect, write, line, window):
+        key = ("port", port, rect, write, line, window)
+        writes = self._writes.get(key)
+        if writes is None:
+            extra = {"window_base": window[0], "window_size": window[1]} if window else {}
+            writes = self._writes[key] = stream_port_writes(
+                port, base=rect.base, width=rect.width, height=rect.height, stride=rect.stride, write=write,
+                line=line, start=False, **extra)
+        for address, word in writes:
             self._write(address, word)
 
     def _wait_not_busy(self, address, layout):
@@ -269,9 +276,14 @@ class CodeGen:
         """Start a layer: a comment, its label and a cycle stamp in the stamp table."""
         self.comment(f"layer {self.layer_index}: {name}")
         self.lines.append(f"{layer_label(self.layer_index)}:")
-        self.emit("cycles r1")
-        self.emit(f"st r1, {self.stamps + 2 * self.layer_index}(r0)")
+        self.stamp(self.layer_index)
         self.layer_index += 1
+
+    def stamp(self, slot):
+        """Store the cycle counter in slot ``slot`` of the stamp table (two
+        instructions, ``cycles`` and ``st``)."""
+        self.emit("cycles r1")
+        self.emit(f"st r1, {stamp_address(self.stamps, slot)}(r0)")
 
     def check_layer(self):
         """Halt with ``LAYER_ERROR_HALT + layer`` if the grid or a streamer port
@@ -284,8 +296,7 @@ class CodeGen:
             self.emit(f"bne r2, r0, fail_{self.layer_index - 1}")
 
     def end(self):
-        self.emit("cycles r1")
-        self.emit(f"st r1, {self.stamps + 2 * self.layer_index}(r0)")
+        self.stamp(self.layer_index)
         self.emit("halt 0")
         for n in range(self.layer_index):
             self.lines.append(f"fail_{n}:")
@@ -480,15 +491,6 @@ class CodeGen:
         self._describe(port, rect, line=self.weight_line)
         self._go_all([port])
         return rect.words
-
-
-@lru_cache(maxsize=1 << 16)
-def _descriptor(port, rect, write, line, window):
-    """:func:`~neuflow_hdl.regs.stream_port_writes` without the start, memoised
-    (a network describes the same rectangles many times)."""
-    window = {"window_base": window[0], "window_size": window[1]} if window else {}
-    return tuple(stream_port_writes(port, base=rect.base, width=rect.width, height=rect.height,
-                                    stride=rect.stride, write=write, line=line, start=False, **window))
 
 
 def _frame(kernels):

@@ -205,6 +205,11 @@ class _Translation:
         self.shuffling[out] = (ins[0], int(target[1]), False)
         return True
 
+    def _claim(self, name, where):
+        """A name the compiler makes up for a tensor of its own: refused if the model uses it."""
+        if name in self.shapes or name in self.value_shapes or name in self.consts:
+            raise CompileError(f"tensor name {name!r} is taken; rename it", where)
+
     def add(self, onnx_node):
         """Fold, alias or translate one ONNX node."""
         where = _Where(onnx_node)
@@ -250,13 +255,11 @@ class _Translation:
         node = _translate(_Operands(onnx_node, op, attrs, data, constants, in_full, self.shapes,
                                     where, ins[0] in consts, self.opset, made))
         for name, value in made.items():
-            if name in self.shapes or name in self.value_shapes or name in consts:
-                raise CompileError(f"tensor name {name!r} is taken; rename it", where)
+            self._claim(name, where)
             self.constants[name], self.shapes[name] = value, value.shape
         steps = node if isinstance(node, list) else [node]
         for step in steps[:-1]:         # internal steps: IR tensors no ONNX tensor stands for
-            if step.output in self.shapes or step.output in self.value_shapes or step.output in consts:
-                raise CompileError(f"tensor name {step.output!r} is taken; rename it", where)
+            self._claim(step.output, where)
             self.nodes.append(step)
             self.shapes[step.output] = _out_shape(step, self.shapes, where)
             self.full_shapes[step.output] = (1,) + self.shapes[step.output]
@@ -516,15 +519,19 @@ def _softmax(o):
     return o.node_of("softmax", attrs={"axis": axis})
 
 
+def _same_shapes(shapes, tensors, where):
+    """CompileError unless the ``tensors`` (streams of a term-by-term operator) have one shape."""
+    for name in tensors[1:]:
+        if shapes[name] != shapes[tensors[0]]:
+            raise CompileError(f"operands of shapes {shapes[tensors[0]]} and {shapes[name]}: "
+                               "broadcasting between two streams is not supported", where)
+
+
 def _sum_chain(o):
     """``Sum`` of three or more tensors: a chain of two-operand adds, each
     partial sum an IR tensor of its own (``<output>:sum<k>``, no ONNX tensor)."""
-    first = o.data[0]
-    for name in o.data[1:]:
-        if o.shapes[name] != o.shapes[first]:
-            raise CompileError(f"operands of shapes {o.shapes[first]} and {o.shapes[name]}: "
-                               "broadcasting between two streams is not supported", o.where)
-    nodes, partial = [], first
+    _same_shapes(o.shapes, o.data, o.where)
+    nodes, partial = [], o.data[0]
     for k, name in enumerate(o.data[1:]):
         node = o.node_of("eltwise", [partial, name], {"op": "add", "act": None})
         if k < len(o.data) - 2:
@@ -545,9 +552,7 @@ def _eltwise(o):
                                "tensors are summed", where)
         return _sum_chain(o)
     if len(data) == 2:
-        if shapes[data[0]] != shapes[data[1]]:
-            raise CompileError(f"operands of shapes {shapes[data[0]]} and {shapes[data[1]]}: "
-                               "broadcasting between two streams is not supported", where)
+        _same_shapes(shapes, data, where)
         return o.node_of("eltwise", data, {"op": kind, "act": None})
     if len(data) != 1 or len(constants) != 1:
         raise CompileError(f"{op} needs one or two tensor operands", where)

@@ -21,11 +21,26 @@ import numpy as np
 
 from .errors import CompileError
 
-__all__ = ["Rect", "Buffer", "DATA_BASE", "ALIGN", "conv_geometry", "kernel_pieces", "chunk_side",
-           "plan_buffers", "allocate", "align_up", "check_memory"]
+__all__ = ["Rect", "Buffer", "DATA_BASE", "ALIGN", "STAMP_WORDS", "stamp_address", "stamp_slots",
+           "conv_geometry", "kernel_pieces", "chunk_side", "plan_buffers", "allocate", "align_up",
+           "check_memory"]
 
 DATA_BASE = 0x1000          #: first try for the tensors (moved up when the program is longer)
 ALIGN = 64                  #: alignment of the weight frames and of a moved data base
+#: Words of a cycle stamp: the 32-bit counter as two 16-bit words, low word first.
+STAMP_WORDS = 2
+
+
+def stamp_address(stamps, slot):
+    """Where slot ``slot`` of the cycle-stamp table at ``stamps`` is.  The table
+    has a slot per layer (its start), one for the end and a spare (where a
+    partitioned run that stops inside a layer stamps): :func:`stamp_slots`."""
+    return stamps + STAMP_WORDS * slot
+
+
+def stamp_slots(layers):
+    """The stamp table's slots for ``layers`` layers; the last is the spare."""
+    return layers + 2
 
 
 @dataclass(frozen=True)
@@ -91,18 +106,14 @@ class Buffer:
     def initial(self):
         """The buffer's words in the memory image: pads set, interior zero (a
         constant's: its codes)."""
-        m = np.full((self.channels, self.rows, self.row), self.pad_value, dtype=np.int64)
-        t, l = self.pads[0], self.pads[1]
-        m[:, t:t + self.height, l:l + self.width] = 0 if self.codes is None else self.codes
-        return np.concatenate([m.ravel(), np.zeros(self.tail, dtype=np.int64)])
+        return self.scatter(0 if self.codes is None else self.codes)
 
     def scatter(self, codes):
         """Words of the whole buffer holding ``codes`` (C, H, W) in the interior."""
-        words = self.initial()
-        m = words[:self.channels * self.map_words].reshape(self.channels, self.rows, self.row)
+        m = np.full((self.channels, self.rows, self.row), self.pad_value, dtype=np.int64)
         t, l = self.pads[0], self.pads[1]
         m[:, t:t + self.height, l:l + self.width] = codes
-        return words
+        return np.concatenate([m.ravel(), np.zeros(self.tail, dtype=np.int64)])
 
     def gather(self, words):
         """The interior (C, H, W) of the buffer from its words."""

@@ -39,7 +39,7 @@ from sim.golden.engine import run_program
 from .artefacts import PROGRAM, STATES, load_compiled
 from .codegen import CodeGen, ResumePoint, WeightFrames
 from .errors import CompileError
-from .layout import ALIGN, align_up
+from .layout import ALIGN, align_up, stamp_address, stamp_slots
 
 __all__ = ["Resumable", "Piece", "checkpoints", "segments", "bounds", "data_base",
            "piece_image", "pieces", "load_resumable"]
@@ -148,11 +148,6 @@ def _halt_after_stamp(image, start, width):
     _patch(image, start + 2, "halt 0\n")
 
 
-def _slot(net, index):
-    """The address of stamp slot ``index``: one per layer, the end, and a spare."""
-    return net.stamps + 2 * index
-
-
 def segments(net, first, stop):
     """What a piece from point ``first`` to point ``stop`` measures: ``(layers,
     slots)``, the layer of each measured span and the stamp slots around them
@@ -165,9 +160,9 @@ def segments(net, first, stop):
     elif points[stop].pass_ == 0:
         last, end = points[stop].layer - 1, points[stop].layer
     else:
-        last, end = points[stop].layer, count + 1
+        last, end = points[stop].layer, stamp_slots(count) - 1
     layers = tuple(range(start_layer, last + 1))
-    return layers, tuple(_slot(net, n) for n in layers) + (_slot(net, end),)
+    return layers, tuple(stamp_address(net.stamps, n) for n in layers + (end,))
 
 
 def piece_image(net, memory, first, stop):
@@ -182,16 +177,14 @@ def piece_image(net, memory, first, stop):
             _halt_after_stamp(image, starts[stop], config.fmt.width)
         else:
             gen.lines.append("stop:")
-            gen.emit("cycles r1")
-            gen.emit(f"st r1, {_slot(net, net.layers + 1)}(r0)")
+            gen.stamp(stamp_slots(net.layers) - 1)
             gen.emit("halt 0")
     if first > 0:
         gen.lines.append("resume:")
         point = net.points[first]
         gen.resume(point.state)
         if point.pass_:
-            gen.emit("cycles r1")
-            gen.emit(f"st r1, {_slot(net, point.layer)}(r0)")
+            gen.stamp(point.layer)
         gen.emit(f"jmp {starts[first]}")
     if not gen.lines:
         return image
@@ -238,7 +231,7 @@ def bounds(net, cuts=None):
 
 def data_base(net):
     """Where a piece's compared memory begins: above the program and the stamp table."""
-    return _slot(net, net.layers + 2)
+    return stamp_address(net.stamps, stamp_slots(net.layers))
 
 
 def pieces(net, image, cuts=None):

@@ -35,7 +35,8 @@ from .artefacts import Compiled, Layer, as_batch
 from .bounds import error_bounds
 from .errors import CompileError
 from .frontend import load_model, to_graph
-from .layout import ALIGN, DATA_BASE, align_up, allocate, check_memory, plan_buffers
+from .layout import (ALIGN, DATA_BASE, align_up, allocate, check_memory, plan_buffers, stamp_address,
+                     stamp_slots)
 from .lower import lower_node
 from .passes import run_passes
 from .program import generate
@@ -63,9 +64,8 @@ def _frontend(path, grid):
 
 
 def _stamp_table(data_base, layers):
-    """Address of the cycle-stamp table, just below the data: two words per
-    layer, the end, and a spare slot (a partitioned run's stop inside a layer)."""
-    stamps = data_base - 2 * (layers + 2)
+    """Address of the cycle-stamp table (:func:`~compiler.layout.stamp_slots`), just below the data."""
+    stamps = stamp_address(data_base, -stamp_slots(layers))
     return stamps - stamps % 2
 
 

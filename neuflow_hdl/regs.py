@@ -16,7 +16,7 @@ from amaranth.lib import data, enum
 
 __all__ = [
     "REGISTER_BITS", "ConvMode", "AluOp", "Symmetry", "CONV_CONFIG", "ALU_CONFIG",
-    "sample_layout", "mapper_config_layout", "pack_bits", "pack_registers", "hdl_write_registers", "unpack_registers",
+    "sample_layout", "mapper_config_layout", "pack_bits", "pack_registers", "register_count", "hdl_write_registers", "unpack_registers",
     "GEOMETRY_BITS", "MAX_KERNEL", "MAX_STRIDE", "Unit", "CONFIG_ADDRESS", "GRID_TILE", "CONTROL",
     "STATUS", "GRID_STATUS", "CONTROL_REG", "STATUS_REG", "ROUTE_NONE", "ROUTE_BITS", "NEIGHBOURS", "OPPOSITE",
     "OFFSET",
@@ -178,14 +178,15 @@ def unpack_bits(layout, bits):
 
 
 @lru_cache(maxsize=None)
-def _register_count(layout):
+def register_count(layout):
+    """How many 32-bit registers ``layout`` takes."""
     return -(-layout.size // REGISTER_BITS)
 
 
 def pack_registers(layout, values):
     """Pack a dict of field values with ``layout`` into a list of 32-bit register words."""
     bits = pack_bits(layout, values)
-    return [(bits >> (REGISTER_BITS * r)) & 0xFFFF_FFFF for r in range(_register_count(layout))]
+    return [(bits >> (REGISTER_BITS * r)) & 0xFFFF_FFFF for r in range(register_count(layout))]
 
 
 def unpack_registers(words):

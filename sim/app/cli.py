@@ -260,7 +260,7 @@ def _warn_saturation(saturated):
 
 
 def _simulate_pieces(args, x):
-    """``simulate --pieces``: one image as independent pieces, one per layer."""
+    """``simulate --pieces``: one image as independent pieces, one per resume point."""
     import numpy as np
     from compiler import CompileError
     from compiler.artefacts import as_batch
@@ -431,8 +431,9 @@ def build_parser():
                    help="input values outside the input format's range are an error (by default "
                         "they saturate and are counted in a warning)")
     p.add_argument("--pieces", action="store_true",
-                   help="rtl: run one image as independent pieces, one per layer (each from the "
-                        "reference engine's checkpoint, checked bit for bit), in parallel")
+                   help="rtl: run one image as independent pieces (each layer, and runs of passes "
+                        "inside long layers; each from the reference engine's checkpoint, checked bit "
+                        "for bit), in parallel")
     p.add_argument("--jobs", type=_positive, default=None,
                    help="images (or pieces) simulated at once on this machine (default: one per "
                         "core on rtl)")

@@ -16,11 +16,7 @@ waits for it, two writers on one global line) raises :class:`EngineError`
 naming the instruction.
 """
 
-from types import SimpleNamespace
-
 import numpy as np
-from amaranth.hdl import Shape
-from amaranth.lib import data
 
 from neuflow_hdl.numerics import Format, unsigned_words, wrap_signed
 from neuflow_hdl.regs import (ALU_CONFIG, CONTROL, CONTROL_REG, CONV_CONFIG, GRID_START_REG,
@@ -28,8 +24,8 @@ from neuflow_hdl.regs import (ALU_CONFIG, CONTROL, CONTROL_REG, CONV_CONFIG, GRI
                               PORT_STATUS, PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS,
                               PORTS_STATUS_REG, ROUTE_NONE, STATUS_REG, STREAM_PORT, STREAMER_TILE,
                               AluOp, ConvMode, Unit, config_address, decode_address,
-                              mapper_config_layout, pack_bits, router_sinks, router_sources,
-                              unpack_registers)
+                              mapper_config_layout, pack_bits, register_count, router_sinks,
+                              router_sources, unpack_bits, unpack_registers)
 from sim.golden import reference
 from sim.golden.iss import ISS
 
@@ -37,32 +33,6 @@ __all__ = ["EngineError", "GridModel", "run_program"]
 
 class EngineError(Exception):
     pass
-
-
-_FIELDS = {}        # id(layout) -> (layout, its fields)
-
-
-def _decode(layout, value):
-    """The fields of ``layout`` in the integer ``value``, as attributes: ints
-    (signed where the field is), enum members (an int that is none), or a
-    ``data.Const`` for a nested layout.  What ``data.Const`` gives, without its
-    cost per access."""
-    known = _FIELDS.get(id(layout))
-    if known is None:
-        known = _FIELDS[id(layout)] = (layout, tuple((name, f.offset, f.width, f.shape) for name, f in layout))
-    fields = {}
-    for name, offset, width, shape in known[1]:
-        bits = (value >> offset) & ((1 << width) - 1)
-        if isinstance(shape, Shape):
-            fields[name] = bits - (1 << width) if shape.signed and bits >> (width - 1) else bits
-        elif isinstance(shape, data.Layout):
-            fields[name] = data.Const(shape, bits)
-        else:
-            try:
-                fields[name] = shape(bits)
-            except ValueError:
-                fields[name] = bits
-    return SimpleNamespace(**fields)
 
 
 class _Tile:
@@ -108,14 +78,20 @@ class GridModel:
         raise EngineError(f"{self.where}: {message}")
 
     def _unit(self, tile, unit, layout):
-        """The active registers of ``unit``, decoded once per start: its fields
-        as attributes (a nested layout's field stays a ``data.Const``)."""
+        """The active registers of ``unit``, decoded once per start:
+        ``{field path: int}`` (:func:`~neuflow_hdl.regs.unpack_bits`)."""
         fields = tile.decoded.get(unit)
         if fields is None:
-            regs = -(-layout.size // 32)
-            words = [tile.active.get((unit.value, r), 0) for r in range(regs)]
-            fields = tile.decoded[unit] = _decode(layout, unpack_registers(words) & ((1 << layout.size) - 1))
+            words = [tile.active.get((unit.value, r), 0) for r in range(register_count(layout))]
+            fields = tile.decoded[unit] = unpack_bits(layout, unpack_registers(words))
         return fields
+
+    def _member(self, kind, value, what):
+        """The member of the enum ``kind`` that ``value`` codes (a fault if none)."""
+        try:
+            return kind(value)
+        except ValueError:
+            self._fail(f"{what} {value} does not exist")
 
     def _route(self, tile, sink):
         select = tile.active.get((Unit.ROUTER.value, self.sink_index[sink]), ROUTE_NONE)
@@ -172,13 +148,13 @@ class GridModel:
                 t.active = dict(t.shadow)
                 t.activated()
                 conv = self._unit(t, Unit.CONVOLVER, CONV_CONFIG)
-                corner = self.c.kernel - conv.k if 1 <= conv.k <= self.c.kernel else 0
+                corner = self.c.kernel - conv['k'] if 1 <= conv['k'] <= self.c.kernel else 0
                 t.pointer = (corner, corner)
                 if t.pending:           # the preload bank becomes the kernel
                     t.weights = t.bank.reshape(self.c.kernel, self.c.kernel).copy()
                 t.weights[:corner, :] = 0           # outside the k x k corner (none if k is invalid)
                 t.weights[:, :corner] = 0
-                t.kept, t.pending, t.skip_left = 0, False, conv.weight_skip
+                t.kept, t.pending, t.skip_left = 0, False, conv['weight_skip']
                 self._propagate()
             return
         t.shadow[(unit, reg)] = value
@@ -201,36 +177,36 @@ class GridModel:
     # -- streams ----------------------------------------------------------------------
     def _start_port(self, n):
         regs = self.ports[n]["regs"]
-        d = _decode(STREAM_PORT, unpack_registers(regs) & ((1 << STREAM_PORT.size) - 1))
+        d = unpack_bits(STREAM_PORT, unpack_registers(regs))
         port = self.ports[n]
-        last = d.base + (d.height - 1) * d.stride + d.width - 1
-        if d.width == 0 or d.height == 0 or d.base < d.window_base or \
-                last >= d.window_base + d.window_size or last >= len(self.memory):
+        last = d['base'] + (d['height'] - 1) * d['stride'] + d['width'] - 1
+        if d['width'] == 0 or d['height'] == 0 or d['base'] < d['window_base'] or \
+                last >= d['window_base'] + d['window_size'] or last >= len(self.memory):
             port.update(busy=False, done=False, error=True)
-            self._fail(f"port {n}: rectangle base {d.base:#x} {d.width}x{d.height} stride "
-                       f"{d.stride} leaves its window")
-        if d.line >= self.c.globals_:
-            self._fail(f"port {n}: global line {d.line} does not exist")
+            self._fail(f"port {n}: rectangle base {d['base']:#x} {d['width']}x{d['height']} stride "
+                       f"{d['stride']} leaves its window")
+        if d['line'] >= self.c.globals_:
+            self._fail(f"port {n}: global line {d['line']} does not exist")
         port.update(busy=True, done=False, error=False, desc=d)
-        if d.write:
+        if d['write']:
             self._try_writers()
         else:
-            self.line_in[d.line].append((n, self._words(d.base, d.width, d.height, d.stride)))
+            self.line_in[d['line']].append((n, self._words(d['base'], d['width'], d['height'], d['stride'])))
             self._propagate()
 
     def _try_writers(self):
         for n, port in enumerate(self.ports):
             d = port["desc"]
-            if not port["busy"] or d is None or not d.write or not self.line_out[d.line]:
+            if not port["busy"] or d is None or not d['write'] or not self.line_out[d['line']]:
                 continue
-            frame = self.line_out[d.line].pop(0)
-            if frame.shape != (d.height, d.width):
+            frame = self.line_out[d['line']].pop(0)
+            if frame.shape != (d['height'], d['width']):
                 port.update(busy=False, error=True)
-                self._fail(f"port {n} writes a {d.width}x{d.height} rectangle but line {d.line} "
+                self._fail(f"port {n} writes a {d['width']}x{d['height']} rectangle but line {d['line']} "
                            f"carries a {frame.shape[1]}x{frame.shape[0]} frame")
-            for y in range(d.height):
-                start = d.base + y * d.stride
-                self.memory[start:start + d.width] = unsigned_words(frame[y], self.fmt.width)
+            for y in range(d['height']):
+                start = d['base'] + y * d['stride']
+                self.memory[start:start + d['width']] = unsigned_words(frame[y], self.fmt.width)
             port.update(busy=False, done=True)
 
     def _consumers(self, tile, source):
@@ -296,7 +272,7 @@ class GridModel:
         weights = t.queues.pop("convolver_weights", [])
         for frame in weights:
             conv = self._unit(t, Unit.CONVOLVER, CONV_CONFIG)
-            if conv.preload:
+            if conv['preload']:
                 words = frame.ravel()
                 skipped = min(t.skip_left, len(words))
                 t.skip_left -= skipped
@@ -310,7 +286,7 @@ class GridModel:
                 r, c = t.pointer
                 t.weights[r, c] = word
                 conv = self._unit(t, Unit.CONVOLVER, CONV_CONFIG)
-                corner = K - conv.k
+                corner = K - conv['k']
                 if c >= K - 1:
                     t.pointer = (corner if r >= K - 1 else r + 1, corner)
                 else:
@@ -319,47 +295,43 @@ class GridModel:
         q = t.queues
         if q.get("convolver_in"):
             conv = self._unit(t, Unit.CONVOLVER, CONV_CONFIG)
-            if not isinstance(conv.mode, ConvMode):
-                self._fail(f"tile {t.index}: convolver mode {conv.mode} does not exist")
-            mode = conv.mode
+            mode = self._member(ConvMode, conv['mode'], f"tile {t.index}: convolver mode")
             if mode != ConvMode.MAC_PSUM or q.get("convolver_psum"):
                 x = self._take(t, "convolver_in")
-                if x.shape != (conv.height, conv.width):
-                    self._fail(f"tile {t.index}: convolver configured for {conv.width}x"
-                               f"{conv.height} receives a {x.shape[1]}x{x.shape[0]} frame")
-                if not (1 <= conv.k <= K and conv.stride >= 1):
-                    self._fail(f"tile {t.index}: convolver k={conv.k} stride={conv.stride} invalid")
+                if x.shape != (conv['height'], conv['width']):
+                    self._fail(f"tile {t.index}: convolver configured for {conv['width']}x"
+                               f"{conv['height']} receives a {x.shape[1]}x{x.shape[0]} frame")
+                if not (1 <= conv['k'] <= K and conv['stride'] >= 1):
+                    self._fail(f"tile {t.index}: convolver k={conv['k']} stride={conv['stride']} invalid")
                 if mode == ConvMode.MAX:
-                    y = reference.window_max(x, conv.k, stride=conv.stride, fmt=fmt)
+                    y = reference.window_max(x, conv['k'], stride=conv['stride'], fmt=fmt)
                 else:
                     psum = self._take(t, "convolver_psum") if mode == ConvMode.MAC_PSUM else None
-                    kernel = t.weights[K - conv.k:, K - conv.k:]
-                    y = reference.conv2d(x, kernel, stride=conv.stride, bias=conv.bias, psum=psum,
-                                         shift=conv.shift, fmt=fmt)
+                    kernel = t.weights[K - conv['k']:, K - conv['k']:]
+                    y = reference.conv2d(x, kernel, stride=conv['stride'], bias=conv['bias'], psum=psum,
+                                         shift=conv['shift'], fmt=fmt)
                 self._emit(t, "convolver", y)
                 fired = True
         if q.get("alu_a"):
             alu = self._unit(t, Unit.ALU, ALU_CONFIG)
-            if not isinstance(alu.op, AluOp):
-                self._fail(f"tile {t.index}: ALU operation {alu.op} does not exist")
-            if alu.b_const or q.get("alu_b") or alu.op in (AluOp.SQUARE, AluOp.ABS):
+            op = self._member(AluOp, alu['op'], f"tile {t.index}: ALU operation")
+            if alu['b_const'] or q.get("alu_b") or op in (AluOp.SQUARE, AluOp.ABS):
                 a = self._take(t, "alu_a")
-                if alu.b_const or alu.op in (AluOp.SQUARE, AluOp.ABS):
-                    b = int(wrap_signed(alu.const, fmt.width))
+                if alu['b_const'] or op in (AluOp.SQUARE, AluOp.ABS):
+                    b = int(wrap_signed(alu['const'], fmt.width))
                 else:
                     b = self._take(t, "alu_b")
                     if b.shape != a.shape:
                         self._fail(f"tile {t.index}: ALU operands of shapes {a.shape} and {b.shape}")
-                self._emit(t, "alu", reference.alu(alu.op, a, b, shift=alu.shift, fmt=fmt))
+                self._emit(t, "alu", reference.alu(op, a, b, shift=alu['shift'], fmt=fmt))
                 fired = True
         if q.get("mapper_in"):
             m = self._unit(t, Unit.MAPPER, self.mapper_layout)
             x = self._take(t, "mapper_in")
-            segs = [m.segments[i] for i in range(self.c.segments)]
-            field = lambda name: wrap_signed([getattr(s, name) for s in segs], fmt.width)
+            field = lambda name: wrap_signed([m[f"segments.{i}.{name}"] for i in range(self.c.segments)],
+                                             fmt.width)
             y = reference.mapper(x, field("bound"), field("slope"), field("offset"),
-                                 symmetry=m.symmetry,
-                                 shift=m.shift, fmt=fmt)
+                                 symmetry=m['symmetry'], shift=m['shift'], fmt=fmt)
             self._emit(t, "mapper", y)
             fired = True
         for n in range(self.c.fifos):
