@@ -16,7 +16,7 @@ INPUT  ?=
 OUT    ?= build/compiled
 IMAGES ?= 20
 
-.PHONY: env demo test test-fast fuzz formal verilog compile sim synth bench fit-mapper clean help
+.PHONY: env demo test test-fast fuzz formal verilog compile sim synth bitstream bench fit-mapper clean help
 
 help:
 	@echo "make demo           create .venv if needed; compile the digits ConvNet, run it on Verilator"
@@ -30,6 +30,7 @@ help:
 	@echo "make verilog GRID=  write build/GRID.v for a grid preset (tiny, ulx3s-85f, neuflow-v6)"
 	@echo "make verilog UNIT=  write build/UNIT.v for one operator (convolver, alu, mapper, fifo-bank)"
 	@echo "make synth GRID=    synthesize + place the grid for the LFE5U-85F, print resources and fmax"
+	@echo "make bitstream BOARD=  the board's bitstream (ulx3s-85f: grid, block RAM, UART host link, PLL)"
 	@echo "make bench          compile time and estimated frames/s (scene parsing, light models); simulator speed"
 	@echo "make fit-mapper FN= print the 8-segment mapper fit of FN (tanh, sigmoid, ...)"
 	@echo "make env            only create/refresh .venv"
@@ -80,6 +81,10 @@ endif
 
 synth: $(STAMP)
 	$(VENV)/bin/neuflow synth --grid $(GRID) $(if $(ROUTE_MINUTES),--route-minutes $(ROUTE_MINUTES))
+
+BOARD ?= ulx3s-85f
+bitstream: $(STAMP)
+	$(VENV)/bin/neuflow board bitstream --board $(BOARD) $(if $(ROUTE_MINUTES),--route-minutes $(ROUTE_MINUTES))
 
 bench: $(STAMP)
 	$(PY) -m sim.app.bench_compiler

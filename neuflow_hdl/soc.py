@@ -10,7 +10,7 @@ from .membus import memory_bus
 from .presets import GridConfig
 from .streamer import BusArbiter, Streamer
 
-__all__ = ["SoC", "SimTop", "beat_address_width"]
+__all__ = ["SoC", "SimTop", "beat_address_width", "power_on_reset"]
 
 
 def beat_address_width(config):
@@ -77,6 +77,17 @@ class SoC(wiring.Component):
         return m
 
 
+def power_on_reset(m, clk, cycles):
+    """Clock the ``sync`` domain by ``clk`` and hold it in reset for its first
+    ``cycles`` cycles (a counter in a reset-less ``power`` domain)."""
+    m.domains.power = ClockDomain(reset_less=True)
+    m.domains.sync = ClockDomain()
+    resetting = Signal(range(cycles + 1), init=cycles)
+    with m.If(resetting != 0):
+        m.d.power += resetting.eq(resetting - 1)
+    m.d.comb += [ClockSignal("power").eq(clk), ClockSignal("sync").eq(clk), ResetSignal("sync").eq(resetting != 0)]
+
+
 class SimTop(wiring.Component):
     """The SoC with its memory bus as plain top-level ports, for a simulation
     harness that is the memory (``sim/rtl/harness.cpp`` on Verilator).
@@ -117,13 +128,7 @@ class SimTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.domains.power = ClockDomain(reset_less=True)
-        m.domains.sync = ClockDomain()
-        resetting = Signal(range(self.RESET_CYCLES + 1), init=self.RESET_CYCLES)
-        with m.If(resetting != 0):
-            m.d.power += resetting.eq(resetting - 1)
-        m.d.comb += [ClockSignal("power").eq(self.clk), ClockSignal("sync").eq(self.clk),
-                     ResetSignal("sync").eq(resetting != 0)]
+        power_on_reset(m, self.clk, self.RESET_CYCLES)
         m.submodules.soc = soc = SoC(self._config)
         cmd, resp = soc.memory.cmd, soc.memory.resp
         cmd_ready, resp_valid = Signal(), Signal()

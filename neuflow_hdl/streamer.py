@@ -71,6 +71,17 @@ class BusArbiter(wiring.Component):
         return m
 
 
+def _product_in_logic(a, b):
+    """``a * b`` as shifted partial products added up: logic, not a multiplier
+    block.  (The ECP5-85F's 156 multipliers are the grid's: 153 of them; a
+    port's window check would take two more.)"""
+    a = a.as_unsigned()
+    total = Const(0, 1)
+    for bit in range(len(a)):
+        total = total + Mux(a[bit], b << bit, 0)
+    return total
+
+
 class StreamPort(wiring.Component):
     """One streamer port: a 2-D rectangle of memory to a stream, or back.
 
@@ -121,7 +132,7 @@ class StreamPort(wiring.Component):
         d = Signal(STREAM_PORT)
         m.d.comb += [self.active_write.eq(d.write), self.active_line.eq(d.line)]
         last_word = Signal(64)
-        m.d.comb += last_word.eq(self.desc.base + (self.desc.height - 1) * self.desc.stride +
+        m.d.comb += last_word.eq(self.desc.base + _product_in_logic(self.desc.height - 1, self.desc.stride) +
                                  self.desc.width - 1)
         inside = Signal()
         m.d.comb += inside.eq((self.desc.width != 0) & (self.desc.height != 0) &

