@@ -25,11 +25,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CYCLES_PER_INSTRUCTION", "STREAM_OVERHEAD", "PassCost", "rect_beats", "expected_beats",
+from neuflow_hdl.soc import CONFIG_READ_LATENCY
+
+__all__ = ["CYCLES_PER_INSTRUCTION", "STREAM_OVERHEAD", "WAIT_EXTRA", "PassCost", "rect_beats", "expected_beats",
            "stream_cycles", "pass_cycles", "predicted_cost"]
 
 CYCLES_PER_INSTRUCTION = 4
 STREAM_OVERHEAD = 9
+#: Cycles a WAIT spends beyond an instruction: its read's latency on the
+#: configuration bus, and on average half of the longer poll period it makes.
+WAIT_EXTRA = CONFIG_READ_LATENCY + 1
 
 
 @dataclass(frozen=True)
@@ -70,13 +75,14 @@ def stream_cycles(data, frame, latency, beats, fetches=0):
 def pass_cycles(cost):
     """Estimated cycles of the pass ``cost`` describes.  The waits after the
     streams: the ports' poll overlaps the streams, each further poll finds the
-    grid idle (measured: about half an instruction time)."""
+    grid idle (measured: about half an instruction time); each costs
+    ``WAIT_EXTRA`` more for its configuration read."""
     cpi = CYCLES_PER_INSTRUCTION
     if not cost.streams and not cost.frame and not cost.alone:     # a layer without passes
         return (cost.serial + cost.after) * cpi
     streams = stream_cycles(list(cost.streams), list(cost.frame), cost.latency, cost.beats, cost.overlapped)
     return (cost.serial * cpi + sum(words + STREAM_OVERHEAD for words in cost.alone) +
-            max(streams, cost.overlapped * cpi) + max(cost.waits - 1, 0) * cpi // 2 +
+            max(streams, cost.overlapped * cpi) + max(cost.waits - 1, 0) * cpi // 2 + cost.waits * WAIT_EXTRA +
             STREAM_OVERHEAD + cost.after * cpi)
 
 

@@ -16,7 +16,10 @@ class ControlCPU(wiring.Component):
     """A multi-cycle implementation of :mod:`neuflow_hdl.isa`.
 
     Each instruction takes a fetch (one bus read) and one execute cycle; a
-    load adds a bus read, a configuration read or a WAIT poll one cycle each.
+    load adds a bus read, a configuration read or a WAIT poll
+    ``1 + config_latency`` cycles.  The configuration bus's outputs are
+    registered (a write reaches the responders the cycle after its execute
+    cycle), so no path runs from the instruction register to the grid.
     The architectural state must equal :class:`sim.golden.iss.ISS` after any program.
 
     Parameters
@@ -27,6 +30,10 @@ class ControlCPU(wiring.Component):
     beat_words : int
         Words per memory-bus beat (a power of two, at least 4, so that an
         instruction is one aligned beat).
+    config_latency : int
+        Cycles from a read's ``re`` on the configuration bus to its ``rdata``
+        (1 for a responder answering the next cycle, more where the answers
+        are registered on their way).
 
     Members
     -------
@@ -38,13 +45,16 @@ class ControlCPU(wiring.Component):
         Clock cycles since reset (what CYCLES reads).
     """
 
-    def __init__(self, *, memory_words=1 << 16, beat_words=4):
+    def __init__(self, *, memory_words=1 << 16, beat_words=4, config_latency=1):
         if memory_words < 8 or memory_words & (memory_words - 1):
             raise ValueError(f"memory_words must be a power of two of at least 8, not {memory_words}")
         if beat_words < INSTRUCTION_WORDS or beat_words & (beat_words - 1):
             raise ValueError(f"beat_words must be a power of two of at least {INSTRUCTION_WORDS}, "
                              f"not {beat_words}")
+        if not isinstance(config_latency, int) or config_latency < 1:
+            raise ValueError(f"config_latency must be a whole number of cycles of at least 1, not {config_latency!r}")
         self._memory_words, self._beat_words = memory_words, beat_words
+        self._config_latency = config_latency
         self._addr_width = (memory_words // beat_words - 1).bit_length() or 1
         super().__init__({
             "bus": Out(memory_bus(addr_width=self._addr_width, beat_words=beat_words, width=16)),
@@ -65,6 +75,13 @@ class ControlCPU(wiring.Component):
         address = Signal(32)                # ld/st word address
 
         m.d.sync += self.cycles.eq(self.cycles + 1)
+        # The configuration bus, registered: EXECUTE sets these for one cycle.
+        cfg = Signal.like(self.cfg.addr, name="cfg_addr"), Signal(32, name="cfg_wdata")
+        cfg_we, cfg_re = Signal(), Signal()
+        m.d.sync += [cfg_we.eq(0), cfg_re.eq(0)]
+        m.d.comb += [self.cfg.addr.eq(cfg[0]), self.cfg.wdata.eq(cfg[1]), self.cfg.we.eq(cfg_we),
+                     self.cfg.re.eq(cfg_re)]
+        waiting = Signal(range(self._config_latency + 1))
         fetch_word = Signal(32)
         m.d.comb += fetch_word.eq(pc << 2)
 
@@ -76,7 +93,10 @@ class ControlCPU(wiring.Component):
             m.d.sync += pc.eq(pc + 1)
             m.next = "FETCH"
 
-        state = _Architecture(regs, pc, ins, address, halt, advance)
+        state = _Architecture(regs, pc, ins, address, halt, advance,
+                              cfg_write=lambda addr, wdata: [cfg_we.eq(1), cfg[0].eq(addr), cfg[1].eq(wdata)],
+                              cfg_read=lambda addr: [cfg_re.eq(1), cfg[0].eq(addr),
+                                                     waiting.eq(self._config_latency)])
 
         with m.FSM():
             with m.State("FETCH"):
@@ -115,6 +135,10 @@ class ControlCPU(wiring.Component):
                 with m.If(self.bus.resp.valid):
                     m.d.sync += regs[ra].eq(self.bus.resp.payload >> (address[:shift] * 16))
                     advance()
+            with m.State("CONFIG_WAIT"):           # re is on the bus; rdata comes config_latency cycles on
+                m.d.sync += waiting.eq(waiting - 1)
+                with m.If(waiting == 1):
+                    m.next = "CONFIG_READ"
             with m.State("CONFIG_READ"):
                 with m.If(ins.op == Opcode.CFGR):
                     m.d.sync += regs[ra].eq(self.cfg.rdata)
@@ -172,16 +196,14 @@ class ControlCPU(wiring.Component):
                 with m.Else():
                     m.next = "MEMORY"
             with m.Case(Opcode.CFGW):
-                m.d.comb += [self.cfg.we.eq(1), self.cfg.addr.eq(ins.imm[:20]),
-                             self.cfg.wdata.eq(regs[ra])]
+                m.d.sync += state.cfg_write(ins.imm[:20], regs[ra])
                 advance()
             with m.Case(Opcode.CFGWI):
-                m.d.comb += [self.cfg.we.eq(1), self.cfg.addr.eq(Cat(ins.a, ins.b, ins.c)[:20]),
-                             self.cfg.wdata.eq(ins.imm)]
+                m.d.sync += state.cfg_write(Cat(ins.a, ins.b, ins.c)[:20], ins.imm)
                 advance()
             with m.Case(Opcode.CFGR, Opcode.WAIT):
-                m.d.comb += [self.cfg.re.eq(1), self.cfg.addr.eq(ins.imm[:20])]
-                m.next = "CONFIG_READ"
+                m.d.sync += state.cfg_read(ins.imm[:20])
+                m.next = "CONFIG_WAIT"
             with m.Case(Opcode.BEQ, Opcode.BNE, Opcode.BLT):
                 x, y = regs[ra], regs[rb]
                 taken = Mux(ins.op == Opcode.BEQ, x == y,
@@ -199,9 +221,11 @@ class ControlCPU(wiring.Component):
 
 
 class _Architecture:
-    """The CPU's architectural state and its two ways to end an instruction,
-    shared by the states of :meth:`ControlCPU.elaborate`."""
+    """The CPU's architectural state, its two ways to end an instruction and
+    the statements of a configuration write or read, shared by the states of
+    :meth:`ControlCPU.elaborate`."""
 
-    def __init__(self, regs, pc, ins, address, halt, advance):
+    def __init__(self, regs, pc, ins, address, halt, advance, *, cfg_write, cfg_read):
         self.regs, self.pc, self.ins, self.address = regs, pc, ins, address
         self.halt, self.advance = halt, advance
+        self.cfg_write, self.cfg_read = cfg_write, cfg_read

@@ -10,7 +10,11 @@ from .membus import memory_bus
 from .presets import GridConfig
 from .streamer import BusArbiter, Streamer
 
-__all__ = ["SoC", "SimTop", "beat_address_width", "power_on_reset"]
+__all__ = ["SoC", "SimTop", "beat_address_width", "power_on_reset", "CONFIG_READ_LATENCY"]
+
+#: Cycles from the CPU's configuration read to its answer: the responders
+#: answer the next cycle, and their ORed answers are registered on the way back.
+CONFIG_READ_LATENCY = 2
 
 
 def beat_address_width(config):
@@ -51,7 +55,8 @@ class SoC(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self._config
-        m.submodules.cpu = cpu = ControlCPU(memory_words=c.memory_words, beat_words=c.beat_words)
+        m.submodules.cpu = cpu = ControlCPU(memory_words=c.memory_words, beat_words=c.beat_words,
+                                            config_latency=CONFIG_READ_LATENCY)
         m.submodules.grid = grid = Grid(c)
         m.submodules.streamer = streamer = Streamer(
             ports=c.ports, globals_=c.globals_, memory_words=c.memory_words,
@@ -70,8 +75,8 @@ class SoC(wiring.Component):
         for responder in (grid.bus, streamer.cfg):
             m.d.comb += [responder.addr.eq(cpu.cfg.addr), responder.wdata.eq(cpu.cfg.wdata),
                          responder.we.eq(cpu.cfg.we), responder.re.eq(cpu.cfg.re)]
+        m.d.sync += cpu.cfg.rdata.eq(grid.bus.rdata | streamer.cfg.rdata)
         m.d.comb += [
-            cpu.cfg.rdata.eq(grid.bus.rdata | streamer.cfg.rdata),
             self.halted.eq(cpu.halted), self.halt_code.eq(cpu.halt_code), self.cycles.eq(cpu.cycles),
         ]
         return m

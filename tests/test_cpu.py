@@ -56,10 +56,12 @@ def image(program):
     return memory
 
 
-def run_rtl(dut, memory, rng, max_cycles=50_000):
-    """Run ``dut`` on ``memory`` (modified in place); return (halt code, config writes)."""
+def run_rtl(dut, memory, rng, max_cycles=50_000, latency=1):
+    """Run ``dut`` on ``memory`` (modified in place) with configuration reads
+    answered ``latency`` cycles after ``re``; return (halt code, config writes)."""
     writes = []
     state = {}
+    answers = [0] * (latency - 1)   # rdata of the cycles to come
 
     memory_model = memory_process(dut.bus, memory, rng, BEAT)
 
@@ -69,8 +71,8 @@ def run_rtl(dut, memory, rng, max_cycles=50_000):
                                                                 dut.cfg.wdata)
             if we:
                 writes.append((addr.as_bits(), wdata))
-            if re:
-                ctx.set(dut.cfg.rdata, config_read_value(addr.as_bits()))
+            answers.append(config_read_value(addr.as_bits()) if re else 0)
+            ctx.set(dut.cfg.rdata, answers.pop(0))
 
     async def bench(ctx):
         await ctx.tick().until(dut.halted)
@@ -85,14 +87,16 @@ def dut():
     return ControlCPU(memory_words=WORDS, beat_words=BEAT)
 
 
-def test_random_programs_match_the_iss(dut):
+@pytest.mark.parametrize("latency", [1, 2])
+def test_random_programs_match_the_iss(latency):
+    dut = ControlCPU(memory_words=WORDS, beat_words=BEAT, config_latency=latency)
     rng = np.random.default_rng(5)
     for n in range(12):
         program = assemble(random_program(rng, 60))
         memory = image(program)
         iss = ISS(memory, ConfigRecorder(config_read_value))
         want_code = iss.run()
-        got_code, writes = run_rtl(dut, memory, rng)
+        got_code, writes = run_rtl(dut, memory, rng, latency=latency)
         assert got_code == want_code, f"program {n}"
         assert writes == iss.config.writes, f"program {n}"
         np.testing.assert_array_equal(memory, iss.memory, err_msg=f"program {n}")
