@@ -116,3 +116,32 @@ def test_a_port_that_does_not_exist(digits, tmp_path, capsys):
     code = main(["board", "run", str(digits), "--input", str(tmp_path / "x.npy"), "--port", "/dev/nonexistent-tty"])
     err = capsys.readouterr().err
     assert code == 2 and "/dev/nonexistent-tty: cannot open" in err and len(err.splitlines()) == 1
+
+
+def _program(source):
+    from sim.golden.asm import assemble, to_words
+    return to_words(assemble(source))
+
+
+def test_run_control_busy_stop_and_fault(model):
+    """A long loop: memory commands and START are BUSY while it runs, STOP
+    abandons it; then a program that halts with code 7 leaves the board FAULT."""
+    from neuflow_hdl.hostlink import RunState
+    loop = _program("li r1, 0\nli r2, 100000000\nloop: addi r1, r1, 1\nblt r1, r2, loop\nhalt 0")
+    with SimulatedBoard(model) as simulated, BoardLink(simulated.url, timeout=10) as link:
+        link.write(0, loop)
+        link.start()
+        status = link.status()
+        assert status.state == RunState.RUNNING and status.cycles > 0
+        for refused in (lambda: link.read(0, 4), lambda: link.write(100, [1]), link.start):
+            with pytest.raises(LinkError, match="BUSY"):
+                refused()
+        assert link.status().cycles > status.cycles
+        link.stop()
+        assert link.status().state == RunState.IDLE
+        np.testing.assert_array_equal(link.read(0, len(loop)), loop)
+        link.write(0, _program("li r3, 5\nhalt 7"))
+        link.start()
+        status = link.wait(10)
+        assert (status.state, status.halt_code) == (RunState.FAULT, 7)
+        assert 0 < status.cycles < 100 and link.status().cycles == status.cycles

@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
     LineReceiver receiver;
     std::deque<uint8_t> incoming;
     std::vector<uint8_t> outgoing;
-    uint64_t cycles = 0, quiet = 0, bytes_in = 0, bytes_out = 0;
+    uint64_t cycles = 0, quiet = 0, line_idle = 0, bytes_in = 0, bytes_out = 0;
     bool open = true;
     const auto started = std::chrono::steady_clock::now();
     top->clk = 0;
@@ -205,8 +205,10 @@ int main(int argc, char** argv) {
             while (open && incoming.empty()) take_from_host(100);
             quiet = 0;
         }
-        if (outgoing.size() >= 256 || (!receiver.busy() && !outgoing.empty() && quiet > 20 * DIVISOR))
-            give_to_host();
+        // The board's bytes go to the host in bursts: when 256 are waiting, or
+        // once its line has been idle for two byte times.
+        line_idle = (receiver.busy() || !top->tx) ? 0 : line_idle + 1;
+        if (outgoing.size() >= 256 || (!outgoing.empty() && line_idle > 20 * DIVISOR)) give_to_host();
     }
     if (!outgoing.empty() && open) give_to_host();
     close(host);
