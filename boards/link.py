@@ -35,6 +35,13 @@ class BoardStatus:
     identity: int           #: ``neuflow_hdl.hostlink.identity`` of the board's grid
 
 
+def _name(command):
+    try:
+        return Command(command).name
+    except ValueError:
+        return f"command {command:#04x}"
+
+
 def frame(command, payload=b""):
     """The bytes of a command frame."""
     body = struct.pack("<BH", command, len(payload)) + bytes(payload)
@@ -86,9 +93,9 @@ class BoardLink:
         payload = self._read(length, deadline, command)
         (check,) = struct.unpack("<H", self._read(2, deadline, command))
         if check != crc16(head + payload):
-            raise LinkError(f"{self.port}: the reply to {Command(command).name} has a bad checksum")
+            raise LinkError(f"{self.port}: the reply to {_name(command)} has a bad checksum")
         if echoed != command:
-            raise LinkError(f"{self.port}: a reply to command {echoed:#04x} came for {Command(command).name}")
+            raise LinkError(f"{self.port}: a reply to command {echoed:#04x} came for {_name(command)}")
         return code, payload
 
     def _read(self, count, deadline, command):
@@ -107,7 +114,7 @@ class BoardLink:
                 break
             data += chunk
         if len(data) < count:
-            raise LinkError(f"{self.port}: no reply to {Command(command).name} within {self.timeout:g} s "
+            raise LinkError(f"{self.port}: no reply to {_name(command)} within {self.timeout:g} s "
                             f"(is the board connected and configured?)")
         return data
 
@@ -116,8 +123,11 @@ class BoardLink:
         self.send_raw(frame(command, payload))
         code, data = self.reply(command)
         if code != Reply.OK:
-            name = Reply(code).name if code in Reply._value2member_map_ else f"code {code:#04x}"
-            raise LinkError(f"{self.port}: the board refused {Command(command).name}: {name}")
+            try:
+                name = Reply(code).name
+            except ValueError:
+                name = f"code {code:#04x}"
+            raise LinkError(f"{self.port}: the board refused {_name(command)}: {name}")
         return data
 
     # ---- commands --------------------------------------------------------

@@ -64,6 +64,7 @@ class SynthReport:
     overused_wires: int | None = None   #: after the last router iteration
     router_iterations: int = 0
     seed: int = 1                       #: the placer's seed
+    pins: str = "ports behind a pin wrapper"    #: how the design meets the package
 
     def fits(self):
         return (self.lut4 <= DEVICE["LUT4"] and self.flip_flops <= DEVICE["TRELLIS_FF"] and
@@ -72,7 +73,7 @@ class SynthReport:
     def table(self):
         rows = [("LUT4", self.lut4, DEVICE["LUT4"]), ("flip-flops", self.flip_flops, DEVICE["TRELLIS_FF"]),
                 ("MULT18X18D", self.mult18, DEVICE["MULT18X18D"]), ("DP16KD", self.dp16kd, DEVICE["DP16KD"])]
-        flow = ("yosys synth_ecp5 + nextpnr-ecp5, ports behind a pin wrapper" if self.fmax_mhz is not None else
+        flow = (f"yosys synth_ecp5 + nextpnr-ecp5 seed {self.seed}, {self.pins}" if self.fmax_mhz is not None else
                 "yosys synth_ecp5 only; logic = LUT4 + 2 per CCU2C carry cell")
         lines = [f"{self.design} on {DEVICE['name']} ({flow})"]
         lines += [f"  {name:<11} {used:>7} / {total:<6} ({100 * used / total:5.1f}%)"
@@ -200,7 +201,7 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seeds=(1,), route_min
 
 
 def place_and_route(netlist, name, build_dir, *, extra=lambda folder: [], freq_mhz, seeds=(1,), jobs=2,
-                    route_minutes, progress, started):
+                    route_minutes, progress, started, pins=SynthReport.pins):
     """Place and route the yosys ``netlist`` (its cell counts in ``build_dir/stat.txt``)
     with nextpnr, once per placer seed in ``seeds`` (``jobs`` at once, each in
     ``build_dir/seed<N>``; ``extra(folder)``: more of its options); a
@@ -241,7 +242,7 @@ def place_and_route(netlist, name, build_dir, *, extra=lambda folder: [], freq_m
                              flip_flops=util.get("TRELLIS_FF", 0), mult18=util.get("MULT18X18D", 0),
                              dp16kd=util.get("DP16KD", 0), fmax_mhz=run.placed_fmax, routed=False,
                              seconds=time.monotonic() - started, overused_wires=run.overused,
-                             router_iterations=run.iterations, seed=seed)
+                             router_iterations=run.iterations, seed=seed, pins=pins)
         if run.routed:
             data = json.loads(report.read_text())
             result.fmax_mhz = round(min((v["achieved"] for v in data.get("fmax", {}).values()), default=0.0), 1)

@@ -102,6 +102,7 @@ def bitstream(name="ulx3s-85f", build_root="build/bitstream", *, seeds=(1,), rou
              "yosys", cwd=build_dir)
     reports = place_and_route(build_dir / "top.json", "top", build_dir, freq_mhz=spec.clock_mhz, seeds=seeds,
                               route_minutes=route_minutes, progress=progress, started=started,
+                              pins="the board's pins (amaranth-boards' constraints)",
                               extra=lambda folder: ["--lpf", str(build_dir / "top.lpf"),
                                                     "--textcfg", str(folder / "top.config")])
     routed = [r for r in reports if r.routed]

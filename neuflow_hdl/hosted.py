@@ -29,8 +29,13 @@ LED = {"idle": 0, "running": 1, "halted": 2, "fault": 3}
 
 
 class OnChipMemory(wiring.Component):
-    """A memory-bus target in block RAM: ``words`` words, a read answered the
-    cycle after its command (held while the initiator is not ready)."""
+    """A memory-bus target in block RAM: ``words`` words.  A command is
+    registered before it reaches the blocks (whose address and data nets span
+    the die), so a read is answered two cycles after its command, one beat a
+    cycle, its answer held while the initiator is not ready."""
+
+    #: Cycles from a read command to its answer (the harness's default latency too).
+    LATENCY = 2
 
     def __init__(self, *, words, beat_words, width, addr_width):
         if words < beat_words or words & (words - 1):
@@ -45,15 +50,20 @@ class OnChipMemory(wiring.Component):
         write = storage.write_port(granularity=self._width)
         read = storage.read_port(transparent_for=())
         cmd, resp = self.bus.cmd, self.bus.resp
-        taken = cmd.valid & cmd.ready
+        held = Signal.like(cmd.payload)         # the registered command
+        held_valid = Signal()
+        # The held command moves on unless it is a read whose answer has nowhere to go.
+        moves = held_valid & (held.we | ~resp.valid | resp.ready)
+        m.d.comb += cmd.ready.eq(~held_valid | moves)
+        with m.If(cmd.ready):
+            m.d.sync += [held.eq(cmd.payload), held_valid.eq(cmd.valid)]
         m.d.comb += [
-            cmd.ready.eq(~resp.valid | resp.ready),
-            write.addr.eq(cmd.payload.addr), write.data.eq(cmd.payload.wdata),
-            write.en.eq(cmd.payload.wmask & (taken & cmd.payload.we).replicate(self._beat_words)),
-            read.addr.eq(cmd.payload.addr), read.en.eq(taken & ~cmd.payload.we),
+            write.addr.eq(held.addr), write.data.eq(held.wdata),
+            write.en.eq(held.wmask & (moves & held.we).replicate(self._beat_words)),
+            read.addr.eq(held.addr), read.en.eq(moves & ~held.we),
             resp.payload.eq(read.data),
         ]
-        with m.If(taken & ~cmd.payload.we):
+        with m.If(moves & ~held.we):
             m.d.sync += resp.valid.eq(1)
         with m.Elif(resp.ready):
             m.d.sync += resp.valid.eq(0)

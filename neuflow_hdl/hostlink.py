@@ -138,6 +138,8 @@ class HostLink(wiring.Component):
     def __init__(self, config, *, timeout, addr_width):
         if not isinstance(timeout, int) or timeout < 1:
             raise ValueError(f"the frame timeout must be a whole number of cycles, not {timeout!r}")
+        if config.fmt.width != 16:
+            raise ValueError(f"the host link carries 16-bit memory words, not {config.fmt.width}-bit ones")
         self._config = config
         self._timeout = timeout
         super().__init__({
