@@ -29,10 +29,11 @@ LED = {"idle": 0, "running": 1, "halted": 2, "fault": 3}
 
 
 class OnChipMemory(wiring.Component):
-    """A memory-bus target in block RAM: ``words`` words.  A command is
-    registered before it reaches the blocks (whose address and data nets span
-    the die), so a read is answered two cycles after its command, one beat a
-    cycle, its answer held while the initiator is not ready."""
+    """A memory-bus target in block RAM: ``words`` words.  A read's answer is
+    registered after the blocks' output multiplexer, so it comes two cycles
+    after its command, one beat a cycle, held while the initiator is not
+    ready.  (Registering the command instead, before the blocks' address nets,
+    left the routed board congested: docs/architecture.md.)"""
 
     #: Cycles from a read command to its answer (the harness's default latency too).
     LATENCY = 2
@@ -50,21 +51,20 @@ class OnChipMemory(wiring.Component):
         write = storage.write_port(granularity=self._width)
         read = storage.read_port(transparent_for=())
         cmd, resp = self.bus.cmd, self.bus.resp
-        held = Signal.like(cmd.payload)         # the registered command
-        held_valid = Signal()
-        # The held command moves on unless it is a read whose answer has nowhere to go.
-        moves = held_valid & (held.we | ~resp.valid | resp.ready)
-        m.d.comb += cmd.ready.eq(~held_valid | moves)
-        with m.If(cmd.ready):
-            m.d.sync += [held.eq(cmd.payload), held_valid.eq(cmd.valid)]
+        reading = Signal()              # the blocks' output holds a read's beat (held while not moved on)
+        answer = Signal.like(resp.payload)
+        moves = reading & (~resp.valid | resp.ready)
+        m.d.comb += cmd.ready.eq(~reading | moves)
+        taken = cmd.valid & cmd.ready
         m.d.comb += [
-            write.addr.eq(held.addr), write.data.eq(held.wdata),
-            write.en.eq(held.wmask & (moves & held.we).replicate(self._beat_words)),
-            read.addr.eq(held.addr), read.en.eq(moves & ~held.we),
-            resp.payload.eq(read.data),
+            write.addr.eq(cmd.payload.addr), write.data.eq(cmd.payload.wdata),
+            write.en.eq(cmd.payload.wmask & (taken & cmd.payload.we).replicate(self._beat_words)),
+            read.addr.eq(cmd.payload.addr), read.en.eq(taken & ~cmd.payload.we),
+            resp.payload.eq(answer),
         ]
-        with m.If(moves & ~held.we):
-            m.d.sync += resp.valid.eq(1)
+        m.d.sync += reading.eq((taken & ~cmd.payload.we) | (reading & ~moves))
+        with m.If(moves):
+            m.d.sync += [answer.eq(read.data), resp.valid.eq(1)]
         with m.Elif(resp.ready):
             m.d.sync += resp.valid.eq(0)
         return m
