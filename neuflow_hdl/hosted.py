@@ -112,9 +112,11 @@ class HostedSoC(wiring.Component):
 
         soc = SoC(c)
         m.submodules.soc = ResetInserter(~running)(soc)
-        m.submodules.memory = ram = OnChipMemory(words=c.memory_words, beat_words=c.beat_words,
-                                                 width=c.fmt.width, addr_width=addr_width)
+        ram = OnChipMemory(words=c.memory_words, beat_words=c.beat_words, width=c.fmt.width,
+                           addr_width=addr_width)
         m.submodules.link = link = HostLink(c, timeout=self._timeout, addr_width=addr_width)
+        # STOP abandons the processor's reads in flight: their answers must not reach the link.
+        m.submodules.memory = ResetInserter(link.stop)(ram)
         m.submodules.receiver = receiver = UARTReceiver(self._divisor)
         m.submodules.transmitter = transmitter = UARTTransmitter(self._divisor)
         _share(m, ram.bus, running, soc.memory, link.bus)

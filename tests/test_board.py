@@ -144,6 +144,10 @@ def test_run_control_busy_stop_and_fault(model):
         link.stop()
         assert link.status().state == RunState.IDLE
         np.testing.assert_array_equal(link.read(0, len(loop)), loop)
+        for _ in range(6):      # a STOP while a fetch is in flight must not leave its answer behind
+            link.start()
+            link.stop()
+            np.testing.assert_array_equal(link.read(0, len(loop)), loop)
         link.write(0, _program("li r3, 5\nhalt 7"))
         link.start()
         status = link.wait(10)
