@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neuflow_hdl.hostlink import MAX_WORDS, STATUS_BYTES, SYNC_COMMAND, SYNC_REPLY, Command, Reply, RunState, crc16
+from neuflow_hdl.hostlink import (MAX_WORDS, STATUS_BYTES, SYNC_COMMAND, SYNC_REPLY, Command, Reply, RunState, crc16,
+                                  identity)
+from neuflow_hdl.presets import PRESETS
 
 __all__ = ["BoardLink", "BoardStatus", "LinkError", "DEFAULT_BAUD"]
 
@@ -33,6 +35,11 @@ class BoardStatus:
     cycles: int             #: the cycle counter: now while running, at the halt after it
     memory_words: int
     identity: int           #: ``neuflow_hdl.hostlink.identity`` of the board's grid
+
+    @property
+    def grid(self):
+        """The name of the grid preset the board carries, or None if no preset has its identity."""
+        return next((name for name, config in PRESETS.items() if identity(config) == self.identity), None)
 
 
 def _name(command):

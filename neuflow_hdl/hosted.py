@@ -35,9 +35,6 @@ class OnChipMemory(wiring.Component):
     ready.  (Registering the command instead, before the blocks' address nets,
     left the routed board congested: docs/architecture.md.)"""
 
-    #: Cycles from a read command to its answer (the harness's default latency too).
-    LATENCY = 2
-
     def __init__(self, *, words, beat_words, width, addr_width):
         if words < beat_words or words & (words - 1):
             raise ValueError(f"on-chip memory words must be a power of two of at least a beat, not {words}")

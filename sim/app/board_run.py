@@ -11,7 +11,7 @@ from compiler import CompileError
 from compiler.accuracy import run_reference
 from compiler.artefacts import as_batch, first_mismatch, input_image, layer_cycles, read_output
 from neuflow_hdl.hostlink import RunState, identity
-from neuflow_hdl.presets import PRESETS, preset
+from neuflow_hdl.presets import preset
 
 from .verify import ImageRun, Verification, input_saturation
 
@@ -23,7 +23,7 @@ def _check_board(link, manifest, words):
     status = link.status()
     want = identity(preset(manifest["grid"]))
     if status.identity != want:
-        carried = next((name for name, c in PRESETS.items() if identity(c) == status.identity), None)
+        carried = status.grid
         raise CompileError(f"{link.port}: the board carries the "
                            f"{carried + ' grid' if carried else f'grid with identity {status.identity:#010x}'}"
                            f"; the network was compiled for {manifest['grid']}")

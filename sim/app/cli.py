@@ -314,15 +314,12 @@ def cmd_board_run(args):
 
 def cmd_board_status(args):
     from boards.link import DEFAULT_BAUD, BoardLink, LinkError
-    from neuflow_hdl.hostlink import identity
-    from neuflow_hdl.presets import PRESETS
     try:
         with BoardLink(args.port, baud=args.baud or DEFAULT_BAUD, timeout=args.timeout) as link:
             status = link.status()
     except LinkError as exc:
         raise UsageError(str(exc)) from None
-    grid = next((name for name, c in PRESETS.items() if identity(c) == status.identity),
-                f"unknown (identity {status.identity:#010x})")
+    grid = status.grid or f"unknown (identity {status.identity:#010x})"
     print(f"{args.port}: {status.state.name.lower()}, grid {grid}, {status.memory_words} memory words, "
           f"halt code {status.halt_code:#x}, cycle counter {status.cycles}")
 
