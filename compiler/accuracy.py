@@ -36,10 +36,14 @@ def calibration_maxima(model, graph, x):
     return maxima
 
 
-def default_input(graph):
-    """The fixed input the report measures with when there is no calibration."""
+def default_input(graph, input_range=None):
+    """The fixed input the report measures with when there is no calibration:
+    normal, clipped to ``±input_range`` when one is declared."""
     rng = np.random.default_rng(0)
-    return rng.normal(0.0, 1.0, graph.input_shape).astype(np.float32)
+    x = rng.normal(0.0, 1.0, graph.input_shape)
+    if input_range is not None:
+        x = np.clip(x, -input_range, input_range)
+    return x.astype(np.float32)
 
 
 def run_reference(image, config):

@@ -65,8 +65,16 @@ class Compiled:
     stamps: int                     #: address of the cycle-stamp table
     program_words: int
     points: tuple = ()              #: where the program can be resumed (:mod:`compiler.pieces`)
+    input_range: float = None       #: the inputs' largest magnitude the error bounds assume
     seconds: float = 0.0
     accuracy: Accuracy = field(default=None)
+
+    @property
+    def bounded_range(self):
+        """The inputs' largest magnitude the error bounds hold for."""
+        if self.input_range is not None:
+            return self.input_range
+        return self.config.fmt.span(self.buffers[self.graph.input].frac)
 
     @property
     def errors(self):
@@ -87,7 +95,8 @@ class Compiled:
             "program_words": int(self.program_words),
             "stamps": self.stamps,
             "input": {"tensor": g.input, "onnx_name": g.input_name,
-                      "onnx_shape": list(g.input_shape), **buffers[g.input]},
+                      "onnx_shape": list(g.input_shape), "range": self.bounded_range,
+                      **buffers[g.input]},
             "output": {"tensor": g.output, "onnx_name": g.output_name,
                        "onnx_shape": list(g.output_shape), "host_softmax": g.host_softmax,
                        **buffers[g.output]},
@@ -128,12 +137,16 @@ def as_batch(x, onnx_shape, what="input"):
 
 
 def saturation(x, manifest):
-    """``(values, largest magnitude, lowest, highest)``: how many values of the
-    float batch ``x`` saturate when quantised into the input's format, and
-    that format's range."""
+    """``(saturating, outside, largest magnitude, lowest, highest, bounded)``:
+    how many values of the float batch ``x`` saturate when quantised into the
+    input's format, how many lie outside the range ``±bounded`` the error
+    bounds were computed for, and that format's range."""
     fmt = Format(manifest["format"]["width"], manifest["input"]["frac"])
+    bounded = manifest["input"].get("range") or fmt.span()
     saturated = int(np.count_nonzero(fmt.saturated(x)))
-    return saturated, float(np.max(np.abs(x))), fmt.dequantise(fmt.min), fmt.dequantise(fmt.max)
+    outside = int(np.count_nonzero(np.abs(x) > bounded)) if bounded < fmt.span() else 0
+    return (saturated, outside, float(np.max(np.abs(x))), fmt.dequantise(fmt.min),
+            fmt.dequantise(fmt.max), float(bounded))
 
 
 def _buffer(spec):

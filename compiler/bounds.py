@@ -11,7 +11,7 @@ import numpy as np
 from .ir import activation_function
 from .quantise import float_kernel
 
-__all__ = ["error_bounds"]
+__all__ = ["error_bounds", "vacuous_bound"]
 
 
 def _activation_magnitude(act, magnitude):
@@ -22,17 +22,20 @@ def _activation_magnitude(act, magnitude):
     return float(np.max(np.abs(values)))
 
 
-def error_bounds(graph, quantisation, lowered, config, maxima=None):
+def error_bounds(graph, quantisation, lowered, config, maxima=None, input_range=None):
     """``{tensor: bound}``: worst-case |quantised - float| per tensor (no
-    saturation), propagated through the layers: input rounding, weight
-    rounding against the largest input magnitude, every narrowing's half step
-    (``lowered[n].narrowings`` of them), the mapper's measured error times the
-    function's slope bound.  ``maxima``: calibrated magnitudes, or None."""
+    saturation) for network inputs within ``±input_range`` (None: the input
+    format's whole range), propagated through the layers: input rounding,
+    weight rounding against the largest input magnitude, every narrowing's
+    half step (``lowered[n].narrowings`` of them), the mapper's measured error
+    times the function's slope bound.  ``maxima``: calibrated magnitudes, or
+    None."""
     fmt = config.fmt
     frac = quantisation.formats
     limit = lambda t: fmt.span(frac[t])
     err = {graph.input: 0.5 * 2.0 ** -frac[graph.input]}
-    size = {graph.input: limit(graph.input)}       # bound on |float value|
+    size = {graph.input: limit(graph.input) if input_range is None       # bound on |float value|
+            else min(limit(graph.input), input_range)}
     for t, value in graph.constants.items():
         err[t], size[t] = 0.5 * 2.0 ** -frac[t], float(np.max(np.abs(value)))
 
@@ -75,8 +78,23 @@ def error_bounds(graph, quantisation, lowered, config, maxima=None):
             e, magnitude = e_in[0], size[node.inputs[0]]
         act = node.attrs.get("act")
         if quant.mapper is not None:
-            e = quant.mapper.lipschitz * e + quant.mapper.max_error
+            # The float value is f of an input within ±magnitude, the mapped one
+            # (up to the fit's error) f of an input within ±(magnitude + e): the
+            # error is at most the sum of the two ranges.
+            reach = _activation_magnitude(act, magnitude) + _activation_magnitude(act, magnitude + e)
+            e = min(quant.mapper.lipschitz * e, reach) + quant.mapper.max_error
             magnitude = _activation_magnitude(act, magnitude)
         err[node.output] = float(e)
         size[node.output] = float(magnitude)
     return err
+
+
+def vacuous_bound(graph, bounds, formats, fmt):
+    """The first ``(node, bound, range)`` whose error bound is at least the
+    largest magnitude its output's format holds (a bound that says nothing),
+    or None."""
+    for node in graph.nodes:
+        span = fmt.span(formats[node.output])
+        if not bounds[node.output] < span:
+            return node, bounds[node.output], span
+    return None

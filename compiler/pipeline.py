@@ -20,6 +20,7 @@ the reference engine against onnxruntime); :func:`estimate_model` stops after
 code generation, for networks whose image would not fit.
 """
 
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,9 +33,10 @@ from sim.golden.asm import assemble, to_words
 
 from .accuracy import calibration_maxima, check_bounds, default_input, measure_errors
 from .artefacts import Compiled, Layer, as_batch
-from .bounds import error_bounds
+from .bounds import error_bounds, vacuous_bound
 from .errors import CompileError
 from .frontend import load_model, to_graph
+from .ir import printable
 from .layout import (ALIGN, DATA_BASE, align_up, allocate, check_memory, plan_buffers, stamp_address,
                      stamp_slots)
 from .lower import lower_node
@@ -105,11 +107,43 @@ def _layers(graph, lowered, program, bounds):
                  for node, low, code in zip(graph.nodes, lowered, program.layers))
 
 
-def compile_model(path, grid="tiny", calibration=None, *, progress=None, layer_done=None,
-                  reference=True):
+def _input_range(declared, calibration):
+    """The inputs' largest magnitude the bounds assume: ``declared``, else the
+    calibration's largest, else None (the input format's range)."""
+    if declared is not None:
+        declared = float(declared)
+        if not (math.isfinite(declared) and declared > 0):
+            raise CompileError(f"input range {declared:g}: must be a positive, finite magnitude")
+        return declared
+    if calibration is not None:
+        return float(np.max(np.abs(calibration))) or None
+    return None
+
+
+def _check_bounds_say_something(graph, bounds, quantisation, config, input_range):
+    """CompileError naming the first layer whose error bound is not below its
+    output format's range."""
+    found = vacuous_bound(graph, bounds, quantisation.formats, config.fmt)
+    if found is None:
+        return
+    node, bound, span = found
+    inputs = (f"inputs within ±{input_range:g}" if input_range is not None
+              else "inputs anywhere in the input format's range")
+    raise CompileError(f"layer {printable(node.name)!r} ({node.onnx_op}): its error bound "
+                       f"{bound:.4g} (for {inputs}) is not below its output format's range "
+                       f"±{span:g}, so it bounds nothing; declare the inputs' largest magnitude "
+                       "with --input-range, or give --calibration inputs")
+
+
+def compile_model(path, grid="tiny", calibration=None, *, input_range=None, progress=None,
+                  layer_done=None, reference=True):
     """Compile the ONNX model at ``path`` for grid preset ``grid``: a :class:`Compiled`.
 
     ``calibration``: float array shaped like the ONNX input, or None (Q8.8).
+    ``input_range``: the largest magnitude the network's inputs take, which the
+    error bounds assume (default: the calibration's largest, else the input
+    format's range).  A layer whose bound is not below its output's range is
+    refused: such a bound says nothing.
     ``progress``: callable(str) for progress lines; ``layer_done``: called as
     ``layer_done(layers done, layers)`` during code generation.
     ``reference``: run the reference engine on one input and measure
@@ -127,6 +161,7 @@ def compile_model(path, grid="tiny", calibration=None, *, progress=None, layer_d
     if calibration is not None:
         calibration = as_batch(calibration, graph.input_shape, "calibration")
         maxima = calibration_maxima(front.model, graph, calibration)
+    input_range = _input_range(input_range, calibration)
     quantisation = quantise(graph, config, maxima)
     buffers = plan_buffers(graph, quantisation.formats, config)
     check_memory(graph, buffers, config, grid)
@@ -141,14 +176,16 @@ def compile_model(path, grid="tiny", calibration=None, *, progress=None, layer_d
         data_base = align_up(len(words) + 2 * len(graph.nodes) + 64, ALIGN)
         say(f"program of {len(words)} words: placing data at {data_base:#x}")
     image = link(words, buffers, program.frames, config, grid)
-    bounds = error_bounds(graph, quantisation, lowered, config, maxima)
+    bounds = error_bounds(graph, quantisation, lowered, config, maxima, input_range)
+    _check_bounds_say_something(graph, bounds, quantisation, config, input_range)
     compiled = Compiled(grid, config, graph, buffers, _layers(graph, lowered, program, bounds),
-                        program.source, image, stamps, len(words), program.points)
+                        program.source, image, stamps, len(words), program.points,
+                        input_range=input_range)
     if reference:
         if calibration is not None:
             x, what = calibration[:1], "the first calibration input"
         else:
-            x, what = default_input(graph), "a fixed random input (normal, seed 0)"
+            x, what = default_input(graph, input_range), "a fixed random input (normal, seed 0)"
         compiled = replace(compiled, accuracy=measure_errors(compiled, front.model, x, what))
         check_bounds(compiled.accuracy)
     return replace(compiled, seconds=time.monotonic() - started)

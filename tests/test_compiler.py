@@ -17,14 +17,14 @@ from compiler.onnx_reference import run_onnx
 from compiler.passes import fold_affine_into_conv, fuse_activations, host_softmax, remove_flatten
 from sim.app.cli import main
 from sim.app.verify import verify_directory
-from onnx_models import ONNX_DATA, every_operator, model, save
+from onnx_models import EVERY_RANGE, ONNX_DATA, every_operator, model, save
 
 
-def _compile_and_check(m, tmp_path, x, grid="tiny", name="m"):
+def _compile_and_check(m, tmp_path, x, grid="tiny", name="m", input_range=None):
     """Compile, run the reference engine, compare with onnxruntime within the
     compiler's reported bound (of the output layer)."""
     path = save(m, tmp_path, f"{name}.onnx")
-    compiled = compile_model(path, grid, reference=False)
+    compiled = compile_model(path, grid, input_range=input_range, reference=False)
     write_outputs(compiled, tmp_path / name)
     got = verify_directory(tmp_path / name, x).outputs
     want = run_onnx(m, x)[m.graph.output[0].name]
@@ -362,7 +362,7 @@ def test_average_pool_excluding_pads_on_the_rtl(tmp_path):
 def test_every_operator_network(tmp_path):
     m = every_operator(np.random.default_rng(1))
     x = np.random.default_rng(2).normal(0, 1, (2, 2, 8, 8))
-    compiled, err = _compile_and_check(m, tmp_path, x)
+    compiled, err = _compile_and_check(m, tmp_path, x, input_range=EVERY_RANGE)
     assert err < 0.01           # softmax probabilities
 
 
@@ -491,7 +491,7 @@ def test_estimate_model_matches_compile(tmp_path):
     the compile's own: one cost model, the same passes and cycles per layer."""
     from compiler.pipeline import estimate_model
     path = save(every_operator(np.random.default_rng(0)), tmp_path)
-    compiled = compile_model(path, "tiny", reference=False)
+    compiled = compile_model(path, "tiny", input_range=EVERY_RANGE, reference=False)
     estimate = estimate_model(path, "tiny")
     assert [r["passes"] for r in estimate["layers"]] == [len(l.passes) for l in compiled.layers]
     assert [r["macs"] for r in estimate["layers"]] == [l.macs for l in compiled.layers]
@@ -526,7 +526,8 @@ def test_unsupported_operator_and_oversized_pool(tmp_path):
 def test_cli_compile_and_simulate(tmp_path, capsys):
     m = every_operator(np.random.default_rng(4))
     path = save(m, tmp_path)
-    assert main(["compile", str(path), "--grid", "tiny", "-o", str(tmp_path / "out")]) == 0
+    assert main(["compile", str(path), "--grid", "tiny", "-o", str(tmp_path / "out"),
+                 "--input-range", str(EVERY_RANGE)]) == 0
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["layers"] and manifest["estimated_cycles"] > 0
     for f in ("image.hex", "program.s", "report.md"):
@@ -566,8 +567,10 @@ def test_node_names_cannot_change_the_program(tmp_path):
     hostile.CopyFrom(plain)
     for n, node in enumerate(hostile.graph.node):
         node.name = f"n{n}\nhalt 0\r\x00| x |\u2028"
-    a = compile_model(save(plain, tmp_path, "plain.onnx"), "tiny", reference=False)
-    b = compile_model(save(hostile, tmp_path, "hostile.onnx"), "tiny", reference=False)
+    a = compile_model(save(plain, tmp_path, "plain.onnx"), "tiny", input_range=EVERY_RANGE,
+                      reference=False)
+    b = compile_model(save(hostile, tmp_path, "hostile.onnx"), "tiny", input_range=EVERY_RANGE,
+                      reference=False)
     assert np.array_equal(a.image, b.image)
     assert np.array_equal(to_words(assemble(a.source)), to_words(assemble(b.source)))
     assert "\nhalt 0" not in b.source.replace("    halt 0", "")

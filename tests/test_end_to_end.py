@@ -9,7 +9,7 @@ import pytest
 
 from compiler.artefacts import write_outputs
 from compiler.pipeline import compile_model
-from onnx_models import every_operator, save
+from onnx_models import EVERY_RANGE, every_operator, save
 from sim.app.verify import verify
 from sim.rtl.runner import soc_build
 
@@ -46,7 +46,7 @@ def test_digits_network_bit_exact_and_estimates(tiny, tmp_path):
 
 def test_every_operator_network_bit_exact(tiny, tmp_path):
     m = every_operator(np.random.default_rng(1))
-    compiled = compile_model(save(m, tmp_path), "tiny", reference=False)
+    compiled = compile_model(save(m, tmp_path), "tiny", input_range=EVERY_RANGE, reference=False)
     manifest = write_outputs(compiled, tmp_path / "out")
     x = np.random.default_rng(9).normal(0, 1, (2, 8, 8))
     _run_both(compiled, manifest, x)
@@ -60,7 +60,7 @@ def test_weight_frame_first_when_every_port_streams(tiny, tmp_path, monkeypatch)
     from compiler.onnx_reference import run_onnx
     monkeypatch.setattr(schedule, "_weight_port", lambda job: 0)
     m = every_operator(np.random.default_rng(1))
-    compiled = compile_model(save(m, tmp_path), "tiny", reference=False)
+    compiled = compile_model(save(m, tmp_path), "tiny", input_range=EVERY_RANGE, reference=False)
     assert "weight frame first" in compiled.source
     manifest = write_outputs(compiled, tmp_path / "out")
     x = np.random.default_rng(9).normal(0, 1, (2, 8, 8))
@@ -81,7 +81,7 @@ def test_line_shared_across_chain_positions(tiny, tmp_path):
     w[0, 0] = w[0, 1] = w[1, 1] = k
     m = model([helper.make_node("Conv", ["x", "w"], ["y"])], (1, 2, 20, 24), (1, 2, 18, 22),
               [("w", w)])
-    compiled = compile_model(save(m, tmp_path), "tiny", reference=False)
+    compiled = compile_model(save(m, tmp_path), "tiny", input_range=EVERY_RANGE, reference=False)
     (layer,) = compiled.layers
     assert len(layer.passes) == 1
     assert sum("fifo_0_in" in t.routes for t in layer.passes[0].tiles) == 1

@@ -10,7 +10,7 @@ from onnx import helper
 
 from compiler import CompileError
 from compiler.pipeline import compile_model
-from onnx_models import every_operator, model, save
+from onnx_models import EVERY_RANGE, every_operator, model, save
 from sim.app.cli import main
 
 
@@ -31,7 +31,8 @@ def _one_line_error(capsys, argv, *needles):
 def compiled_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("compiled")
     path = save(every_operator(np.random.default_rng(4)), out)
-    assert main(["compile", str(path), "-o", str(out / "net"), "-q", "--no-reference"]) == 0
+    assert main(["compile", str(path), "-o", str(out / "net"), "-q", "--no-reference",
+                 "--input-range", str(EVERY_RANGE)]) == 0
     return out / "net"
 
 
@@ -66,14 +67,57 @@ def test_saturating_input_is_counted_and_strict_refuses_it(compiled_dir, tmp_pat
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "2 of 256 input values saturate (largest magnitude 1000" in err, err
+    assert "4 of 256 input values lie outside ±3, the range the compiler's error bounds" in err, err
     _one_line_error(capsys, argv + ["--strict"], "--strict", "2 of 256")
+
+
+def test_inputs_beyond_the_declared_range_are_counted(compiled_dir, tmp_path, capsys):
+    """Compiled for inputs within ±3: 3.5 is counted (not saturated), -3 is not."""
+    x = np.zeros((1, 2, 8, 8))
+    x[0, 1, 2, :2] = [3.5, -3.0]
+    np.save(tmp_path / "x.npy", x)
+    argv = ["simulate", str(compiled_dir), "--input", str(tmp_path / "x.npy"),
+            "--output", str(tmp_path / "y.npy")]
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "1 of 128 input values lie outside ±3" in err and "saturate" not in err, err
+    _one_line_error(capsys, argv + ["--strict"], "--strict", "outside ±3")
+
+
+def test_a_bound_that_says_nothing_is_refused(tmp_path, capsys):
+    """Over the whole Q8.8 input range the LRN's worst-case error is larger than
+    anything its output format holds: compile refuses the layer by name rather
+    than print a bound that bounds nothing.  Declared (or calibrated) input
+    ranges make the bound mean something, and the manifest records it."""
+    import json
+    path = save(every_operator(np.random.default_rng(4)), tmp_path)
+    _one_line_error(capsys, ["compile", str(path), "-o", str(tmp_path / "out"), "--no-reference"],
+                    "layer 'l1' (LRN): its error bound", "output format's range ±128",
+                    "--input-range")
+    assert main(["compile", str(path), "-o", str(tmp_path / "out"), "-q", "--input-range", "2.5"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["input"]["range"] == 2.5
+    assert all(layer["error_bound"] < 128 for layer in manifest["layers"])
+    x = np.random.default_rng(5).normal(0, 1, (4, 2, 8, 8))
+    np.save(tmp_path / "cal.npy", x)
+    assert main(["compile", str(path), "-o", str(tmp_path / "cal"), "-q",
+                 "--calibration", str(tmp_path / "cal.npy")]) == 0
+    manifest = json.loads((tmp_path / "cal" / "manifest.json").read_text())
+    assert manifest["input"]["range"] == pytest.approx(np.abs(x).max())
+    for bad in ("0", "-1", "inf", "nan", "two"):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main(["compile", str(path), "-o", str(tmp_path / "x"), "--input-range", bad])
+        assert exit_.value.code == 2
+        assert "--input-range" in capsys.readouterr().err
 
 
 def test_output_paths(compiled_dir, tmp_path, capsys):
     path = save(every_operator(np.random.default_rng(4)), tmp_path)
     (tmp_path / "a_file").write_text("")
-    _one_line_error(capsys, ["compile", str(path), "-o", str(tmp_path / "a_file"), "--no-reference"],
-                    "a_file", "cannot write")
+    _one_line_error(capsys, ["compile", str(path), "-o", str(tmp_path / "a_file"), "--no-reference",
+                             "--input-range", str(EVERY_RANGE)], "a_file", "cannot write")
     np.save(tmp_path / "x.npy", np.zeros((1, 2, 8, 8)))
     _one_line_error(capsys, ["simulate", str(compiled_dir), "--input", str(tmp_path / "x.npy"),
                              "--output", str(tmp_path / "missing" / "y.npy")], "cannot write")

@@ -191,7 +191,8 @@ def cmd_compile(args):
     from sim.app.progress import layer_bar
     with layer_bar(quiet=args.quiet) as layer_done:
         try:
-            compiled = compile_model(args.model, args.grid, calibration, progress=_say(args),
+            compiled = compile_model(args.model, args.grid, calibration, input_range=args.input_range,
+                                     progress=_say(args),
                                      layer_done=layer_done, reference=not args.no_reference)
             manifest = write_outputs(compiled, args.output)
         except CompileError as exc:
@@ -252,6 +253,17 @@ def _seconds(text):
         value = 0.0
     if not 0 < value < 1e6:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+def _magnitude(text):
+    """argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number above 0")
     return value
 
 
@@ -336,7 +348,7 @@ def _report_checked(result, engine, counted, quiet):
 
 
 def _warn_saturation(saturated):
-    if saturated.values:
+    if saturated:
         print(f"neuflow: warning: {saturated.describe()}; --strict makes this an error", file=sys.stderr)
 
 
@@ -499,6 +511,10 @@ def build_parser():
     p.add_argument("--grid", default="tiny", help=grid + " (default tiny)")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--calibration", help=".npy array of inputs (N, ...) for per-layer formats")
+    p.add_argument("--input-range", type=_magnitude, metavar="R",
+                   help="the largest |value| the network's inputs take; the error bounds hold for "
+                        "inputs within ±R (default: the calibration's largest, else the input "
+                        "format's range)")
     p.add_argument("--no-reference", action="store_true",
                    help="skip the reference run that measures the error against onnxruntime")
     p.set_defaults(func=cmd_compile)
@@ -512,8 +528,9 @@ def build_parser():
                         "layer by layer against the reference, with measured cycles")
     p.add_argument("--trace", help="rtl: waveform of the first image (FILE.fst)")
     p.add_argument("--strict", action="store_true",
-                   help="input values outside the input format's range are an error (by default "
-                        "they saturate and are counted in a warning)")
+                   help="input values outside the input format's range, or outside the range "
+                        "the error bounds hold for, are an error (by default they are counted in "
+                        "a warning)")
     p.add_argument("--pieces", action="store_true",
                    help="rtl: run one image as independent pieces (each layer, and runs of passes "
                         "inside long layers; each from the reference engine's checkpoint, checked bit "

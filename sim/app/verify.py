@@ -32,16 +32,29 @@ class ImageRun:
 
 @dataclass(frozen=True)
 class Saturation:
-    """Input values outside the input format's range (their words saturate)."""
-    values: int                     #: how many, over the batch
+    """Input values outside the input format's range (their words saturate), or
+    outside the range the compiler's error bounds hold for."""
+    values: int                     #: how many saturate, over the batch
+    outside: int                    #: how many lie beyond ``±bounded``
     total: int                      #: values in the batch
     largest: float                  #: the largest magnitude in the batch
     low: float                      #: the format's range
     high: float
+    bounded: float                  #: the inputs' largest magnitude the error bounds assume
+
+    def __bool__(self):
+        return bool(self.values or self.outside)
 
     def describe(self):
-        return (f"{self.values} of {self.total} input values saturate (largest magnitude "
-                f"{self.largest:.4g}; the input format holds {self.low:g} .. {self.high:g})")
+        parts = []
+        if self.values:
+            parts.append(f"{self.values} of {self.total} input values saturate (largest magnitude "
+                         f"{self.largest:.4g}; the input format holds {self.low:g} .. {self.high:g})")
+        if self.outside:
+            parts.append(f"{self.outside} of {self.total} input values lie outside ±{self.bounded:g}, "
+                         "the range the compiler's error bounds hold for (largest magnitude "
+                         f"{self.largest:.4g})")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -85,10 +98,11 @@ def _run_rtl(image, grid, n, trace):
 
 def input_saturation(x, manifest, strict=False):
     """The :class:`Saturation` of the float batch ``x`` in the input's format;
-    with ``strict``, a CompileError if any value saturates."""
-    count, largest, low, high = saturation(x, manifest)
-    saturated = Saturation(count, x.size, largest, low, high)
-    if strict and saturated.values:
+    with ``strict``, a CompileError if any value saturates or lies outside the
+    range the error bounds hold for."""
+    count, outside, largest, low, high, bounded = saturation(x, manifest)
+    saturated = Saturation(count, outside, x.size, largest, low, high, bounded)
+    if strict and saturated:
         raise CompileError(f"--strict: {saturated.describe()}")
     return saturated
 
