@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from neuflow_hdl.isa import TABLE_ENTRY_WORDS
 from neuflow_hdl.regs import (CONFIG_ADDRESS, GRID_START_REG, GRID_STATUS, GRID_TILE, PORTS_START_REG,
                               PORTS_STATUS, PORTS_STATUS_REG, REGISTER_BITS, Unit, config_address,
                               decode_address, pack_bits, stream_port_writes, streamer_address,
@@ -51,6 +52,7 @@ from neuflow_hdl.regs import (CONFIG_ADDRESS, GRID_START_REG, GRID_STATUS, GRID_
 from .cost import PassCost, pass_cycles, rect_beats
 from .ir import printable
 from .layout import stamp_address
+from .rolling import PassCode, roll
 from .schedule import weight_line
 
 __all__ = ["CodeGen", "WeightFrames", "MachineState", "ResumePoint", "LAYER_ERROR_HALT", "RESUME_EVERY",
@@ -73,14 +75,16 @@ class WeightFrames:
         self._index = {}            #: frame bytes -> address
         self._parent = parent
 
-    def address(self, words):
-        """The address of the frame ``words`` (placed now if it is new)."""
+    def address(self, words, align=1):
+        """The address of the frame ``words`` (placed now, at a multiple of
+        ``align``, if it is new or placed elsewhere)."""
         key = words.tobytes()
         frames = self
         while frames is not None:
-            if key in frames._index:
+            if key in frames._index and frames._index[key] % align == 0:
                 return frames._index[key]
             frames = frames._parent
+        self.end += -self.end % align
         self._index[key] = self.end
         self.blocks.append((self.end, words))
         self.end += len(words)
@@ -99,6 +103,14 @@ class WeightFrames:
 #: cycles or more after the layer's previous resume point, so a partitioned
 #: run can cut a long layer into pieces of about this length.
 RESUME_EVERY = 250_000
+
+
+#: A run of passes with one code skeleton becomes a loop (:mod:`compiler.rolling`)
+#: when that makes it at most this much slower by the cost model, or when its
+#: unrolled code has ``ROLL_ALWAYS`` instructions or more: so a program's size
+#: grows with its layers, not with their passes.
+ROLL_SLOWER = 0.01
+ROLL_ALWAYS = 1024
 
 
 def layer_label(index):
@@ -398,7 +410,7 @@ class CodeGen:
         # A layer without passes (a concatenation in place) is its stamp and check.
         costs = self._emit_passes(passes) if passes else [PassCost(streams=(), latency=0, serial=self.measure())]
         self.check_layer()
-        costs[-1] = replace(costs[-1], after=self.measure())
+        costs[-1] = replace(costs[-1], after=costs[-1].after + self.measure())
         return costs
 
     def _emit_passes(self, passes):
@@ -425,7 +437,9 @@ class CodeGen:
         self._shadow(passes[0], ahead[0])
         ports = self._ports(passes[0], inline[0], frame_address)
         since = 0                   # estimated cycles since the last resume point
+        marks = []                  # per pass: where its unit's regions start, and its end
         for n, p in enumerate(passes):
+            begin = len(self.lines)
             if n and since >= RESUME_EVERY:
                 self._resume_point(n, held[n])
                 since = 0
@@ -441,16 +455,19 @@ class CodeGen:
             frame = [rect.words for _, rect, kw in ports if kw["line"] == self.weight_line]
             beats = sum(rect_beats(rect, self.config.beat_words) for _, rect, _ in ports)
             serial = self.measure()        # the streams run from here
+            mid = len(self.lines)
             if n + 1 < len(passes):
                 self._shadow(passes[n + 1], ahead[n + 1])
                 following = self._ports(passes[n + 1], inline[n + 1], frame_address)
                 for port, rect, kw in following:
                     self._describe(port, rect, **kw)
             overlapped = self.measure()
+            tail = len(self.lines)
             self._wait_ports()
             if ahead[n]:
                 self._wait_idle()
             waits = self.measure()
+            marks.append((begin, mid, tail, len(self.lines)))
             if n + 1 < len(passes):
                 ports = following
             costs.append(PassCost(streams=tuple(streams), latency=p.latency, frame=tuple(frame),
@@ -458,6 +475,33 @@ class CodeGen:
                                   alone=tuple(alone_words), beats=beats))
             since += pass_cycles(costs[-1])
             prologue, alone_words = 0, []
+        return self._roll(marks, costs)
+
+    def _roll(self, marks, costs):
+        """Roll the passes' units (``marks``: their line indexes) into loops
+        (:func:`compiler.rolling.roll`) and add what that costs to ``costs``;
+        the loop's last branch counts after the last pass."""
+        units = [PassCode(tuple(self.lines[b:m]), tuple(self.lines[m:t]), tuple(self.lines[t:e]))
+                 for b, m, t, e in marks]
+
+        def accept(start, added):
+            """Roll a run if it costs little time or its code is long."""
+            run = costs[start:start + len(added)]
+            before = sum(pass_cycles(c) for c in run)
+            after = sum(pass_cycles(replace(c, serial=c.serial + a.serial + a.after,
+                                            overlapped=c.overlapped + a.overlapped))
+                        for c, a in zip(run, added))
+            instructions = sum(c.serial + c.overlapped + c.waits for c in run)
+            return after <= before * (1 + ROLL_SLOWER) or instructions >= ROLL_ALWAYS
+
+        lines, added = roll(units, lambda words: self.frames.address(np.array(words, dtype=np.int64),
+                                                                     align=TABLE_ENTRY_WORDS),
+                            f"loop_{self.layer_index - 1}", accept)
+        self.lines[marks[0][0]:] = lines
+        after = [0] + [a.after for a in added]      # a pass's branch runs before the next pass
+        costs = [replace(c, serial=c.serial + a.serial + before, overlapped=c.overlapped + a.overlapped)
+                 for c, a, before in zip(costs, added, after)]
+        costs[-1] = replace(costs[-1], after=costs[-1].after + after[-1])
         return costs
 
     def _resume_point(self, index, held):

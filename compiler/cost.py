@@ -27,10 +27,13 @@ import numpy as np
 
 from neuflow_hdl.soc import CONFIG_READ_LATENCY
 
-__all__ = ["CYCLES_PER_INSTRUCTION", "STREAM_OVERHEAD", "WAIT_EXTRA", "PassCost", "rect_beats", "expected_beats",
+__all__ = ["CYCLES_PER_INSTRUCTION", "TABLE_ENTRY", "STREAM_OVERHEAD", "WAIT_EXTRA", "PassCost", "rect_beats", "expected_beats",
            "stream_cycles", "pass_cycles", "predicted_cost"]
 
 CYCLES_PER_INSTRUCTION = 4
+#: A ``cfgwt`` table entry in instructions: a beat read (3 cycles) where a
+#: ``cfgwi`` takes its fetch and an execute cycle (4).
+TABLE_ENTRY = 0.75
 STREAM_OVERHEAD = 9
 #: Cycles a WAIT spends beyond an instruction: its read's latency on the
 #: configuration bus, and on average half of the longer poll period it makes.

@@ -6,7 +6,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
 from .cfgbus import ConfigBus
-from .isa import INSTRUCTION, INSTRUCTION_WORDS, REGISTERS, HaltCode, Opcode
+from .isa import INSTRUCTION, INSTRUCTION_WORDS, REGISTERS, TABLE_ENTRY, TABLE_ENTRY_WORDS, HaltCode, Opcode
 from .membus import memory_bus
 
 __all__ = ["ControlCPU"]
@@ -17,7 +17,7 @@ class ControlCPU(wiring.Component):
 
     Each instruction takes a fetch (one bus read) and one execute cycle; a
     load adds a bus read, a configuration read or a WAIT poll
-    ``1 + config_latency`` cycles.  The configuration bus's outputs are
+    ``1 + config_latency`` cycles, a ``cfgwt`` one bus read per table entry.  The configuration bus's outputs are
     registered (a write reaches the responders the cycle after its execute
     cycle), so no path runs from the instruction register to the grid.
     The architectural state must equal :class:`sim.golden.iss.ISS` after any program.
@@ -135,6 +135,28 @@ class ControlCPU(wiring.Component):
                 with m.If(self.bus.resp.valid):
                     m.d.sync += regs[ra].eq(self.bus.resp.payload >> (address[:shift] * 16))
                     advance()
+            with m.State("TABLE"):                  # cfgwt: read the entry at ``address``
+                with m.If(address >= self._memory_words - TABLE_ENTRY_WORDS + 1):
+                    halt(HaltCode.BUS_ERROR)
+                with m.Else():
+                    m.d.comb += [self.bus.cmd.valid.eq(1), self.bus.cmd.payload.addr.eq(address >> shift),
+                                 self.bus.cmd.payload.we.eq(0)]
+                    with m.If(self.bus.cmd.ready):
+                        m.next = "TABLE_WAIT"
+            with m.State("TABLE_WAIT"):
+                m.d.comb += self.bus.resp.ready.eq(1)
+                with m.If(self.bus.resp.valid):
+                    entry = Signal(TABLE_ENTRY)
+                    offset = address[:shift] if shift else 0
+                    m.d.comb += entry.eq(self.bus.resp.payload >> (offset * 16))
+                    with m.If(~entry.skip):
+                        m.d.sync += state.cfg_write(entry.address, entry.value)
+                    m.d.sync += address.eq(address + TABLE_ENTRY_WORDS)
+                    with m.If(entry.last):
+                        m.d.sync += regs[ra].eq(address + TABLE_ENTRY_WORDS)
+                        advance()
+                    with m.Else():
+                        m.next = "TABLE"
             with m.State("CONFIG_WAIT"):           # re is on the bus; rdata comes config_latency cycles on
                 m.d.sync += waiting.eq(waiting - 1)
                 with m.If(waiting == 1):
@@ -198,6 +220,12 @@ class ControlCPU(wiring.Component):
             with m.Case(Opcode.CFGW):
                 m.d.sync += state.cfg_write(ins.imm[:20], regs[ra])
                 advance()
+            with m.Case(Opcode.CFGWT):
+                m.d.sync += address.eq(regs[ra])
+                with m.If((regs[ra] & (TABLE_ENTRY_WORDS - 1)) != 0):
+                    halt(HaltCode.MISALIGNED)
+                with m.Else():
+                    m.next = "TABLE"
             with m.Case(Opcode.CFGWI):
                 m.d.sync += state.cfg_write(Cat(ins.a, ins.b, ins.c)[:20], ins.imm)
                 advance()

@@ -21,7 +21,7 @@ from amaranth.hdl import unsigned
 from amaranth.lib import data, enum
 
 __all__ = ["Opcode", "HaltCode", "INSTRUCTION", "INSTRUCTIONS", "Form", "encode", "decode",
-           "REGISTERS", "INSTRUCTION_WORDS"]
+           "REGISTERS", "INSTRUCTION_WORDS", "TABLE_ENTRY", "TABLE_ENTRY_WORDS", "table_entry"]
 
 REGISTERS = 16
 INSTRUCTION_WORDS = 4       #: 16-bit memory words per instruction
@@ -49,13 +49,14 @@ class Opcode(enum.Enum, shape=8):
     BLT = 0x12
     JMP = 0x13
     CYCLES = 0x14
+    CFGWT = 0x15
 
 
 class HaltCode(enum.IntEnum):
     """Halt codes the CPU produces itself (a program's ``halt`` gives its own)."""
     ILLEGAL_INSTRUCTION = 0xFFFF_FF01   #: an opcode not in the table
-    MISALIGNED = 0xFFFF_FF02            #: ld/st at an odd word address
-    BUS_ERROR = 0xFFFF_FF03             #: fetch, ld or st outside memory
+    MISALIGNED = 0xFFFF_FF02            #: ld/st at an odd word address, cfgwt off an entry boundary
+    BUS_ERROR = 0xFFFF_FF03             #: fetch, ld, st or a cfgwt entry outside memory
 
 
 INSTRUCTION = data.StructLayout({
@@ -97,8 +98,30 @@ INSTRUCTIONS = {
     Opcode.BLT:    Form(("ra", "rb", "label"), "if ra < rb (signed): go to instruction imm"),
     Opcode.JMP:    Form(("label",), "go to instruction imm"),
     Opcode.CYCLES: Form(("ra",), "ra = clock cycles since reset (low 32 bits)"),
+    Opcode.CFGWT:  Form(("ra",), "configuration writes from the table at word address ra (a multiple "
+                        "of 4): each entry's value to its address unless it is marked skip, up to the "
+                        "entry marked last; then ra = the address after that entry"),
 }
 assert set(INSTRUCTIONS) == set(Opcode)
+
+
+#: One entry of a ``cfgwt`` table: 4 words, little-endian, like an instruction
+#: (so a beat holds it whole).
+TABLE_ENTRY = data.StructLayout({
+    "address": unsigned(20),        # configuration address
+    "reserved": unsigned(10),
+    "skip": unsigned(1),            # write nothing (an empty table is one skip entry)
+    "last": unsigned(1),            # the table's last entry
+    "value": unsigned(32),
+})
+TABLE_ENTRY_WORDS = 4
+
+
+def table_entry(address, value, *, last=False, skip=False):
+    """One ``cfgwt`` table entry as a 64-bit integer."""
+    if not 0 <= address < 1 << 20:
+        raise ValueError(f"configuration address {address:#x} does not fit 20 bits")
+    return (address | int(skip) << 30 | int(last) << 31) | (value & 0xFFFF_FFFF) << 32
 
 
 def encode(op, a=0, b=0, c=0, imm=0):

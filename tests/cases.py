@@ -3,6 +3,7 @@ benches, each paired with the numpy reference's answer."""
 
 import numpy as np
 
+from neuflow_hdl.isa import table_entry
 from neuflow_hdl.numerics import Q8_8
 from neuflow_hdl.regs import ConvMode, Symmetry
 from sim.golden import reference
@@ -95,7 +96,7 @@ def random_program(rng, length=60):
         return f"r{int(rng.integers(0, limit))}"
 
     for n in range(length):
-        kind = rng.integers(0, 11)
+        kind = rng.integers(0, 12)
         if kind == 0:
             lines.append(f"li {reg()}, {int(rng.integers(-(1 << 31), 1 << 32))}")
         elif kind == 1:
@@ -120,8 +121,18 @@ def random_program(rng, length=60):
             lines.append(f"{skip}:")
         elif kind == 9:
             lines.append("nop")
-        else:
+        elif kind == 10:
             lines.append(f"wait 0x00, 0x00, {int(rng.integers(0, 1 << 20))}")   # always true
+        else:                   # a cfgwt table of 1-3 entries (some skipped) stored at r15 + offset
+            offset = 4 * int(rng.integers(0, 28))
+            count = int(rng.integers(1, 4))
+            for k in range(count):
+                entry = table_entry(int(rng.integers(0, 1 << 20)), int(rng.integers(0, 1 << 32)),
+                                    last=k == count - 1, skip=bool(rng.integers(0, 4) == 0))
+                for half in range(2):
+                    lines += [f"li r13, {entry >> 32 * half & 0xFFFF_FFFF}",
+                              f"st r13, {offset + 4 * k + 2 * half}(r15)"]
+            lines += [f"addi r13, r15, {offset}", "cfgwt r13"]
     lines += ["li r13, 5", "li r12, 0", "again: addi r12, r12, 7", "addi r13, r13, -1",
               "li r11, 0", "bne r13, r11, again"]
     lines += [f"st r{n}, {2 * n}(r14)" for n in range(15)]

@@ -106,6 +106,8 @@ def test_random_programs_match_the_iss(latency):
     ("nop\n.illegal", None),
     ("li r1, 3\nld r2, 0(r1)\nhalt 0", HaltCode.MISALIGNED),
     (f"li r1, {WORDS}\nst r2, 0(r1)\nhalt 0", HaltCode.BUS_ERROR),
+    ("li r1, 6\ncfgwt r1\nhalt 0", HaltCode.MISALIGNED),
+    (f"li r1, {WORDS - 4}\ncfgwt r1\nhalt 0", HaltCode.BUS_ERROR),    # no entry is marked last
     (f"jmp {WORDS // 4}", HaltCode.BUS_ERROR),
 ])
 def test_faults_halt_with_their_codes(dut, source, code):

@@ -52,6 +52,21 @@ def test_every_operator_network_bit_exact(tiny, tmp_path):
     _run_both(compiled, manifest, x)
 
 
+def test_every_pass_rolled_into_loops(tiny, tmp_path, monkeypatch):
+    """Every run of passes rolled into a loop over its configuration table
+    (``cfgwt``): bit-exact on the RTL, and each layer's estimate, loops
+    priced, within 5% of the measurement."""
+    from compiler import codegen
+    monkeypatch.setattr(codegen, "ROLL_ALWAYS", 0)
+    m = every_operator(np.random.default_rng(1))
+    compiled = compile_model(save(m, tmp_path), "tiny", input_range=EVERY_RANGE, reference=False)
+    assert compiled.source.count("cfgwt") >= 5
+    manifest = write_outputs(compiled, tmp_path / "out")
+    result = _run_both(compiled, manifest, np.random.default_rng(9).normal(0, 1, (2, 8, 8)))
+    for layer, cycles in zip(manifest["layers"], result.images[0].layer_cycles):
+        assert abs(layer["estimated_cycles"] - cycles) <= 0.05 * cycles + 8, (layer["name"], cycles)
+
+
 def test_weight_frame_first_when_every_port_streams(tiny, tmp_path, monkeypatch):
     """With no port kept for weight frames, a pass whose data use every port
     streams the next pass's frame first, on its own: still bit-exact, and the

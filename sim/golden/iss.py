@@ -7,7 +7,7 @@ CYCLES instruction reads the model's own instruction count).
 
 import numpy as np
 
-from neuflow_hdl.isa import INSTRUCTION_WORDS, REGISTERS, HaltCode, Opcode, decode
+from neuflow_hdl.isa import INSTRUCTION_WORDS, REGISTERS, TABLE_ENTRY_WORDS, HaltCode, Opcode, decode
 
 __all__ = ["ISS", "ConfigRecorder"]
 
@@ -106,6 +106,8 @@ class ISS:
                 self._store32(address, r[ra])
         elif op is Opcode.CFGW:
             self.config.write(imm & 0xFFFFF, r[ra])
+        elif op is Opcode.CFGWT:
+            return self._table(ra, next_pc)
         elif op is Opcode.CFGWI:
             self.config.write((a | b << 8 | c << 16) & 0xFFFFF, imm)
         elif op is Opcode.CFGR:
@@ -127,6 +129,23 @@ class ISS:
             next_pc = imm
         elif op is Opcode.CYCLES:
             r[ra] = self.steps & MASK32
+        self.pc = next_pc
+
+    def _table(self, ra, next_pc):
+        """``cfgwt``: the configuration writes of the table at ``regs[ra]``."""
+        address = self.regs[ra]
+        while True:
+            if address % TABLE_ENTRY_WORDS:
+                return self._halt(HaltCode.MISALIGNED)
+            if not self._word_range(address, TABLE_ENTRY_WORDS):
+                return self._halt(HaltCode.BUS_ERROR)
+            entry = sum(int(self.memory[address + n]) << (self.width * n) for n in range(TABLE_ENTRY_WORDS))
+            address += TABLE_ENTRY_WORDS
+            if not entry >> 30 & 1:
+                self.config.write(entry & 0xFFFFF, entry >> 32 & MASK32)
+            if entry >> 31 & 1:
+                break
+        self.regs[ra] = address & MASK32
         self.pc = next_pc
 
     def run(self, max_steps=10_000_000):

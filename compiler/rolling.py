@@ -1,0 +1,164 @@
+"""Loop rolling: a layer's passes as a loop over configuration tables.
+
+The code generator emits every pass of a layer as a :class:`PassCode`: the
+instructions in series before its streams start (tile starts, port starts),
+those that overlap its streams (the next pass's shadow registers and port
+descriptors) and its waits.  Passes whose serial and overlapped code are
+configuration writes (``cfgwi``) only and whose waits are the same become
+
+.. code-block:: none
+
+        li    r4, TABLE          ; the passes' configuration writes
+        li    r5, END            ; the table's end
+    loop:
+        cfgwt r4                 ; this pass's writes; r4 moves to the next pass's
+        wait  ...
+        bne   r4, r5, loop
+
+with each pass's writes, in their order, in the table (``cfgwt``,
+docs/isa.md): first those before its streams start (the last of which
+starts them), then, while they stream, the next pass's registers.  The
+machine sees the same configuration writes in the same order as from the
+unrolled code, so a layer of 600 passes costs a few instructions plus its
+table, four words per write, as a ``cfgwi`` would be.  An entry costs about
+what a ``cfgwi`` does (a beat read instead of an instruction fetch), so each
+pass runs two more instructions in series: the ``cfgwt`` and the branch.
+
+:func:`roll` returns, beside the lines, what each pass's instruction counts
+become (:class:`Added`), so the cost model prices the loop; the code
+generator rolls a run only when that costs little time or saves much code.
+A pass that starts with a label (a resume point) starts a run, and its label
+precedes the run's set-up, so a program resumed there sets the loop's
+registers itself.
+"""
+
+from dataclasses import dataclass
+
+from neuflow_hdl.isa import TABLE_ENTRY_WORDS, table_entry
+
+from .cost import TABLE_ENTRY
+
+__all__ = ["PassCode", "Added", "roll", "TABLE", "END", "MIN_RUN"]
+
+#: Registers the loops use (the stamps use r1, the status checks r2 and r3).
+TABLE, END = "r4", "r5"
+#: The shortest run that is rolled.
+MIN_RUN = 2
+
+
+@dataclass(frozen=True)
+class PassCode:
+    """One pass's code: assembly lines (instructions, comments and at most a
+    leading label) in its three regions."""
+    serial: tuple           #: before the streams start
+    overlapped: tuple       #: while they run
+    waits: tuple            #: the polls after them
+
+    @property
+    def label(self):
+        first = self.serial[0] if self.serial else ""
+        return first if first.endswith(":") else None
+
+
+@dataclass(frozen=True)
+class Added:
+    """What rolling changes in one pass's instruction counts (in instructions,
+    :data:`compiler.cost.TABLE_ENTRY` for an entry)."""
+    serial: float = 0
+    overlapped: float = 0
+    after: float = 0        #: in series after the pass's waits (the loop's branch)
+
+
+def _instructions(lines):
+    return [line for line in lines if line.startswith("    ")]
+
+
+def _writes(lines):
+    """``[(address, value)]`` of the ``cfgwi`` in ``lines``, or None if any
+    other instruction is among them."""
+    writes = []
+    for line in _instructions(lines):
+        text = line.strip()
+        if not text.startswith("cfgwi "):
+            return None
+        address, value = text[len("cfgwi "):].split(",")
+        writes.append((int(address, 0), int(value, 0)))
+    return writes
+
+
+@dataclass(frozen=True)
+class _Pass:
+    code: PassCode
+    serial: list            #: its serial writes, or None if it does more than write
+    overlapped: list        #: its writes while streaming, or None
+    waits: tuple            #: its wait instructions
+
+    @property
+    def tabular(self):
+        return self.serial is not None and self.overlapped is not None
+
+
+def _runs(units):
+    """Consecutive passes that only write before and while streaming and wait
+    alike, a label only on a run's first."""
+    runs = []
+    for unit in units:
+        p = _Pass(unit, _writes(unit.serial), _writes(unit.overlapped), tuple(_instructions(unit.waits)))
+        if runs and p.tabular and runs[-1][-1].tabular and unit.label is None and \
+                p.waits == runs[-1][-1].waits:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return runs
+
+
+def _plain(run):
+    lines = [line for p in run for region in (p.code.serial, p.code.overlapped, p.code.waits)
+             for line in region]
+    return lines, [Added()] * len(run)
+
+
+def _added(run):
+    """The :class:`Added` of each pass of ``run`` rolled, in instructions: the
+    ``cfgwt`` and the branch, each write an entry instead of a ``cfgwi`` (a
+    skip entry for a pass without writes); the set-up (two ``li``) before the
+    first."""
+    saved = 1 - TABLE_ENTRY
+    return [Added(serial=1 - saved * len(p.serial) + (TABLE_ENTRY if not p.serial + p.overlapped else 0) +
+                  (2 if n == 0 else 0), overlapped=-saved * len(p.overlapped), after=1)
+            for n, p in enumerate(run)]
+
+
+def _table(writes):
+    """Words of one pass's table: its writes, the last marked (a skip entry if none)."""
+    entries = [table_entry(a, v, last=n == len(writes) - 1) for n, (a, v) in enumerate(writes)] or \
+        [table_entry(0, 0, last=True, skip=True)]
+    return [e >> 16 * k & 0xFFFF for e in entries for k in range(TABLE_ENTRY_WORDS)]
+
+
+def _loop(run, place_table, label):
+    """The lines of ``run`` as a loop over its table."""
+    words = [w for p in run for w in _table(p.serial + p.overlapped)]
+    table = place_table(words)
+    first = run[0]
+    lines = [first.code.label] if first.code.label else []
+    lines += [f"    li {TABLE}, {table:#x}", f"    li {END}, {table + len(words):#x}", f"{label}:",
+              f"    cfgwt {TABLE}", *first.waits, f"    bne {TABLE}, {END}, {label}"]
+    return lines
+
+
+def roll(units, place_table, prefix, accept=lambda start, added: True):
+    """The lines of ``units`` (:class:`PassCode`, in order), runs of
+    :data:`MIN_RUN` or more rolled into loops where ``accept(index of the
+    run's first unit, its units' Added)`` says so; and the :class:`Added` of
+    each unit.  ``place_table(words)`` gives the word address (a multiple of
+    4) of a table; loop labels start with ``prefix``."""
+    lines, added, start = [], [], 0
+    for number, run in enumerate(_runs(units)):
+        more, extra = _plain(run)
+        if len(run) >= MIN_RUN and accept(start, _added(run)):
+            more, extra = _loop(run, place_table, f"{prefix}_{number}"), _added(run)
+        lines += more
+        added += extra
+        start += len(run)
+    return lines, added

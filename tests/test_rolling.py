@@ -1,0 +1,119 @@
+"""Loop rolling (compiler/rolling.py): a run of passes becomes a loop over a
+configuration table, and the machine sees exactly the writes of the unrolled
+code, in their order."""
+
+import numpy as np
+import pytest
+
+from compiler import codegen
+from compiler.pipeline import compile_model
+from compiler.rolling import PassCode, roll
+from onnx_models import EVERY_RANGE, every_operator, save
+from sim.golden.asm import assemble, to_words
+from sim.golden.iss import ISS, ConfigRecorder
+
+WAITS = (("    wait 0x01, 0x00, 0xfe009",), ("    wait 0x01, 0x00, 0xfe009", "    wait 0x01, 0x00, 0xff000"))
+
+
+def _writes(rng, most):
+    return tuple(f"    cfgwi {int(rng.integers(0, 1 << 20)):#07x}, {int(rng.integers(0, 1 << 32)):#x}"
+                 for _ in range(int(rng.integers(0, most + 1))))
+
+
+def _unit(rng, index):
+    """A random pass: writes before and while streaming (sometimes none), one
+    of two wait sequences, now and then a label or a poll among its serial code."""
+    serial = _writes(rng, 4)
+    if rng.integers(0, 8) == 0:
+        serial += ("    wait 0x01, 0x00, 0xfe009",)         # not only writes: stays unrolled
+    if rng.integers(0, 10) == 0:
+        serial = (f"point_{index}:",) + serial
+    return PassCode(serial, ("; a comment",) + _writes(rng, 6), WAITS[int(rng.integers(0, 2))])
+
+
+def _run(lines, tables):
+    """The ISS's configuration writes for ``lines`` (then halt), with the tables placed."""
+    words = to_words(assemble("\n".join(lines + ["    halt 0"]) + "\n"))
+    memory = np.zeros(1 << 16, dtype=np.int64)
+    memory[:len(words)] = words
+    for address, table in tables:
+        memory[address:address + len(table)] = table
+    iss = ISS(memory, ConfigRecorder())
+    assert iss.run() == 0
+    return iss.config.writes
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rolled_code_writes_what_the_unrolled_code_writes(seed):
+    rng = np.random.default_rng(seed)
+    units = [_unit(rng, n) for n in range(40)]
+    tables, end = [], [0x8000]
+
+    def place(words):
+        address = end[0]
+        tables.append((address, np.array(words)))
+        end[0] += len(words) + 4 * int(rng.integers(0, 3))
+        return address
+
+    unrolled = [line for u in units for region in (u.serial, u.overlapped, u.waits) for line in region]
+    rolled, added = roll(units, place, "loop")
+    assert len(added) == len(units)
+    assert any("cfgwt" in line for line in rolled) and len(rolled) < len(unrolled)
+    assert _run(rolled, tables) == _run(unrolled, [])
+    # Every label survives, before its run's set-up.
+    labels = [line for line in unrolled if line.startswith("point_")]
+    assert [line for line in rolled if line.startswith("point_")] == labels
+    for label in labels:
+        following = next(line for line in rolled[rolled.index(label):] if line.startswith("    "))
+        assert following.strip().startswith(("li r4", "cfgwi", "wait")), following
+
+
+def test_accept_keeps_runs_unrolled():
+    rng = np.random.default_rng(9)
+    units = [PassCode(_writes(rng, 3) or ("    cfgwi 0x00001, 0x1",), _writes(rng, 3), WAITS[0])
+             for _ in range(10)]
+    lines, added = roll(units, lambda words: 0x8000, "loop", accept=lambda start, added: False)
+    assert not any("cfgwt" in line for line in lines)
+    assert all(a.serial == a.overlapped == a.after == 0 for a in added)
+
+
+def _every_operator(tmp_path, monkeypatch, rolled):
+    """The every-operator network with every run rolled, or none."""
+    monkeypatch.setattr(codegen, "ROLL_ALWAYS", 0 if rolled else 10 ** 9)
+    monkeypatch.setattr(codegen, "ROLL_SLOWER", -1.0)
+    return compile_model(save(every_operator(np.random.default_rng(1)), tmp_path), "tiny",
+                         input_range=EVERY_RANGE, reference=False)
+
+
+def test_a_network_rolled_computes_what_it_computes_unrolled(tmp_path, monkeypatch):
+    """Every run rolled, or none: the reference engine's output is the same
+    and the rolled program is smaller."""
+    from compiler.accuracy import run_reference
+    from compiler.artefacts import input_image, read_output
+    rolled = _every_operator(tmp_path, monkeypatch, True)
+    plain = _every_operator(tmp_path, monkeypatch, False)
+    assert "cfgwt" in rolled.source and "cfgwt" not in plain.source
+    assert rolled.program_words < plain.program_words
+    x = np.random.default_rng(2).normal(0, 1, (2, 8, 8))
+    outputs = []
+    for compiled in (rolled, plain):
+        manifest = compiled.manifest()
+        memory = run_reference(input_image(compiled.image, manifest, x), compiled.config)
+        outputs.append(read_output(memory, manifest))
+    np.testing.assert_array_equal(*outputs)
+
+
+def test_six_hundred_passes_cost_a_few_instructions(tmp_path):
+    """The 80x60 scene-parsing network on neuflow-v6: conv3's ~590 passes are
+    loops over tables; the program is a fraction of the 87,516 words it took
+    unrolled."""
+    import onnx
+    from sim.app.bench_compiler import scene_parsing
+    path = tmp_path / "scene.onnx"
+    onnx.save(scene_parsing(60, 80, np.random.default_rng(2012)), path)
+    compiled = compile_model(path, "neuflow-v6", reference=False)
+    conv3 = compiled.layers[-1]
+    assert len(conv3.passes) > 500
+    assert compiled.program_words < 10_000
+    body = compiled.source[compiled.source.index("; layer 4"):]
+    assert body.count("\n    ") < 300            # instructions of the last layer
