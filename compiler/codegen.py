@@ -206,6 +206,9 @@ class CodeGen:
     points: list = field(default_factory=list)      #: the :class:`ResumePoint` s emitted
     layer_index: int = 0
     _writes: dict = field(default_factory=dict)     #: memo of tile and port writes (shared by forks)
+    #: tile or port -> the key of the configuration last written to it whole
+    #: (writing it again changes nothing, so it is skipped)
+    _applied: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.weight_line = weight_line(self.config)
@@ -215,13 +218,14 @@ class CodeGen:
         """A trial generator that continues from this one's state; its lines are new."""
         return CodeGen(self.config, self.stamps, self.frames.fork(), shadow=dict(self.shadow),
                        loaded=dict(self.loaded), dirty=set(self.dirty), layer_index=self.layer_index,
-                       _writes=self._writes)
+                       _writes=self._writes, _applied=dict(self._applied))
 
     def adopt(self, trial):
         """Keep what ``trial`` (a :meth:`fork` of this generator) emitted."""
         self.lines += trial.lines
         self.points += trial.points
         self.shadow, self.loaded, self.dirty = trial.shadow, trial.loaded, trial.dirty
+        self._applied = trial._applied
         self.layer_index = trial.layer_index
         self.frames.adopt(trial.frames)
 
@@ -246,6 +250,9 @@ class CodeGen:
 
     def _tile(self, setup_tile, routes, convolver=None, alu=None, mapper=None):
         key = (setup_tile, _freeze(routes), _freeze(convolver), _freeze(alu), _freeze(mapper))
+        if self._applied.get(setup_tile) == key:
+            return
+        self._applied[setup_tile] = key
         writes = self._writes.get(key)
         if writes is None:
             c = self.config
@@ -261,6 +268,9 @@ class CodeGen:
         """Descriptor writes of a port (a port latches its descriptor at start,
         so they may happen while it streams)."""
         key = ("port", port, rect, write, line, window)
+        if self._applied.get(("port", port)) == key:
+            return
+        self._applied[("port", port)] = key
         writes = self._writes.get(key)
         if writes is None:
             extra = {"window_base": window[0], "window_size": window[1]} if window else {}
@@ -323,6 +333,7 @@ class CodeGen:
         """Code that brings a processor fresh from reset to ``state``: the
         kernels preloaded in one weight frame, then every register written and
         every tile started, with nothing streaming."""
+        self._applied.clear()
         frame = _frame(dict(sorted(state.loaded.items())))
         slots, where = frame
         if slots:

@@ -21,11 +21,15 @@ import numpy as np
 
 from .errors import CompileError
 
-__all__ = ["Rect", "Buffer", "DATA_BASE", "ALIGN", "STAMP_WORDS", "stamp_address", "stamp_slots",
+__all__ = ["Rect", "Buffer", "DATA_BASE", "PROGRAM_WORDS_PER_LAYER", "first_data_base", "ALIGN", "STAMP_WORDS", "stamp_address", "stamp_slots",
            "conv_geometry", "kernel_pieces", "chunk_side", "plan_buffers", "allocate", "align_up",
            "check_memory"]
 
-DATA_BASE = 0x1000          #: first try for the tensors (moved up when the program is longer)
+DATA_BASE = 0x1000          #: the lowest address of the tensors
+#: Program words per layer the first placement of the tensors leaves room for
+#: (looped programs measured 300 to 1,300 words per layer); a longer program
+#: moves the tensors up and is generated again.
+PROGRAM_WORDS_PER_LAYER = 1536
 ALIGN = 64                  #: alignment of the weight frames and of a moved data base
 #: Words of a cycle stamp: the 32-bit counter as two 16-bit words, low word first.
 STAMP_WORDS = 2
@@ -137,6 +141,12 @@ def conv_geometry(node, shapes, K):
     t, l, b, r = node.attrs["pads"]
     ho, wo = (h + t + b - kh) // sh + 1, (w + l + r - kw) // sw + 1
     return kh, kw, sh, (t, l, b, r), kernel_pieces(kh, kw, K), ho, wo
+
+
+def first_data_base(layers):
+    """Where the tensors go first for a network of ``layers`` layers: above
+    :data:`PROGRAM_WORDS_PER_LAYER` words of program per layer."""
+    return align_up(DATA_BASE + PROGRAM_WORDS_PER_LAYER * layers, ALIGN)
 
 
 def kernel_pieces(kh, kw, K):

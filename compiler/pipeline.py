@@ -37,8 +37,8 @@ from .bounds import error_bounds, vacuous_bound
 from .errors import CompileError
 from .frontend import load_model, to_graph
 from .ir import printable
-from .layout import (ALIGN, DATA_BASE, align_up, allocate, check_memory, plan_buffers, stamp_address,
-                     stamp_slots)
+from .layout import (ALIGN, DATA_BASE, align_up, allocate, check_memory, first_data_base, plan_buffers,
+                     stamp_address, stamp_slots)
 from .lower import lower_node
 from .passes import run_passes
 from .program import generate
@@ -165,7 +165,7 @@ def compile_model(path, grid="tiny", calibration=None, *, input_range=None, prog
     quantisation = quantise(graph, config, maxima)
     buffers = plan_buffers(graph, quantisation.formats, config)
     check_memory(graph, buffers, config, grid)
-    data_base = DATA_BASE
+    data_base = first_data_base(len(graph.nodes))
     while True:
         lowered, program = _code(front, quantisation, buffers, data_base, layer_done)
         words = to_words(assemble(program.source))

@@ -152,20 +152,26 @@ def _pack_shared(job, config, ports, longest):
     groups = [0] * len(job.terms)
     passes = []
     sources_of = {o: {src for src, _ in t} for o, t in remaining.items()}     # an output reads a map once
+    readers = {}                    # input map -> the outputs that read it
+    for o, maps in sources_of.items():
+        for src in maps:
+            readers.setdefault(src, []).append(o)
     while remaining:
         chains, sources, used, n_ports, psums = [], set(), 0, 0, 0
+        in_pass = set()
+        shared = dict.fromkeys(remaining, 0)        # |sources_of[o] & sources|
         while len(chains) < lines_out:
             best = None
+            room = min(tiles - used, longest)
             for o, terms in remaining.items():
-                if any(c[0] == o for c in chains):
+                if o in in_pass:
                     continue
                 psum = 1 if groups[o] else 0
                 room_ports = ports - n_ports - 1 - psum
                 room_lines = lines_in - len(sources) - psums - psum
                 if room_ports < 0 or room_lines < 0:
                     continue
-                n_shared = len(sources_of[o] & sources)
-                room = min(tiles - used, longest)
+                n_shared = shared[o]
                 n_free = min(n_shared, room)
                 n_new = min(len(terms) - n_shared, room - n_free, room_ports, room_lines)
                 if n_free + n_new == 0:
@@ -179,9 +185,14 @@ def _pack_shared(job, config, ports, longest):
             chain = ([t for t in remaining[o] if t[0] in sources][:n_free] +
                      [t for t in remaining[o] if t[0] not in sources][:n_new])
             chains.append((o, groups[o], chain))
+            in_pass.add(o)
             groups[o] += 1
             new = {src for src, _ in chain} - sources
             sources |= new
+            for src in new:
+                for reader in readers[src]:
+                    if reader in remaining and src in sources_of[reader]:
+                        shared[reader] += 1
             used += len(chain)
             n_ports += 1 + psum + len(new)
             psums += psum
