@@ -76,17 +76,18 @@ def stream_cycles(data, frame, latency, beats, fetches=0):
 
 
 def pass_cycles(cost):
-    """Estimated cycles of the pass ``cost`` describes.  The waits after the
+    """Estimated cycles of the pass ``cost`` describes (whole cycles; table
+    entries count fractions of an instruction).  The waits after the
     streams: the ports' poll overlaps the streams, each further poll finds the
     grid idle (measured: about half an instruction time); each costs
     ``WAIT_EXTRA`` more for its configuration read."""
     cpi = CYCLES_PER_INSTRUCTION
     if not cost.streams and not cost.frame and not cost.alone:     # a layer without passes
-        return (cost.serial + cost.after) * cpi
+        return math.ceil((cost.serial + cost.after) * cpi)
     streams = stream_cycles(list(cost.streams), list(cost.frame), cost.latency, cost.beats, cost.overlapped)
-    return (cost.serial * cpi + sum(words + STREAM_OVERHEAD for words in cost.alone) +
-            max(streams, cost.overlapped * cpi) + max(cost.waits - 1, 0) * cpi // 2 + cost.waits * WAIT_EXTRA +
-            STREAM_OVERHEAD + cost.after * cpi)
+    return math.ceil(cost.serial * cpi + sum(words + STREAM_OVERHEAD for words in cost.alone) +
+                     max(streams, cost.overlapped * cpi) + max(cost.waits - 1, 0) * cpi // 2 +
+                     cost.waits * WAIT_EXTRA + STREAM_OVERHEAD + cost.after * cpi)
 
 
 def predicted_cost(shape, config, *, first):
