@@ -8,15 +8,18 @@ layer against the grid's two limits.
   arithmetic intensity (MACs per word over the memory bus), under the MAC
   bound (every convolver's K x K multipliers) and the bus bound (one beat of
   ``beat_words`` words a cycle).
+
+Figures are made without pyplot, so none outlives its file, and drawn with
+warnings silenced: a picture whose labels do not fit (long names from the
+model) is still written, and is no reason to warn.
 """
 
-import matplotlib
+import warnings
 
-matplotlib.use("Agg")           # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
-from .ir import printable  # noqa: E402
-from .utilisation import CAUSES, bus_words, layer_split  # noqa: E402
+from .ir import printable
+from .utilisation import CAUSES, bus_words, layer_split
 
 __all__ = ["cycles_chart", "roofline_chart", "COLOURS"]
 
@@ -33,11 +36,18 @@ def _label(layer):
     return _plain(layer.name if len(layer.name) <= 18 else layer.name[:17] + "...")
 
 
+def _save(fig, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig.savefig(path, dpi=100)
+
+
 def cycles_chart(layers, config, path, title):
     """Stacked bars of each layer's cycles by cause, written to ``path`` (PNG)."""
     slots = config.convolver_macs
     splits = [layer_split(layer, config) for layer in layers]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(layers) + 2), 4.5), layout="constrained")
+    fig = Figure(figsize=(max(6.0, 0.6 * len(layers) + 2), 4.5), layout="constrained")
+    ax = fig.subplots()
     bottom = [0.0] * len(layers)
     positions = range(len(layers))          # by position: two layers may share a name
     for cause in CAUSES:
@@ -48,8 +58,7 @@ def cycles_chart(layers, config, path, title):
     ax.set_ylabel("cycles (estimated)")
     ax.set_title(_plain(title))
     ax.legend(fontsize="small")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def roofline_chart(layers, config, path, title):
@@ -61,7 +70,8 @@ def roofline_chart(layers, config, path, title):
         words = bus_words(layer, config)
         if layer.macs and words and layer.cycles:
             points.append((layer.macs / words, layer.macs / layer.cycles, _label(layer)))
-    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    ax = fig.subplots()
     lowest = min([p[0] for p in points] + [peak / config.beat_words / 100])
     highest = max([p[0] for p in points] + [peak / config.beat_words * 10])
     xs = [lowest / 2, peak / config.beat_words, highest * 2]
@@ -78,5 +88,4 @@ def roofline_chart(layers, config, path, title):
     ax.set_ylabel("useful MACs per cycle (estimated)")
     ax.set_title(_plain(title))
     ax.legend(fontsize="small", loc="lower right")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
