@@ -4,6 +4,7 @@ network's memory back (its input, its output, every layer's tensor, the
 cycle stamps)."""
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,7 +143,10 @@ def saturation(x, manifest):
     input's format, how many lie outside the range ``±bounded`` the error
     bounds were computed for, and that format's range."""
     fmt = Format(manifest["format"]["width"], manifest["input"]["frac"])
-    bounded = manifest["input"].get("range") or fmt.span()
+    bounded = manifest["input"].get("range", fmt.span())
+    if isinstance(bounded, bool) or not isinstance(bounded, (int, float)) or not 0 < bounded < math.inf:
+        raise CompileError(f"manifest.json: the input's range {bounded!r} is not a positive number; "
+                           "compile again")
     saturated = int(np.count_nonzero(fmt.saturated(x)))
     outside = int(np.count_nonzero(np.abs(x) > bounded)) if bounded < fmt.span() else 0
     return (saturated, outside, float(np.max(np.abs(x))), fmt.dequantise(fmt.min),

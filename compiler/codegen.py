@@ -28,7 +28,8 @@ One pass:
    no routes, so they cannot swallow a stream), overlapping the streams.
 
 A layer's first kernels are preloaded before its first pass with no data
-streaming.  Each layer starts with a cycle stamp (``cycles`` stored in the
+streaming.  Once a layer is emitted, runs of its passes become loops over
+configuration tables (:meth:`CodeGen._roll`, :mod:`compiler.rolling`).  Each layer starts with a cycle stamp (``cycles`` stored in the
 stamp table) and ends with a check of the grid and port status: an error
 halts with code ``0x100 + layer``.
 
@@ -105,10 +106,11 @@ class WeightFrames:
 RESUME_EVERY = 250_000
 
 
-#: A run of passes with one code skeleton becomes a loop (:mod:`compiler.rolling`)
-#: when that makes it at most this much slower by the cost model, or when its
-#: unrolled code has ``ROLL_ALWAYS`` instructions or more: so a program's size
-#: grows with its layers, not with their passes.
+#: A run of passes that only write configuration and wait alike becomes a loop
+#: over a table (:mod:`compiler.rolling`) when that makes it at most this much
+#: slower by the cost model, or when its unrolled code has ``ROLL_ALWAYS``
+#: instructions or more: so a program's size grows with its layers, not with
+#: their passes.
 ROLL_SLOWER = 0.01
 ROLL_ALWAYS = 1024
 

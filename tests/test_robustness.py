@@ -83,6 +83,16 @@ def test_inputs_beyond_the_declared_range_are_counted(compiled_dir, tmp_path, ca
     err = capsys.readouterr().err
     assert "1 of 128 input values lie outside ±3" in err and "saturate" not in err, err
     _one_line_error(capsys, argv + ["--strict"], "--strict", "outside ±3")
+    import json
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "image.npy").write_bytes((compiled_dir / "image.npy").read_bytes())
+    manifest = json.loads((compiled_dir / "manifest.json").read_text())
+    for bad in ("3", -1.0, None, True):
+        manifest["input"]["range"] = bad
+        (edited / "manifest.json").write_text(json.dumps(manifest))
+        _one_line_error(capsys, ["simulate", str(edited), "--input", str(tmp_path / "x.npy"),
+                                 "--output", str(tmp_path / "y.npy")], "manifest.json", "range")
 
 
 def test_a_bound_that_says_nothing_is_refused(tmp_path, capsys):
