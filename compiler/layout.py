@@ -21,8 +21,8 @@ import numpy as np
 
 from .errors import CompileError
 
-__all__ = ["Rect", "Buffer", "DATA_BASE", "PROGRAM_WORDS_PER_LAYER", "first_data_base", "ALIGN", "STAMP_WORDS", "stamp_address", "stamp_slots",
-           "conv_geometry", "kernel_pieces", "chunk_side", "plan_buffers", "allocate", "align_up",
+__all__ = ["Rect", "Buffer", "DATA_BASE", "PROGRAM_WORDS_PER_LAYER", "first_data_base", "ALIGN",
+           "STAMP_WORDS", "stamp_address", "stamp_slots", "conv_geometry", "kernel_pieces", "chunk_side", "plan_buffers", "allocate", "align_up",
            "check_memory"]
 
 DATA_BASE = 0x1000          #: the lowest address of the tensors

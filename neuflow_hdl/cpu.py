@@ -89,6 +89,18 @@ class ControlCPU(wiring.Component):
             m.d.sync += self.halt_code.eq(code)
             m.next = "HALT"
 
+        def read_beat(word, then):
+            """Ask the memory for the beat holding word address ``word``; then go to ``then``."""
+            m.d.comb += [self.bus.cmd.valid.eq(1), self.bus.cmd.payload.addr.eq(word >> shift),
+                         self.bus.cmd.payload.we.eq(0)]
+            with m.If(self.bus.cmd.ready):
+                m.next = then
+
+        def answer(word):
+            """The answered beat from word address ``word`` on (an instruction, a
+            table entry or a 32-bit value is its low bits)."""
+            return self.bus.resp.payload >> (word[:shift] * 16)
+
         def advance():
             m.d.sync += pc.eq(pc + 1)
             m.next = "FETCH"
@@ -103,15 +115,11 @@ class ControlCPU(wiring.Component):
                 with m.If((pc >= self._memory_words // INSTRUCTION_WORDS)):
                     halt(HaltCode.BUS_ERROR)
                 with m.Else():
-                    m.d.comb += [self.bus.cmd.valid.eq(1), self.bus.cmd.payload.addr.eq(fetch_word >> shift),
-                                 self.bus.cmd.payload.we.eq(0)]
-                    with m.If(self.bus.cmd.ready):
-                        m.next = "FETCH_WAIT"
+                    read_beat(fetch_word, "FETCH_WAIT")
             with m.State("FETCH_WAIT"):
                 m.d.comb += self.bus.resp.ready.eq(1)
                 with m.If(self.bus.resp.valid):
-                    offset = fetch_word[:shift] if shift else 0
-                    m.d.sync += ins.eq(self.bus.resp.payload >> (offset * 16))
+                    m.d.sync += ins.eq(answer(fetch_word))
                     m.next = "EXECUTE"
             with m.State("EXECUTE"):
                 self._execute(m, state)
@@ -133,22 +141,18 @@ class ControlCPU(wiring.Component):
             with m.State("LOAD_WAIT"):
                 m.d.comb += self.bus.resp.ready.eq(1)
                 with m.If(self.bus.resp.valid):
-                    m.d.sync += regs[ra].eq(self.bus.resp.payload >> (address[:shift] * 16))
+                    m.d.sync += regs[ra].eq(answer(address))
                     advance()
             with m.State("TABLE"):                  # cfgwt: read the entry at ``address``
                 with m.If(address >= self._memory_words - TABLE_ENTRY_WORDS + 1):
                     halt(HaltCode.BUS_ERROR)
                 with m.Else():
-                    m.d.comb += [self.bus.cmd.valid.eq(1), self.bus.cmd.payload.addr.eq(address >> shift),
-                                 self.bus.cmd.payload.we.eq(0)]
-                    with m.If(self.bus.cmd.ready):
-                        m.next = "TABLE_WAIT"
+                    read_beat(address, "TABLE_WAIT")
             with m.State("TABLE_WAIT"):
                 m.d.comb += self.bus.resp.ready.eq(1)
                 with m.If(self.bus.resp.valid):
                     entry = Signal(TABLE_ENTRY)
-                    offset = address[:shift] if shift else 0
-                    m.d.comb += entry.eq(self.bus.resp.payload >> (offset * 16))
+                    m.d.comb += entry.eq(answer(address))
                     with m.If(~entry.skip):
                         m.d.sync += state.cfg_write(entry.address, entry.value)
                     m.d.sync += address.eq(address + TABLE_ENTRY_WORDS)

@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from amaranth.hdl import unsigned
 from amaranth.lib import data, enum
 
+from .regs import pack_bits, unpack_bits
+
 __all__ = ["Opcode", "HaltCode", "INSTRUCTION", "INSTRUCTIONS", "Form", "encode", "decode",
-           "REGISTERS", "INSTRUCTION_WORDS", "TABLE_ENTRY", "TABLE_ENTRY_WORDS", "table_entry"]
+           "REGISTERS", "INSTRUCTION_WORDS", "TABLE_ENTRY", "TABLE_ENTRY_WORDS", "table_entry",
+           "table_fields"]
 
 REGISTERS = 16
 INSTRUCTION_WORDS = 4       #: 16-bit memory words per instruction
@@ -114,14 +117,20 @@ TABLE_ENTRY = data.StructLayout({
     "last": unsigned(1),            # the table's last entry
     "value": unsigned(32),
 })
-TABLE_ENTRY_WORDS = 4
+TABLE_ENTRY_WORDS = INSTRUCTION_WORDS
 
 
 def table_entry(address, value, *, last=False, skip=False):
-    """One ``cfgwt`` table entry as a 64-bit integer."""
-    if not 0 <= address < 1 << 20:
-        raise ValueError(f"configuration address {address:#x} does not fit 20 bits")
-    return (address | int(skip) << 30 | int(last) << 31) | (value & 0xFFFF_FFFF) << 32
+    """One ``cfgwt`` table entry as a 64-bit integer (``ValueError`` if the
+    address does not fit its field)."""
+    return pack_bits(TABLE_ENTRY, {"address": address, "value": value & 0xFFFF_FFFF,
+                                   "last": int(last), "skip": int(skip)})
+
+
+def table_fields(entry):
+    """``(address, value, last, skip)`` of a 64-bit ``cfgwt`` table entry."""
+    f = unpack_bits(TABLE_ENTRY, entry)
+    return f["address"], f["value"], bool(f["last"]), bool(f["skip"])
 
 
 def encode(op, a=0, b=0, c=0, imm=0):

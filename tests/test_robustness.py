@@ -56,16 +56,21 @@ def test_object_arrays_are_not_loaded(compiled_dir, tmp_path, capsys):
                              "--output", str(tmp_path / "y.npy")], "not a .npy array")
 
 
-def test_saturating_input_is_counted_and_strict_refuses_it(compiled_dir, tmp_path, capsys):
-    """Q8.8 holds -128 .. 127.996: 300 and -1000 saturate, 127.99 and -128.001 do not."""
-    x = np.zeros((2, 2, 8, 8))
-    x[0, 0, 0, :4] = [300.0, -1000.0, 127.99, -128.001]
+def _simulate_warns(compiled_dir, tmp_path, capsys, x):
+    """``simulate`` on ``x`` succeeds; its argv and what it wrote to stderr."""
     np.save(tmp_path / "x.npy", x)
     argv = ["simulate", str(compiled_dir), "--input", str(tmp_path / "x.npy"),
             "--output", str(tmp_path / "y.npy")]
     capsys.readouterr()
     assert main(argv) == 0
-    err = capsys.readouterr().err
+    return argv, capsys.readouterr().err
+
+
+def test_saturating_input_is_counted_and_strict_refuses_it(compiled_dir, tmp_path, capsys):
+    """Q8.8 holds -128 .. 127.996: 300 and -1000 saturate, 127.99 and -128.001 do not."""
+    x = np.zeros((2, 2, 8, 8))
+    x[0, 0, 0, :4] = [300.0, -1000.0, 127.99, -128.001]
+    argv, err = _simulate_warns(compiled_dir, tmp_path, capsys, x)
     assert "2 of 256 input values saturate (largest magnitude 1000" in err, err
     assert "4 of 256 input values lie outside ±3, the range the compiler's error bounds" in err, err
     _one_line_error(capsys, argv + ["--strict"], "--strict", "2 of 256")
@@ -75,12 +80,7 @@ def test_inputs_beyond_the_declared_range_are_counted(compiled_dir, tmp_path, ca
     """Compiled for inputs within ±3: 3.5 is counted (not saturated), -3 is not."""
     x = np.zeros((1, 2, 8, 8))
     x[0, 1, 2, :2] = [3.5, -3.0]
-    np.save(tmp_path / "x.npy", x)
-    argv = ["simulate", str(compiled_dir), "--input", str(tmp_path / "x.npy"),
-            "--output", str(tmp_path / "y.npy")]
-    capsys.readouterr()
-    assert main(argv) == 0
-    err = capsys.readouterr().err
+    argv, err = _simulate_warns(compiled_dir, tmp_path, capsys, x)
     assert "1 of 128 input values lie outside ±3" in err and "saturate" not in err, err
     _one_line_error(capsys, argv + ["--strict"], "--strict", "outside ±3")
     import json

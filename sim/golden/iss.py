@@ -7,7 +7,8 @@ CYCLES instruction reads the model's own instruction count).
 
 import numpy as np
 
-from neuflow_hdl.isa import INSTRUCTION_WORDS, REGISTERS, TABLE_ENTRY_WORDS, HaltCode, Opcode, decode
+from neuflow_hdl.isa import (INSTRUCTION_WORDS, REGISTERS, TABLE_ENTRY_WORDS, HaltCode, Opcode, decode,
+                             table_fields)
 
 __all__ = ["ISS", "ConfigRecorder"]
 
@@ -53,6 +54,10 @@ class ISS:
         lo, hi = self.memory[address], self.memory[address + 1]
         return int(lo) | (int(hi) << self.width) if self.width == 16 else int(lo) & MASK32
 
+    def _load64(self, address):
+        """An instruction or a table entry: 4 words, little-endian."""
+        return sum(int(self.memory[address + n]) << (self.width * n) for n in range(INSTRUCTION_WORDS))
+
     def _store32(self, address, value):
         mask = (1 << self.width) - 1
         self.memory[address] = value & mask
@@ -64,8 +69,7 @@ class ISS:
         base = self.pc * INSTRUCTION_WORDS
         if not self._word_range(base, INSTRUCTION_WORDS):
             return self._halt(HaltCode.BUS_ERROR)
-        word = sum(int(self.memory[base + n]) << (self.width * n) for n in range(INSTRUCTION_WORDS))
-        op, a, b, c, imm = decode(word)
+        op, a, b, c, imm = decode(self._load64(base))
         r = self.regs
         next_pc = (self.pc + 1) & MASK32
         self.steps += 1
@@ -139,11 +143,11 @@ class ISS:
                 return self._halt(HaltCode.MISALIGNED)
             if not self._word_range(address, TABLE_ENTRY_WORDS):
                 return self._halt(HaltCode.BUS_ERROR)
-            entry = sum(int(self.memory[address + n]) << (self.width * n) for n in range(TABLE_ENTRY_WORDS))
+            target, value, last, skip = table_fields(self._load64(address))
             address += TABLE_ENTRY_WORDS
-            if not entry >> 30 & 1:
-                self.config.write(entry & 0xFFFFF, entry >> 32 & MASK32)
-            if entry >> 31 & 1:
+            if not skip:
+                self.config.write(target, value)
+            if last:
                 break
         self.regs[ra] = address & MASK32
         self.pc = next_pc
