@@ -32,7 +32,7 @@ help:
 	@echo "make synth GRID=    synthesize + place the grid for the LFE5U-85F, print resources and fmax"
 	@echo "                    (SEEDS=1,2,3: once per placer seed, fmax min / median / max)"
 	@echo "make bitstream BOARD=  the board's bitstream (ulx3s-85f: grid, block RAM, UART host link, PLL)"
-	@echo "make bench          compile time and estimated frames/s (scene parsing, light models); simulator speed"
+	@echo "make bench          compile time and estimated frames/s (scene parsing, the model zoo); simulator speed"
 	@echo "make fit-mapper FN= print the 8-segment mapper fit of FN (tanh, sigmoid, ...)"
 	@echo "make env            only create/refresh .venv"
 	@echo "make clean          remove build outputs (keeps .venv)"

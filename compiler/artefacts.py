@@ -227,18 +227,25 @@ CYCLES_CHART, ROOFLINE_CHART = "cycles.png", "roofline.png"
 STATES = "states.json"
 #: The program's assembly listing.
 PROGRAM = "program.s"
+#: ``image.hex`` (five bytes a word, for ``$readmemh``) is written for images of
+#: at most this many words; ``image.npy`` (two bytes a word) always.
+HEX_MAX_WORDS = 1 << 22
 
 
 def write_outputs(compiled, outdir):
-    """image.hex, image.npy, manifest.json, program.s (listing), report.md and
-    its two pictures, and states.json (the program's resume points, for
-    partitioned runs: :mod:`compiler.pieces`) in ``outdir``."""
+    """image.npy, image.hex (up to :data:`HEX_MAX_WORDS` words), manifest.json,
+    program.s (listing), report.md and its two pictures, and states.json (the
+    program's resume points, for partitioned runs: :mod:`compiler.pieces`) in
+    ``outdir``."""
     out = Path(outdir)
     manifest = compiled.manifest()
     try:
         out.mkdir(parents=True, exist_ok=True)
         np.save(out / "image.npy", compiled.image.astype(np.uint16))
-        write_hex(out / "image.hex", compiled.image, compiled.config.fmt.width)
+        if len(compiled.image) <= HEX_MAX_WORDS:
+            write_hex(out / "image.hex", compiled.image, compiled.config.fmt.width)
+        else:
+            (out / "image.hex").unlink(missing_ok=True)         # never a stale one beside the new image
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=_json))
         (out / PROGRAM).write_text(compiled.source)
         (out / "report.md").write_text(report(compiled, manifest))

@@ -11,7 +11,7 @@ import numpy as np
 from .ir import activation_function
 from .quantise import float_kernel
 
-__all__ = ["error_bounds", "vacuous_bound"]
+__all__ = ["error_bounds", "vacuous_bounds"]
 
 
 def _activation_magnitude(act, magnitude):
@@ -89,12 +89,13 @@ def error_bounds(graph, quantisation, lowered, config, maxima=None, input_range=
     return err
 
 
-def vacuous_bound(graph, bounds, formats, fmt):
-    """The first ``(node, bound, range)`` whose error bound is at least the
-    largest magnitude its output's format holds (a bound that says nothing),
-    or None."""
+def vacuous_bounds(graph, bounds, formats, fmt):
+    """``[(node, bound, range)]`` of every layer whose error bound is at least
+    the largest magnitude its output's format holds (a bound that says
+    nothing), in order."""
+    found = []
     for node in graph.nodes:
         span = fmt.span(formats[node.output])
         if not bounds[node.output] < span:
-            return node, bounds[node.output], span
-    return None
+            found.append((node, bounds[node.output], span))
+    return found

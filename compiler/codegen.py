@@ -17,10 +17,10 @@ One pass:
    in use) or that preloads during this pass.
 3. *Streams*, started with one write: the write ports, the reads, and the
    *weight frame* of pass ``n+1`` on the last global line (which data never
-   uses): the kernels it needs, each padded to K x K and each distinct
+   uses): the kernels it needs, each its own k x k words and each distinct
    kernel once; every tile that takes one routes the line to
-   ``convolver_weights`` with ``preload`` set and ``weight_skip`` at its
-   kernel's slot.  A tile that already holds its kernel takes none.  When
+   ``convolver_weights`` with ``preload`` set, ``weight_skip`` at its
+   kernel's slot and ``preload_k`` its size.  A tile that already holds its kernel takes none.  When
    the data streams use every port, the frame streams first, on its own (the
    schedule keeps a port free unless the layer has a single kernel, as
    pooling does).
@@ -52,7 +52,7 @@ from neuflow_hdl.regs import (CONFIG_ADDRESS, GRID_START_REG, GRID_STATUS, GRID_
 
 from .cost import PassCost, pass_cycles, rect_beats
 from .ir import printable
-from .layout import stamp_address
+from .layout import MemoryKernel, stamp_address
 from .rolling import PassCode, roll
 from .schedule import weight_line
 
@@ -129,7 +129,7 @@ def pass_label(layer, index):
 class MachineState:
     """What the code after a layer boundary assumes of the machine: every
     configuration register as last written (``shadow``; all started) and the
-    kernel each tile holds (``loaded``, padded to K x K)."""
+    kernel each tile holds (``loaded``: its k x k words)."""
     shadow: dict
     loaded: dict
 
@@ -154,9 +154,10 @@ class MachineState:
         for pair in _pairs(data["loaded"], "loaded"):
             tile, kernel = pair
             if not (_whole(tile) and 0 <= tile < config.tiles and isinstance(kernel, list) and
-                    len(kernel) == config.kernel ** 2 and all(_whole(w) and low <= w <= high for w in kernel)):
-                raise ValueError(f"loaded entry for tile {tile!r}: not a tile of the grid and its "
-                                 f"{config.kernel ** 2} weights")
+                    len(kernel) in {k * k for k in range(1, config.kernel + 1)} and
+                    all(_whole(w) and low <= w <= high for w in kernel)):
+                raise ValueError(f"loaded entry for tile {tile!r}: not a tile of the grid and the "
+                                 f"k x k weights of a kernel (k at most {config.kernel})")
             loaded[tile] = np.array(kernel, dtype=np.int64).tobytes()
         return cls(shadow, loaded)
 
@@ -363,9 +364,8 @@ class CodeGen:
 
     def _frames(self, passes):
         """Per pass: ``((slots, tile -> slot), held)``: the kernels its tiles must
-        preload, padded to K x K, each distinct kernel once; and the kernel every
-        tile holds during the pass."""
-        K = self.config.kernel
+        preload, each distinct kernel once; and the kernel every tile holds
+        during the pass."""
         held = dict(self.loaded)        # becomes self.loaded: what the tiles hold after them
         frames = []
         for p in passes:
@@ -373,10 +373,10 @@ class CodeGen:
             for s in p.tiles:
                 if s.weights is None:
                     continue
-                k = math.isqrt(len(s.weights))
-                padded = np.zeros((K, K), dtype=np.int64)
-                padded[K - k:, K - k:] = np.asarray(s.weights, dtype=np.int64).reshape(k, k)
-                key = padded.tobytes()
+                if isinstance(s.weights, MemoryKernel):
+                    key = s.weights
+                else:
+                    key = np.asarray(s.weights, dtype=np.int64).tobytes()
                 if held.get(s.tile) != key:
                     wanted[s.tile] = held[s.tile] = key
             frames.append((_frame(wanted), dict(held)))
@@ -385,8 +385,7 @@ class CodeGen:
 
     def _shadow(self, p, frame):
         """Shadow writes of pass ``p`` (None: no pass) whose tiles preload ``frame``."""
-        K2 = self.config.kernel ** 2
-        where = frame[1] if frame is not None else {}
+        where, at = (frame[1], _slot_offsets(frame[0], self.config.kernel)) if frame is not None else ({}, [])
         wl = self.weight_line
         setups = {s.tile: s for s in p.tiles} if p is not None else {}
         for tile in range(self.config.tiles):
@@ -395,7 +394,8 @@ class CodeGen:
             conv = s.convolver if s is not None else None
             if tile in where:
                 routes["convolver_weights"] = f"global_in_{wl}"
-                conv = dict(conv or {}, preload=1, weight_skip=where[tile] * K2)
+                offset, size = at[where[tile]]
+                conv = dict(conv or {}, preload=1, weight_skip=offset, preload_k=size)
             if s is not None:
                 self._tile(tile, routes, conv, s.alu, s.mapper)
             else:
@@ -409,7 +409,8 @@ class CodeGen:
                      for line, rect, window in p.writes]
         transfers += [(rect, {"line": line}) for line, rect in p.reads]
         if frame is not None:
-            transfers.append((_frame_rect(frame, frame_address), {"line": self.weight_line}))
+            transfers.append((_frame_rect(frame, frame_address, self.config.kernel ** 2),
+                              {"line": self.weight_line}))
         return [(port, rect, kw) for port, (rect, kw) in enumerate(transfers)]
 
     def emit_layer(self, name, passes):
@@ -422,6 +423,8 @@ class CodeGen:
         self.layer(f"{name}: {len(passes)} passes")
         # A layer without passes (a concatenation in place) is its stamp and check.
         costs = self._emit_passes(passes) if passes else [PassCost(streams=(), latency=0, serial=self.measure())]
+        # What a kernel read from memory held may change with the next layers' writes.
+        self.loaded = {tile: key for tile, key in self.loaded.items() if isinstance(key, bytes)}
         self.check_layer()
         costs[-1] = replace(costs[-1], after=costs[-1].after + self.measure())
         return costs
@@ -453,7 +456,7 @@ class CodeGen:
         marks = []                  # per pass: where its unit's regions start, and its end
         for n, p in enumerate(passes):
             begin = len(self.lines)
-            if n and since >= RESUME_EVERY:
+            if n and since >= RESUME_EVERY and not _reads_memory(held[n]):
                 self._resume_point(n, held[n])
                 since = 0
             self._start_tiles(set(frames[n][1]) | set(ahead[n][1] if ahead[n] else ()))
@@ -544,27 +547,53 @@ class CodeGen:
 
     def _weight_port(self, port, frame, frame_address):
         """Stream a weight frame on the weight line; returns its words."""
-        rect = _frame_rect(frame, frame_address)
+        rect = _frame_rect(frame, frame_address, self.config.kernel ** 2)
         self._describe(port, rect, line=self.weight_line)
         self._go_all([port])
         return rect.words
 
 
 def _frame(kernels):
-    """The weight frame that loads ``kernels`` (tile -> padded K x K kernel as
-    bytes): ``(slots, tile -> slot)``, each distinct kernel once."""
+    """The weight frame that loads ``kernels`` (tile -> a k x k kernel's words as
+    bytes, or a :class:`~compiler.layout.MemoryKernel`): ``(slots, tile ->
+    slot)``, each distinct kernel once."""
     slots, where, index = [], {}, {}
     for tile, key in kernels.items():
         if key not in index:
             index[key] = len(slots)
-            slots.append(np.frombuffer(key, dtype=np.int64))
+            slots.append(key if isinstance(key, MemoryKernel) else np.frombuffer(key, dtype=np.int64))
         where[tile] = index[key]
     return slots, where
 
 
-def _frame_rect(frame, frame_address):
-    """The memory words of a weight frame (its slots, one after the other)."""
-    words = np.concatenate(frame[0])
+def _slot_offsets(slots, K):
+    """``[(word offset, kernel size)]`` of each slot of a weight frame: a
+    kernel of k x k words takes k * k (a kernel read from memory K * K)."""
+    at, offset = [], 0
+    for slot in slots:
+        words = K * K if isinstance(slot, MemoryKernel) else len(slot)
+        at.append((offset, math.isqrt(words)))
+        offset += words
+    return at
+
+
+def _reads_memory(kernels):
+    """Whether some tile's kernel in ``kernels`` (tile -> key) is read from memory."""
+    return any(isinstance(key, MemoryKernel) for key in kernels.values())
+
+
+def _frame_rect(frame, frame_address, kernel_words):
+    """The memory words of a weight frame (its slots, one after the other): the
+    kernels' words placed by ``frame_address``, or, for kernels read from
+    memory, the consecutive kernels where they are."""
+    slots = frame[0]
+    if isinstance(slots[0], MemoryKernel):
+        first = slots[0].address
+        if any(not isinstance(s, MemoryKernel) or s.address != first + n * kernel_words
+               for n, s in enumerate(slots)):
+            raise AssertionError("a frame of kernels read from memory takes consecutive kernels")
+        return _Words(first, len(slots) * kernel_words)
+    words = np.concatenate(slots)
     return _Words(frame_address(words), len(words))
 
 

@@ -96,7 +96,7 @@ def predicted_cost(shape, config, *, first):
     four shadow writes per tile and one descriptor per stream, overlapping the
     previous pass's streams (in series for a layer's ``first`` pass, after its
     kernels' frame streams alone); two start writes; two waits."""
-    kernel_words = shape.loads * config.kernel ** 2
+    kernel_words = shape.kernel_words
     frame = (kernel_words,) if shape.loads else ()
     beats = shape.beats + (expected_beats(kernel_words, 1, config.beat_words) if shape.loads else 0)
     setup = 4 * shape.tiles + len(shape.streams) + len(frame)

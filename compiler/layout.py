@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import CompileError
 
-__all__ = ["Rect", "Buffer", "DATA_BASE", "PROGRAM_WORDS_PER_LAYER", "first_data_base", "ALIGN",
+__all__ = ["Rect", "MemoryKernel", "Buffer", "DATA_BASE", "PROGRAM_WORDS_PER_LAYER", "first_data_base", "ALIGN",
            "STAMP_WORDS", "stamp_address", "stamp_slots", "conv_geometry", "kernel_pieces", "chunk_side", "plan_buffers", "allocate", "align_up",
            "check_memory"]
 
@@ -60,6 +60,14 @@ class Rect:
         return self.width * self.height
 
 
+@dataclass(frozen=True)
+class MemoryKernel:
+    """A kernel that is data: the K x K words at ``address``, read at run time
+    (a chunk of a fully connected layer's input, when its weights stream as
+    images; see :func:`compiler.lower.weight_streams`)."""
+    address: int
+
+
 @dataclass
 class Buffer:
     tensor: str
@@ -73,6 +81,7 @@ class Buffer:
     base: int = 0
     view: tuple = None                  #: (tensor, first channel): maps of that tensor's buffer
     codes: np.ndarray = None            #: a constant tensor's words (C, H, W), in the memory image
+    holds: tuple = None                 #: ("weights" or "bias", layer output) of a streamed layer
 
     @property
     def row(self):
@@ -270,9 +279,10 @@ def allocate(buffers, start, align=16):
 
 
 def _weight_words(node, config):
-    """Words of distinct kernels ``node`` stores, each padded to K x K in the weight
-    frames (kernels equal before rounding counted once; kernels that only become
-    equal after rounding counted apart)."""
+    """Words of distinct kernels ``node`` stores, each k x k in the weight frames
+    (kernels equal before rounding counted once; kernels that only become
+    equal after rounding counted apart); a fully connected layer's weights
+    padded to whole K x K chunks."""
     K = config.kernel
     if node.op == "conv":
         w = node.params["weight"]
@@ -280,7 +290,7 @@ def _weight_words(node, config):
         for dy, dx, ph, pw in kernel_pieces(*w.shape[2:], K):
             rows = w[:, :, dy:dy + ph, dx:dx + pw].reshape(-1, ph * pw)
             rows = rows[np.any(rows != 0, axis=1)]
-            words += len(np.unique(rows, axis=0)) * K * K
+            words += len(np.unique(rows, axis=0)) * max(ph, pw) ** 2
         return words
     if node.op == "gemm":
         n_out, features = node.params["weight"].shape

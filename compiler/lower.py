@@ -16,9 +16,9 @@ from neuflow_hdl.regs import AluOp, ConvMode
 
 from .errors import CompileError
 from .ir import as_conv
-from .layout import Rect, chunk_side, conv_geometry
+from .layout import Buffer, MemoryKernel, Rect, chunk_side, conv_geometry
 
-__all__ = ["ConvJob", "StreamJob", "Lowered", "lower_node"]
+__all__ = ["ConvJob", "StreamJob", "Lowered", "lower_node", "weight_streams", "STREAMED_MIN_OUTPUTS"]
 
 
 @dataclass
@@ -32,6 +32,8 @@ class ConvJob:
     bias: list              #: per output: accumulator-format bias
     mapper: dict = None     #: mapper configuration after the last term, or None
     macs: int = 0           #: useful multiply-accumulates (for utilisation)
+    initial: list = None    #: per output: a Rect of output-format words its first chain adds
+                            #: as its partial sum (a bias per position), or None
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Lowered:
 
 def _lowered(jobs, notes):
     convs = [j for j in jobs if isinstance(j, ConvJob)]
-    narrowings = max(len(t) for t in convs[0].terms) if convs else 1
+    narrowings = max(len(t) for t in convs[0].terms) + (convs[0].initial is not None) if convs else 1
     return Lowered(tuple(jobs), tuple(notes), sum(j.macs for j in convs), narrowings)
 
 
@@ -77,7 +79,7 @@ def _strips(width_needed, wo, s, kp, max_width):
 
 def _nonzero(chain):
     """Drop all-zero kernels (they add nothing) but keep at least one term (the bias)."""
-    kept = [t for t in chain if t[1] is None or t[1].any()]
+    kept = [t for t in chain if t[1] is None or isinstance(t[1], MemoryKernel) or t[1].any()]
     return kept or chain[:1]
 
 
@@ -149,10 +151,92 @@ def lower_conv(node, graph, buffers, config, quant):
     return _lowered(jobs, notes)
 
 
-def lower_gemm(node, graph, buffers, config, quant):
-    """A fully connected layer as a convolution over chunks of its flat input."""
+#: A fully connected layer with at least this many outputs (and a flat input
+#: of at least K x K features) streams its weights as images (:func:`weight_streams`).
+STREAMED_MIN_OUTPUTS = 8
+
+
+def _stream_keys(node):
+    return f"{node.output}:weights", f"{node.output}:bias"
+
+
+def _streamed_shape(node, buffers, config, fmt):
+    """``(rows, m)``: the outputs of fully connected ``node`` as a rows x m map whose
+    weights stream as images, or None when it keeps them as kernels."""
     K = config.kernel
     x, y = buffers[node.inputs[0]], buffers[node.output]
+    n_out, features = node.params["weight"].shape
+    if not (x.flat and y.flat and y.map_words == 1 and chunk_side(features, K) == K and
+            n_out >= STREAMED_MIN_OUTPUTS and not any(k in buffers for k in _stream_keys(node))):
+        return None
+    if np.any(fmt.saturated(node.params["bias"], y.frac)):
+        return None                 # the bias, a partial sum in the output format, would saturate
+    m = max(d for d in range(1, config.max_width // K + 1) if n_out % d == 0)
+    return n_out // m, m
+
+
+def weight_streams(graph, buffers, quantisation, config):
+    """``buffers`` with those of the fully connected layers whose weights stream
+    as data: a layer of N outputs over C chunks of K x K input features computes
+    its outputs as one rows x m map (N = rows * m, K * m words per row at most a
+    line buffer), each chunk c an image of K*rows x K*m weights (output
+    ``r*m + q``'s K x K weights of that chunk at block (r, q)) convolved at
+    stride K with the chunk as its kernel (a :class:`~compiler.layout.MemoryKernel`,
+    loaded from the input at run time), and the bias, in the output format, the
+    first chain's partial sum.  Every weight is read once, as a data stream:
+    each pass's tiles take one word a cycle, where kernels would take a frame
+    each per output."""
+    fmt = config.fmt
+    K = config.kernel
+    buffers = dict(buffers)
+    for node in graph.nodes:
+        if node.op != "gemm":
+            continue
+        quant = quantisation.nodes[node.output]
+        shape = _streamed_shape(node, buffers, config, fmt)
+        if shape is None:
+            continue
+        rows, m = shape
+        codes = quant.kernel.codes
+        n_out, features = codes.shape
+        chunks = -(-features // (K * K))
+        padded = np.zeros((n_out, chunks * K * K), dtype=np.int64)
+        padded[:, :features] = codes
+        images = padded.reshape(rows, m, chunks, K, K).transpose(2, 0, 3, 1, 4).reshape(
+            chunks, rows * K, m * K)
+        y = buffers[node.output]
+        bias = fmt.quantise(node.params["bias"], y.frac).reshape(1, rows, m)
+        w_key, b_key = _stream_keys(node)
+        buffers[w_key] = Buffer(w_key, chunks, rows * K, m * K, quant.kernel.weight_frac,
+                                codes=images, holds=("weights", node.output))
+        buffers[b_key] = Buffer(b_key, 1, rows, m, y.frac, codes=bias, holds=("bias", node.output))
+    return buffers
+
+
+def _lower_streamed(node, x, y, weights, bias, config, quant):
+    """A fully connected layer whose weights stream (:func:`weight_streams`): one
+    job of one rows x m output map, a chain term per chunk of its input."""
+    K = config.kernel
+    used = np.flatnonzero(np.any(weights.codes != 0, axis=(1, 2)))
+    chain = [(int(c), MemoryKernel(x.base + int(c) * K * K)) for c in used] or [(0, MemoryKernel(x.base))]
+    mapper, notes = _mapper(quant)
+    notes = [f"weights streamed: {weights.channels} images of {weights.height}x{weights.width}, "
+             "input chunks as kernels"] + notes
+    n_out, features = quant.kernel.codes.shape
+    job = ConvJob(ConvMode.MAC, K, quant.kernel.shift, [(weights.interior(c), K) for c in range(weights.channels)],
+                  [Rect(y.base, bias.width, bias.height, bias.width)], [chain], [0], mapper,
+                  n_out * features, initial=[bias.interior(0)])
+    return _lowered([job], notes)
+
+
+def lower_gemm(node, graph, buffers, config, quant):
+    """A fully connected layer as a convolution over chunks of its flat input
+    (streamed when :func:`weight_streams` gave it its weight images)."""
+    K = config.kernel
+    x, y = buffers[node.inputs[0]], buffers[node.output]
+    w_key, b_key = _stream_keys(node)
+    if getattr(buffers.get(w_key), "holds", None) == ("weights", node.output):
+        return _lower_streamed(node, x, y, buffers[w_key], buffers[b_key], config, quant)
     w = node.params["weight"]
     n_out, features = w.shape
     codes, bias_codes, shift = quant.kernel.codes, quant.kernel.bias, quant.kernel.shift

@@ -33,13 +33,13 @@ from sim.golden.asm import assemble, to_words
 
 from .accuracy import calibration_maxima, check_bounds, default_input, measure_errors
 from .artefacts import Compiled, Layer, as_batch
-from .bounds import error_bounds, vacuous_bound
+from .bounds import error_bounds, vacuous_bounds
 from .errors import CompileError
 from .frontend import load_model, to_graph
 from .ir import printable
 from .layout import (ALIGN, DATA_BASE, align_up, allocate, check_memory, first_data_base, plan_buffers,
                      stamp_address, stamp_slots)
-from .lower import lower_node
+from .lower import lower_node, weight_streams
 from .passes import run_passes
 from .program import generate
 from .quantise import quantise
@@ -98,12 +98,13 @@ def link(program_words, buffers, frames, config, grid):
     return image
 
 
-def _layers(graph, lowered, program, bounds):
+def _layers(graph, lowered, program, bounds, bound_notes):
     return tuple(Layer(node.name, node.onnx_op, node.output,
                        node.onnx_outputs[-1] if node.onnx_outputs else None,
                        graph.shapes[node.output], code.passes, low.macs,
-                       low.notes + tuple(dict.fromkeys(code.blockings)), code.costs,
-                       bounds[node.output])
+                       low.notes + tuple(dict.fromkeys(code.blockings)) +
+                       ((bound_notes[node.output],) if node.output in bound_notes else ()),
+                       code.costs, bounds[node.output])
                  for node, low, code in zip(graph.nodes, lowered, program.layers))
 
 
@@ -120,19 +121,23 @@ def _input_range(declared, calibration):
     return None
 
 
-def _check_bounds_say_something(graph, bounds, quantisation, config, input_range):
-    """CompileError naming the first layer whose error bound is not below its
-    output format's range."""
-    found = vacuous_bound(graph, bounds, quantisation.formats, config.fmt)
-    if found is None:
-        return
-    node, bound, span = found
-    inputs = (f"inputs within ±{input_range:g}" if input_range is not None
-              else "inputs anywhere in the input format's range")
-    raise CompileError(f"layer {printable(node.name)!r} ({node.onnx_op}): its error bound "
-                       f"{bound:.4g} (for {inputs}) is not below its output format's range "
-                       f"±{span:g}, so it bounds nothing; declare the inputs' largest magnitude "
-                       "with --input-range, or give --calibration inputs")
+def _vacuous_bounds(graph, bounds, quantisation, config, input_range):
+    """``{tensor: note}`` for the layers whose error bound is not below their
+    output format's range.  Without a declared input range that is an error
+    naming the first (declaring one is the fix); with one, it is the worst
+    case of the network's depth and weights, and the report says so."""
+    found = vacuous_bounds(graph, bounds, quantisation.formats, config.fmt)
+    if found and input_range is None:
+        node, bound, span = found[0]
+        raise CompileError(f"layer {printable(node.name)!r} ({node.onnx_op}): its error bound "
+                           f"{bound:.4g} (for inputs anywhere in the input format's range) is not "
+                           f"below its output format's range ±{span:g}, so it bounds nothing; "
+                           "declare the inputs' largest magnitude with --input-range, or give "
+                           "--calibration inputs")
+    return {node.output: f"worst-case error bound {bound:.4g} is not below the output's range "
+                         f"±{span:g} (the worst case of the layers before it): only the measured "
+                         "error says how close it is"
+            for node, bound, span in found}
 
 
 def compile_model(path, grid="tiny", calibration=None, *, input_range=None, progress=None,
@@ -163,7 +168,7 @@ def compile_model(path, grid="tiny", calibration=None, *, input_range=None, prog
         maxima = calibration_maxima(front.model, graph, calibration)
     input_range = _input_range(input_range, calibration)
     quantisation = quantise(graph, config, maxima)
-    buffers = plan_buffers(graph, quantisation.formats, config)
+    buffers = weight_streams(graph, plan_buffers(graph, quantisation.formats, config), quantisation, config)
     check_memory(graph, buffers, config, grid)
     data_base = first_data_base(len(graph.nodes))
     while True:
@@ -177,8 +182,8 @@ def compile_model(path, grid="tiny", calibration=None, *, input_range=None, prog
         say(f"program of {len(words)} words: placing data at {data_base:#x}")
     image = link(words, buffers, program.frames, config, grid)
     bounds = error_bounds(graph, quantisation, lowered, config, maxima, input_range)
-    _check_bounds_say_something(graph, bounds, quantisation, config, input_range)
-    compiled = Compiled(grid, config, graph, buffers, _layers(graph, lowered, program, bounds),
+    bound_notes = _vacuous_bounds(graph, bounds, quantisation, config, input_range)
+    compiled = Compiled(grid, config, graph, buffers, _layers(graph, lowered, program, bounds, bound_notes),
                         program.source, image, stamps, len(words), program.points,
                         input_range=input_range)
     if reference:
@@ -200,7 +205,7 @@ def estimate_model(path, grid, *, progress=None):
     front = _frontend(path, grid)
     graph, config = front.graph, front.config
     quantisation = quantise(graph, config, None)
-    buffers = plan_buffers(graph, quantisation.formats, config)
+    buffers = weight_streams(graph, plan_buffers(graph, quantisation.formats, config), quantisation, config)
     lowered, program = _code(front, quantisation, buffers, DATA_BASE, progress=progress)
     rows = [{"name": node.name, "op": node.onnx_op, "shape": graph.shapes[node.output],
              "passes": len(code.passes), "macs": low.macs, "cycles": code.cycles}

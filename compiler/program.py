@@ -19,6 +19,9 @@ __all__ = ["TRIALS", "LayerCode", "Program", "generate"]
 
 #: Blockings emitted in trial per convolution job (the best ranked by prediction).
 TRIALS = 3
+#: A job whose best-ranked blocking has more passes than this emits only that
+#: one: its passes repeat, so the prediction ranks as the emitted code would.
+MANY_PASSES = 1000
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +88,9 @@ def schedule_layer(gen, title, lowered, config, window):
     chosen, blockings = [], []
     for job in lowered.jobs:
         best = None
-        for name, packing in _ranked(job, config)[:TRIALS]:
+        ranked = _ranked(job, config)
+        trials = 1 if len(ranked[0][1][0]) > MANY_PASSES else TRIALS
+        for name, packing in ranked[:trials]:
             passes = chosen + conv_passes(job, config, window, packing)
             trial, costs, cycles = _emit(gen, title, passes)
             if best is None or cycles < best[3]:

@@ -25,6 +25,7 @@ from neuflow_hdl.regs import OFFSET, OPPOSITE, ConvMode
 from neuflow_hdl.stream import FIFO_LATENCY
 
 from .cost import expected_beats
+from .layout import MemoryKernel
 
 __all__ = ["TileSetup", "Pass", "PassShape", "snake", "weight_line", "conv_latency", "HOP_LAG",
            "conv_packings", "conv_passes", "pass_shape", "stream_passes"]
@@ -37,7 +38,7 @@ class TileSetup:
     convolver: dict = None
     alu: dict = None
     mapper: dict = None
-    weights: np.ndarray = None      #: k*k kernel words to load, or None
+    weights: np.ndarray = None      #: k*k kernel words to load, a MemoryKernel, or None
 
 
 @dataclass
@@ -55,6 +56,7 @@ class PassShape:
     """What the cost model needs of a pass before it is built
     (:func:`compiler.cost.predicted_cost`)."""
     loads: int              #: kernels its tiles load
+    kernel_words: int       #: their words (k x k each)
     streams: tuple          #: words of each data stream
     tiles: int
     latency: int
@@ -119,7 +121,7 @@ def _pack(job, config, chain_length, ports):
                 continue
             chain = terms[g * chain_length:(g + 1) * chain_length]
             new = {src for src, _ in chain} - sources
-            psum = 1 if g > 0 else 0
+            psum = 1 if g > 0 or job.initial else 0
             n_in = len(sources) + len(new) + psums + psum
             if current and (o in outputs or used + len(chain) > tiles or
                             n_in + len(current) + 1 > ports or n_in > lines_in or
@@ -166,7 +168,7 @@ def _pack_shared(job, config, ports, longest):
             for o, terms in remaining.items():
                 if o in in_pass:
                     continue
-                psum = 1 if groups[o] else 0
+                psum = 1 if groups[o] or job.initial else 0
                 room_ports = ports - n_ports - 1 - psum
                 room_lines = lines_in - len(sources) - psums - psum
                 if room_ports < 0 or room_lines < 0:
@@ -206,18 +208,37 @@ def _pack_shared(job, config, ports, longest):
         passes.append(chains)
     return passes, groups
 
+def _stream_costs(job, config):
+    """``(inputs, outputs)``: (words, expected beats) of each input and output
+    rectangle of ``job`` (kept on the job: the blocking search asks often)."""
+    cached = job.__dict__.get("_stream_costs")
+    if cached is None:
+        cost = lambda r: (r.words, expected_beats(r.width, r.height, config.beat_words))
+        cached = ([cost(r) for r, _ in job.inputs], [cost(r) for r in job.outputs])
+        job.__dict__["_stream_costs"] = cached
+    return cached
+
+
 def pass_shape(job, chains, config):
     """The :class:`PassShape` of the pass made of ``chains`` (before it is built)."""
-    sources = {src for _, _, terms in chains for src, _ in terms}
-    rects = [job.inputs[src][0] for src in sources]
-    rects += [job.outputs[o] for o, g, _ in chains if g > 0]
-    rects += [job.outputs[o] for o, _, _ in chains]
-    loads = tiles = 0
+    inputs, outputs = _stream_costs(job, config)
+    sources = set()
+    loads = kernel_words = tiles = longest = 0
     for _, _, terms in chains:
         tiles += len(terms)
-        loads += sum(1 for _, k in terms if k is not None)
-    beats = sum(expected_beats(r.width, r.height, config.beat_words) for r in rects)
-    return PassShape(loads, tuple(r.words for r in rects), tiles, _latency(job, chains, config), beats)
+        longest = max(longest, len(terms))
+        for src, kernel in terms:
+            sources.add(src)
+            if kernel is not None:
+                loads += 1
+                kernel_words += config.kernel ** 2 if isinstance(kernel, MemoryKernel) else kernel.size
+    streams = [inputs[src] for src in sources]
+    streams += [outputs[o] for o, g, _ in chains if g > 0 or job.initial]
+    streams += [outputs[o] for o, _, _ in chains]
+    latency = conv_latency(config) + HOP_LAG * (longest - 1) + _mapper_latency(job)
+    return PassShape(loads, kernel_words, tuple(w for w, _ in streams), tiles, latency,
+                     sum(b for _, b in streams))
+
 
 def _latency(job, chains, config):
     """Pipeline depth of a pass's longest path: the head convolver, HOP_LAG per
@@ -244,12 +265,16 @@ def _weight_port(job):
     """1 when passes keep a streamer port for the next pass's weight frame: when
     the job has two or more distinct kernels.  With one kernel (pooling), the
     tiles keep it from pass to pass, and a tile that still needs it gets it
-    before the pass's data streams (see :mod:`compiler.codegen`)."""
+    before the pass's data streams (see :mod:`compiler.codegen`); with kernels
+    read from memory (streamed weights), the frame is short beside the pass's
+    streams, which take every port instead."""
     first = None
     for terms in job.terms:
         for _, kernel in terms:
             if kernel is None:
                 continue
+            if isinstance(kernel, MemoryKernel):
+                return 0
             if first is None:
                 first = kernel
             elif kernel.shape != first.shape or np.any(kernel != first):
@@ -257,12 +282,32 @@ def _weight_port(job):
     return 0
 
 
+#: A job's outputs form a connection table when each reads on average at most
+#: this share of the input maps the job reads (scene parsing's read a half).
+SPARSE_READS = 0.75
+
+
+def _overlapping_inputs(job):
+    """Whether outputs read different but overlapping sets of input maps (a
+    connection table, :data:`SPARSE_READS`), where chains that share inputs
+    pay: not when all read (nearly) the same maps, as a dense layer whose few
+    kernels rounded to zero does, nor when the sets are disjoint (grouped
+    convolutions, whose outputs in order already share their group's maps)."""
+    distinct = {frozenset(src for src, _ in t) for t in job.terms}
+    if len(distinct) < 2:
+        return False
+    union = len(frozenset().union(*distinct))
+    reads = sum(map(len, distinct))
+    return reads > union and reads <= SPARSE_READS * union * len(distinct)
+
+
 def conv_packings(job, config):
     """Every blocking of a ConvJob that fits the grid: ``{chain length: (passes,
     groups)}``, and ``("shared", chain length)`` (:func:`_pack_shared`) for
     the whole grid and for a half, a third and a quarter of it when the
-    outputs read different input maps (shorter chains drain sooner and,
-    sharing inputs, leave ports for partial sums)."""
+    outputs read overlapping sets of input maps (:func:`_overlapping_inputs`;
+    shorter chains drain sooner and, sharing inputs, leave ports for partial
+    sums)."""
     longest = max(len(t) for t in job.terms)
     ports = config.ports - _weight_port(job)
     result = {}
@@ -270,7 +315,7 @@ def conv_packings(job, config):
         packed = _pack(job, config, length, ports)
         if packed is not None:
             result[length] = packed
-    if len({frozenset(src for src, _ in t) for t in job.terms}) > 1:
+    if _overlapping_inputs(job):
         for length in sorted({-(-config.tiles // n) for n in range(1, 5)}):
             packed = _pack_shared(job, config, ports, min(length, longest))
             if packed is not None:
@@ -311,10 +356,10 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
     for ol, (o, g, terms) in enumerate(chains):
         last_group = g == groups[o] - 1
         psum_line = None
-        if g > 0:
+        if g > 0 or job.initial:
             psum_line = next_line
             next_line += 1
-            reads.append((psum_line, job.outputs[o]))
+            reads.append((psum_line, job.outputs[o] if g > 0 else job.initial[o]))
         for j, (src, kernel) in enumerate(terms):
             tile = path[pos]
             rect, k = job.inputs[src]
@@ -324,13 +369,13 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
                 routes = {"convolver_in": f"global_in_{line[src]}"}
             if job.mode == ConvMode.MAX:
                 mode = ConvMode.MAX
-            elif j == 0 and g == 0:
+            elif j == 0 and psum_line is None:
                 mode = ConvMode.MAC
             else:
                 mode = ConvMode.MAC_PSUM
             if j > 0:
                 routes["convolver_psum"] = f"{OPPOSITE[hops[pos - 1]]}_in"
-            elif g > 0:
+            elif psum_line is not None:
                 routes["convolver_psum"] = f"global_in_{psum_line}"
             mapper = None
             if j < len(terms) - 1:
@@ -344,7 +389,7 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
             conv = {"width": rect.width, "height": rect.height, "k": k, "stride": job.stride,
                     "mode": mode, "shift": 0 if mode == ConvMode.MAX else job.shift,
                     "bias": job.bias[o] if (j == 0 and g == 0) else 0}
-            weights = None if kernel is None else np.asarray(kernel).ravel()
+            weights = kernel if kernel is None or isinstance(kernel, MemoryKernel) else np.asarray(kernel).ravel()
             tiles.append(TileSetup(tile, routes, convolver=conv, mapper=mapper, weights=weights))
             pos += 1
         writes.append((ol, job.outputs[o], window))

@@ -40,10 +40,14 @@ class KernelBank(wiring.Component):
     With ``config.preload`` clear, the ``weights`` stream's words go straight
     into the kernel in use: ``k*k`` words row-major into the bottom-right
     ``k x k`` corner.  With ``preload`` set, of the words after ``start`` the
-    first ``weight_skip`` are skipped, the next ``K*K`` (a kernel padded to
-    K x K, row-major) fill a shift chain, the rest are ignored; the next
-    ``start`` makes the chain the kernel in use.  ``start`` also zeroes the
-    weights outside the corner (when ``k`` is valid) and rewinds the pointer.
+    first ``weight_skip`` are skipped, the next ``p*p`` (``p`` =
+    ``preload_k``, 0 meaning K: a p x p kernel, row-major) fill the bank, the
+    rest are ignored; the next ``start`` makes the bank the kernel in use.
+    The bank is K rows of K words: a word enters the bottom row at its right
+    end, the row moving left, and after every ``p`` words the rows move up
+    first, so the kernel ends in the bottom-right ``p x p`` corner.  ``start``
+    also zeroes the weights outside the corner (when ``k`` is valid) and
+    rewinds the pointer.
     Weights and bank are data without reset: a flush (the tile's operator
     reset) keeps the kernels.
 
@@ -84,13 +88,16 @@ class KernelBank(wiring.Component):
         w_col = Signal(range(K))
         skip_left = Signal.like(cfg.weight_skip)
         kept = Signal(range(K * K + 1))
+        in_row = Signal(range(K + 1))       # words of the bank's bottom row taken
         pending = Signal()
+        size = Signal(range(K + 1))         # the preloaded kernel's size
+        m.d.comb += size.eq(Mux((cfg.preload_k == 0) | (cfg.preload_k > K), K, cfg.preload_k))
         corner = self.corner
         m.d.comb += [corner.eq(K - cfg.k), self.weights.ready.eq(1)]
         m.d.comb += [self.kernel[r][c].eq(weight[r][c]) for r in range(K) for c in range(K)]
         with m.If(self.start):
             m.d.sync += [w_row.eq(corner), w_col.eq(corner), skip_left.eq(cfg.weight_skip),
-                         kept.eq(0), pending.eq(0)]
+                         kept.eq(0), in_row.eq(0), pending.eq(0)]
             # The weights outside the k x k corner become zero, so the products
             # need no mask (MAX masks its words instead).
             for r in range(K):
@@ -101,8 +108,14 @@ class KernelBank(wiring.Component):
         with m.Elif(self.weights.valid & cfg.preload):
             with m.If(skip_left != 0):
                 m.d.sync += skip_left.eq(skip_left - 1)
-            with m.Elif(kept != K * K):
-                m.d.sync += [bank[n].eq(bank[n + 1]) for n in range(K * K - 1)]
+            with m.Elif(kept != size * size):
+                bottom = K * (K - 1)
+                with m.If(in_row == size):          # a row is complete: the rows move up
+                    m.d.sync += [bank[n].eq(bank[n + K]) for n in range(bottom)]
+                    m.d.sync += in_row.eq(1)
+                with m.Else():
+                    m.d.sync += in_row.eq(in_row + 1)
+                m.d.sync += [bank[n].eq(bank[n + 1]) for n in range(bottom, K * K - 1)]
                 m.d.sync += [bank[-1].eq(self.weights.payload.data), kept.eq(kept + 1),
                              pending.eq(1)]
         with m.Elif(self.weights.valid):

@@ -58,9 +58,11 @@ PRESETS = {
     # NeuFlow's MAC budget (680 on the Virtex-6) for performance studies: 14 convolvers of
     # 7 x 7 = 686 MACs, which 7 x 7 kernels fill (NeuFlow padded them into 10 x 10 slots).
     # 16 ports and lines let one pass chain all 14 tiles; 16-word beats (256-bit bus).
+    # 256 M words (512 MB) of external memory, as NeuFlow's boards had hundreds of MB
+    # of DDR: VGG-19's 144 M weights fit with its tensors and program.
     "neuflow-v6": GridConfig(rows=2, columns=7, globals_=16, kernel=7, max_width=1024,
                              fifo_depth=1024, clock_mhz=200.0, ports=16, beat_words=16,
-                             memory_words=1 << 23),
+                             memory_words=1 << 28),
 }
 
 

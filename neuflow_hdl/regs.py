@@ -70,7 +70,8 @@ CONV_CONFIG = data.StructLayout({
     "shift":     unsigned(6),               # output shift, 0 .. word width
     "preload":   unsigned(1),               # weights go to the next-pass bank (see Convolver)
     "weight_skip": unsigned(16),            # preload: words of the weight frame before ours
-    "reserved1": unsigned(7),
+    "preload_k": unsigned(4),               # preload: the size of the kernel it takes, 1 .. K (0: K)
+    "reserved1": unsigned(3),
     # register 2: bias, in the accumulator's format (fraction bits of x * w)
     "bias":      signed(32),
 })

@@ -328,6 +328,58 @@ def test_residual_concat_shuffle_network_on_the_rtl(tmp_path):
                 np.random.default_rng(32).normal(0, 1, (1, 2, 32, 32)))
 
 
+def _streamed_fc(rng, outputs=24):
+    """A convolution, then two fully connected layers; the first has enough
+    inputs (4 x 6 x 6 = 144 > 7 x 7) and outputs to stream its weights."""
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c"]),
+             helper.make_node("Relu", ["c"], ["cr"]),
+             helper.make_node("Flatten", ["cr"], ["f"]),
+             helper.make_node("Gemm", ["f", "w1", "b1"], ["g"], name="streamed", transB=1),
+             helper.make_node("Relu", ["g"], ["gr"]),
+             helper.make_node("Gemm", ["gr", "w2", "b2"], ["y"], name="kernels", transB=1)]
+    inits = [("w0", rng.normal(0, 0.4, (4, 2, 3, 3))), ("w1", rng.normal(0, 0.12, (outputs, 144))),
+             ("b1", rng.normal(0, 0.2, outputs)), ("w2", rng.normal(0, 0.3, (3, outputs))),
+             ("b2", rng.normal(0, 0.2, 3))]
+    return model(nodes, (1, 2, 8, 8), (1, 3), inits)
+
+
+def test_fully_connected_weights_stream_as_data(tmp_path):
+    """A wide fully connected layer streams its weights as images, one per
+    chunk of its input, with the chunks as run-time kernels and the bias as
+    the first partial sum: equal to onnxruntime within its bound, in one pass
+    per chain of chunks rather than one per output and chain."""
+    m = _streamed_fc(np.random.default_rng(40))
+    x = np.random.default_rng(41).normal(0, 1, (3, 2, 8, 8))
+    compiled, err = _compile_and_check(m, tmp_path, x)
+    assert err <= compiled.layers[-1].error_bound, (err, compiled.layers[-1].error_bound)
+    streamed, kernels = compiled.layers[-2], compiled.layers[-1]
+    assert any("weights streamed: 3 images" in note for note in streamed.notes), streamed.notes
+    assert not any("streamed" in note for note in kernels.notes)        # 3 outputs, 24 inputs
+    chain = max(len([t for t in p.tiles if t.weights is not None]) for p in streamed.passes)
+    assert len(streamed.passes) == -(-3 // chain)               # 144 inputs = 3 chunks of 49
+    weights = compiled.buffers[f"{streamed.output}:weights"]
+    bias = compiled.buffers[f"{streamed.output}:bias"]
+    # 24 outputs as a 3 x 8 map (8 x 7 columns fit tiny's 64-word rows): output
+    # r*8 + q's weights of chunk c are the 7 x 7 block (r, q) of image c.
+    assert (weights.channels, weights.height, weights.width) == (3, 21, 56)
+    assert weights.holds == ("weights", streamed.output) and bias.holds == ("bias", streamed.output)
+    w1 = dict((t.name, numpy_helper.to_array(t)) for t in m.graph.initializer)["w1"]
+    padded = np.zeros((24, 3 * 49))
+    padded[:, :144] = w1
+    fmt = compiled.config.fmt
+    for n in (0, 9, 23):
+        r, q = divmod(n, 8)
+        for c in range(3):
+            block = weights.codes[c, 7 * r:7 * r + 7, 7 * q:7 * q + 7].ravel()
+            assert np.array_equal(block, fmt.quantise(padded[n, 49 * c:49 * c + 49], weights.frac))
+
+
+@pytest.mark.verilator
+def test_streamed_fully_connected_on_the_rtl(tmp_path):
+    _on_the_rtl(_streamed_fc(np.random.default_rng(40)), tmp_path,
+                np.random.default_rng(42).normal(0, 1, (1, 2, 8, 8)))
+
+
 def _exclusive_average(stride, size=7):
     """A 3x3 convolution, then a 3x3 AveragePool with pads of 1 that divides a
     border window by its terms inside the image (count_include_pad=0), as
@@ -461,29 +513,23 @@ def _chain_positions(p, config):
     return {t: position(t) for t in setups}
 
 
-@pytest.mark.parametrize("name", ["light_resnet50", "light_bvlc_alexnet", "light_vgg19"])
-def test_light_models_on_neuflow_v6(name):
-    """Every node of the light structures is supported; the full compile stops
-    before code generation with one line naming the first layer whose kernels
-    overflow neuflow-v6's memory (checked against an independent count of the
-    model's weights)."""
-    from compiler.passes import run_passes
-    from compiler.layout import plan_buffers
-    from compiler.quantise import assign_formats
+@pytest.mark.parametrize("name", ["light_squeezenet"])
+def test_zoo_structure_compiles_in_full_on_neuflow_v6(name, tmp_path):
+    """A structure of the model zoo (seeded random weights) compiles in full for
+    neuflow-v6: every node lowered, the program and the image linked within its
+    256 M-word memory, every weight in the image, and the reference engine
+    equal to onnxruntime within the compiler's bound on a calibration input."""
+    from sim.app.zoo import zoo_model
     from neuflow_hdl.presets import preset
     config = preset("neuflow-v6")
-    path = ONNX_DATA / "light" / f"{name}.onnx"
-    graph = run_passes(to_graph(load_model(path)))
-    buffers = plan_buffers(graph, assign_formats(graph, config.fmt), config)
-    assert graph.nodes and set(buffers) >= {graph.input, graph.output}
-    g = load_model(path).graph       # the light models make their weights with ConstantOfShape
-    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    weights = sum(int(np.prod(inits[n.input[0]])) for n in g.node if n.op_type == "ConstantOfShape")
-    with pytest.raises(CompileError) as info:
-        compile_model(path, "neuflow-v6", reference=False)
-    message = str(info.value)
-    assert "\n" not in message and message.startswith("node '") and "words of memory" in message
-    assert weights > config.memory_words / 2        # the model is indeed this large
+    m = zoo_model(name)
+    weights = sum(int(np.prod(t.dims)) for t in m.graph.initializer if len(t.dims) == 4)
+    x = np.random.default_rng(1).normal(0.0, 1.0, (1, 3, 224, 224)).clip(-3.0, 3.0)
+    path = save(m, tmp_path, f"{name}.onnx")
+    compiled = compile_model(path, "neuflow-v6", calibration=x)
+    assert weights <= len(compiled.image) <= config.memory_words
+    assert len(compiled.layers) == len(compiled.graph.nodes)
+    assert compiled.errors and all(r["max_abs"] <= r["bound"] for r in compiled.errors)
 
 
 def test_estimate_model_matches_compile(tmp_path):

@@ -86,15 +86,17 @@ async def _run_one(ctx, dut, image, psum, cfg, count, rng, gap, stall, weights=(
     return out
 
 
-def preload_frame(rng, kernel, skip):
-    """A broadcast weight frame: ``skip`` other words, ``kernel`` padded to K x K
-    (bottom-right), other words after it.  ``kernel`` None: only other words."""
+def preload_frame(rng, kernel, skip, compact=False):
+    """A broadcast weight frame: ``skip`` other words, ``kernel`` (its own k x k
+    words when ``compact``, else padded to K x K, bottom-right), other words
+    after it.  ``kernel`` None: only other words."""
     words = list(rng.integers(-600, 600, skip))
     if kernel is not None:
         k = kernel.shape[0]
         padded = np.zeros((K, K), dtype=np.int64)
         padded[K - k:, K - k:] = kernel
-        words += list(padded.ravel()) + list(rng.integers(-600, 600, int(rng.integers(0, 2 * K * K))))
+        words += list((kernel if compact else padded).ravel())
+        words += list(rng.integers(-600, 600, int(rng.integers(0, 2 * K * K))))
     return flat_words(words)
 
 
@@ -108,26 +110,30 @@ def test_preload_during_the_previous_frame(dut):
         if rng.random() < 0.3 and jobs[n][0]["k"] == jobs[n - 1][0]["k"]:
             jobs[n] = jobs[n][:2] + (jobs[n - 1][2],) + jobs[n][3:]      # the same kernel
     skips = [int(rng.integers(0, 3 * K * K)) for _ in jobs]
+    # Each kernel comes compact (its k x k words, preload_k = k) or padded to
+    # K x K (preload_k 0 or K).
+    compact = [bool(rng.random() < 0.5) for _ in jobs]
     results = []
 
-    def preloading(cfg, skip):
-        return dict(cfg, preload=1, weight_skip=skip)
+    def preloading(cfg, skip, n):
+        """``cfg`` preloading job ``n``'s kernel (None: nothing) after ``skip`` words."""
+        size = jobs[n][2].shape[0] if n is not None and compact[n] else int(rng.choice([0, K]))
+        return dict(cfg, preload=1, weight_skip=skip, preload_k=size)
 
     async def bench(ctx):
-        ctx.set(dut.config, preloading(jobs[0][0], skips[0]))     # prologue: the first kernel
+        ctx.set(dut.config, preloading(jobs[0][0], skips[0], 0))     # prologue: the first kernel
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        await stream_put(ctx, dut.weights, preload_frame(rng, jobs[0][2], skips[0]), rng, 0.3)
+        await stream_put(ctx, dut.weights, preload_frame(rng, jobs[0][2], skips[0], compact[0]), rng, 0.3)
         for n, (cfg, image, kernel, psum) in enumerate(jobs):
-            ctx.set(dut.config, preloading(cfg, skips[n]))
+            following = n + 1 if n + 1 < len(jobs) and jobs[n + 1][2] is not kernel else None
+            ctx.set(dut.config, preloading(cfg, skips[n], following))
             ctx.set(dut.start, 1)
             await ctx.tick()
             ctx.set(dut.start, 0)
-            following = jobs[n + 1][2] if n + 1 < len(jobs) else None
-            if following is kernel:
-                following = None
-            frame = preload_frame(rng, following, skips[n])
+            frame = preload_frame(rng, None if following is None else jobs[following][2], skips[n],
+                                  following is not None and compact[following])
             want = conv_expected(cfg, image, kernel, psum)
             results.append((want, await _run_one(ctx, dut, image, psum, cfg, want.size, rng,
                                                  0.3, 0.4, weights=frame)))

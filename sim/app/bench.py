@@ -61,7 +61,7 @@ def pysim_speed(grid):
     from amaranth.sim import Simulator
     config = preset(grid)
     job = three_layer_pipeline(config, np.random.default_rng(1))
-    memory = np.zeros(config.memory_words, dtype=np.int64)
+    memory = np.zeros(-(-len(job.image) // config.beat_words) * config.beat_words, dtype=np.int64)
     memory[:len(job.image)] = job.image
     soc = SoC(config)
     sim = Simulator(soc)

@@ -9,9 +9,10 @@
   full (program, image) for ``neuflow-v6``: each scale alone, the pyramid
   packed into one image as NeuFlow ran it, and 320x240 alone with the two
   small scales packed (their passes are too short to hide the kernel loads).
-* The 'light' model structures shipped with ``onnx``: scheduled and generated
-  without linking (:func:`compiler.pipeline.estimate_model`, the compile's own
-  estimate); their full compile stops with the memory error it prints.
+* The model zoo (:mod:`sim.app.zoo`): the nine network structures shipped
+  with ``onnx``, with seeded random weights, compiled in full; per network the
+  compile time, program and image words, passes, estimated frames/s and the
+  convolver MACs' use in convolution and in fully connected layers.
 
 Frames/s use the compiler's cycle estimate (calibrated against the RTL on the
 ``tiny`` grid, see docs/compiler.md) at the preset's nominal clock.  MAC
@@ -28,14 +29,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler import CompileError
-from compiler.pipeline import compile_model, estimate_model
+from compiler.accuracy import measure_errors
+from compiler.pipeline import compile_model
 from neuflow_hdl.presets import preset
-from sim.app.progress import layer_bar
+from sim.app.zoo import ZOO, zoo_model
 
 GRID = "neuflow-v6"
 SCALES = ((240, 320), (120, 160), (60, 80))
 NEUFLOW_FPS = 20.0          #: NeuFlow on the Virtex-6: 320x240, three scales, 680 MACs at 200 MHz
-LIGHT = ("light_bvlc_alexnet", "light_vgg19", "light_resnet50")
+FULLY_CONNECTED = ("Gemm", "MatMul")
 
 
 def connection_table(rng, outputs, inputs, fan_in, fixed=None):
@@ -159,28 +161,49 @@ def bench_scene_parsing(config, workdir):
     print(f"  ({useful / 1e9:.2f} G useful MACs per frame, three scales)")
 
 
-def bench_light(config):
-    from onnx.backend.test.loader import __file__ as loader
-    data = Path(loader).parent.parent / "data" / "light"
-    print(f"\nLight model structures (onnx package) on {GRID}: estimate without linking", flush=True)
-    print(f"  {'model':<20} {'schedule s':>10} {'passes':>9} {'G MACs':>7} {'M cycles':>9} "
-          f"{'frames/s':>9} {'MACs/cycle':>10}   full compile")
-    for name in LIGHT:
-        path = data / f"{name}.onnx"
+def _utilisation(layers, config, fc):
+    """Useful MACs per cycle and the share of the convolver MACs, over the
+    fully connected layers (``fc``) or the others."""
+    rows = [l for l in layers if (l["op"] in FULLY_CONNECTED) == fc]
+    macs, cycles = sum(l["macs"] for l in rows), sum(l["estimated_cycles"] for l in rows)
+    rate = macs / cycles if cycles else 0.0
+    return f"{rate:>7.1f} {100 * rate / config.convolver_macs:>5.1f}%"
+
+
+def bench_zoo(config, workdir, names=ZOO, reference=False):
+    """The nine structures of the ``onnx`` package with seeded random weights
+    (:mod:`sim.app.zoo`), compiled in full for ``neuflow-v6`` with two random
+    calibration inputs within ±3; with ``reference``, each also runs on the
+    reference engine against onnxruntime (the output's error, its bound and
+    SNR, and the run's seconds)."""
+    print(f"\nThe model zoo on {GRID} (structures of the onnx package, seeded random weights; "
+          f"compiled in full, calibrated on two random inputs within ±3):", flush=True)
+    print(f"  {'model':<20} {'compile s':>9} {'program':>9} {'image words':>12} {'passes':>8} "
+          f"{'M cycles':>9} {'frames/s':>8}   {'conv MACs/cycle':>15}   {'FC MACs/cycle':>13}")
+    x = np.random.default_rng(1).normal(0.0, 1.0, (2, 3, 224, 224)).clip(-3.0, 3.0)
+    for name in names:
+        path = Path(workdir) / f"{name}.onnx"
+        onnx.save(zoo_model(name), path)
         started = time.monotonic()
         try:
-            compile_model(path, GRID, reference=False)
-            outcome = f"compiled in {time.monotonic() - started:.1f} s"
+            compiled = compile_model(path, GRID, calibration=x, reference=False)
         except CompileError as exc:
-            outcome = f"stops after {time.monotonic() - started:.1f} s: {exc}"
-        with layer_bar(f"  {name}") as progress:
-            r = estimate_model(path, GRID, progress=progress)
-        cycles = sum(l["cycles"] for l in r["layers"])
-        macs = sum(l["macs"] for l in r["layers"])
-        passes = sum(l["passes"] for l in r["layers"])
-        print(f"  {name:<20} {r['seconds']:>10.1f} {passes:>9,} {macs / 1e9:>7.2f} "
-              f"{cycles / 1e6:>9.1f} {config.clock_mhz * 1e6 / cycles:>9.2f} "
-              f"{macs / cycles:>10.1f}   {outcome}", flush=True)
+            print(f"  {name:<20} stops after {time.monotonic() - started:.1f} s: {exc}", flush=True)
+            continue
+        seconds = time.monotonic() - started
+        checked = ""
+        if reference:
+            started = time.monotonic()
+            row = measure_errors(compiled, onnx.load(path), x[:1], "the first calibration input").rows[-1]
+            checked = (f"   output error {row['max_abs']:.3g} (bound {row['bound']:.3g}), SNR "
+                       f"{row['snr_db']:.1f} dB, reference engine {time.monotonic() - started:.0f} s")
+        manifest = compiled.manifest()
+        layers, cycles = manifest["layers"], manifest["estimated_cycles"]
+        print(f"  {name:<20} {seconds:>9.1f} {manifest['program_words']:>9,} {manifest['memory_words']:>12,} "
+              f"{sum(l['passes'] for l in layers):>8,} {cycles / 1e6:>9.2f} "
+              f"{config.clock_mhz * 1e6 / cycles:>8.2f}   {_utilisation(layers, config, False):>15}   "
+              f"{_utilisation(layers, config, True):>13}{checked}", flush=True)
+        del compiled
 
 
 def main(argv=None):
@@ -188,8 +211,9 @@ def main(argv=None):
     config = preset(GRID)
     with tempfile.TemporaryDirectory() as workdir:
         bench_scene_parsing(config, workdir)
-    if "--no-light" not in argv:
-        bench_light(config)
+    if "--no-zoo" not in argv:
+        with tempfile.TemporaryDirectory() as workdir:
+            bench_zoo(config, workdir, reference="--zoo-reference" in argv)
     return 0
 
 

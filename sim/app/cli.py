@@ -205,7 +205,8 @@ def cmd_compile(args):
           f"{sum(len(l.passes) for l in compiled.layers)} passes, program "
           f"{manifest['program_words']} words, image {manifest['memory_words']} words")
     print(f"estimated {total} cycles per image = {c.clock_mhz * 1e6 / max(total, 1):.1f} "
-          f"images/s at {c.clock_mhz:g} MHz; wrote {args.output}/ (image.hex, image.npy, "
+          f"images/s at {c.clock_mhz:g} MHz; wrote {args.output}/ (image.npy, "
+          f"{'image.hex, ' if (Path(args.output) / 'image.hex').exists() else ''}"
           f"manifest.json, program.s, report.md with cycles.png and roofline.png, states.json)")
     for row in compiled.errors:
         print(f"  {row['layer']:>24}: max |error| {row['max_abs']:.4g} (bound {row['bound']:.3g}), "

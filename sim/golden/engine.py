@@ -43,11 +43,27 @@ class _Tile:
         K = config.kernel
         self.weights = np.zeros((K, K), dtype=np.int64)
         self.pointer = (K - 1, K - 1)
-        # Preload bank: a shift chain of K*K words (row-major once full).
-        self.bank = np.zeros(K * K, dtype=np.int64)
-        self.kept, self.pending, self.skip_left = 0, False, 0
+        # Preload bank: K rows of K words (see :meth:`take_preload`).
+        self.bank = np.zeros((K, K), dtype=np.int64)
+        self.kept, self.in_row, self.pending, self.skip_left = 0, 0, False, 0
         self.queues = {}        # sink name -> [frame]
         self.activated()
+
+    def take_preload(self, words, size):
+        """Words of a ``size`` x ``size`` kernel into the preload bank, as the
+        gateware's KernelBank takes them: each enters the bottom row at its
+        right end, the row moving left, and after every ``size`` words the
+        rows move up first."""
+        for word in words:
+            if self.in_row == size:
+                self.bank[:-1] = self.bank[1:].copy()
+                self.in_row = 1
+            else:
+                self.in_row += 1
+            self.bank[-1, :-1] = self.bank[-1, 1:].copy()
+            self.bank[-1, -1] = word
+        self.kept += len(words)
+        self.pending |= len(words) > 0
 
     def activated(self):
         """Forget what was decoded from the active registers (a start replaced them)."""
@@ -151,10 +167,10 @@ class GridModel:
                 corner = self.c.kernel - conv['k'] if 1 <= conv['k'] <= self.c.kernel else 0
                 t.pointer = (corner, corner)
                 if t.pending:           # the preload bank becomes the kernel
-                    t.weights = t.bank.reshape(self.c.kernel, self.c.kernel).copy()
+                    t.weights = t.bank.copy()
                 t.weights[:corner, :] = 0           # outside the k x k corner (none if k is invalid)
                 t.weights[:, :corner] = 0
-                t.kept, t.pending, t.skip_left = 0, False, conv['weight_skip']
+                t.kept, t.in_row, t.pending, t.skip_left = 0, 0, False, conv['weight_skip']
                 self._propagate()
             return
         t.shadow[(unit, reg)] = value
@@ -276,10 +292,8 @@ class GridModel:
                 words = frame.ravel()
                 skipped = min(t.skip_left, len(words))
                 t.skip_left -= skipped
-                kept = words[skipped:skipped + K * K - t.kept]
-                t.bank = np.concatenate([t.bank[len(kept):], kept])
-                t.kept += len(kept)
-                t.pending |= len(kept) > 0
+                size = conv['preload_k'] if 1 <= conv['preload_k'] <= K else K
+                t.take_preload(words[skipped:skipped + size * size - t.kept], size)
                 fired = True
                 continue
             for word in frame.ravel():
