@@ -252,7 +252,7 @@ class CodeGen:
         return False
 
     def _tile(self, setup_tile, routes, convolver=None, alu=None, mapper=None):
-        key = (setup_tile, _freeze(routes), _freeze(convolver), _freeze(alu), _freeze(mapper))
+        key = (setup_tile, _freeze(routes), _freeze(convolver), self._frozen(alu), self._frozen(mapper))
         if self._applied.get(setup_tile) == key:
             return
         self._applied[setup_tile] = key
@@ -266,6 +266,16 @@ class CodeGen:
         for address, value in writes:
             if self._write(address, value):
                 self.dirty.add(setup_tile)
+
+    def _frozen(self, config):
+        """:func:`_freeze` of a configuration a job shares among its tiles and
+        passes (an ALU's or a mapper's), once per object."""
+        if config is None:
+            return None
+        held = self._writes.get(("frozen", id(config)))
+        if held is None or held[0] is not config:
+            held = self._writes[("frozen", id(config))] = (config, _freeze(config))
+        return held[1]
 
     def _describe(self, port, rect, *, write=False, line=0, window=None):
         """Descriptor writes of a port (a port latches its descriptor at start,
@@ -600,7 +610,7 @@ def _frame_rect(frame, frame_address, kernel_words):
 def _freeze(value):
     """A hashable form of a configuration (dicts, lists, scalars)."""
     if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+        return tuple(sorted((k, v if isinstance(v, (int, str)) else _freeze(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(v) for v in value)
     return value

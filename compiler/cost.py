@@ -22,6 +22,7 @@ each.
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -57,8 +58,15 @@ class PassCost:
 def rect_beats(rect, beat_words):
     """Bus beats a port moves for ``rect`` (a :class:`~compiler.layout.Rect`): per
     row, every beat from the one holding its first word to the one holding its last."""
-    first = rect.base + rect.stride * np.arange(rect.height, dtype=np.int64)
-    return int(np.sum((first + rect.width - 1) // beat_words - first // beat_words + 1))
+    return _beats(rect.base % beat_words, rect.width, rect.height, rect.stride % beat_words, beat_words)
+
+
+@lru_cache(maxsize=1 << 16)
+def _beats(offset, width, height, stride, beat_words):
+    """:func:`rect_beats` of a rectangle whose first word is ``offset`` words into
+    a beat and whose rows start ``stride`` (mod a beat) apart: all it depends on."""
+    first = offset + stride * np.arange(height, dtype=np.int64)
+    return int(np.sum((first + width - 1) // beat_words - first // beat_words + 1))
 
 
 def expected_beats(width, height, beat_words):

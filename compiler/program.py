@@ -57,13 +57,26 @@ def _blocking_name(length):
     return f"blocking: chains of up to {length} terms"
 
 
+#: A blocking of more passes than this is ranked by an even sample of this
+#: many of them (its passes repeat; the first always counts).
+RANK_SAMPLE = 256
+
+
+def _predicted(job, passes, config):
+    """Predicted cycles of a blocking's ``passes`` (chains of each pass)."""
+    step = max(1, len(passes) // RANK_SAMPLE)
+    cycles = lambda n: pass_cycles(predicted_cost(pass_shape(job, passes[n], config), config, first=n == 0))
+    if step == 1:
+        return sum(cycles(n) for n in range(len(passes)))
+    sample = range(step, len(passes), step)
+    return cycles(0) + sum(cycles(n) for n in sample) * (len(passes) - 1) / len(sample)
+
+
 def _ranked(job, config):
     """The blockings of ``job`` best first by predicted cycles: ``[(name, packing)]``."""
     ranked = []
     for length, packing in conv_packings(job, config).items():
-        predicted = sum(pass_cycles(predicted_cost(pass_shape(job, chains, config), config,
-                                                   first=n == 0))
-                        for n, chains in enumerate(packing[0]))
+        predicted = _predicted(job, packing[0], config)
         ranked.append((predicted, len(ranked), _blocking_name(length), packing))
     if not ranked:
         raise CompileError("no blocking of this layer fits the grid")

@@ -105,6 +105,14 @@ def conv_latency(config):
 HOP_LAG = 6
 
 
+def _term_sources(job):
+    """Per output, the input of each of its terms (kept on the job)."""
+    cached = job.__dict__.get("_term_sources")
+    if cached is None:
+        cached = job.__dict__["_term_sources"] = [[src for src, _ in t] for t in job.terms]
+    return cached
+
+
 def _pack(job, config, chain_length, ports):
     """Chains ``[(output, group, terms)]`` of each pass, with at most
     ``chain_length`` terms per chain, packed greedily in order (every output's
@@ -113,6 +121,7 @@ def _pack(job, config, chain_length, ports):
     input line is kept for weight frames, see :mod:`compiler.codegen`)."""
     tiles, lines_in, lines_out = config.tiles, weight_line(config), config.globals_
     groups = [-(-len(t) // chain_length) for t in job.terms]
+    reads = _term_sources(job)
     passes, current = [], []
     sources, outputs, psums, used = set(), set(), 0, 0
     for g in range(max(groups)):
@@ -120,7 +129,7 @@ def _pack(job, config, chain_length, ports):
             if g >= groups[o]:
                 continue
             chain = terms[g * chain_length:(g + 1) * chain_length]
-            new = {src for src, _ in chain} - sources
+            new = set(reads[o][g * chain_length:(g + 1) * chain_length]) - sources
             psum = 1 if g > 0 or job.initial else 0
             n_in = len(sources) + len(new) + psums + psum
             if current and (o in outputs or used + len(chain) > tiles or
@@ -128,7 +137,7 @@ def _pack(job, config, chain_length, ports):
                             len(current) + 1 > lines_out):
                 passes.append(current)
                 current, sources, outputs, psums, used = [], set(), set(), 0, 0
-                new = {src for src, _ in chain}
+                new = set(reads[o][g * chain_length:(g + 1) * chain_length])
                 n_in = len(new) + psum
             if len(chain) > tiles or n_in + 1 > ports or n_in > lines_in:
                 return None
@@ -301,9 +310,14 @@ def _overlapping_inputs(job):
     return reads > union and reads <= SPARSE_READS * union * len(distinct)
 
 
+#: A job of more terms than this tries chains of at least half the longest
+#: length only (shorter chains only add partial-sum round trips there).
+LONG_SEARCH_TERMS = 20_000
+
+
 def conv_packings(job, config):
-    """Every blocking of a ConvJob that fits the grid: ``{chain length: (passes,
-    groups)}``, and ``("shared", chain length)`` (:func:`_pack_shared`) for
+    """Every blocking of a ConvJob that fits the grid (of a large job, see
+    :data:`LONG_SEARCH_TERMS`): ``{chain length: (passes, groups)}``, and ``("shared", chain length)`` (:func:`_pack_shared`) for
     the whole grid and for a half, a third and a quarter of it when the
     outputs read overlapping sets of input maps (:func:`_overlapping_inputs`;
     shorter chains drain sooner and, sharing inputs, leave ports for partial
@@ -311,7 +325,9 @@ def conv_packings(job, config):
     longest = max(len(t) for t in job.terms)
     ports = config.ports - _weight_port(job)
     result = {}
-    for length in range(1, min(longest, config.tiles) + 1):
+    top = min(longest, config.tiles)
+    shortest = 1 if sum(map(len, job.terms)) <= LONG_SEARCH_TERMS else -(-top // 2)
+    for length in range(shortest, top + 1):
         packed = _pack(job, config, length, ports)
         if packed is not None:
             result[length] = packed

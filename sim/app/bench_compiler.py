@@ -209,8 +209,9 @@ def bench_zoo(config, workdir, names=ZOO, reference=False):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     config = preset(GRID)
-    with tempfile.TemporaryDirectory() as workdir:
-        bench_scene_parsing(config, workdir)
+    if "--zoo-only" not in argv:
+        with tempfile.TemporaryDirectory() as workdir:
+            bench_scene_parsing(config, workdir)
     if "--no-zoo" not in argv:
         with tempfile.TemporaryDirectory() as workdir:
             bench_zoo(config, workdir, reference="--zoo-reference" in argv)
