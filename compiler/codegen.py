@@ -224,13 +224,16 @@ class CodeGen:
                        _writes=self._writes, _applied=dict(self._applied))
 
     def adopt(self, trial):
-        """Keep what ``trial`` (a :meth:`fork` of this generator) emitted."""
+        """Keep what ``trial`` (a :meth:`fork` of this generator) emitted, and
+        forget the memo of writes its trials shared (a layer's configurations
+        seldom recur in the next, and the memo would grow with the passes)."""
         self.lines += trial.lines
         self.points += trial.points
         self.shadow, self.loaded, self.dirty = trial.shadow, trial.loaded, trial.dirty
         self._applied = trial._applied
         self.layer_index = trial.layer_index
         self.frames.adopt(trial.frames)
+        self._writes.clear()
 
     # -- low level ------------------------------------------------------------
     def emit(self, text):
