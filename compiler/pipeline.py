@@ -8,6 +8,7 @@ load           :func:`compiler.frontend.load_model`,       ``onnx.ModelProto``, 
 passes         :func:`compiler.passes.run_passes`          :class:`~compiler.ir.Graph`
 quantise       :func:`compiler.quantise.quantise`          :class:`~compiler.quantise.Quantisation`
 memory layout  :func:`compiler.layout.plan_buffers`,       ``{tensor: Buffer}`` with addresses
+               :func:`compiler.lower.weight_streams`,      (and the streamed weights' buffers)
                :func:`compiler.layout.allocate`
 lower          :func:`compiler.lower.lower_node`           a :class:`~compiler.lower.Lowered` per node
 schedule and   :func:`compiler.program.generate`           :class:`~compiler.program.Program`

@@ -291,23 +291,41 @@ def _weight_port(job):
     return 0
 
 
-#: A job's outputs form a connection table when each reads on average at most
-#: this share of the input maps the job reads (scene parsing's read a half).
+#: Outputs form a connection table when each reads on average at most this
+#: share of the input maps its group of outputs reads (scene parsing's read a
+#: half); a dense or grouped layer whose few kernels rounded to zero reads
+#: nearly all of them.
 SPARSE_READS = 0.75
 
 
 def _overlapping_inputs(job):
     """Whether outputs read different but overlapping sets of input maps (a
     connection table, :data:`SPARSE_READS`), where chains that share inputs
-    pay: not when all read (nearly) the same maps, as a dense layer whose few
-    kernels rounded to zero does, nor when the sets are disjoint (grouped
-    convolutions, whose outputs in order already share their group's maps)."""
+    pay: not when all read (nearly) the same maps, nor when the sets fall into
+    disjoint groups that each read (nearly) all of their group's maps
+    (grouped convolutions, whose outputs in order already share them)."""
     distinct = {frozenset(src for src, _ in t) for t in job.terms}
     if len(distinct) < 2:
         return False
-    union = len(frozenset().union(*distinct))
-    reads = sum(map(len, distinct))
-    return reads > union and reads <= SPARSE_READS * union * len(distinct)
+    parent = {}
+
+    def root(src):
+        while parent.setdefault(src, src) != src:
+            src = parent[src]
+        return src
+
+    for reads in distinct:
+        first = root(next(iter(reads)))
+        for src in reads:
+            parent[root(src)] = first
+    groups = {}
+    for reads in distinct:
+        groups.setdefault(root(next(iter(reads))), []).append(reads)
+    for sets in groups.values():
+        union = len(frozenset().union(*sets))
+        if len(sets) > 1 and sum(map(len, sets)) <= SPARSE_READS * union * len(sets):
+            return True
+    return False
 
 
 #: A job of more terms than this tries chains of at least half the longest
