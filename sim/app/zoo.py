@@ -9,7 +9,8 @@ to layer and no fixed-point format holds them.  :func:`zoo_model` replaces
 each such constant by seeded random values of the same shape, scaled by the
 parameter's role: He-scaled convolution and fully connected weights
 (``sqrt(2 / fan-in)``), small biases, batch-normalisation scales near 1 and
-variances near 1 (also when spelled ``Unsqueeze``/``Mul``/``Add``).
+variances near 1 (also when spelled ``Unsqueeze``/``Mul``/``Add``, and also
+when a structure keeps them as initialisers, as DenseNet does).
 """
 
 from pathlib import Path
@@ -33,13 +34,14 @@ def zoo_path(name):
 
 
 def _role(graph, tensor):
-    """How the value ``tensor`` is used: (operator, input index) of its first
-    consumer, looking through ``Unsqueeze`` to the ``Mul`` or ``Add`` it feeds."""
-    for node in graph.node:
-        if tensor in node.input:
-            if node.op_type == "Unsqueeze":
-                return _role(graph, node.output[0])
-            return node.op_type, list(node.input).index(tensor)
+    """How the value ``tensor`` is used: (operator, input index) of a
+    ``BatchNormalization`` that takes it, else of its first consumer, looking
+    through ``Unsqueeze`` to the ``Mul`` or ``Add`` it feeds."""
+    users = [node for node in graph.node if tensor in node.input]
+    for node in sorted(users, key=lambda n: n.op_type != "BatchNormalization"):
+        if node.op_type == "Unsqueeze":
+            return _role(graph, node.output[0])
+        return node.op_type, list(node.input).index(tensor)
     return None, None
 
 
@@ -64,7 +66,7 @@ def zoo_model(name, seed=0):
     graph = model.graph
     rng = np.random.default_rng(seed)
     inits = {t.name: t for t in graph.initializer}
-    kept = []
+    kept, drawn = [], set()
     for node in graph.node:
         if node.op_type != "ConstantOfShape" or node.input[0] not in inits:
             kept.append(node)
@@ -72,9 +74,20 @@ def zoo_model(name, seed=0):
         shape = tuple(int(d) for d in numpy_helper.to_array(inits[node.input[0]]))
         values = _values(_role(graph, node.output[0]), shape, rng).astype(np.float32)
         graph.initializer.append(numpy_helper.from_array(values, node.output[0]))
+        drawn.add(node.output[0])
         if model.ir_version < 4:                        # old graphs list their initialisers as inputs
             graph.input.append(onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT,
                                                                   shape))
     del graph.node[:]
     graph.node.extend(kept)
+    # DenseNet keeps its batch normalisations' parameters as initialisers, with
+    # variances down to 1e-45 (scales of 316): those are drawn by role too.
+    for node in graph.node:
+        if node.op_type != "BatchNormalization":
+            continue
+        for index, name in enumerate(node.input[1:5], 1):
+            if name in inits and name not in drawn:
+                shape = tuple(inits[name].dims)
+                values = _values(("BatchNormalization", index), shape, rng).astype(np.float32)
+                inits[name].CopyFrom(numpy_helper.from_array(values, name))
     return model
