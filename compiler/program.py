@@ -57,8 +57,8 @@ def _blocking_name(length):
     return f"blocking: chains of up to {length} terms"
 
 
-#: A blocking of more passes than this is ranked by an even sample of this
-#: many of them (its passes repeat; the first always counts).
+#: A blocking of at least twice this many passes is ranked by an even sample
+#: of about this many of them (its passes repeat; the first always counts).
 RANK_SAMPLE = 256
 
 
