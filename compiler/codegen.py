@@ -422,7 +422,7 @@ class CodeGen:
                      for line, rect, window in p.writes]
         transfers += [(rect, {"line": line}) for line, rect in p.reads]
         if frame is not None:
-            transfers.append((_frame_rect(frame, frame_address, self.config.kernel ** 2),
+            transfers.append((_frame_rect(frame, frame_address, self.config.kernel),
                               {"line": self.weight_line}))
         return [(port, rect, kw) for port, (rect, kw) in enumerate(transfers)]
 
@@ -560,7 +560,7 @@ class CodeGen:
 
     def _weight_port(self, port, frame, frame_address):
         """Stream a weight frame on the weight line; returns its words."""
-        rect = _frame_rect(frame, frame_address, self.config.kernel ** 2)
+        rect = _frame_rect(frame, frame_address, self.config.kernel)
         self._describe(port, rect, line=self.weight_line)
         self._go_all([port])
         return rect.words
@@ -579,12 +579,16 @@ def _frame(kernels):
     return slots, where
 
 
+def _slot_words(slot, K):
+    """Words of a weight frame's slot: a kernel's k x k, one read from memory K x K."""
+    return K * K if isinstance(slot, MemoryKernel) else len(slot)
+
+
 def _slot_offsets(slots, K):
-    """``[(word offset, kernel size)]`` of each slot of a weight frame: a
-    kernel of k x k words takes k * k (a kernel read from memory K * K)."""
+    """``[(word offset, kernel size)]`` of each slot of a weight frame."""
     at, offset = [], 0
     for slot in slots:
-        words = K * K if isinstance(slot, MemoryKernel) else len(slot)
+        words = _slot_words(slot, K)
         at.append((offset, math.isqrt(words)))
         offset += words
     return at
@@ -595,17 +599,17 @@ def _reads_memory(kernels):
     return any(isinstance(key, MemoryKernel) for key in kernels.values())
 
 
-def _frame_rect(frame, frame_address, kernel_words):
+def _frame_rect(frame, frame_address, K):
     """The memory words of a weight frame (its slots, one after the other): the
     kernels' words placed by ``frame_address``, or, for kernels read from
     memory, the consecutive kernels where they are."""
     slots = frame[0]
     if isinstance(slots[0], MemoryKernel):
-        first = slots[0].address
-        if any(not isinstance(s, MemoryKernel) or s.address != first + n * kernel_words
+        first, words = slots[0].address, _slot_words(slots[0], K)
+        if any(not isinstance(s, MemoryKernel) or s.address != first + n * words
                for n, s in enumerate(slots)):
             raise AssertionError("a frame of kernels read from memory takes consecutive kernels")
-        return _Words(first, len(slots) * kernel_words)
+        return _Words(first, len(slots) * words)
     words = np.concatenate(slots)
     return _Words(frame_address(words), len(words))
 

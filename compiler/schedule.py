@@ -106,11 +106,8 @@ HOP_LAG = 6
 
 
 def _term_sources(job):
-    """Per output, the input of each of its terms (kept on the job)."""
-    cached = job.__dict__.get("_term_sources")
-    if cached is None:
-        cached = job.__dict__["_term_sources"] = [[src for src, _ in t] for t in job.terms]
-    return cached
+    """Per output, the input of each of its terms."""
+    return _kept(job, "_term_sources", lambda: [[src for src, _ in t] for t in job.terms])
 
 
 def _pack(job, config, chain_length, ports):
@@ -217,15 +214,18 @@ def _pack_shared(job, config, ports, longest):
         passes.append(chains)
     return passes, groups
 
+def _kept(job, name, make):
+    """``make()``, computed once per job and kept on it (the blocking search asks often)."""
+    if name not in job.__dict__:
+        job.__dict__[name] = make()
+    return job.__dict__[name]
+
+
 def _stream_costs(job, config):
     """``(inputs, outputs)``: (words, expected beats) of each input and output
-    rectangle of ``job`` (kept on the job: the blocking search asks often)."""
-    cached = job.__dict__.get("_stream_costs")
-    if cached is None:
-        cost = lambda r: (r.words, expected_beats(r.width, r.height, config.beat_words))
-        cached = ([cost(r) for r, _ in job.inputs], [cost(r) for r in job.outputs])
-        job.__dict__["_stream_costs"] = cached
-    return cached
+    rectangle of ``job``."""
+    cost = lambda r: (r.words, expected_beats(r.width, r.height, config.beat_words))
+    return _kept(job, "_stream_costs", lambda: ([cost(r) for r, _ in job.inputs], [cost(r) for r in job.outputs]))
 
 
 def pass_shape(job, chains, config):
