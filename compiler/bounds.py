@@ -84,6 +84,8 @@ def error_bounds(graph, quantisation, lowered, config, maxima=None, input_range=
             reach = _activation_magnitude(act, magnitude) + _activation_magnitude(act, magnitude + e)
             e = min(quant.mapper.lipschitz * e, reach) + quant.mapper.max_error
             magnitude = _activation_magnitude(act, magnitude)
+        if node.attrs.get("pool") == "avg":
+            e += half           # the pool stage's narrowing (a maximum needs none)
         err[node.output] = float(e)
         size[node.output] = float(magnitude)
     return err

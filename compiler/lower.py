@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neuflow_hdl.regs import AluOp, ConvMode
+from neuflow_hdl.regs import AluOp, ConvMode, PoolMode, Symmetry
 
 from .errors import CompileError
 from .ir import as_conv
 from .layout import Buffer, MemoryKernel, Rect, chunk_side, conv_geometry
 
-__all__ = ["ConvJob", "StreamJob", "Lowered", "lower_node", "weight_streams", "STREAMED_MIN_OUTPUTS"]
+__all__ = ["ConvJob", "StreamJob", "Lowered", "lower_node", "weight_streams", "STREAMED_MIN_OUTPUTS",
+           "pool_partials", "partials_key"]
 
 
 @dataclass
@@ -34,6 +35,8 @@ class ConvJob:
     macs: int = 0           #: useful multiply-accumulates (for utilisation)
     initial: list = None    #: per output: a Rect of output-format words its first chain adds
                             #: as its partial sum (a bias per position), or None
+    partials: tuple = None  #: ([Rect per output], write window): where partial sums wait between
+                            #: an output's passes when not in its output (a pooled output is smaller)
 
 
 @dataclass
@@ -92,6 +95,20 @@ def _mapper(quant):
     return choice.config, [f"mapper {choice.name}: max error {choice.max_error:.4g}"]
 
 
+POOL_NAMES = {"avg": "average", "max": "max"}
+
+
+def _pooling_mapper(mapper, pool, height, width, config):
+    """The mapper configuration that ends a chain with a 2 x 2 pool of its
+    ``height x width`` maps (an identity mapping when the layer has no
+    activation): the average is the window's sum narrowed by 2 bits."""
+    if mapper is None:
+        identity = {"bound": config.fmt.min, "slope": 1, "offset": 0}
+        mapper = {"symmetry": Symmetry.NONE, "shift": 0, "segments": [identity] * config.segments}
+    mode, shift = (PoolMode.SUM, 2) if pool == "avg" else (PoolMode.MAX, 0)
+    return dict(mapper, pool={"mode": mode, "shift": shift, "width": width, "height": height})
+
+
 def lower_conv(node, graph, buffers, config, quant):
     """A convolution-like node (conv, avgpool, affine, maxpool) as ConvJobs."""
     K = config.kernel
@@ -120,6 +137,12 @@ def lower_conv(node, graph, buffers, config, quant):
     connected = 0 if is_max else int(np.count_nonzero(np.any(weight != 0, axis=(2, 3))))
     kmax = max(max(ph, pw) for _, _, ph, pw in pieces)
     strips = _strips(lambda n: (n - 1) * s + kmax, wo, s, kmax, config.max_width)
+    pool = node.attrs.get("pool")
+    if pool:
+        if len(strips) > 1:
+            raise AssertionError("a pooled convolution's rows fit a line buffer (passes.fuse_pools)")
+        mapper = _pooling_mapper(mapper, pool, ho, wo, config)
+        notes = notes + [f"{POOL_NAMES[pool]} 2x2 pooling in the mapper's pool stage"]
     jobs = []
     for x0, wn in strips:
         inputs, index = [], {}
@@ -131,7 +154,7 @@ def lower_conv(node, graph, buffers, config, quant):
                 inputs.append((rect, kp))
         outputs, terms = [], []
         for o in range(cout):
-            outputs.append(y.rect(o, 0, x0, ho, wn))
+            outputs.append(y.rect(o, 0, x0 // 2, ho // 2, wn // 2) if pool else y.rect(o, 0, x0, ho, wn))
             g = o // per_group_out if not is_max else o
             chain = []
             for ci in range(cin_g):
@@ -146,9 +169,32 @@ def lower_conv(node, graph, buffers, config, quant):
                     chain.append((index[c, p], kern))
             terms.append(_nonzero(chain))
         macs = 0 if is_max else ho * wn * kh * kw * connected
-        jobs.append(ConvJob(ConvMode.MAX if is_max else ConvMode.MAC, s, shift, inputs, outputs,
-                            terms, [int(b) for b in bias_codes], mapper, macs))
+        job = ConvJob(ConvMode.MAX if is_max else ConvMode.MAC, s, shift, inputs, outputs,
+                      terms, [int(b) for b in bias_codes], mapper, macs)
+        if pool:
+            scratch = buffers[partials_key(node)]
+            job.partials = ([scratch.rect(o, 0, 0, ho, wo) for o in range(cout)], (scratch.base, scratch.size))
+        jobs.append(job)
     return _lowered(jobs, notes)
+
+
+def partials_key(node):
+    """The buffer where a pooled convolution's partial sums wait between passes."""
+    return f"{node.output}:partials"
+
+
+def pool_partials(graph, buffers, config):
+    """``buffers`` with one for each pooled convolution's partial sums: its
+    unpooled maps in the output's format (an output whose chain takes several
+    passes adds each pass's sums there; the last pass pools them)."""
+    buffers = dict(buffers)
+    for node in graph.nodes:
+        if node.attrs.get("pool"):
+            *_, ho, wo = conv_geometry(node, graph.shapes, config.kernel)
+            y = buffers[node.output]
+            buffers[partials_key(node)] = Buffer(partials_key(node), y.channels, ho, wo, y.frac,
+                                                 holds=("partials", node.output))
+    return buffers
 
 
 #: A fully connected layer with at least this many outputs (and a flat input

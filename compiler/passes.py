@@ -9,7 +9,7 @@ import numpy as np
 from .errors import CompileError
 
 __all__ = ["fold_affine_into_conv", "fuse_activations", "fold_shuffles", "shuffle_order", "host_softmax",
-           "remove_flatten", "run_passes", "PASSES"]
+           "remove_flatten", "run_passes", "PASSES", "fuse_pools", "POOL_FUSED"]
 
 
 def _single_consumer(graph, tensor):
@@ -64,6 +64,45 @@ def fuse_activations(graph):
             _merge(graph, node, nxt)
             changed = True
             break
+    return graph
+
+
+#: The pooling the mapper's pool stage does: IR operator -> the node's ``pool`` attribute.
+POOL_FUSED = {"avgpool": "avg", "maxpool": "max"}
+
+
+def _pool_stage_takes(node):
+    """Whether pooling ``node`` is the 2 x 2, stride 2, unpadded window the pool stage computes."""
+    return (node.op in POOL_FUSED and tuple(node.attrs["kernel"]) == (2, 2) and
+            tuple(node.attrs["stride"]) == (2, 2) and not any(node.attrs["pads"]) and
+            node.attrs.get("act") is None and not node.attrs.get("in_perm"))
+
+
+def _pool_stage_fits(node, graph, config):
+    """Whether convolution ``node`` can end in the pool stage: one kernel piece
+    per input map, its input rows (so its output rows) within a line buffer."""
+    kh, kw = node.params["weight"].shape[2:]
+    _, _, w = graph.shapes[node.inputs[0]]
+    _, left, _, right = node.attrs["pads"]
+    return max(kh, kw) <= config.kernel and w + left + right <= config.max_width
+
+
+def fuse_pools(graph, config):
+    """A 2 x 2, stride 2 average or max pooling right after a convolution moves
+    into the mapper's pool stage at the end of that convolution's chains
+    (``attrs['pool']``), so its maps are written once, pooled, and never read
+    back (:func:`_pool_stage_fits`); partial sums of outputs whose chains take
+    several passes wait unpooled in a buffer of their own
+    (:func:`compiler.lower.pool_partials`)."""
+    for node in list(graph.nodes):
+        if node.op != "conv" or node.attrs.get("pool") or not _pool_stage_fits(node, graph, config):
+            continue
+        nxt = _single_consumer(graph, node.output)
+        c, h, w = graph.shapes[node.output]
+        if nxt is None or not _pool_stage_takes(nxt) or h < 2 or w < 2:
+            continue
+        node.attrs["pool"] = POOL_FUSED[nxt.op]
+        _merge(graph, node, nxt)
     return graph
 
 

@@ -8,7 +8,8 @@ load           :func:`compiler.frontend.load_model`,       ``onnx.ModelProto``, 
 passes         :func:`compiler.passes.run_passes`          :class:`~compiler.ir.Graph`
 quantise       :func:`compiler.quantise.quantise`          :class:`~compiler.quantise.Quantisation`
 memory layout  :func:`compiler.layout.plan_buffers`,       ``{tensor: Buffer}`` with addresses
-               :func:`compiler.lower.weight_streams`,      (and the streamed weights' buffers)
+               :func:`compiler.lower.weight_streams`,      (and the streamed weights' and
+               :func:`compiler.lower.pool_partials`,       pooled partial sums' buffers)
                :func:`compiler.layout.allocate`
 lower          :func:`compiler.lower.lower_node`           a :class:`~compiler.lower.Lowered` per node
 schedule and   :func:`compiler.program.generate`           :class:`~compiler.program.Program`
@@ -40,8 +41,8 @@ from .frontend import load_model, to_graph
 from .ir import printable
 from .layout import (ALIGN, DATA_BASE, align_up, allocate, check_memory, first_data_base, plan_buffers,
                      stamp_address, stamp_slots)
-from .lower import lower_node, weight_streams
-from .passes import run_passes
+from .lower import lower_node, pool_partials, weight_streams
+from .passes import fuse_pools, run_passes
 from .program import generate
 from .quantise import quantise
 
@@ -63,7 +64,14 @@ def _frontend(path, grid):
     except ValueError as exc:
         raise CompileError(str(exc)) from None
     model = load_model(path)
-    return Frontend(grid, config, model, run_passes(to_graph(model)))
+    return Frontend(grid, config, model, fuse_pools(run_passes(to_graph(model)), config))
+
+
+def _buffers(graph, quantisation, config):
+    """The memory-layout stage's buffers (not yet placed): every tensor's, the
+    streamed weights' and the pooled convolutions' partial sums'."""
+    buffers = plan_buffers(graph, quantisation.formats, config)
+    return pool_partials(graph, weight_streams(graph, buffers, quantisation, config), config)
 
 
 def _stamp_table(data_base, layers):
@@ -169,7 +177,7 @@ def compile_model(path, grid="tiny", calibration=None, *, input_range=None, prog
         maxima = calibration_maxima(front.model, graph, calibration)
     input_range = _input_range(input_range, calibration)
     quantisation = quantise(graph, config, maxima)
-    buffers = weight_streams(graph, plan_buffers(graph, quantisation.formats, config), quantisation, config)
+    buffers = _buffers(graph, quantisation, config)
     check_memory(graph, buffers, config, grid)
     data_base = first_data_base(len(graph.nodes))
     while True:
@@ -206,7 +214,7 @@ def estimate_model(path, grid, *, progress=None):
     front = _frontend(path, grid)
     graph, config = front.graph, front.config
     quantisation = quantise(graph, config, None)
-    buffers = weight_streams(graph, plan_buffers(graph, quantisation.formats, config), quantisation, config)
+    buffers = _buffers(graph, quantisation, config)
     lowered, program = _code(front, quantisation, buffers, DATA_BASE, progress=progress)
     rows = [{"name": node.name, "op": node.onnx_op, "shape": graph.shapes[node.output],
              "passes": len(code.passes), "macs": low.macs, "cycles": code.cycles}

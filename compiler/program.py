@@ -62,10 +62,13 @@ def _blocking_name(length):
 RANK_SAMPLE = 256
 
 
-def _predicted(job, passes, config):
-    """Predicted cycles of a blocking's ``passes`` (chains of each pass)."""
+def _predicted(job, packing, config):
+    """Predicted cycles of a blocking (``(passes, groups)``: chains of each pass,
+    chains of each output)."""
+    passes, groups = packing
     step = max(1, len(passes) // RANK_SAMPLE)
-    cycles = lambda n: pass_cycles(predicted_cost(pass_shape(job, passes[n], config), config, first=n == 0))
+    cycles = lambda n: pass_cycles(predicted_cost(pass_shape(job, passes[n], config, groups), config,
+                                                  first=n == 0))
     if step == 1:
         return sum(cycles(n) for n in range(len(passes)))
     sample = range(step, len(passes), step)
@@ -76,7 +79,7 @@ def _ranked(job, config):
     """The blockings of ``job`` best first by predicted cycles: ``[(name, packing)]``."""
     ranked = []
     for length, packing in conv_packings(job, config).items():
-        predicted = _predicted(job, packing[0], config)
+        predicted = _predicted(job, packing, config)
         ranked.append((predicted, len(ranked), _blocking_name(length), packing))
     if not ranked:
         raise CompileError("no blocking of this layer fits the grid")

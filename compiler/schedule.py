@@ -20,7 +20,7 @@ import numpy as np
 
 from neuflow_hdl.alu import alu_latency
 from neuflow_hdl.convolver import convolver_latency
-from neuflow_hdl.mapper import MAPPER_LATENCY
+from neuflow_hdl.mapper import mapper_latency
 from neuflow_hdl.regs import OFFSET, OPPOSITE, ConvMode
 from neuflow_hdl.stream import FIFO_LATENCY
 
@@ -228,9 +228,21 @@ def _stream_costs(job, config):
     return _kept(job, "_stream_costs", lambda: ([cost(r) for r, _ in job.inputs], [cost(r) for r in job.outputs]))
 
 
-def pass_shape(job, chains, config):
-    """The :class:`PassShape` of the pass made of ``chains`` (before it is built)."""
+def _partial_costs(job, config):
+    """(words, expected beats) of each output's partial sums between passes."""
+    if job.partials is None:
+        return _stream_costs(job, config)[1]
+    cost = lambda r: (r.words, expected_beats(r.width, r.height, config.beat_words))
+    return _kept(job, "_partial_costs", lambda: [cost(r) for r in job.partials[0]])
+
+
+def pass_shape(job, chains, config, groups=None):
+    """The :class:`PassShape` of the pass made of ``chains`` (before it is built);
+    ``groups``: each output's number of chains (by default each chain is its
+    output's last)."""
     inputs, outputs = _stream_costs(job, config)
+    partials = _partial_costs(job, config)
+    last = lambda o, g: groups is None or g == groups[o] - 1
     sources = set()
     loads = kernel_words = tiles = longest = 0
     for _, _, terms in chains:
@@ -242,8 +254,8 @@ def pass_shape(job, chains, config):
                 loads += 1
                 kernel_words += config.kernel ** 2 if isinstance(kernel, MemoryKernel) else kernel.size
     streams = [inputs[src] for src in sources]
-    streams += [outputs[o] for o, g, _ in chains if g > 0 or job.initial]
-    streams += [outputs[o] for o, _, _ in chains]
+    streams += [partials[o] if g > 0 else outputs[o] for o, g, _ in chains if g > 0 or job.initial]
+    streams += [outputs[o] if last(o, g) else partials[o] for o, g, _ in chains]
     latency = conv_latency(config) + HOP_LAG * (longest - 1) + _mapper_latency(job)
     return PassShape(loads, kernel_words, tuple(w for w, _ in streams), tiles, latency,
                      sum(b for _, b in streams))
@@ -256,11 +268,16 @@ def _latency(job, chains, config):
             _mapper_latency(job))
 
 
+def _pooling(job):
+    """Whether the job's chains end in the mapper's pool stage."""
+    return job.mapper is not None and "pool" in job.mapper
+
+
 def _mapper_latency(job):
-    """The mapper behind an operator and its input FIFO (0 without a mapper)."""
+    """The mapper (and its pool stage) behind an operator and its input FIFO (0 without a mapper)."""
     if job.mapper is None:
         return 0
-    return FIFO_LATENCY + MAPPER_LATENCY
+    return FIFO_LATENCY + mapper_latency(_pooling(job))
 
 
 def _stream_latency(job, config):
@@ -393,7 +410,7 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
         if g > 0 or job.initial:
             psum_line = next_line
             next_line += 1
-            reads.append((psum_line, job.outputs[o] if g > 0 else job.initial[o]))
+            reads.append((psum_line, _partial(job, o) if g > 0 else job.initial[o]))
         for j, (src, kernel) in enumerate(terms):
             tile = path[pos]
             rect, k = job.inputs[src]
@@ -426,11 +443,20 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
             weights = kernel if kernel is None or isinstance(kernel, MemoryKernel) else np.asarray(kernel).ravel()
             tiles.append(TileSetup(tile, routes, convolver=conv, mapper=mapper, weights=weights))
             pos += 1
-        writes.append((ol, job.outputs[o], window))
+        if last_group or job.partials is None:
+            writes.append((ol, job.outputs[o], window))
+        else:
+            writes.append((ol, job.partials[0][o], job.partials[1]))
     macs = 0
     if job.macs:
         macs = job.macs * sum(len(t) for _, _, t in chains) // max(total_terms, 1)
     return Pass(tiles, reads, writes, macs, latency=_latency(job, chains, config))
+
+
+def _partial(job, o):
+    """Where output ``o``'s partial sums wait between its passes: its own
+    rectangle, or the job's partial-sum buffer."""
+    return job.outputs[o] if job.partials is None else job.partials[0][o]
 
 
 def stream_passes(jobs, config, window):

@@ -1,18 +1,26 @@
 """The piecewise-linear mapper: NeuFlow's non-linearity unit."""
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .numerics import Q8_8, Format, hdl_half, hdl_saturate
-from .regs import Symmetry, mapper_config_layout, sample_layout
+from .numerics import Q8_8, Format, hdl_half, hdl_round_shift, hdl_saturate
+from .regs import PoolMode, Symmetry, mapper_config_layout, sample_layout
 from .stream import CreditBuffer, delay_line
 
-__all__ = ["Mapper", "MAPPER_LATENCY"]
+__all__ = ["Mapper", "MAPPER_LATENCY", "POOL_LATENCY", "mapper_latency"]
 
 
-#: :attr:`Mapper.latency`: six pipeline stages, then the output buffer.
+#: The mapping alone: six pipeline stages, then the output buffer.
 MAPPER_LATENCY = 7
+#: What the pool stage adds: the window's sum (or maximum), then its narrowing.
+POOL_LATENCY = 2
+
+
+def mapper_latency(pooling=False):
+    """Cycles from a word's input handshake to ``o.valid``; with the pool stage,
+    to the ``o.valid`` of the pooled word its window's last word completes."""
+    return MAPPER_LATENCY + (POOL_LATENCY if pooling else 0)
 
 
 class Mapper(wiring.Component):
@@ -27,31 +35,51 @@ class Mapper(wiring.Component):
 
     Parameters
     ----------
+    The **pool stage** (``config.pool``, :class:`~neuflow_hdl.regs.PoolMode`)
+    reduces the mapped ``width x height`` frame's 2 x 2 windows at stride 2 (a
+    last odd row or column is dropped) to their sum or maximum, narrowed by
+    the pool ``shift``, so a layer's pooling costs no pass of its own: the
+    mapped words pair up along a row, an even row's pairs wait in a line
+    buffer of ``max_width / 2`` words, and each odd row's pair completes a
+    window.  Pooled words carry the pooled frame's ``eol``/``eof``.
+
+    Parameters
+    ----------
     segments : int
         N, the number of segments (1 .. 32; NeuFlow had 8).
     fmt : Format
+    max_width : int
+        The widest frame the pool stage takes (its line buffer holds half of it).
 
     Members
     -------
     config : In(mapper_config_layout(width, segments))
+    start : In(1)
+        Rewinds the pool stage's frame position (a cycle after the tile's start).
     i : In(stream.Signature(sample_layout(width)))
     o : Out(stream.Signature(sample_layout(width)))
     busy : Out(1)
     error : Out(1)
-        ``shift`` exceeds the word width or symmetry is unknown (nothing is accepted).
+        ``shift`` exceeds the word width, symmetry or pool mode is unknown, or
+        the pooled frame is narrower or shorter than 2 or wider than
+        ``max_width`` (nothing is accepted).
     """
 
-    def __init__(self, *, segments=8, fmt=Q8_8):
+    def __init__(self, *, segments=8, fmt=Q8_8, max_width=64):
         if not isinstance(segments, int) or not 1 <= segments <= 32:
             raise ValueError(f"segments must be an integer from 1 to 32, not {segments!r}")
         if not isinstance(fmt, Format):
             raise TypeError(f"fmt must be a Format, not {fmt!r}")
+        if not isinstance(max_width, int) or max_width < 2 or max_width % 2:
+            raise ValueError(f"max_width must be an even integer of at least 2, not {max_width!r}")
         self._segments = segments
         self._fmt = fmt
+        self._max_width = max_width
         self._pipeline = MAPPER_LATENCY - 1     # into the output buffer
         sample = stream.Signature(sample_layout(fmt.width))
         super().__init__({
             "config": In(mapper_config_layout(fmt.width, segments)),
+            "start": In(1),
             "i": In(sample),
             "o": Out(sample),
             "busy": Out(1),
@@ -69,12 +97,16 @@ class Mapper(wiring.Component):
         m = Module()
         W, N = self._fmt.width, self._segments
         cfg = self.config
-        m.submodules.out = out = CreditBuffer(sample_layout(W), self._pipeline)
+        m.submodules.out = out = CreditBuffer(sample_layout(W), self._pipeline + POOL_LATENCY)
         wiring.connect(m, out.o, wiring.flipped(self.o))
 
+        pool = cfg.pool
+        pool_ok = ((pool.mode == PoolMode.NONE) |
+                   ((pool.mode.as_value() != 3) & (pool.width >= 2) & (pool.height >= 2) &
+                    (pool.width <= self._max_width)))
         cfg_ok = Signal()
         m.d.comb += [
-            cfg_ok.eq((cfg.shift <= W) & (cfg.symmetry.as_value() != 3)),
+            cfg_ok.eq((cfg.shift <= W) & (cfg.symmetry.as_value() != 3) & pool_ok),
             self.error.eq(~cfg_ok),
             self.i.ready.eq(cfg_ok & out.credit),
         ]
@@ -124,11 +156,66 @@ class Mapper(wiring.Component):
         m.d.sync += result.eq(Mux(meta[4].negate, hdl_saturate(-y, W), y))
 
         last = meta[self._pipeline - 1]
+        pooled, pooled_meta = self._pool(m, last, result)
+        pooling = pool.mode != PoolMode.NONE
         m.d.comb += [
-            out.i.valid.eq(last.valid),
-            out.i.payload.data.eq(result),
-            out.i.payload.eol.eq(last.eol),
-            out.i.payload.eof.eq(last.eof),
-            self.busy.eq(Cat(stage.valid for stage in meta).any() | out.o.valid),
+            out.i.valid.eq(Mux(pooling, pooled_meta.valid, last.valid)),
+            out.i.payload.data.eq(Mux(pooling, pooled, result)),
+            out.i.payload.eol.eq(Mux(pooling, pooled_meta.eol, last.eol)),
+            out.i.payload.eof.eq(Mux(pooling, pooled_meta.eof, last.eof)),
+            self.busy.eq(Cat(stage.valid for stage in meta).any() | pooled_meta.valid | out.o.valid),
         ]
         return m
+
+    def _pool(self, m, last, result):
+        """The pool stage after the mapping's last stage (``last``, ``result``):
+        (the pooled word, its valid/eol/eof), :data:`POOL_LATENCY` stages on."""
+        W, pool = self._fmt.width, self.config.pool
+        is_max = pool.mode == PoolMode.MAX
+        # Position of the next mapped word in the frame; `start` rewinds it.
+        x = Signal(range(max(self._max_width, 4096)))
+        y = Signal(range(4096))
+        take = last.valid & (pool.mode != PoolMode.NONE)
+        with m.If(self.start):
+            m.d.sync += [x.eq(0), y.eq(0)]
+        with m.Elif(take):
+            with m.If(x == pool.width - 1):
+                m.d.sync += x.eq(0)
+                m.d.sync += y.eq(Mux(y == pool.height - 1, 0, y + 1))
+            with m.Else():
+                m.d.sync += x.eq(x + 1)
+        even_width = Cat(0, pool.width[1:])
+        even_height = Cat(0, pool.height[1:])
+        in_window = (x < even_width) & (y < even_height)     # a last odd column or row is dropped
+        completes_pair = take & in_window & x[0]
+
+        def reduce(a, b):
+            return Mux(is_max, Mux(a > b, a, b), a + b)
+
+        # A row's even word waits; its odd word makes the pair.
+        first = Signal(signed(W), reset_less=True)
+        with m.If(take & ~x[0]):
+            m.d.sync += first.eq(result)
+        pair = Signal(signed(W + 1))
+        m.d.comb += pair.eq(reduce(first, result))
+        # An even row's pairs wait in the line buffer, read back by the odd row.
+        m.submodules.pairs = pairs = memory.Memory(shape=signed(W + 1), depth=self._max_width // 2, init=[])
+        write = pairs.write_port()
+        read = pairs.read_port(domain="sync")
+        address = x[1:][:len(write.addr)]
+        m.d.comb += [write.addr.eq(address), write.data.eq(pair), write.en.eq(completes_pair & ~y[0]),
+                     read.addr.eq(address), read.en.eq(1)]
+        # Stage 1: the window (the waiting pair's address has not changed since its
+        # even word, so the read port already gives it).  Stage 2: its narrowing.
+        window = Signal(signed(W + 2), reset_less=True)
+        meta = delay_line(m, data.StructLayout({"valid": 1, "eol": 1, "eof": 1}), POOL_LATENCY, name="pool")
+        row_end = x == even_width - 1
+        m.d.sync += [
+            window.eq(reduce(read.data, pair)),
+            meta[0].valid.eq(completes_pair & y[0]),
+            meta[0].eol.eq(row_end),
+            meta[0].eof.eq(row_end & (y == even_height - 1)),
+        ]
+        pooled = Signal(signed(W), reset_less=True)
+        m.d.sync += pooled.eq(hdl_saturate(hdl_round_shift(window, pool.shift, 15), W))
+        return pooled, meta[POOL_LATENCY - 1]

@@ -15,7 +15,7 @@ from amaranth.hdl import Shape, Value, signed, unsigned
 from amaranth.lib import data, enum
 
 __all__ = [
-    "REGISTER_BITS", "ConvMode", "AluOp", "Symmetry", "CONV_CONFIG", "ALU_CONFIG",
+    "REGISTER_BITS", "ConvMode", "AluOp", "Symmetry", "PoolMode", "POOL_CONFIG", "CONV_CONFIG", "ALU_CONFIG",
     "sample_layout", "mapper_config_layout", "pack_bits", "pack_registers", "register_count", "hdl_write_registers", "unpack_registers",
     "GEOMETRY_BITS", "MAX_KERNEL", "MAX_STRIDE", "Unit", "CONFIG_ADDRESS", "GRID_TILE", "CONTROL",
     "STATUS", "GRID_STATUS", "CONTROL_REG", "STATUS_REG", "ROUTE_NONE", "ROUTE_BITS", "NEIGHBOURS", "OPPOSITE",
@@ -50,6 +50,13 @@ class AluOp(enum.Enum, shape=4):
     MIN = 5
     SQUARE = 6      #: a * a; ``b`` unused
     ABS = 7         #: |a|; ``b`` unused
+
+
+class PoolMode(enum.Enum, shape=2):
+    """The mapper's pool stage: 2 x 2 windows at stride 2 of the mapped words."""
+    NONE = 0        #: words pass through
+    SUM = 1         #: the sum of the window, narrowed by the pool ``shift`` (average: shift 2)
+    MAX = 2         #: the window maximum, narrowed by the pool ``shift`` (usually 0)
 
 
 class Symmetry(enum.Enum, shape=2):
@@ -99,18 +106,31 @@ def sample_layout(width):
     return data.StructLayout({"data": signed(width), "eol": unsigned(1), "eof": unsigned(1)})
 
 
+POOL_CONFIG = data.StructLayout({
+    "mode":      PoolMode,
+    "shift":     unsigned(4),               # output shift of the window's sum or maximum, 0 .. 15
+    "width":     unsigned(GEOMETRY_BITS),   # the mapped frame's width in words (2 or more)
+    "height":    unsigned(GEOMETRY_BITS),   # and its height in rows (2 or more)
+    "reserved":  unsigned(2),
+})
+
+
 @lru_cache(maxsize=None)
 def mapper_config_layout(width, segments):
-    """Mapper configuration: control register, then three registers per segment."""
+    """Mapper configuration: control register, pool-stage register, then three
+    registers per segment."""
     segment = data.StructLayout({
         "bound":  signed(REGISTER_BITS),    # lower bound of x (input format); low word bits used
         "slope":  signed(REGISTER_BITS),    # a: ``shift`` more fraction bits than the output
         "offset": signed(REGISTER_BITS),    # b: output format
     })
     return data.StructLayout({
+        # register 0
         "symmetry":  Symmetry,
         "shift":     unsigned(6),
         "reserved0": unsigned(24),
+        # register 1: the pool stage after the mapping (see Mapper)
+        "pool":      POOL_CONFIG,
         "segments":  data.ArrayLayout(segment, segments),
     })
 

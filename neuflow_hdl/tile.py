@@ -146,7 +146,7 @@ class Tile(wiring.Component):
         convolver's weight pointer depends on k)."""
         conv = Convolver(kernel=self._kernel, max_width=self._max_width, fmt=self._fmt)
         alu = StreamALU(fmt=self._fmt)
-        mapper = Mapper(segments=self._segments, fmt=self._fmt)
+        mapper = Mapper(segments=self._segments, fmt=self._fmt, max_width=self._max_width)
         bank = FifoBank(count=self._fifos, depth=self._fifo_depth, fmt=self._fmt)
         for name, unit in (("convolver", conv), ("alu", alu), ("mapper", mapper), ("fifo_bank", bank)):
             m.submodules[name] = ResetInserter({"sync": flush})(unit)
@@ -154,7 +154,7 @@ class Tile(wiring.Component):
         m.d.sync += rewind.eq(start)
         m.d.comb += [conv.config.eq(cfg[Unit.CONVOLVER]), conv.start.eq(rewind),
                      alu.config.eq(cfg[Unit.ALU]), alu.start.eq(rewind),
-                     mapper.config.eq(cfg[Unit.MAPPER]), bank.chain.eq(cfg[Unit.FIFO_BANK].chain)]
+                     mapper.config.eq(cfg[Unit.MAPPER]), mapper.start.eq(rewind), bank.chain.eq(cfg[Unit.FIFO_BANK].chain)]
         return conv, alu, mapper, bank
 
     def _sink_fifos(self, m, flush, conv, alu, mapper, bank):

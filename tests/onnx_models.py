@@ -67,3 +67,23 @@ def every_operator(rng):
         n("Softmax", ["lo"], ["y"], axis=1),
     ]
     return model(nodes, (1, 2, 8, 8), (1, 3), inits)
+
+
+def pooled_convolutions(rng):
+    """Convolutions whose 2 x 2, stride 2 pools move into the mapper's pool
+    stage: 6 -> 4 maps with tanh and an average pool (on ``tiny``'s four tiles
+    its chains take two passes, so partial sums wait unpooled), 4 -> 3 padded
+    with relu and a max pool, and 3 -> 2 1x1 with no activation and a max pool;
+    odd sizes drop a last row or column.  Input (1, 6, 13, 14), output (1, 2, 1, 1)."""
+    w = lambda *s: rng.normal(0, 0.3, s)
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "wa", "ba"], ["ca"]), n("Tanh", ["ca"], ["ta"]),
+        n("AveragePool", ["ta"], ["pa"], kernel_shape=[2, 2], strides=[2, 2]),
+        n("Conv", ["pa", "wb", "bb"], ["cb"], pads=[1, 1, 1, 1]), n("Relu", ["cb"], ["rb"]),
+        n("MaxPool", ["rb"], ["pb"], kernel_shape=[2, 2], strides=[2, 2]),
+        n("Conv", ["pb", "wc"], ["cc"]),
+        n("MaxPool", ["cc"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    inits = [("wa", w(4, 6, 3, 3)), ("ba", w(4)), ("wb", w(3, 4, 3, 3)), ("bb", w(3)), ("wc", w(2, 3, 1, 1))]
+    return model(nodes, (1, 6, 13, 14), (1, 2, 1, 1), inits)

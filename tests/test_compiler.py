@@ -14,10 +14,11 @@ from compiler.artefacts import write_outputs
 from compiler.pipeline import compile_model
 from compiler.frontend import load_model, to_graph
 from compiler.onnx_reference import run_onnx
+from neuflow_hdl.regs import PoolMode
 from compiler.passes import fold_affine_into_conv, fuse_activations, host_softmax, remove_flatten
 from sim.app.cli import main
 from sim.app.verify import verify_directory
-from onnx_models import EVERY_RANGE, ONNX_DATA, every_operator, model, save
+from onnx_models import EVERY_RANGE, ONNX_DATA, every_operator, model, pooled_convolutions, save
 
 
 def _compile_and_check(m, tmp_path, x, grid="tiny", name="m", input_range=None):
@@ -409,6 +410,37 @@ def test_average_pool_excluding_pads(tmp_path, stride):
 @pytest.mark.verilator
 def test_average_pool_excluding_pads_on_the_rtl(tmp_path):
     _on_the_rtl(_exclusive_average(2), tmp_path, np.random.default_rng(43).normal(0, 1, (1, 2, 7, 7)))
+
+
+def test_pooling_fuses_into_the_mapper(tmp_path):
+    """2 x 2, stride 2 pools after convolutions run in the mapper's pool stage:
+    no layer of their own, each convolution's output written once, pooled
+    (and partial sums of chains that take several passes written unpooled to
+    their own buffer); within the bound of onnxruntime, with and without
+    calibration, on every layer."""
+    m = pooled_convolutions(np.random.default_rng(50))
+    x = np.random.default_rng(51).normal(0, 1, (2, 6, 13, 14))
+    compiled, err = _compile_and_check(m, tmp_path, x)
+    assert [(layer.op, layer.shape) for layer in compiled.layers] == \
+        [("Conv", (4, 5, 6)), ("Conv", (3, 2, 3)), ("Conv", (2, 1, 1))]
+    assert err <= compiled.layers[-1].error_bound, (err, compiled.layers[-1].error_bound)
+    first = compiled.layers[0]
+    partials, pooled = compiled.buffers[f"{first.output}:partials"], compiled.buffers[first.output]
+    inside = lambda rect, b: b.base <= rect.base < b.base + b.size
+    writes = [rect for p in first.passes for _, rect, _ in p.writes]
+    assert any(inside(r, partials) for r in writes) and any(inside(r, pooled) for r in writes)
+    assert all(inside(r, partials) or inside(r, pooled) for r in writes)
+    pools = [t.mapper["pool"] for p in first.passes for t in p.tiles if t.mapper is not None]
+    assert pools and all(pool == {"mode": PoolMode.SUM, "shift": 2, "width": 12, "height": 11} for pool in pools)
+    _within_bound_calibrated(m, tmp_path, x)
+    checked = compile_model(save(m, tmp_path, "checked.onnx"), "tiny", reference=True)
+    assert all(row["max_abs"] <= row["bound"] for row in checked.accuracy.rows)
+
+
+@pytest.mark.verilator
+def test_pooling_in_the_mapper_on_the_rtl(tmp_path):
+    _on_the_rtl(pooled_convolutions(np.random.default_rng(50)), tmp_path,
+                np.random.default_rng(52).normal(0, 1, (1, 6, 13, 14)))
 
 
 def test_every_operator_network(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from neuflow_hdl.numerics import Format, Q8_8, accumulator_width, div_round, narrow, round_shift
-from neuflow_hdl.regs import AluOp, CONV_CONFIG, ConvMode, Symmetry, pack_registers, unpack_registers
+from neuflow_hdl.regs import AluOp, CONV_CONFIG, ConvMode, PoolMode, Symmetry, pack_registers, unpack_registers
 from sim.golden import reference
 from sim.golden.mapper_fit import FUNCTIONS, fit
 
@@ -118,6 +118,23 @@ def test_mapper_segments_and_symmetry():
     even = reference.mapper(x, bounds, slopes, offsets, symmetry=Symmetry.EVEN, shift=8)
     assert even[0] == 256
 
+
+
+def test_pool_by_hand():
+    """2 x 2 windows at stride 2, the last odd row and column dropped; the sum
+    narrowed (average: shift 2, rounding half up), the maximum as is, saturated."""
+    x = np.array([[1, 2, 3, 4, 9],
+                  [5, 6, 7, 9, 9],
+                  [-8, -3, 0, 0, 9],
+                  [-1, -2, 0, 1, 9],
+                  [9, 9, 9, 9, 9]])
+    assert reference.pool(x, PoolMode.SUM, shift=2).tolist() == [[4, 6], [-3, 0]]     # 14/4, 23/4, -14/4, 1/4
+    assert reference.pool(x, PoolMode.MAX).tolist() == [[6, 9], [-1, 1]]
+    assert reference.pool(x, PoolMode.NONE).tolist() == x.tolist()
+    big = np.full((2, 2), Q8_8.max)
+    assert reference.pool(big, PoolMode.SUM, shift=1).tolist() == [[Q8_8.max]]
+    with pytest.raises(ValueError):
+        reference.pool(np.zeros((1, 4), dtype=np.int64), PoolMode.MAX)
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_mapper_fits(name):

@@ -23,7 +23,7 @@ from neuflow_hdl.regs import (ALU_CONFIG, CONTROL, CONTROL_REG, CONV_CONFIG, GRI
                               GRID_STATUS, GRID_TILE, NEIGHBOURS, OFFSET, OPPOSITE, PORT_START_REG,
                               PORT_STATUS, PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS,
                               PORTS_STATUS_REG, ROUTE_NONE, STATUS_REG, STREAM_PORT, STREAMER_TILE,
-                              AluOp, ConvMode, Unit, config_address, decode_address,
+                              AluOp, ConvMode, PoolMode, Unit, config_address, decode_address,
                               mapper_config_layout, pack_bits, register_count, router_sinks,
                               router_sources, unpack_bits, unpack_registers)
 from sim.golden import reference
@@ -346,7 +346,7 @@ class GridModel:
                                              fmt.width)
             y = reference.mapper(x, field("bound"), field("slope"), field("offset"),
                                  symmetry=m['symmetry'], shift=m['shift'], fmt=fmt)
-            self._emit(t, "mapper", y)
+            self._emit(t, "mapper", self._pool(t, m, y))
             fired = True
         for n in range(self.c.fifos):
             frame = self._take(t, f"fifo_{n}_in")
@@ -354,6 +354,18 @@ class GridModel:
                 self._emit(t, f"fifo_{n}", frame)
                 fired = True
         return fired
+
+    def _pool(self, t, m, y):
+        """The mapper's pool stage on the mapped frame ``y`` (configuration ``m``)."""
+        mode = self._member(PoolMode, m['pool.mode'], f"tile {t.index}: pool mode")
+        if mode == PoolMode.NONE:
+            return y
+        if y.shape != (m['pool.height'], m['pool.width']):
+            self._fail(f"tile {t.index}: pool stage configured for {m['pool.width']}x"
+                       f"{m['pool.height']} receives a {y.shape[1]}x{y.shape[0]} frame")
+        if min(y.shape) < 2 or y.shape[1] > self.c.max_width:
+            self._fail(f"tile {t.index}: the pool stage cannot take a {y.shape[1]}x{y.shape[0]} frame")
+        return reference.pool(y, mode, shift=m['pool.shift'], fmt=self.fmt)
 
     def _emit(self, t, source, frame):
         if not self._deliver(t, source, frame):

@@ -10,9 +10,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from neuflow_hdl.numerics import Q8_8, narrow, div_round, saturate
-from neuflow_hdl.regs import AluOp, Symmetry
+from neuflow_hdl.regs import AluOp, PoolMode, Symmetry
 
-__all__ = ["conv2d", "window_max", "alu", "mapper", "output_size"]
+__all__ = ["conv2d", "window_max", "alu", "mapper", "pool", "output_size"]
 
 
 def _words(name, x, fmt):
@@ -128,3 +128,21 @@ def mapper(x, bounds, slopes, offsets, *, symmetry=Symmetry.NONE, shift=Q8_8.fra
     if symmetry is Symmetry.ODD:
         y = np.where(x < 0, saturate(-y, fmt.width), y)
     return y
+
+
+def pool(x, mode, *, shift=0, fmt=Q8_8):
+    """The mapper's pool stage on a mapped frame: each 2 x 2 window at stride 2
+    (a last odd row or column dropped) reduced by ``mode`` (SUM: the exact sum;
+    MAX: the maximum), then ``narrow(result, shift)``.  NONE returns ``x``."""
+    x = _words("input", x, fmt)
+    mode = PoolMode(mode)
+    if mode is PoolMode.NONE:
+        return x
+    if x.ndim != 2 or min(x.shape) < 2:
+        raise ValueError(f"a pooled frame must be 2-D with at least 2 rows and columns, not {x.shape}")
+    if not 0 <= shift <= 15:
+        raise ValueError(f"pool shift must be 0 .. 15, not {shift}")
+    h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
+    windows = x[:h, :w].reshape(h // 2, 2, w // 2, 2)
+    reduced = windows.sum(axis=(1, 3)) if mode is PoolMode.SUM else windows.max(axis=(1, 3))
+    return narrow(reduced, shift, fmt.width)
