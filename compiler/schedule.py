@@ -31,17 +31,20 @@ __all__ = ["TileSetup", "Pass", "PassShape", "snake", "weight_line", "conv_laten
            "conv_packings", "conv_passes", "pass_shape", "stream_passes"]
 
 
-@dataclass
+@dataclass(slots=True)
 class TileSetup:
+    """One tile's part of a pass.  Its configurations may be shared with other
+    tiles and passes (the scheduler makes each distinct one once): never
+    change them in place."""
     tile: int
     routes: dict
     convolver: dict = None
     alu: dict = None
     mapper: dict = None
-    weights: np.ndarray = None      #: k*k kernel words to load, a MemoryKernel, or None
+    weights: np.ndarray = None      #: the k x k kernel to load (row-major words), a MemoryKernel, or None
 
 
-@dataclass
+@dataclass(slots=True)
 class Pass:
     tiles: list                     #: [TileSetup]
     reads: list                     #: [(line, Rect)]  memory -> global_in[line]
@@ -414,10 +417,6 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
         for j, (src, kernel) in enumerate(terms):
             tile = path[pos]
             rect, k = job.inputs[src]
-            if j > earliest[src]:
-                routes = {"fifo_0_in": f"global_in_{line[src]}", "convolver_in": "fifo_0"}
-            else:
-                routes = {"convolver_in": f"global_in_{line[src]}"}
             if job.mode == ConvMode.MAX:
                 mode = ConvMode.MAX
             elif j == 0 and psum_line is None:
@@ -425,23 +424,16 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
             else:
                 mode = ConvMode.MAC_PSUM
             if j > 0:
-                routes["convolver_psum"] = f"{OPPOSITE[hops[pos - 1]]}_in"
-            elif psum_line is not None:
-                routes["convolver_psum"] = f"global_in_{psum_line}"
-            mapper = None
-            if j < len(terms) - 1:
-                routes[f"{hops[pos]}_out"] = "convolver"
-            elif last_group and job.mapper is not None:
-                routes["mapper_in"] = "convolver"
-                routes[f"global_out_{ol}"] = "mapper"
-                mapper = job.mapper
+                psum_from = f"{OPPOSITE[hops[pos - 1]]}_in"
             else:
-                routes[f"global_out_{ol}"] = "convolver"
-            conv = {"width": rect.width, "height": rect.height, "k": k, "stride": job.stride,
-                    "mode": mode, "shift": 0 if mode == ConvMode.MAX else job.shift,
-                    "bias": job.bias[o] if (j == 0 and g == 0) else 0}
-            weights = kernel if kernel is None or isinstance(kernel, MemoryKernel) else np.asarray(kernel).ravel()
-            tiles.append(TileSetup(tile, routes, convolver=conv, mapper=mapper, weights=weights))
+                psum_from = None if psum_line is None else f"global_in_{psum_line}"
+            pooling = j == len(terms) - 1 and last_group and job.mapper is not None
+            out = None if j == len(terms) - 1 else hops[pos]
+            routes = _routes(j > earliest[src], line[src], psum_from, out, ol, pooling)
+            conv = _conv_config(job, rect.width, rect.height, k, mode,
+                                job.bias[o] if (j == 0 and g == 0) else 0)
+            tiles.append(TileSetup(tile, routes, convolver=conv, mapper=job.mapper if pooling else None,
+                                   weights=kernel))
             pos += 1
         if last_group or job.partials is None:
             writes.append((ol, job.outputs[o], window))
@@ -451,6 +443,45 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
     if job.macs:
         macs = job.macs * sum(len(t) for _, _, t in chains) // max(total_terms, 1)
     return Pass(tiles, reads, writes, macs, latency=_latency(job, chains, config))
+
+
+_ROUTES = {}
+
+
+def _routes(through_fifo, line, psum_from, out, ol, mapper):
+    """A chain link's routes (one dict per distinct set, shared): its input from
+    global ``line`` (through FIFO 0 when it lags the line's first reader), its
+    partial sum from ``psum_from``, its sum to the neighbour ``out`` or, at the
+    chain's end, to global output ``ol`` (through the mapper with ``mapper``)."""
+    key = (through_fifo, line, psum_from, out, ol, mapper)
+    routes = _ROUTES.get(key)
+    if routes is None:
+        if through_fifo:
+            routes = {"fifo_0_in": f"global_in_{line}", "convolver_in": "fifo_0"}
+        else:
+            routes = {"convolver_in": f"global_in_{line}"}
+        if psum_from is not None:
+            routes["convolver_psum"] = psum_from
+        if out is not None:
+            routes[f"{out}_out"] = "convolver"
+        elif mapper:
+            routes["mapper_in"] = "convolver"
+            routes[f"global_out_{ol}"] = "mapper"
+        else:
+            routes[f"global_out_{ol}"] = "convolver"
+        routes = _ROUTES[key] = routes
+    return routes
+
+
+def _conv_config(job, width, height, k, mode, bias):
+    """A link's convolver configuration (one dict per distinct one in the job, shared)."""
+    configs = _kept(job, "_conv_configs", dict)
+    key = (width, height, k, mode, bias)
+    conv = configs.get(key)
+    if conv is None:
+        conv = configs[key] = {"width": width, "height": height, "k": k, "stride": job.stride, "mode": mode,
+                               "shift": 0 if mode == ConvMode.MAX else job.shift, "bias": bias}
+    return conv
 
 
 def _partial(job, o):
