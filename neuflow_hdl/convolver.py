@@ -87,8 +87,10 @@ class KernelBank(wiring.Component):
         w_row = Signal(range(K))
         w_col = Signal(range(K))
         skip_left = Signal.like(cfg.weight_skip)
-        kept = Signal(range(K * K + 1))
-        in_row = Signal(range(K + 1))       # words of the bank's bottom row taken
+        # The preloaded kernel's rows taken, and the words of the row being
+        # taken (counted so, a p x p kernel's end needs no multiplier for p * p).
+        rows_kept = Signal(range(K + 1))
+        in_row = Signal(range(K))
         pending = Signal()
         size = Signal(range(K + 1))         # the preloaded kernel's size
         m.d.comb += size.eq(Mux((cfg.preload_k == 0) | (cfg.preload_k > K), K, cfg.preload_k))
@@ -97,7 +99,7 @@ class KernelBank(wiring.Component):
         m.d.comb += [self.kernel[r][c].eq(weight[r][c]) for r in range(K) for c in range(K)]
         with m.If(self.start):
             m.d.sync += [w_row.eq(corner), w_col.eq(corner), skip_left.eq(cfg.weight_skip),
-                         kept.eq(0), in_row.eq(0), pending.eq(0)]
+                         rows_kept.eq(0), in_row.eq(0), pending.eq(0)]
             # The weights outside the k x k corner become zero, so the products
             # need no mask (MAX masks its words instead).
             for r in range(K):
@@ -108,16 +110,16 @@ class KernelBank(wiring.Component):
         with m.Elif(self.weights.valid & cfg.preload):
             with m.If(skip_left != 0):
                 m.d.sync += skip_left.eq(skip_left - 1)
-            with m.Elif(kept != size * size):
+            with m.Elif(rows_kept != size):
                 bottom = K * (K - 1)
-                with m.If(in_row == size):          # a row is complete: the rows move up
+                with m.If((in_row == 0) & (rows_kept != 0)):    # a new row: the rows move up first
                     m.d.sync += [bank[n].eq(bank[n + K]) for n in range(bottom)]
-                    m.d.sync += in_row.eq(1)
+                with m.If(in_row == size - 1):
+                    m.d.sync += [in_row.eq(0), rows_kept.eq(rows_kept + 1)]
                 with m.Else():
                     m.d.sync += in_row.eq(in_row + 1)
                 m.d.sync += [bank[n].eq(bank[n + 1]) for n in range(bottom, K * K - 1)]
-                m.d.sync += [bank[-1].eq(self.weights.payload.data), kept.eq(kept + 1),
-                             pending.eq(1)]
+                m.d.sync += [bank[-1].eq(self.weights.payload.data), pending.eq(1)]
         with m.Elif(self.weights.valid):
             for r in range(K):
                 for c in range(K):

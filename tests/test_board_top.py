@@ -63,6 +63,19 @@ def test_nothing_outside_the_grid_multiplies():
         assert _variable_products(rtlil.convert(part)) == 0, type(part).__name__
 
 
+def test_a_tile_multiplies_only_in_its_operators():
+    """A tile's multiplier blocks are its convolver's K x K products, the
+    StreamALU's and the mapper's: no control logic multiplies two signals
+    (a preload bank that compared its count with p * p once took a block)."""
+    from amaranth.back import rtlil
+
+    from neuflow_hdl.tile import Tile
+    c = board("ulx3s-85f").config
+    tile = Tile(kernel=c.kernel, max_width=c.max_width, globals_=c.globals_, fifos=c.fifos,
+                fifo_depth=c.fifo_depth, segments=c.segments, fmt=c.fmt)
+    assert _variable_products(rtlil.convert(tile)) == c.kernel ** 2 + 2
+
+
 def _variable_products(text):
     """``$mul`` cells of the RTLIL ``text`` whose operands are both signals
     (a product by a constant is a shift or a few adds, never a multiplier block)."""
