@@ -99,3 +99,21 @@ def test_pictures_neither_warn_nor_leak(tmp_path, monkeypatch):
     assert (tmp_path / "out24" / "cycles.png").stat().st_size > 1000
     assert (tmp_path / "out24" / "roofline.png").stat().st_size > 1000
     assert not _pylab_helpers.Gcf.get_all_fig_managers()
+
+
+def test_no_schedule_beats_the_stream_bound(tmp_path):
+    """The 80x60 scene-parsing network on neuflow-v6: the stream bound (every
+    term's input map through a tile at a word a cycle) by hand, and the
+    compiler's estimate above it, its useful and border slots within it."""
+    import onnx
+    from sim.app.bench_compiler import scene_parsing, stream_bound
+    words = 16 * 1 * 60 * 80 + 64 * 8 * 27 * 37 + 256 * 32 * 10 * 15     # conv1, conv2, conv3 inputs
+    config = preset("neuflow-v6")
+    assert stream_bound(60, 80, config.tiles) == words / 14
+    path = tmp_path / "scene.onnx"
+    onnx.save(scene_parsing(60, 80, np.random.default_rng(3)), path)
+    compiled = compile_model(path, "neuflow-v6", reference=False)
+    assert sum(layer.cycles for layer in compiled.layers) > words / 14
+    slots = sum(layer_split(layer, config)[cause] for layer in compiled.layers
+                for cause in ("useful", "border and padding"))
+    assert slots <= words * config.kernel ** 2
