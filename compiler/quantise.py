@@ -78,7 +78,23 @@ def assign_formats(graph, fmt, maxima=None):
     for t in tensors:
         r = find(t)
         group[r] = min(group.get(r, 99), want[t])
-    return {t: group[find(t)] for t in tensors} | constants
+    return _constants_fit(graph, {t: group[find(t)] for t in tensors} | constants, fmt)
+
+
+def _constants_fit(graph, formats, fmt):
+    """``formats`` with each constant operand of a product or quotient made
+    coarse enough for the ALU's output shift (0 .. width) to reach the output's
+    format: a constant map beside an output of few fraction bits (a tied
+    concatenation) needs fewer than its values want.  Its rounding is in the
+    error bound, which reads these formats."""
+    formats = dict(formats)
+    for n in graph.nodes:
+        b = n.inputs[1] if n.op == "eltwise" and len(n.inputs) > 1 else None
+        if b in graph.constants and n.attrs["op"] in ("mul", "div"):
+            fa, fo = formats[n.inputs[0]], formats[n.output]
+            top = fmt.width + fo - fa if n.attrs["op"] == "mul" else fmt.width + fa - fo
+            formats[b] = max(0, min(formats[b], top))
+    return formats
 
 
 def quantise_kernel(weights, fi, fo, fmt, *, node, bias=None):

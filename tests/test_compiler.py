@@ -407,6 +407,23 @@ def test_average_pool_excluding_pads(tmp_path, stride):
     _within_bound_calibrated(m, tmp_path, x)
 
 
+def test_a_constant_multiplier_beside_a_coarse_output(tmp_path):
+    """A pad-excluding average pool concatenated with a large-valued tensor:
+    calibrated, the concatenation's format keeps few fraction bits, and the
+    pool's constant multiplier gets a format coarse enough for the ALU's
+    output shift (ShuffleNet's stride-2 units, which it once refused)."""
+    rng = np.random.default_rng(70)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["big"], strides=[2, 2]),
+             helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["big", "p"], ["y"], axis=1)]
+    m = model(nodes, (1, 2, 7, 7), (1, 4, 4, 4), [("w", 1000 * rng.normal(0, 1, (2, 2, 1, 1)))])
+    x = rng.normal(0, 1, (2, 2, 7, 7))
+    tuned = compile_model(save(m, tmp_path, "tuned.onnx"), "tiny", x, reference=True)
+    write_outputs(tuned, tmp_path / "tuned")
+    got = verify_directory(tmp_path / "tuned", x).outputs
+    assert np.abs(got - run_onnx(m, x)["y"].reshape(got.shape)).max() <= tuned.layers[-1].error_bound
+
+
 @pytest.mark.verilator
 def test_average_pool_excluding_pads_on_the_rtl(tmp_path):
     _on_the_rtl(_exclusive_average(2), tmp_path, np.random.default_rng(43).normal(0, 1, (1, 2, 7, 7)))
