@@ -17,6 +17,7 @@ from neuflow_hdl.regs import AluOp, ConvMode, PoolMode, Symmetry
 from .errors import CompileError
 from .ir import as_conv
 from .layout import Buffer, MemoryKernel, Rect, chunk_side, conv_geometry
+from .quantise import alu_shift
 
 __all__ = ["ConvJob", "StreamJob", "Lowered", "lower_node", "weight_streams", "STREAMED_MIN_OUTPUTS",
            "pool_partials", "partials_key"]
@@ -333,7 +334,7 @@ def lower_stream(node, graph, buffers, config, quant):
     a_buf, b_buf = buffers[node.inputs[0]], buffers[node.inputs[1]]
     op = node.attrs["op"]
     fa, fb, fo = a_buf.frac, b_buf.frac, y.frac
-    shift = {"mul": fa + fb - fo, "div": fo - fa + fb}.get(op, 0)
+    shift = alu_shift(op, fa, fb, fo)
     if op in ("add", "sub", "max", "min") and not fa == fb == fo:
         raise AssertionError("tied formats differ")
     if not 0 <= shift <= fmt.width:

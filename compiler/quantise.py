@@ -25,7 +25,7 @@ from sim.golden.mapper_fit import fit, fit_function
 from .errors import CompileError
 from .ir import activation_function, as_conv
 
-__all__ = ["assign_formats", "quantise_kernel", "mapper_for", "MapperChoice", "KernelCodes",
+__all__ = ["alu_shift", "assign_formats", "quantise_kernel", "mapper_for", "MapperChoice", "KernelCodes",
            "NodeQuant", "Quantisation", "quantise", "float_kernel", "mapper_tolerance"]
 
 HEADROOM = 1.25
@@ -81,6 +81,13 @@ def assign_formats(graph, fmt, maxima=None):
     return _constants_fit(graph, {t: group[find(t)] for t in tensors} | constants, fmt)
 
 
+def alu_shift(op, fa, fb, fo):
+    """The StreamALU's output shift for ``a op b`` with operands of ``fa`` and
+    ``fb`` fraction bits and an output of ``fo`` (0 for the operations that
+    keep one format)."""
+    return {"mul": fa + fb - fo, "div": fo - fa + fb}.get(op, 0)
+
+
 def _constants_fit(graph, formats, fmt):
     """``formats`` with each constant operand of a product or quotient made
     coarse enough for the ALU's output shift (0 .. width) to reach the output's
@@ -91,8 +98,8 @@ def _constants_fit(graph, formats, fmt):
     for n in graph.nodes:
         b = n.inputs[1] if n.op == "eltwise" and len(n.inputs) > 1 else None
         if b in graph.constants and n.attrs["op"] in ("mul", "div"):
-            fa, fo = formats[n.inputs[0]], formats[n.output]
-            top = fmt.width + fo - fa if n.attrs["op"] == "mul" else fmt.width + fa - fo
+            # The shift grows with b's fraction bits, one for one.
+            top = fmt.width - alu_shift(n.attrs["op"], formats[n.inputs[0]], 0, formats[n.output])
             formats[b] = max(0, min(formats[b], top))
     return formats
 

@@ -224,19 +224,23 @@ def _kept(job, name, make):
     return job.__dict__[name]
 
 
+def _rect_costs(rects, config):
+    """(words, expected beats) of each rectangle of ``rects``."""
+    return [(r.words, expected_beats(r.width, r.height, config.beat_words)) for r in rects]
+
+
 def _stream_costs(job, config):
     """``(inputs, outputs)``: (words, expected beats) of each input and output
     rectangle of ``job``."""
-    cost = lambda r: (r.words, expected_beats(r.width, r.height, config.beat_words))
-    return _kept(job, "_stream_costs", lambda: ([cost(r) for r, _ in job.inputs], [cost(r) for r in job.outputs]))
+    return _kept(job, "_stream_costs", lambda: (_rect_costs((r for r, _ in job.inputs), config),
+                                                _rect_costs(job.outputs, config)))
 
 
 def _partial_costs(job, config):
     """(words, expected beats) of each output's partial sums between passes."""
     if job.partials is None:
         return _stream_costs(job, config)[1]
-    cost = lambda r: (r.words, expected_beats(r.width, r.height, config.beat_words))
-    return _kept(job, "_partial_costs", lambda: [cost(r) for r in job.partials[0]])
+    return _kept(job, "_partial_costs", lambda: _rect_costs(job.partials[0], config))
 
 
 def pass_shape(job, chains, config, groups=None):
@@ -259,16 +263,19 @@ def pass_shape(job, chains, config, groups=None):
     streams = [inputs[src] for src in sources]
     streams += [partials[o] if g > 0 else outputs[o] for o, g, _ in chains if g > 0 or job.initial]
     streams += [outputs[o] if last(o, g) else partials[o] for o, g, _ in chains]
-    latency = conv_latency(config) + HOP_LAG * (longest - 1) + _mapper_latency(job)
-    return PassShape(loads, kernel_words, tuple(w for w, _ in streams), tiles, latency,
-                     sum(b for _, b in streams))
+    return PassShape(loads, kernel_words, tuple(w for w, _ in streams), tiles,
+                     _chain_latency(job, longest, config), sum(b for _, b in streams))
+
+
+def _chain_latency(job, longest, config):
+    """Pipeline depth of a pass whose longest chain has ``longest`` links: the
+    head convolver, HOP_LAG per further link, then the mapper and its input FIFO."""
+    return conv_latency(config) + HOP_LAG * (longest - 1) + _mapper_latency(job)
 
 
 def _latency(job, chains, config):
-    """Pipeline depth of a pass's longest path: the head convolver, HOP_LAG per
-    further link of the longest chain, then the mapper and its input FIFO."""
-    return (conv_latency(config) + HOP_LAG * (max(len(t) for _, _, t in chains) - 1) +
-            _mapper_latency(job))
+    """:func:`_chain_latency` of a pass made of ``chains``."""
+    return _chain_latency(job, max(len(t) for _, _, t in chains), config)
 
 
 def _pooling(job):

@@ -60,16 +60,20 @@ CANVAS = (240, 320 + 8 + 160)
 SMALL_CANVAS = (120 + 8 + 60, 160)
 
 
+def _stages(height, width):
+    """Per stage of the network on one ``height x width`` scale: (outputs, fan-in,
+    its input's height and width, its output's height and width before pooling)."""
+    for outs, _, fan_in, pooled in STAGES:
+        yield outs, fan_in, height, width, height - 6, width - 6
+        height, width = height - 6, width - 6
+        if pooled:
+            height, width = height // 2, width // 2
+
+
 def useful_macs(height, width):
     """Multiply-accumulates of the network on one scale (valid convolutions and the
     fan-ins), the figure NeuFlow's papers count (2.2 G per frame)."""
-    macs = 0
-    for outs, _, fan_in, pooled in STAGES:
-        height, width = height - 6, width - 6
-        macs += outs * fan_in * 49 * height * width
-        if pooled:
-            height, width = height // 2, width // 2
-    return macs
+    return sum(outs * fan_in * 49 * ho * wo for outs, fan_in, _, _, ho, wo in _stages(height, width))
 
 
 def stream_bound(height, width, tiles):
@@ -77,13 +81,7 @@ def stream_bound(height, width, tiles):
     ``tiles`` tiles: each term of each output streams its input map through a
     tile at one word a cycle, and nothing else costs (no border window is
     skipped: every input word is in some valid window)."""
-    words = 0
-    for outs, _, fan_in, pooled in STAGES:
-        words += outs * fan_in * height * width
-        height, width = height - 6, width - 6
-        if pooled:
-            height, width = height // 2, width // 2
-    return words / tiles
+    return sum(outs * fan_in * h * w for outs, fan_in, h, w, _, _ in _stages(height, width)) / tiles
 
 
 def scene_parsing(height, width, rng):
