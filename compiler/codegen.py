@@ -41,6 +41,7 @@ emits candidates into and :meth:`CodeGen.adopt` keeps.
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -247,32 +248,47 @@ class CodeGen:
         self.lines.append(f"; {printable(text)}")
 
     def _write(self, address, value):
-        value &= 0xFFFF_FFFF
-        if self.shadow.get(address) != value:
-            self.emit(f"cfgwi {address:#07x}, {value:#x}")
-            self.shadow[address] = value
-            return True
-        return False
+        return self._write_all(((address, value),))
 
-    def _tile(self, setup_tile, routes, convolver=None, alu=None, mapper=None):
-        key = (setup_tile, _freeze(routes), _freeze(convolver), self._frozen(alu), self._frozen(mapper))
+    def _write_all(self, writes):
+        """Emit the ``(address, value)`` writes whose value differs from the
+        shadow's; whether any did."""
+        shadow, lines, written = self.shadow, self.lines, 0
+        for address, value in writes:
+            value &= 0xFFFF_FFFF
+            if shadow.get(address) != value:
+                lines.append(f"    cfgwi {address:#07x}, {value:#x}")
+                shadow[address] = value
+                written += 1
+        self._count += written
+        return written > 0
+
+    def _tile(self, setup_tile, routes, convolver=None, alu=None, mapper=None, preload=None):
+        """Write a tile's configuration where it differs from the shadow;
+        ``preload``: ``(offset, size)`` of the kernel it loads from the weight
+        frame on the weight line during the pass, or None."""
+        key = (setup_tile, self._frozen(routes), self._frozen(convolver), self._frozen(alu),
+               self._frozen(mapper), preload)
         if self._applied.get(setup_tile) == key:
             return
         self._applied[setup_tile] = key
         writes = self._writes.get(key)
         if writes is None:
+            if preload is not None:
+                routes = dict(routes, convolver_weights=f"global_in_{self.weight_line}")
+                convolver = dict(convolver or {}, preload=1, weight_skip=preload[0], preload_k=preload[1])
             c = self.config
             writes = tile_config_writes(setup_tile, globals_=c.globals_, fifos=c.fifos,
                                         width=c.fmt.width, segments=c.segments, routes=routes,
                                         convolver=convolver, alu=alu, mapper=mapper, start=False)
             self._writes[key] = writes
-        for address, value in writes:
-            if self._write(address, value):
-                self.dirty.add(setup_tile)
+        if self._write_all(writes):
+            self.dirty.add(setup_tile)
 
     def _frozen(self, config):
-        """:func:`_freeze` of a configuration a job shares among its tiles and
-        passes (an ALU's or a mapper's), once per object."""
+        """:func:`_freeze` of a configuration (routes, a convolver's, an ALU's or a
+        mapper's), once per object: the scheduler shares one object among the
+        tiles and passes that have the same configuration."""
         if config is None:
             return None
         held = self._writes.get(("frozen", id(config)))
@@ -293,13 +309,11 @@ class CodeGen:
             writes = self._writes[key] = stream_port_writes(
                 port, base=rect.base, width=rect.width, height=rect.height, stride=rect.stride, write=write,
                 line=line, start=False, **extra)
-        for address, word in writes:
-            self._write(address, word)
+        self._write_all(writes)
 
     def _wait_not_busy(self, address, layout):
         """Poll the status register at ``address`` until its ``busy`` bit is clear."""
-        busy = pack_bits(layout, {"busy": 1})
-        self.emit(f"wait {busy:#04x}, 0x00, {address:#07x}")
+        self.emit(f"wait {_busy_bit(layout):#04x}, 0x00, {address:#07x}")
 
     def _wait_ports(self):
         """Wait until no streamer port is busy (one poll for a whole pass)."""
@@ -399,20 +413,14 @@ class CodeGen:
     def _shadow(self, p, frame):
         """Shadow writes of pass ``p`` (None: no pass) whose tiles preload ``frame``."""
         where, at = (frame[1], _slot_offsets(frame[0], self.config.kernel)) if frame is not None else ({}, [])
-        wl = self.weight_line
         setups = {s.tile: s for s in p.tiles} if p is not None else {}
         for tile in range(self.config.tiles):
             s = setups.get(tile)
-            routes = dict(s.routes) if s is not None else {}
-            conv = s.convolver if s is not None else None
-            if tile in where:
-                routes["convolver_weights"] = f"global_in_{wl}"
-                offset, size = at[where[tile]]
-                conv = dict(conv or {}, preload=1, weight_skip=offset, preload_k=size)
+            preload = at[where[tile]] if tile in where else None
             if s is not None:
-                self._tile(tile, routes, conv, s.alu, s.mapper)
+                self._tile(tile, s.routes, s.convolver, s.alu, s.mapper, preload)
             else:
-                self._tile(tile, routes, conv)
+                self._tile(tile, _NO_ROUTES, preload=preload)
 
     def _ports(self, p, frame, frame_address):
         """The transfers of pass ``p`` (``frame``: the weight frame streaming with
@@ -564,6 +572,16 @@ class CodeGen:
         self._describe(port, rect, line=self.weight_line)
         self._go_all([port])
         return rect.words
+
+
+#: A tile without a pass: no routes.
+_NO_ROUTES = {}
+
+
+@lru_cache(maxsize=None)
+def _busy_bit(layout):
+    """The ``busy`` bit of a status ``layout``."""
+    return pack_bits(layout, {"busy": 1})
 
 
 def _frame(kernels):

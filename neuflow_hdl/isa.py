@@ -17,7 +17,7 @@ little-endian, at an even address.
 
 from dataclasses import dataclass
 
-from amaranth.hdl import unsigned
+from amaranth.hdl import Shape, unsigned
 from amaranth.lib import data, enum
 
 from .regs import pack_bits, unpack_bits
@@ -120,11 +120,18 @@ TABLE_ENTRY = data.StructLayout({
 TABLE_ENTRY_WORDS = INSTRUCTION_WORDS
 
 
+#: Bit offsets of :data:`TABLE_ENTRY`'s fields (the compiler writes millions of entries).
+_ENTRY_AT = {name: TABLE_ENTRY[name].offset for name in ("address", "value", "last", "skip")}
+_ENTRY_ADDRESSES = 1 << Shape.cast(TABLE_ENTRY["address"].shape).width
+
+
 def table_entry(address, value, *, last=False, skip=False):
     """One ``cfgwt`` table entry as a 64-bit integer (``ValueError`` if the
-    address does not fit its field)."""
-    return pack_bits(TABLE_ENTRY, {"address": address, "value": value & 0xFFFF_FFFF,
-                                   "last": int(last), "skip": int(skip)})
+    address does not fit its field): ``TABLE_ENTRY``'s bits, shifted into place."""
+    if not 0 <= address < _ENTRY_ADDRESSES:
+        pack_bits(TABLE_ENTRY, {"address": address})        # raises, naming the field
+    return (address << _ENTRY_AT["address"] | (value & 0xFFFF_FFFF) << _ENTRY_AT["value"] |
+            bool(last) << _ENTRY_AT["last"] | bool(skip) << _ENTRY_AT["skip"])
 
 
 def table_fields(entry):
