@@ -485,8 +485,9 @@ class CodeGen:
                 self.comment("weight frame first: the data streams use every port")
                 alone_words.append(self._weight_port(0, alone[n], frame_address))
                 self._wait_ports()
-            for port, rect, kw in ports:    # written during the previous pass, except the first
-                self._describe(port, rect, **kw)
+            if n == 0 or alone[n] is not None:  # else written during the previous pass
+                for port, rect, kw in ports:
+                    self._describe(port, rect, **kw)
             self._go_all(port for port, _, _ in ports)
             streams = [rect.words for _, rect, kw in ports if kw["line"] != self.weight_line]
             frame = [rect.words for _, rect, kw in ports if kw["line"] == self.weight_line]

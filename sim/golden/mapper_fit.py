@@ -56,18 +56,24 @@ class MapperFit:
                              for b, a, c in zip(self.bounds, self.slopes, self.offsets)]}
 
 
+def _least_squares_slope(xs, ts):
+    """The slope of the least-squares line through the points ``(xs, ts)`` (0
+    for fewer than two distinct ``xs``)."""
+    if xs.size < 2:
+        return 0.0
+    dx = xs - xs.mean()
+    spread = float(dx @ dx)
+    return float(dx @ (ts - ts.mean())) / spread if spread > 0 else 0.0
+
+
 def _segment_lines(codes, target, starts, fmt, slope_frac):
     """Per-segment least-squares slope, then the offset that centres the error."""
     slopes, offsets = [], []
-    ends = list(starts[1:]) + [None]
     x = codes * fmt.step
-    for lo, hi in zip(starts, ends):
-        sel = (codes >= lo) if hi is None else (codes >= lo) & (codes < hi)
-        xs, ts = x[sel], target[sel]
-        if xs.size >= 2 and np.ptp(xs) > 0:
-            a = np.polyfit(xs, ts, 1)[0]
-        else:
-            a = 0.0
+    first = np.searchsorted(codes, starts).tolist()        # codes ascend
+    for i, j in zip(first, first[1:] + [len(codes)]):
+        xs, ts = x[i:j], target[i:j]
+        a = _least_squares_slope(xs, ts)
         a_code = int(fmt.quantise(a, slope_frac))
         a_q = a_code / (1 << slope_frac)
         resid = ts - a_q * xs if xs.size else np.zeros(1)
