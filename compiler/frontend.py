@@ -607,11 +607,11 @@ def _gemm(o):
                            where)
     features = c * h * w
     if op == "Gemm":
-        b_mat = constants[0].astype(np.float64)
+        b_mat = constants[0]
         if attrs.get("transA", 0):
             raise CompileError("transA=1 is not supported", where)
-        weight = b_mat if attrs.get("transB", 0) else b_mat.T
-        weight = weight * float(attrs.get("alpha", 1.0))
+        weight = _float_matrix(b_mat if attrs.get("transB", 0) else b_mat.T,
+                               float(attrs.get("alpha", 1.0)))
         n = weight.shape[0]
         bias = np.zeros(n)
         if len(constants) > 1:
@@ -619,13 +619,22 @@ def _gemm(o):
                                    else constants[1].astype(np.float64).ravel()[0], (n,)) * \
                 float(attrs.get("beta", 1.0))
     else:
-        weight = constants[0].astype(np.float64).T
+        weight = _float_matrix(constants[0].T)
         n = weight.shape[0]
         bias = np.zeros(n)
     if weight.ndim != 2 or weight.shape[1] != features:
         raise CompileError(f"weight shape {weight.shape} does not match {features} input features",
                            where)
-    return o.node_of("gemm", data, {"act": None}, {"weight": np.array(weight), "bias": np.array(bias)})
+    return o.node_of("gemm", data, {"act": None}, {"weight": weight, "bias": np.array(bias)})
+
+
+def _float_matrix(matrix, scale=1.0):
+    """``matrix * scale`` as a new C-ordered float64 array (one copy of a
+    fully connected layer's weights, which run to hundreds of megabytes)."""
+    weight = np.array(matrix, dtype=np.float64, order="C")
+    if scale != 1.0:
+        weight *= scale
+    return weight
 
 
 def _window_fits(kernel, size, pads, where):

@@ -123,10 +123,19 @@ class Buffer:
 
     def scatter(self, codes):
         """Words of the whole buffer holding ``codes`` (C, H, W) in the interior."""
-        m = np.full((self.channels, self.rows, self.row), self.pad_value, dtype=np.int64)
+        words = np.empty(self.size, dtype=np.int64)
+        self.place(codes, words)
+        return words
+
+    def place(self, codes, words):
+        """Write the whole buffer holding ``codes`` (C, H, W) in the interior
+        into ``words`` (its ``size`` words, an array or a view of one)."""
+        words[self.channels * self.map_words:] = 0
+        m = words[:self.channels * self.map_words].reshape(self.channels, self.rows, self.row)
+        if not self.flat:
+            m[...] = self.pad_value
         t, l = self.pads[0], self.pads[1]
         m[:, t:t + self.height, l:l + self.width] = codes
-        return np.concatenate([m.ravel(), np.zeros(self.tail, dtype=np.int64)])
 
     def gather(self, words):
         """The interior (C, H, W) of the buffer from its words."""

@@ -247,8 +247,10 @@ def weight_streams(graph, buffers, quantisation, config):
         codes = quant.kernel.codes
         n_out, features = codes.shape
         chunks = -(-features // (K * K))
-        padded = np.zeros((n_out, chunks * K * K), dtype=np.int64)
-        padded[:, :features] = codes
+        padded = codes
+        if features % (K * K):
+            padded = np.zeros((n_out, chunks * K * K), dtype=np.int64)
+            padded[:, :features] = codes
         images = padded.reshape(rows, m, chunks, K, K).transpose(2, 0, 3, 1, 4).reshape(
             chunks, rows * K, m * K)
         y = buffers[node.output]

@@ -114,7 +114,7 @@ def quantise_kernel(weights, fi, fo, fmt, *, node, bias=None):
     format (``fi + fw`` fraction bits, 32 bits).
     """
     w = np.asarray(weights, dtype=np.float64)
-    top = float(np.max(np.abs(w))) if w.size else 0.0
+    top = max(float(w.max()), -float(w.min())) if w.size else 0.0
     fw = fmt.width - 1 if top == 0 else fmt.width - 1 - math.ceil(math.log2(top * (1 + 2.0 ** -12)))
     if top and top * 2.0 ** fw >= 2 ** (fmt.width - 1) - 0.5:
         fw -= 1

@@ -66,14 +66,19 @@ class Format:
         return 2.0 ** -self.frac
 
     def _rounded(self, x, frac):
+        """``floor(x * 2**frac + 0.5)`` as a new float array (one, for weights by the hundred million)."""
         frac = self.frac if frac is None else frac
-        return np.floor(np.asarray(x, dtype=np.float64) * 2.0 ** frac + 0.5)
+        rounded = np.array(x, dtype=np.float64)
+        rounded *= 2.0 ** frac
+        rounded += 0.5
+        return np.floor(rounded, out=rounded)
 
     def quantise(self, x, frac=None):
         """Float to integer codes: ``floor(x * 2**frac + 0.5)``, saturated (the one
         rounding rule for inputs, weights and mapper coefficients; ``frac`` may
         be negative)."""
-        return np.clip(self._rounded(x, frac), self.min, self.max).astype(np.int64)
+        rounded = self._rounded(x, frac)
+        return np.clip(rounded, self.min, self.max, out=rounded).astype(np.int64)[()]
 
     def saturated(self, x, frac=None):
         """Where :meth:`quantise` saturates ``x``: its rounded code lies outside the words."""
