@@ -210,6 +210,7 @@ class CodeGen:
     points: list = field(default_factory=list)      #: the :class:`ResumePoint` s emitted
     layer_index: int = 0
     _writes: dict = field(default_factory=dict)     #: memo of tile and port writes (shared by forks)
+    _frozen_of: dict = field(default_factory=dict)  #: id -> (configuration, its frozen form) (shared)
     #: tile or port -> the key of the configuration last written to it whole
     #: (writing it again changes nothing, so it is skipped)
     _applied: dict = field(default_factory=dict)
@@ -222,7 +223,7 @@ class CodeGen:
         """A trial generator that continues from this one's state; its lines are new."""
         return CodeGen(self.config, self.stamps, self.frames.fork(), shadow=dict(self.shadow),
                        loaded=dict(self.loaded), dirty=set(self.dirty), layer_index=self.layer_index,
-                       _writes=self._writes, _applied=dict(self._applied))
+                       _writes=self._writes, _frozen_of=self._frozen_of, _applied=dict(self._applied))
 
     def adopt(self, trial):
         """Keep what ``trial`` (a :meth:`fork` of this generator) emitted, and
@@ -235,6 +236,7 @@ class CodeGen:
         self.layer_index = trial.layer_index
         self.frames.adopt(trial.frames)
         self._writes.clear()
+        self._frozen_of.clear()
 
     # -- low level ------------------------------------------------------------
     def emit(self, text):
@@ -291,9 +293,9 @@ class CodeGen:
         tiles and passes that have the same configuration."""
         if config is None:
             return None
-        held = self._writes.get(("frozen", id(config)))
+        held = self._frozen_of.get(id(config))
         if held is None or held[0] is not config:
-            held = self._writes[("frozen", id(config))] = (config, _freeze(config))
+            held = self._frozen_of[id(config)] = (config, _freeze(config))
         return held[1]
 
     def _describe(self, port, rect, *, write=False, line=0, window=None):
