@@ -7,6 +7,7 @@ inputs are all constant), and translates each remaining node into the IR of
 :class:`~compiler.errors.CompileError` naming the node.
 """
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -494,9 +495,19 @@ def _flatten(o):
 
 
 def _lrn(o):
+    """LRN: ``x / (bias + alpha / size * sum of squares) ** beta``, a number for
+    every input only with ``bias > 0`` and ``alpha >= 0``."""
     a = o.attrs
-    return o.node_of("lrn", attrs={"size": int(a["size"]), "alpha": float(a.get("alpha", 1e-4)),
-                                   "beta": float(a.get("beta", 0.75)), "bias": float(a.get("bias", 1.0))})
+    size, alpha = int(a.get("size", 0)), float(a.get("alpha", 1e-4))
+    beta, bias = float(a.get("beta", 0.75)), float(a.get("bias", 1.0))
+    for name, value, good, limit in (("size", size, size >= 1, "be at least 1"),
+                                     ("alpha", alpha, alpha >= 0, "be at least 0"),
+                                     ("beta", beta, True, "be finite"),
+                                     ("bias", bias, bias > 0, "be positive")):
+        if not (math.isfinite(value) and good):
+            limit = limit if math.isfinite(value) else "be finite"
+            raise CompileError(f"{name} {value:g} must {limit}", o.where)
+    return o.node_of("lrn", attrs={"size": size, "alpha": alpha, "beta": beta, "bias": bias})
 
 
 def _softmax(o):

@@ -256,6 +256,21 @@ def test_an_activation_the_mapper_cannot_fit_is_refused(tmp_path, capsys):
                     "node 'steep' (LRN): activation", "more than its tolerance")
 
 
+@pytest.mark.parametrize("attrs,needle", [
+    ({"size": 3, "bias": 0.0}, "bias 0 must be positive"),
+    ({"size": 3, "alpha": -1.0}, "alpha -1 must be at least 0"),
+    ({"size": 0}, "size 0 must be at least 1"),
+    ({"size": 3, "beta": float("inf")}, "beta inf must be finite"),
+])
+def test_an_lrn_outside_its_domain_is_refused(tmp_path, capsys, attrs, needle):
+    """(bias + alpha * s) ** -beta is a number for every input only with bias
+    > 0 and alpha >= 0: anything else is refused by name, not fitted with
+    numpy warnings."""
+    m = model([helper.make_node("LRN", ["x"], ["y"], name="norm", **attrs)], (1, 2, 4, 4), (1, 2, 4, 4))
+    _one_line_error(capsys, ["compile", str(save(m, tmp_path)), "-o", str(tmp_path / "out")],
+                    "node 'norm' (LRN):", needle)
+
+
 def test_parallel_options(compiled_dir, tmp_path, capsys):
     """--jobs takes a whole number of at least 1 (argparse's usage error, exit 2);
     --dask with no scheduler there is one line naming the address."""
