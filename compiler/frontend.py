@@ -500,13 +500,13 @@ def _lrn(o):
     a = o.attrs
     size, alpha = int(a.get("size", 0)), float(a.get("alpha", 1e-4))
     beta, bias = float(a.get("beta", 0.75)), float(a.get("bias", 1.0))
-    for name, value, good, limit in (("size", size, size >= 1, "be at least 1"),
-                                     ("alpha", alpha, alpha >= 0, "be at least 0"),
-                                     ("beta", beta, True, "be finite"),
-                                     ("bias", bias, bias > 0, "be positive")):
-        if not (math.isfinite(value) and good):
-            limit = limit if math.isfinite(value) else "be finite"
-            raise CompileError(f"{name} {value:g} must {limit}", o.where)
+    for name, value, good, limit in (("size", size, size >= 1, "at least 1"),
+                                     ("alpha", alpha, alpha >= 0, "at least 0"),
+                                     ("beta", beta, True, None), ("bias", bias, bias > 0, "positive")):
+        if not math.isfinite(value):
+            raise CompileError(f"{name} {value:g} must be finite", o.where)
+        if not good:
+            raise CompileError(f"{name} {value:g} must be {limit}", o.where)
     return o.node_of("lrn", attrs={"size": size, "alpha": alpha, "beta": beta, "bias": bias})
 
 

@@ -116,10 +116,10 @@ class Buffer:
     def interior(self, c):
         return self.rect(c, 0, 0, self.height, self.width)
 
-    def initial(self):
-        """The buffer's words in the memory image: pads set, interior zero (a
-        constant's: its codes)."""
-        return self.scatter(0 if self.codes is None else self.codes)
+    def place_initial(self, words):
+        """Write the buffer's words in the memory image into ``words``: pads set,
+        interior zero (a constant's: its codes)."""
+        self.place(0 if self.codes is None else self.codes, words)
 
     def scatter(self, codes):
         """Words of the whole buffer holding ``codes`` (C, H, W) in the interior."""

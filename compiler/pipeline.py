@@ -101,12 +101,9 @@ def link(program_words, buffers, frames, config, grid):
     image[:len(program_words)] = program_words
     width = config.fmt.width
     mask = (1 << width) - 1
-    shared = {b.view[0] for b in buffers.values() if b.view}
     for b in buffers.values():
-        if b.codes is None and (b.flat or b.pad_value == 0) and b.view is None and b.tensor not in shared:
-            continue                    # all zero, like the image, and no other buffer's words
         words = image[b.base:b.base + b.size]
-        b.place(0 if b.codes is None else b.codes, words)
+        b.place_initial(words)
         np.bitwise_and(words, mask, out=words)  # unsigned, as memory holds them
     for address, words in frames.blocks:
         image[address:address + len(words)] = unsigned_words(words, width)

@@ -66,7 +66,8 @@ class Format:
         return 2.0 ** -self.frac
 
     def _rounded(self, x, frac):
-        """``floor(x * 2**frac + 0.5)`` as a new float array (one, for weights by the hundred million)."""
+        """``floor(x * 2**frac + 0.5)`` as a new float array, computed in place
+        (networks have hundreds of millions of weights)."""
         frac = self.frac if frac is None else frac
         rounded = np.array(x, dtype=np.float64)
         rounded *= 2.0 ** frac
