@@ -81,11 +81,29 @@ def _strips(width_needed, wo, s, kp, max_width):
     return [(x0, min(per, wo - x0)) for x0 in range(0, wo, per)]
 
 
-def _nonzero(chain):
-    """Drop all-zero kernels (they add nothing) but keep at least one term (the bias)."""
-    kept = [t for t in chain if t[1] is None or isinstance(t[1], MemoryKernel) or t[1].any()]
-    return kept or chain[:1]
+def _piece_kernels(codes, pieces):
+    """Every output's kernel on every input map, per piece of the kernel:
+    ``(blocks, nonzero)``: per piece its ``(outputs, inputs, kp, kp)`` codes
+    (the piece's ``ph x pw`` in the top-left corner, ``kp`` its larger side),
+    and ``(outputs, inputs * pieces)`` whether each kernel has a nonzero code,
+    in the order a chain takes its terms (input map, then piece)."""
+    blocks = []
+    for dy, dx, ph, pw in pieces:
+        kp = max(ph, pw)
+        block = np.zeros(codes.shape[:2] + (kp, kp), dtype=np.int64)
+        block[:, :, :ph, :pw] = codes[:, :, dy:dy + ph, dx:dx + pw]
+        blocks.append(block)
+    nonzero = np.stack([b.any(axis=(2, 3)) for b in blocks], axis=2)
+    return blocks, nonzero.reshape(nonzero.shape[0], -1)
 
+
+def _terms(reads, kernels, o):
+    """Output ``o``'s chain: ``(input index, kernel)`` of each term whose kernel
+    is not all zero (it adds nothing), but at least one term (the bias)."""
+    blocks, nonzero = kernels
+    P = len(blocks)
+    kept = np.flatnonzero(nonzero[o]).tolist() or [0]
+    return [(reads[n], blocks[n % P][o, n // P]) for n in kept]
 
 
 def _mapper(quant):
@@ -144,6 +162,7 @@ def lower_conv(node, graph, buffers, config, quant):
             raise AssertionError("a pooled convolution's rows fit a line buffer (passes.fuse_pools)")
         mapper = _pooling_mapper(mapper, pool, ho, wo, config)
         notes = notes + [f"{POOL_NAMES[pool]} 2x2 pooling in the mapper's pool stage"]
+    kernels = None if is_max else _piece_kernels(codes, pieces)
     jobs = []
     for x0, wn in strips:
         inputs, index = [], {}
@@ -157,18 +176,8 @@ def lower_conv(node, graph, buffers, config, quant):
         for o in range(cout):
             outputs.append(y.rect(o, 0, x0 // 2, ho // 2, wn // 2) if pool else y.rect(o, 0, x0, ho, wn))
             g = o // per_group_out if not is_max else o
-            chain = []
-            for ci in range(cin_g):
-                c = in_perm[g * cin_g + ci]
-                for p, (dy, dx, ph, pw) in enumerate(pieces):
-                    if is_max:
-                        chain.append((index[c, p], None))
-                        continue
-                    kp = max(ph, pw)
-                    kern = np.zeros((kp, kp), dtype=np.int64)
-                    kern[:ph, :pw] = codes[o, ci, dy:dy + ph, dx:dx + pw]
-                    chain.append((index[c, p], kern))
-            terms.append(_nonzero(chain))
+            reads = [index[in_perm[g * cin_g + ci], p] for ci in range(cin_g) for p in range(len(pieces))]
+            terms.append([(i, None) for i in reads] if is_max else _terms(reads, kernels, o))
         macs = 0 if is_max else ho * wn * kh * kw * connected
         job = ConvJob(ConvMode.MAX if is_max else ConvMode.MAC, s, shift, inputs, outputs,
                       terms, [int(b) for b in bias_codes], mapper, macs)
@@ -305,11 +314,11 @@ def lower_gemm(node, graph, buffers, config, quant):
     mapper, notes = _mapper(quant)
     padded = np.zeros((n_out, len(inputs) * k * k), dtype=np.int64)
     padded[:, :features] = codes
-    outputs, terms = [], []
-    for n in range(n_out):
-        outputs.append(y.interior(n))
-        terms.append(_nonzero([(c, padded[n, c * k * k:(c + 1) * k * k].reshape(k, k))
-                               for c in range(len(inputs))]))
+    blocks = padded.reshape(n_out, len(inputs), k, k)
+    kernels = ([blocks], blocks.any(axis=(2, 3)))
+    reads = list(range(len(inputs)))
+    outputs = [y.interior(n) for n in range(n_out)]
+    terms = [_terms(reads, kernels, n) for n in range(n_out)]
     return _lowered([ConvJob(ConvMode.MAC, 1, shift, inputs, outputs, terms,
                              [int(b) for b in bias_codes], mapper, n_out * features)], notes)
 

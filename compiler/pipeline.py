@@ -22,8 +22,10 @@ the reference engine against onnxruntime); :func:`estimate_model` stops after
 code generation, for networks whose image would not fit.
 """
 
+import gc
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -152,6 +154,22 @@ def _vacuous_bounds(graph, bounds, quantisation, config, input_range):
             for node, bound, span in found}
 
 
+@contextmanager
+def _collector_paused():
+    """Python's cycle collector off for a compile.  A compile makes millions of
+    small objects (passes, tile setups, table rows) that reference counting
+    frees; the collector would scan the ones alive again and again as they
+    grow in number, and it found nothing to free: it took 37 % of ResNet-50's
+    compile (359 s with it, 225 s without, measured at 6556ee6)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def compile_model(path, grid="tiny", calibration=None, *, input_range=None, progress=None,
                   layer_done=None, reference=True):
     """Compile the ONNX model at ``path`` for grid preset ``grid``: a :class:`Compiled`.
@@ -166,6 +184,13 @@ def compile_model(path, grid="tiny", calibration=None, *, input_range=None, prog
     ``reference``: run the reference engine on one input and measure
     per-layer error against onnxruntime for the report.
     """
+    with _collector_paused():
+        return _compile(path, grid, calibration, input_range=input_range, progress=progress,
+                        layer_done=layer_done, reference=reference)
+
+
+def _compile(path, grid, calibration, *, input_range, progress, layer_done, reference):
+    """The body of :func:`compile_model`."""
     started = time.monotonic()
     say = progress or (lambda text: None)
     front = _frontend(path, grid)
@@ -213,6 +238,12 @@ def estimate_model(path, grid, *, progress=None):
     per-layer passes, MACs and estimated cycles, equal to what
     :func:`compile_model` reports.  For networks whose image would not fit.
     ``progress``: called as ``progress(layers done, layers)``."""
+    with _collector_paused():
+        return _estimate(path, grid, progress)
+
+
+def _estimate(path, grid, progress):
+    """The body of :func:`estimate_model`."""
     started = time.monotonic()
     front = _frontend(path, grid)
     graph, config = front.graph, front.config
