@@ -211,8 +211,8 @@ class CodeGen:
     layer_index: int = 0
     _writes: dict = field(default_factory=dict)     #: memo of tile and port writes (shared by forks)
     _frozen_of: dict = field(default_factory=dict)  #: id -> (configuration, its frozen form) (shared)
-    #: tile or port -> the key of the configuration last written to it whole
-    #: (writing it again changes nothing, so it is skipped)
+    #: tile or port -> the configuration last written to it whole (writing it
+    #: again changes nothing, so it is skipped)
     _applied: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -269,11 +269,13 @@ class CodeGen:
         """Write a tile's configuration where it differs from the shadow;
         ``preload``: ``(offset, size)`` of the kernel it loads from the weight
         frame on the weight line during the pass, or None."""
+        # Configurations compare as objects first (the scheduler shares them), then by value.
+        applied = (routes, convolver, alu, mapper, preload)
+        if self._applied.get(setup_tile) == applied:
+            return
+        self._applied[setup_tile] = applied
         key = (setup_tile, self._frozen(routes), self._frozen(convolver), self._frozen(alu),
                self._frozen(mapper), preload)
-        if self._applied.get(setup_tile) == key:
-            return
-        self._applied[setup_tile] = key
         writes = self._writes.get(key)
         if writes is None:
             if preload is not None:

@@ -281,15 +281,45 @@ class _Translation:
         self.shapes[out] = shape
 
 
-def to_graph(model):
-    """Translate a checked ONNX model into a :class:`~compiler.ir.Graph`."""
+#: Initialisers of floats with more elements than this are weights, whose values
+#: no shape depends on (see :func:`_inferred_shapes`).
+WEIGHT_ELEMENTS = 1024
+
+
+def _inferred_shapes(model):
+    """``{tensor: [dims]}`` after ONNX shape inference (:func:`_value_shapes`).
+    Inference serialises the model it is given, weights and all (4.5 s of
+    VGG-19's compile), so it runs on a copy in which every float initialiser of
+    more than :data:`WEIGHT_ELEMENTS` elements is a typed graph input instead:
+    shapes depend on the values of shape-like tensors (integers, scales), never
+    on a weight's."""
+    g = model.graph
+    weights = [t for t in g.initializer if t.data_type in _FLOAT_TYPES and
+               math.prod(t.dims) > WEIGHT_ELEMENTS]
+    declared = {i.name for i in g.input}
+    inputs = list(g.input) + [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                              for t in weights if t.name not in declared]
+    dropped = {t.name for t in weights}
+    kept = [t for t in g.initializer if t.name not in dropped]
+    light = onnx.helper.make_model(
+        onnx.helper.make_graph(g.node, g.name, inputs, g.output, initializer=kept, value_info=g.value_info),
+        opset_imports=model.opset_import, ir_version=model.ir_version, functions=model.functions)
     try:
-        model = shape_inference.infer_shapes(model, strict_mode=False)
+        light = shape_inference.infer_shapes(light, strict_mode=False)
     except Exception as exc:
         raise CompileError(f"shape inference failed: {str(exc).splitlines()[0]}") from None
+    return _value_shapes(light.graph)
+
+
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                onnx.TensorProto.BFLOAT16}
+
+
+def to_graph(model):
+    """Translate a checked ONNX model into a :class:`~compiler.ir.Graph`."""
+    value_shapes = _inferred_shapes(model)
     g = model.graph
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    value_shapes = _value_shapes(g)
     x_name, x_shape = _data_input(g, consts, value_shapes)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     walk = _Translation(consts, value_shapes, x_name, x_shape, opset)

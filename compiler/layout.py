@@ -298,8 +298,8 @@ def _weight_words(node, config):
         words = 0
         for dy, dx, ph, pw in kernel_pieces(*w.shape[2:], K):
             rows = w[:, :, dy:dy + ph, dx:dx + pw].reshape(-1, ph * pw)
-            rows = rows[np.any(rows != 0, axis=1)]
-            words += len(np.unique(rows, axis=0)) * max(ph, pw) ** 2
+            rows = np.ascontiguousarray(rows[np.any(rows != 0, axis=1)]) + 0.0     # -0.0 is 0.0
+            words += len(np.unique(rows.view(np.dtype((np.void, rows.strides[0]))))) * max(ph, pw) ** 2
         return words
     if node.op == "gemm":
         n_out, features = node.params["weight"].shape

@@ -209,11 +209,13 @@ def _mapper_choice(act, frac, fmt, segments):
     from sim.golden.reference import mapper
     f = Format(fmt.width, frac)
     kind = act[0]
-    if kind in ("relu", "tanh", "sigmoid"):
+    if kind in ("tanh", "sigmoid"):
         m = fit(kind, segments, f)
-        return MapperChoice(m.config(), m.max_error, {"relu": 1.0, "tanh": 1.0, "sigmoid": 0.25}[kind],
-                            kind)
-    if kind == "clip":
+        return MapperChoice(m.config(), m.max_error, {"tanh": 1.0, "sigmoid": 0.25}[kind], kind)
+    if kind == "relu":          # two exact lines: nothing to fit
+        config = _exact([(None, 0.0, 0.0), (0.0, 1.0, 0.0)], f, segments)
+        name = "relu"
+    elif kind == "clip":
         lo, hi = act[1], act[2]
         if lo > hi:         # ONNX (and numpy): min(max(x, lo), hi) is hi everywhere
             rows = [(None, 0.0, hi)]
@@ -245,7 +247,7 @@ def _mapper_choice(act, frac, fmt, segments):
     ref = activation_function(act)(codes * f.step)
     ref = np.clip(ref, f.min * f.step, f.max * f.step)
     error = float(np.max(np.abs(got * f.step - ref)))
-    lip = 1.0 if kind == "clip" else max(1.0, abs(act[1]))
+    lip = max(1.0, abs(act[1])) if kind == "leaky" else 1.0
     return MapperChoice(config, error, lip, name)
 
 

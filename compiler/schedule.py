@@ -395,13 +395,11 @@ def conv_passes(job, config, window, packing):
 
 
 def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
-    sources = []
+    line = {}                       # input map -> its global line, in order of first use
     for _, _, terms in chains:
         for src, _ in terms:
-            if src not in sources:
-                sources.append(src)
-    line = {src: n for n, src in enumerate(sources)}
-    reads = [(line[src], job.inputs[src][0]) for src in sources]
+            line.setdefault(src, len(line))
+    reads = [(n, job.inputs[src][0]) for src, n in line.items()]
     # A global line forks to every tile reading it, and a word moves only when all
     # of them take it; a tile j links down a chain may consume it up to
     # HOP_LAG * j cycles after the head, so one that lags the line's earliest
@@ -413,7 +411,8 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
     writes = []
     tiles = []
     pos = 0
-    next_line = len(sources)
+    next_line = len(line)
+    max_mode = job.mode == ConvMode.MAX
     for ol, (o, g, terms) in enumerate(chains):
         last_group = g == groups[o] - 1
         psum_line = None
@@ -424,7 +423,7 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
         for j, (src, kernel) in enumerate(terms):
             tile = path[pos]
             rect, k = job.inputs[src]
-            if job.mode == ConvMode.MAX:
+            if max_mode:
                 mode = ConvMode.MAX
             elif j == 0 and psum_line is None:
                 mode = ConvMode.MAC
