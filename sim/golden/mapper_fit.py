@@ -66,21 +66,13 @@ def _least_squares_slope(xs, ts):
     return float(dx @ (ts - ts.mean())) / spread if spread > 0 else 0.0
 
 
-def _segment_lines(codes, target, starts, fmt, slope_frac):
-    """Per-segment least-squares slope, then the offset that centres the error."""
-    slopes, offsets = [], []
-    x = codes * fmt.step
-    first = np.searchsorted(codes, starts).tolist()        # codes ascend
-    for i, j in zip(first, first[1:] + [len(codes)]):
-        xs, ts = x[i:j], target[i:j]
-        a = _least_squares_slope(xs, ts)
-        a_code = int(fmt.quantise(a, slope_frac))
-        a_q = a_code / (1 << slope_frac)
-        resid = ts - a_q * xs if xs.size else np.zeros(1)
-        b = (resid.max() + resid.min()) / 2
-        slopes.append(a_code)
-        offsets.append(int(fmt.quantise(b)))
-    return slopes, offsets
+def _segment_line(xs, ts, fmt, slope_frac):
+    """A segment's line through the points ``(xs, ts)``: ``(slope code, offset
+    code)``, the least-squares slope and the offset that centres the error."""
+    a_code = int(fmt.quantise(_least_squares_slope(xs, ts), slope_frac))
+    a_q = a_code / (1 << slope_frac)
+    resid = ts - a_q * xs if xs.size else np.zeros(1)
+    return a_code, int(fmt.quantise((resid.max() + resid.min()) / 2))
 
 
 @lru_cache(maxsize=None)
@@ -107,9 +99,20 @@ def fit_function(name, f, symmetry=Symmetry.NONE, segments=8, fmt=Q8_8):
                              0, fmt.width))
     shift = slope_frac       # output format = input format
 
+    x = codes * fmt.step
+    lines = {}      # (first, end) index into codes -> its segment's line (a descent step moves one bound)
+
     def build(inner):
         starts = [int(codes[0])] + sorted(int(b) for b in inner)
-        slopes, offsets = _segment_lines(codes, target, starts, fmt, slope_frac)
+        first = np.searchsorted(codes, starts).tolist()        # codes ascend
+        slopes, offsets = [], []
+        for span in zip(first, first[1:] + [len(codes)]):
+            line = lines.get(span)
+            if line is None:
+                line = lines[span] = _segment_line(x[span[0]:span[1]], target[span[0]:span[1]], fmt,
+                                                   slope_frac)
+            slopes.append(line[0])
+            offsets.append(line[1])
         return starts, slopes, offsets
 
     def error(inner, probe=all_codes):
