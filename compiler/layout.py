@@ -21,15 +21,20 @@ import numpy as np
 
 from .errors import CompileError
 
-__all__ = ["Rect", "MemoryKernel", "Buffer", "DATA_BASE", "PROGRAM_WORDS_PER_LAYER", "first_data_base", "ALIGN",
+__all__ = ["Rect", "MemoryKernel", "Buffer", "DATA_BASE", "PROGRAM_WORDS_PER_LAYER", "ROOMY_WORDS_PER_LAYER",
+           "ROOMY_MEMORY", "first_data_base", "ALIGN",
            "STAMP_WORDS", "stamp_address", "stamp_slots", "conv_geometry", "kernel_pieces", "chunk_side", "plan_buffers", "allocate", "align_up",
            "check_memory"]
 
 DATA_BASE = 0x1000          #: the lowest address of the tensors
 #: Program words per layer the first placement of the tensors leaves room for
-#: (looped programs measured 300 to 1,300 words per layer); a longer program
-#: moves the tensors up and is generated again.
+#: (looped programs measured 300 to 2,000 words per layer); a longer program
+#: moves the tensors up and is generated again, which was 45 % of VGG-19's
+#: compile (19 layers, 38,012 words).  A grid of at least :data:`ROOMY_MEMORY`
+#: words leaves :data:`ROOMY_WORDS_PER_LAYER`, a room that costs it nothing.
 PROGRAM_WORDS_PER_LAYER = 1536
+ROOMY_WORDS_PER_LAYER = 4096
+ROOMY_MEMORY = 1 << 24
 ALIGN = 64                  #: alignment of the weight frames and of a moved data base
 #: Words of a cycle stamp: the 32-bit counter as two 16-bit words, low word first.
 STAMP_WORDS = 2
@@ -161,10 +166,12 @@ def conv_geometry(node, shapes, K):
     return kh, kw, sh, (t, l, b, r), kernel_pieces(kh, kw, K), ho, wo
 
 
-def first_data_base(layers):
-    """Where the tensors go first for a network of ``layers`` layers: above
-    :data:`PROGRAM_WORDS_PER_LAYER` words of program per layer."""
-    return align_up(DATA_BASE + PROGRAM_WORDS_PER_LAYER * layers, ALIGN)
+def first_data_base(layers, memory_words):
+    """Where the tensors go first for a network of ``layers`` layers on a grid of
+    ``memory_words``: above :data:`PROGRAM_WORDS_PER_LAYER` words of program per
+    layer (:data:`ROOMY_WORDS_PER_LAYER` in a memory of :data:`ROOMY_MEMORY`)."""
+    per_layer = ROOMY_WORDS_PER_LAYER if memory_words >= ROOMY_MEMORY else PROGRAM_WORDS_PER_LAYER
+    return align_up(DATA_BASE + per_layer * layers, ALIGN)
 
 
 def kernel_pieces(kh, kw, K):

@@ -207,7 +207,7 @@ def _compile(path, grid, calibration, *, input_range, progress, layer_done, refe
     quantisation = quantise(graph, config, maxima)
     buffers = _buffers(graph, quantisation, config)
     check_memory(graph, buffers, config, grid)
-    data_base = first_data_base(len(graph.nodes))
+    data_base = first_data_base(len(graph.nodes), config.memory_words)
     while True:
         lowered, program = _code(front, quantisation, buffers, data_base, layer_done)
         words = to_words(assemble(program.source))
