@@ -284,6 +284,8 @@ class _Translation:
 #: Initialisers of floats with more elements than this are weights, whose values
 #: no shape depends on (see :func:`_inferred_shapes`).
 WEIGHT_ELEMENTS = 1024
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                onnx.TensorProto.BFLOAT16}
 
 
 def _inferred_shapes(model):
@@ -309,10 +311,6 @@ def _inferred_shapes(model):
     except Exception as exc:
         raise CompileError(f"shape inference failed: {str(exc).splitlines()[0]}") from None
     return _value_shapes(light.graph)
-
-
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
-                onnx.TensorProto.BFLOAT16}
 
 
 def to_graph(model):

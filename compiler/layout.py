@@ -21,8 +21,7 @@ import numpy as np
 
 from .errors import CompileError
 
-__all__ = ["Rect", "MemoryKernel", "Buffer", "DATA_BASE", "PROGRAM_WORDS_PER_LAYER", "ROOMY_WORDS_PER_LAYER",
-           "ROOMY_MEMORY", "first_data_base", "ALIGN",
+__all__ = ["Rect", "MemoryKernel", "Buffer", "DATA_BASE", "PROGRAM_WORDS_PER_LAYER", "first_data_base", "ALIGN",
            "STAMP_WORDS", "stamp_address", "stamp_slots", "conv_geometry", "kernel_pieces", "chunk_side", "plan_buffers", "allocate", "align_up",
            "check_memory"]
 

@@ -212,10 +212,7 @@ def _mapper_choice(act, frac, fmt, segments):
     if kind in ("tanh", "sigmoid"):
         m = fit(kind, segments, f)
         return MapperChoice(m.config(), m.max_error, {"tanh": 1.0, "sigmoid": 0.25}[kind], kind)
-    if kind == "relu":          # two exact lines: nothing to fit
-        config = _exact([(None, 0.0, 0.0), (0.0, 1.0, 0.0)], f, segments)
-        name = "relu"
-    elif kind == "clip":
+    if kind == "clip":
         lo, hi = act[1], act[2]
         if lo > hi:         # ONNX (and numpy): min(max(x, lo), hi) is hi everywhere
             rows = [(None, 0.0, hi)]
@@ -227,9 +224,10 @@ def _mapper_choice(act, frac, fmt, segments):
                 rows.append((hi, 0.0, hi))
         config = _exact(rows, f, segments)
         name = f"clip({lo:g}, {hi:g})"
-    elif kind == "leaky":
-        config = _exact([(None, act[1], 0.0), (0.0, 1.0, 0.0)], f, segments)
-        name = f"leaky_relu({act[1]:g})"
+    elif kind in ("relu", "leaky"):        # two exact lines (ReLU: LeakyRelu of slope 0)
+        slope = act[1] if kind == "leaky" else 0.0
+        config = _exact([(None, slope, 0.0), (0.0, 1.0, 0.0)], f, segments)
+        name = f"leaky_relu({slope:g})" if kind == "leaky" else "relu"
     elif kind == "power":
         bias, scale, exponent = act[1], act[2], act[3]
         fn = lambda x: (bias + scale * np.maximum(x, 0.0)) ** exponent
@@ -247,7 +245,7 @@ def _mapper_choice(act, frac, fmt, segments):
     ref = activation_function(act)(codes * f.step)
     ref = np.clip(ref, f.min * f.step, f.max * f.step)
     error = float(np.max(np.abs(got * f.step - ref)))
-    lip = max(1.0, abs(act[1])) if kind == "leaky" else 1.0
+    lip = max(1.0, abs(slope)) if kind in ("relu", "leaky") else 1.0
     return MapperChoice(config, error, lip, name)
 
 
