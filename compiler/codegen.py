@@ -46,15 +46,15 @@ from functools import lru_cache
 import numpy as np
 
 from neuflow_hdl.isa import TABLE_ENTRY_WORDS
-from neuflow_hdl.regs import (CONFIG_ADDRESS, GRID_START_REG, GRID_STATUS, GRID_TILE, PORTS_START_REG,
-                              PORTS_STATUS, PORTS_STATUS_REG, REGISTER_BITS, Unit, config_address,
+from neuflow_hdl.regs import (CONFIG_ADDRESS, GRID_START_REG, GRID_STATUS, GRID_TILE, PORT_BASE_REG,
+                              PORTS_START_REG, PORTS_STATUS, PORTS_STATUS_REG, REGISTER_BITS, Unit, config_address,
                               decode_address, pack_bits, stream_port_writes, streamer_address,
                               tile_config_writes)
 
 from .cost import PassCost, pass_cycles, rect_beats
 from .ir import printable
 from .layout import MemoryKernel, stamp_address
-from .rolling import PassCode, roll
+from .rolling import PassCode, Write, roll
 from .schedule import weight_line
 
 __all__ = ["CodeGen", "WeightFrames", "MachineState", "ResumePoint", "LAYER_ERROR_HALT", "RESUME_EVERY",
@@ -214,6 +214,8 @@ class CodeGen:
     #: tile or port -> the configuration last written to it whole (writing it
     #: again changes nothing, so it is skipped)
     _applied: dict = field(default_factory=dict)
+    _tile_writes: dict = field(default_factory=dict)   #: tile -> the write list it last took whole
+    _diffs: dict = field(default_factory=dict)         #: memo of :meth:`_changed` (shared by forks)
 
     def __post_init__(self):
         self.weight_line = weight_line(self.config)
@@ -223,7 +225,8 @@ class CodeGen:
         """A trial generator that continues from this one's state; its lines are new."""
         return CodeGen(self.config, self.stamps, self.frames.fork(), shadow=dict(self.shadow),
                        loaded=dict(self.loaded), dirty=set(self.dirty), layer_index=self.layer_index,
-                       _writes=self._writes, _frozen_of=self._frozen_of, _applied=dict(self._applied))
+                       _writes=self._writes, _frozen_of=self._frozen_of, _applied=dict(self._applied),
+                       _tile_writes=dict(self._tile_writes), _diffs=self._diffs)
 
     def adopt(self, trial):
         """Keep what ``trial`` (a :meth:`fork` of this generator) emitted, and
@@ -232,11 +235,12 @@ class CodeGen:
         self.lines += trial.lines
         self.points += trial.points
         self.shadow, self.loaded, self.dirty = trial.shadow, trial.loaded, trial.dirty
-        self._applied = trial._applied
+        self._applied, self._tile_writes = trial._applied, trial._tile_writes
         self.layer_index = trial.layer_index
         self.frames.adopt(trial.frames)
         self._writes.clear()
         self._frozen_of.clear()
+        self._diffs.clear()
 
     # -- low level ------------------------------------------------------------
     def emit(self, text):
@@ -259,7 +263,7 @@ class CodeGen:
         for address, value in writes:
             value &= 0xFFFF_FFFF
             if shadow.get(address) != value:
-                lines.append(f"    cfgwi {address:#07x}, {value:#x}")
+                lines.append(Write(address, value))
                 shadow[address] = value
                 written += 1
         self._count += written
@@ -286,8 +290,25 @@ class CodeGen:
                                         width=c.fmt.width, segments=c.segments, routes=routes,
                                         convolver=convolver, alu=alu, mapper=mapper, start=False)
             self._writes[key] = writes
+        # The tile's registers hold what its last configuration wrote (only
+        # this method writes them between resumes), so only the writes that
+        # differ from that configuration's can change the shadow.
+        previous = self._tile_writes.get(setup_tile)
+        self._tile_writes[setup_tile] = writes
+        if previous is not None:
+            writes = self._changed(previous, writes)
         if self._write_all(writes):
             self.dirty.add(setup_tile)
+
+    def _changed(self, previous, writes):
+        """The writes of ``writes`` whose address ``previous`` does not write the
+        same value to (once per pair of write lists)."""
+        held = self._diffs.get((id(previous), id(writes)))
+        if held is None or held[0] is not previous or held[1] is not writes:
+            before = dict(previous)
+            held = self._diffs[id(previous), id(writes)] = (
+                previous, writes, [(a, v) for a, v in writes if before.get(a, v + 1) != v])
+        return held[2]
 
     def _frozen(self, config):
         """:func:`_freeze` of a configuration (routes, a convolver's, an ALU's or a
@@ -307,12 +328,19 @@ class CodeGen:
         if self._applied.get(("port", port)) == key:
             return
         self._applied[("port", port)] = key
-        writes = self._writes.get(key)
+        # Descriptors of one shape differ in their base's register alone.
+        shape = ("port", port, rect.width, rect.height, rect.stride, write, line, window)
+        writes = self._writes.get(shape)
         if writes is None:
             extra = {"window_base": window[0], "window_size": window[1]} if window else {}
-            writes = self._writes[key] = stream_port_writes(
-                port, base=rect.base, width=rect.width, height=rect.height, stride=rect.stride, write=write,
+            writes = self._writes[shape] = stream_port_writes(
+                port, base=0, width=rect.width, height=rect.height, stride=rect.stride, write=write,
                 line=line, start=False, **extra)
+        if rect.base:
+            if not 0 < rect.base < 1 << REGISTER_BITS:
+                raise ValueError(f"field base: {rect.base} does not fit unsigned({REGISTER_BITS})")
+            writes = list(writes)
+            writes[PORT_BASE_REG] = (writes[PORT_BASE_REG][0], rect.base)
         self._write_all(writes)
 
     def _wait_not_busy(self, address, layout):
@@ -368,6 +396,7 @@ class CodeGen:
         kernels preloaded in one weight frame, then every register written and
         every tile started, with nothing streaming."""
         self._applied.clear()
+        self._tile_writes.clear()
         frame = _frame(dict(sorted(state.loaded.items())))
         slots, where = frame
         if slots:
@@ -536,8 +565,7 @@ class CodeGen:
             instructions = sum(c.serial + c.overlapped + c.waits for c in run)
             return after <= before * (1 + ROLL_SLOWER) or instructions >= ROLL_ALWAYS
 
-        lines, added = roll(units, lambda words: self.frames.address(np.array(words, dtype=np.int64),
-                                                                     align=TABLE_ENTRY_WORDS),
+        lines, added = roll(units, lambda words: self.frames.address(words, align=TABLE_ENTRY_WORDS),
                             f"loop_{self.layer_index - 1}", accept)
         self.lines[marks[0][0]:] = lines
         after = [0] + [a.after for a in added]      # a pass's branch runs before the next pass
@@ -589,22 +617,27 @@ def _busy_bit(layout):
     return pack_bits(layout, {"busy": 1})
 
 
+#: Bytes of a kernel word as the generator keeps it (``int64``).
+_WORD_BYTES = 8
+
+
 def _frame(kernels):
     """The weight frame that loads ``kernels`` (tile -> a k x k kernel's words as
     bytes, or a :class:`~compiler.layout.MemoryKernel`): ``(slots, tile ->
-    slot)``, each distinct kernel once."""
+    slot)``, each distinct kernel once (as it was given)."""
     slots, where, index = [], {}, {}
     for tile, key in kernels.items():
         if key not in index:
             index[key] = len(slots)
-            slots.append(key if isinstance(key, MemoryKernel) else np.frombuffer(key, dtype=np.int64))
+            slots.append(key)
         where[tile] = index[key]
     return slots, where
 
 
 def _slot_words(slot, K):
-    """Words of a weight frame's slot: a kernel's k x k, one read from memory K x K."""
-    return K * K if isinstance(slot, MemoryKernel) else len(slot)
+    """Words of a weight frame's slot: a kernel's k x k (its words as bytes), one
+    read from memory K x K."""
+    return K * K if isinstance(slot, MemoryKernel) else len(slot) // _WORD_BYTES
 
 
 def _slot_offsets(slots, K):
@@ -633,7 +666,7 @@ def _frame_rect(frame, frame_address, K):
                for n, s in enumerate(slots)):
             raise AssertionError("a frame of kernels read from memory takes consecutive kernels")
         return _Words(first, len(slots) * words)
-    words = np.concatenate(slots)
+    words = np.frombuffer(b"".join(slots), dtype=np.int64)
     return _Words(frame_address(words), len(words))
 
 

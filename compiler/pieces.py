@@ -40,6 +40,7 @@ from .artefacts import PROGRAM, STATES, load_compiled
 from .codegen import CodeGen, ResumePoint, WeightFrames
 from .errors import CompileError
 from .layout import ALIGN, align_up, stamp_address, stamp_slots
+from .rolling import render
 
 __all__ = ["Resumable", "Piece", "checkpoints", "segments", "bounds", "data_base",
            "piece_image", "pieces", "load_resumable"]
@@ -191,7 +192,7 @@ def piece_image(net, memory, first, stop):
     frames = gen.frames
     stub_base = align_up(frames.end, ALIGN)
     assert stub_base % INSTRUCTION_WORDS == 0
-    source = "\n".join(gen.lines) + "\n"
+    source = render(gen.lines)
     stub = to_words(assemble(source))
     labels = {name: stub_base // INSTRUCTION_WORDS + index for name, index in symbols(source).items()}
     end = stub_base + len(stub)

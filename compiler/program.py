@@ -12,6 +12,7 @@ the search optimises is the estimate the report prints.
 from dataclasses import dataclass
 
 from .codegen import CodeGen, WeightFrames
+from .rolling import render
 from .cost import pass_cycles, predicted_cost
 from .errors import CompileError
 from .schedule import conv_packings, conv_passes, pass_shape, stream_passes
@@ -147,4 +148,4 @@ def generate(graph, lowered, buffers, config, stamps, frames_base, *, progress=N
         if progress:
             progress(len(layers), len(graph.nodes))
     gen.end()
-    return Program("\n".join(gen.lines) + "\n", tuple(layers), gen.frames, tuple(gen.points))
+    return Program(render(gen.lines), tuple(layers), gen.frames, tuple(gen.points))

@@ -33,12 +33,15 @@ registers itself.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from neuflow_hdl.isa import TABLE_ENTRY_WORDS, table_entry
+import numpy as np
+
+from neuflow_hdl.isa import TABLE_ENTRY_WORDS, table_entries
 
 from .cost import TABLE_ENTRY
 
-__all__ = ["PassCode", "Added", "roll", "TABLE", "END", "MIN_RUN"]
+__all__ = ["PassCode", "Added", "Write", "roll", "render", "TABLE", "END", "MIN_RUN"]
 
 #: Registers the loops use (the stamps use r1, the status checks r2 and r3).
 TABLE, END = "r4", "r5"
@@ -46,10 +49,25 @@ TABLE, END = "r4", "r5"
 MIN_RUN = 2
 
 
+class Write(NamedTuple):
+    """A ``cfgwi`` line kept as its operands until the code is final (a
+    layer's writes mostly become table entries, never text)."""
+    address: int
+    value: int
+
+    def __str__(self):
+        return f"    cfgwi {self.address:#07x}, {self.value:#x}"
+
+
+def render(lines):
+    """The assembly text of ``lines`` (strings and :class:`Write` s)."""
+    return "\n".join(line if isinstance(line, str) else str(line) for line in lines) + "\n"
+
+
 @dataclass(frozen=True)
 class PassCode:
-    """One pass's code: assembly lines (instructions, comments and at most a
-    leading label) in its three regions."""
+    """One pass's code: assembly lines (instructions, comments, :class:`Write`
+    s and at most a leading label) in its three regions."""
     serial: tuple           #: before the streams start
     overlapped: tuple       #: while they run
     waits: tuple            #: the polls after them
@@ -57,7 +75,7 @@ class PassCode:
     @property
     def label(self):
         first = self.serial[0] if self.serial else ""
-        return first if first.endswith(":") else None
+        return first if isinstance(first, str) and first.endswith(":") else None
 
 
 @dataclass(frozen=True)
@@ -70,19 +88,22 @@ class Added:
 
 
 def _instructions(lines):
-    return [line for line in lines if line.startswith("    ")]
+    return [line for line in lines if not isinstance(line, str) or line.startswith("    ")]
 
 
 def _writes(lines):
-    """``[(address, value)]`` of the ``cfgwi`` in ``lines``, or None if any
-    other instruction is among them."""
+    """``[(address, value)]`` of the ``cfgwi`` in ``lines`` (:class:`Write` s or
+    text), or None if any other instruction is among them."""
     writes = []
-    for line in _instructions(lines):
-        text = line.strip()
-        if not text.startswith("cfgwi "):
-            return None
-        address, value = text[len("cfgwi "):].split(",")
-        writes.append((int(address, 0), int(value, 0)))
+    for line in lines:
+        if not isinstance(line, str):
+            writes.append(line)
+        elif line.startswith("    "):
+            text = line.strip()
+            if not text.startswith("cfgwi "):
+                return None
+            address, value = text[len("cfgwi "):].split(",")
+            writes.append((int(address, 0), int(value, 0)))
     return writes
 
 
@@ -129,16 +150,25 @@ def _added(run):
             for n, p in enumerate(run)]
 
 
-def _table(writes):
-    """Words of one pass's table: its writes, the last marked (a skip entry if none)."""
-    entries = [table_entry(a, v, last=n == len(writes) - 1) for n, (a, v) in enumerate(writes)] or \
-        [table_entry(0, 0, last=True, skip=True)]
-    return [e >> 16 * k & 0xFFFF for e in entries for k in range(TABLE_ENTRY_WORDS)]
+def _table(run):
+    """Words of the table of ``run``: each pass's writes, its last marked (a
+    skip entry for a pass without writes)."""
+    addresses, values, last, skip = [], [], [], []
+    for p in run:
+        writes = p.serial + p.overlapped or [(0, 0)]
+        addresses += [a for a, _ in writes]
+        values += [v for _, v in writes]
+        last += [False] * (len(writes) - 1) + [True]
+        skip += [not (p.serial + p.overlapped)] + [False] * (len(writes) - 1)
+    entries = table_entries(np.array(addresses, dtype=np.int64), np.array(values, dtype=np.int64),
+                            np.array(last), np.array(skip))
+    return entries.astype("<u8").view("<u2").astype(np.int64)
 
 
 def _loop(run, place_table, label):
     """The lines of ``run`` as a loop over its table."""
-    words = [w for p in run for w in _table(p.serial + p.overlapped)]
+    words = _table(run)
+    assert len(words) % TABLE_ENTRY_WORDS == 0
     table = place_table(words)
     first = run[0]
     lines = [first.code.label] if first.code.label else []

@@ -125,27 +125,30 @@ def _pack(job, config, chain_length, ports):
     passes, current = [], []
     sources, outputs, psums, used = set(), set(), 0, 0
     for g in range(max(groups)):
+        start, stop = g * chain_length, (g + 1) * chain_length
+        psum = 1 if g > 0 or job.initial else 0
         for o, terms in enumerate(job.terms):
             if g >= groups[o]:
                 continue
-            chain = terms[g * chain_length:(g + 1) * chain_length]
-            new = set(reads[o][g * chain_length:(g + 1) * chain_length]) - sources
-            psum = 1 if g > 0 or job.initial else 0
+            chain = terms[start:stop]
+            links = len(chain)
+            new = set(reads[o][start:stop])
+            new -= sources
             n_in = len(sources) + len(new) + psums + psum
-            if current and (o in outputs or used + len(chain) > tiles or
+            if current and (o in outputs or used + links > tiles or
                             n_in + len(current) + 1 > ports or n_in > lines_in or
                             len(current) + 1 > lines_out):
                 passes.append(current)
                 current, sources, outputs, psums, used = [], set(), set(), 0, 0
-                new = set(reads[o][g * chain_length:(g + 1) * chain_length])
+                new = set(reads[o][start:stop])
                 n_in = len(new) + psum
-            if len(chain) > tiles or n_in + 1 > ports or n_in > lines_in:
+            if links > tiles or n_in + 1 > ports or n_in > lines_in:
                 return None
             current.append((o, g, chain))
             sources |= new
             outputs.add(o)
             psums += psum
-            used += len(chain)
+            used += links
     if current:
         passes.append(current)
     return passes, groups
@@ -394,6 +397,12 @@ def conv_passes(job, config, window, packing):
             for chains in chains_of_passes]
 
 
+def _link_inputs(hops):
+    """Per position on the path after the first: the sink of the partial sum
+    from the previous tile (the neighbour link it comes in on)."""
+    return [f"{OPPOSITE[hop]}_in" for hop in hops]
+
+
 def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
     line = {}                       # input map -> its global line, in order of first use
     for _, _, terms in chains:
@@ -413,6 +422,9 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
     pos = 0
     next_line = len(line)
     max_mode = job.mode == ConvMode.MAX
+    link_in = _kept(job, "_link_inputs", lambda: _link_inputs(hops))
+    configs = _kept(job, "_conv_configs", dict)
+    inputs, mapper = job.inputs, job.mapper
     for ol, (o, g, terms) in enumerate(chains):
         last_group = g == groups[o] - 1
         psum_line = None
@@ -420,9 +432,9 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
             psum_line = next_line
             next_line += 1
             reads.append((psum_line, _partial(job, o) if g > 0 else job.initial[o]))
+        end = len(terms) - 1
         for j, (src, kernel) in enumerate(terms):
-            tile = path[pos]
-            rect, k = job.inputs[src]
+            rect, k = inputs[src]
             if max_mode:
                 mode = ConvMode.MAX
             elif j == 0 and psum_line is None:
@@ -430,16 +442,15 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
             else:
                 mode = ConvMode.MAC_PSUM
             if j > 0:
-                psum_from = f"{OPPOSITE[hops[pos - 1]]}_in"
+                psum_from = link_in[pos - 1]
             else:
                 psum_from = None if psum_line is None else f"global_in_{psum_line}"
-            pooling = j == len(terms) - 1 and last_group and job.mapper is not None
-            out = None if j == len(terms) - 1 else hops[pos]
+            pooling = j == end and last_group and mapper is not None
+            out = None if j == end else hops[pos]
             routes = _routes(j > earliest[src], line[src], psum_from, out, ol, pooling)
-            conv = _conv_config(job, rect.width, rect.height, k, mode,
+            conv = _conv_config(job, configs, rect.width, rect.height, k, mode,
                                 job.bias[o] if (j == 0 and g == 0) else 0)
-            tiles.append(TileSetup(tile, routes, convolver=conv, mapper=job.mapper if pooling else None,
-                                   weights=kernel))
+            tiles.append(TileSetup(path[pos], routes, conv, None, mapper if pooling else None, kernel))
             pos += 1
         if last_group or job.partials is None:
             writes.append((ol, job.outputs[o], window))
@@ -479,9 +490,9 @@ def _routes(through_fifo, line, psum_from, out, ol, mapper):
     return routes
 
 
-def _conv_config(job, width, height, k, mode, bias):
-    """A link's convolver configuration (one dict per distinct one in the job, shared)."""
-    configs = _kept(job, "_conv_configs", dict)
+def _conv_config(job, configs, width, height, k, mode, bias):
+    """A link's convolver configuration (one dict per distinct one in the job,
+    shared in ``configs``)."""
     key = (width, height, k, mode, bias)
     conv = configs.get(key)
     if conv is None:

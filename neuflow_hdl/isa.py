@@ -17,6 +17,7 @@ little-endian, at an even address.
 
 from dataclasses import dataclass
 
+import numpy as np
 from amaranth.hdl import Shape, unsigned
 from amaranth.lib import data, enum
 
@@ -132,6 +133,19 @@ def table_entry(address, value, *, last=False, skip=False):
         pack_bits(TABLE_ENTRY, {"address": address})        # raises, naming the field
     return (address << _ENTRY_AT["address"] | (value & 0xFFFF_FFFF) << _ENTRY_AT["value"] |
             bool(last) << _ENTRY_AT["last"] | bool(skip) << _ENTRY_AT["skip"])
+
+
+def table_entries(addresses, values, last, skip):
+    """:func:`table_entry` of whole arrays at once (``uint64``; ``ValueError``
+    if an address does not fit its field)."""
+    addresses = np.asarray(addresses, dtype=np.int64)
+    bad = (addresses < 0) | (addresses >= _ENTRY_ADDRESSES)
+    if bad.any():
+        table_entry(int(addresses[bad][0]), 0)                 # raises, naming the field
+    at = {name: np.uint64(offset) for name, offset in _ENTRY_AT.items()}
+    return (addresses.astype(np.uint64) << at["address"] |
+            (np.asarray(values, dtype=np.int64) & 0xFFFF_FFFF).astype(np.uint64) << at["value"] |
+            np.asarray(last, dtype=np.uint64) << at["last"] | np.asarray(skip, dtype=np.uint64) << at["skip"])
 
 
 def table_fields(entry):

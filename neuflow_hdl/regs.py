@@ -22,7 +22,7 @@ __all__ = [
     "OFFSET",
     "router_sources", "router_sinks", "config_address", "decode_address", "unpack_bits",
     "tile_config_writes", "control_write",
-    "STREAMER_TILE", "STREAM_PORT", "PORT_START_REG", "PORT_STATUS_REG", "PORT_STATUS",
+    "STREAMER_TILE", "STREAM_PORT", "PORT_BASE_REG", "PORT_START_REG", "PORT_STATUS_REG", "PORT_STATUS",
     "PORTS_START_REG", "PORTS_STATUS_REG", "PORTS_STATUS", "GRID_START_REG",
     "streamer_address", "stream_port_writes",
 ]
@@ -357,6 +357,11 @@ STREAM_PORT = data.StructLayout({
     "line": unsigned(4),            # global line
     "reserved": unsigned(27),
 })
+#: The descriptor register that holds ``base`` alone: a port's descriptor for
+#: another rectangle of the same shape differs from it in this word only.
+PORT_BASE_REG = STREAM_PORT["base"].offset // REGISTER_BITS
+assert STREAM_PORT["base"].offset % REGISTER_BITS == 0 and \
+    Shape.cast(STREAM_PORT["base"].shape).width == REGISTER_BITS
 PORT_START_REG = 6                  #: write: start the transfer (any value)
 PORT_STATUS_REG = 7                 #: read: PORT_STATUS
 PORTS_START_REG = 8                 #: write, unit 0 only: start every port whose bit is set

@@ -7,7 +7,8 @@ import pytest
 
 from compiler import codegen
 from compiler.pipeline import compile_model
-from compiler.rolling import PassCode, roll
+from compiler.rolling import PassCode, Write, render, roll
+from neuflow_hdl.isa import table_entries, table_entry
 from onnx_models import EVERY_RANGE, every_operator, save
 from sim.golden.asm import assemble, to_words
 from sim.golden.iss import ISS, ConfigRecorder
@@ -66,6 +67,40 @@ def test_rolled_code_writes_what_the_unrolled_code_writes(seed):
     for label in labels:
         following = next(line for line in rolled[rolled.index(label):] if line.startswith("    "))
         assert following.strip().startswith(("li r4", "cfgwi", "wait")), following
+
+
+def _as_writes(unit):
+    """``unit`` with its ``cfgwi`` lines as :class:`Write` s (as the code generator keeps them)."""
+    def convert(region):
+        return tuple(Write(*(int(x, 0) for x in line.strip()[len("cfgwi "):].split(",")))
+                     if line.strip().startswith("cfgwi ") else line for line in region)
+    return PassCode(convert(unit.serial), convert(unit.overlapped), unit.waits)
+
+
+def test_writes_kept_as_operands_roll_as_their_text_does():
+    rng = np.random.default_rng(11)
+    units = [_unit(rng, n) for n in range(30)]
+    text_tables, operand_tables = [], []
+
+    def placer(tables):
+        return lambda words: tables.append(np.array(words)) or 0x8000 + 64 * len(tables)
+
+    text, _ = roll(units, placer(text_tables), "loop")
+    operands, _ = roll([_as_writes(u) if n % 2 else u for n, u in enumerate(units)],
+                       placer(operand_tables), "loop")
+    assert render(operands) == render(text) == "\n".join(text) + "\n"
+    assert all(np.array_equal(a, b) for a, b in zip(text_tables, operand_tables, strict=True))
+
+
+def test_table_entries_are_table_entry_of_each():
+    rng = np.random.default_rng(12)
+    addresses, values = rng.integers(0, 1 << 20, 500), rng.integers(-(1 << 31), 1 << 32, 500)
+    last, skip = rng.integers(0, 2, 500).astype(bool), rng.integers(0, 2, 500).astype(bool)
+    entries = table_entries(addresses, values, last, skip)
+    assert [int(e) for e in entries] == [table_entry(int(a), int(v), last=bool(x), skip=bool(y))
+                                         for a, v, x, y in zip(addresses, values, last, skip)]
+    with pytest.raises(ValueError, match="address"):
+        table_entries([1 << 20], [0], [True], [False])
 
 
 def test_accept_keeps_runs_unrolled():
