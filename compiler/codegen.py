@@ -53,7 +53,7 @@ from neuflow_hdl.regs import (CONFIG_ADDRESS, GRID_START_REG, GRID_STATUS, GRID_
 
 from .cost import PassCost, pass_cycles, rect_beats
 from .ir import printable
-from .layout import MemoryKernel, stamp_address
+from .layout import MemoryKernel, kernel_words, kernel_words_of, stamp_address
 from .rolling import PassCode, Write, roll
 from .schedule import weight_line
 
@@ -136,7 +136,7 @@ class MachineState:
 
     def to_json(self):
         return {"shadow": [[a, v] for a, v in self.shadow.items()],
-                "loaded": [[t, np.frombuffer(k, dtype=np.int64).tolist()] for t, k in self.loaded.items()]}
+                "loaded": [[t, kernel_words(k).tolist()] for t, k in self.loaded.items()]}
 
     @classmethod
     def from_json(cls, data, config):
@@ -431,12 +431,9 @@ class CodeGen:
         for p in passes:
             wanted = {}
             for s in p.tiles:
-                if s.weights is None:
+                key = s.weights         # a kernel's words as bytes, or a MemoryKernel
+                if key is None:
                     continue
-                if isinstance(s.weights, MemoryKernel):
-                    key = s.weights
-                else:
-                    key = np.asarray(s.weights, dtype=np.int64).tobytes()
                 if held.get(s.tile) != key:
                     wanted[s.tile] = held[s.tile] = key
             frames.append((_frame(wanted), dict(held)))
@@ -617,10 +614,6 @@ def _busy_bit(layout):
     return pack_bits(layout, {"busy": 1})
 
 
-#: Bytes of a kernel word as the generator keeps it (``int64``).
-_WORD_BYTES = 8
-
-
 def _frame(kernels):
     """The weight frame that loads ``kernels`` (tile -> a k x k kernel's words as
     bytes, or a :class:`~compiler.layout.MemoryKernel`): ``(slots, tile ->
@@ -637,17 +630,23 @@ def _frame(kernels):
 def _slot_words(slot, K):
     """Words of a weight frame's slot: a kernel's k x k (its words as bytes), one
     read from memory K x K."""
-    return K * K if isinstance(slot, MemoryKernel) else len(slot) // _WORD_BYTES
+    return K * K if isinstance(slot, MemoryKernel) else kernel_words_of(slot)
 
 
 def _slot_offsets(slots, K):
     """``[(word offset, kernel size)]`` of each slot of a weight frame."""
     at, offset = [], 0
     for slot in slots:
-        words = _slot_words(slot, K)
-        at.append((offset, math.isqrt(words)))
+        words = K * K if isinstance(slot, MemoryKernel) else kernel_words_of(slot)
+        at.append((offset, _side(words)))
         offset += words
     return at
+
+
+@lru_cache(maxsize=None)
+def _side(words):
+    """The side of a square kernel of ``words`` words."""
+    return math.isqrt(words)
 
 
 def _reads_memory(kernels):

@@ -80,7 +80,7 @@ def stream_cycles(data, frame, latency, beats, fetches=0):
     (``latency``), the weight frame (which the convolvers always take), or the
     memory bus's ``beats`` (with the ``fetches`` of instructions running beside
     them), whichever is longest."""
-    return max(max(data) + latency, max(frame, default=0), math.ceil(beats) + fetches + latency)
+    return max(max(data) + latency, max(frame) if frame else 0, math.ceil(beats) + fetches + latency)
 
 
 def pass_cycles(cost):
@@ -92,7 +92,7 @@ def pass_cycles(cost):
     cpi = CYCLES_PER_INSTRUCTION
     if not cost.streams and not cost.frame and not cost.alone:     # a layer without passes
         return math.ceil((cost.serial + cost.after) * cpi)
-    streams = stream_cycles(list(cost.streams), list(cost.frame), cost.latency, cost.beats, cost.overlapped)
+    streams = stream_cycles(cost.streams, cost.frame, cost.latency, cost.beats, cost.overlapped)
     return math.ceil(cost.serial * cpi + sum(words + STREAM_OVERHEAD for words in cost.alone) +
                      max(streams, cost.overlapped * cpi) + max(cost.waits - 1, 0) * cpi // 2 +
                      cost.waits * WAIT_EXTRA + STREAM_OVERHEAD + cost.after * cpi)

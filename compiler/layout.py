@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import CompileError
 
-__all__ = ["Rect", "MemoryKernel", "Buffer", "DATA_BASE", "PROGRAM_WORDS_PER_LAYER", "first_data_base", "ALIGN",
+__all__ = ["Rect", "MemoryKernel", "KERNEL_WORD_BYTES", "kernel_words", "kernel_words_of", "Buffer", "DATA_BASE", "PROGRAM_WORDS_PER_LAYER", "first_data_base", "ALIGN",
            "STAMP_WORDS", "stamp_address", "stamp_slots", "conv_geometry", "kernel_pieces", "chunk_side", "plan_buffers", "allocate", "align_up",
            "check_memory"]
 
@@ -70,6 +70,21 @@ class MemoryKernel:
     (a chunk of a fully connected layer's input, when its weights stream as
     images; see :func:`compiler.lower.weight_streams`)."""
     address: int
+
+
+#: Bytes of a kernel word: a term's kernel (:mod:`compiler.lower`) is its k x k
+#: codes, row-major, as the bytes of ``int64`` words.
+KERNEL_WORD_BYTES = 8
+
+
+def kernel_words(kernel):
+    """The words of a term's kernel."""
+    return np.frombuffer(kernel, dtype=np.int64)
+
+
+def kernel_words_of(kernel):
+    """How many words a term's kernel has."""
+    return len(kernel) // KERNEL_WORD_BYTES
 
 
 @dataclass

@@ -25,7 +25,7 @@ from neuflow_hdl.regs import OFFSET, OPPOSITE, ConvMode
 from neuflow_hdl.stream import FIFO_LATENCY
 
 from .cost import expected_beats
-from .layout import MemoryKernel
+from .layout import MemoryKernel, kernel_words_of
 
 __all__ = ["TileSetup", "Pass", "PassShape", "snake", "weight_line", "conv_latency", "HOP_LAG",
            "conv_packings", "conv_passes", "pass_shape", "stream_passes"]
@@ -41,7 +41,7 @@ class TileSetup:
     convolver: dict = None
     alu: dict = None
     mapper: dict = None
-    weights: np.ndarray = None      #: the k x k kernel to load (row-major words), a MemoryKernel, or None
+    weights: bytes = None           #: the k x k kernel to load (:func:`compiler.layout.kernel_words`), a MemoryKernel, or None
 
 
 @dataclass(slots=True)
@@ -262,7 +262,7 @@ def pass_shape(job, chains, config, groups=None):
             sources.add(src)
             if kernel is not None:
                 loads += 1
-                kernel_words += config.kernel ** 2 if isinstance(kernel, MemoryKernel) else kernel.size
+                kernel_words += config.kernel ** 2 if isinstance(kernel, MemoryKernel) else kernel_words_of(kernel)
     streams = [inputs[src] for src in sources]
     streams += [partials[o] if g > 0 else outputs[o] for o, g, _ in chains if g > 0 or job.initial]
     streams += [outputs[o] if last(o, g) else partials[o] for o, g, _ in chains]
@@ -316,7 +316,7 @@ def _weight_port(job):
                 return 0
             if first is None:
                 first = kernel
-            elif kernel.shape != first.shape or np.any(kernel != first):
+            elif kernel != first:
                 return 1
     return 0
 
