@@ -16,8 +16,6 @@ model.
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from neuflow_hdl.alu import alu_latency
 from neuflow_hdl.convolver import convolver_latency
 from neuflow_hdl.mapper import mapper_latency
