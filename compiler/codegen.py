@@ -40,7 +40,7 @@ emits candidates into and :meth:`CodeGen.adopt` keeps.
 """
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -477,7 +477,7 @@ class CodeGen:
         # What a kernel read from memory held may change with the next layers' writes.
         self.loaded = {tile: key for tile, key in self.loaded.items() if isinstance(key, bytes)}
         self.check_layer()
-        costs[-1] = replace(costs[-1], after=costs[-1].after + self.measure())
+        costs[-1] = costs[-1].plus(after=self.measure())
         return costs
 
     def _emit_passes(self, passes):
@@ -556,8 +556,7 @@ class CodeGen:
             """Roll a run if it costs little time or its code is long."""
             run = costs[start:start + len(added)]
             before = sum(pass_cycles(c) for c in run)
-            after = sum(pass_cycles(replace(c, serial=c.serial + a.serial + a.after,
-                                            overlapped=c.overlapped + a.overlapped))
+            after = sum(pass_cycles(c.plus(serial=a.serial + a.after, overlapped=a.overlapped))
                         for c, a in zip(run, added))
             instructions = sum(c.serial + c.overlapped + c.waits for c in run)
             return after <= before * (1 + ROLL_SLOWER) or instructions >= ROLL_ALWAYS
@@ -566,9 +565,9 @@ class CodeGen:
                             f"loop_{self.layer_index - 1}", accept)
         self.lines[marks[0][0]:] = lines
         after = [0] + [a.after for a in added]      # a pass's branch runs before the next pass
-        costs = [replace(c, serial=c.serial + a.serial + before, overlapped=c.overlapped + a.overlapped)
+        costs = [c.plus(serial=a.serial + before, overlapped=a.overlapped)
                  for c, a, before in zip(costs, added, after)]
-        costs[-1] = replace(costs[-1], after=costs[-1].after + after[-1])
+        costs[-1] = costs[-1].plus(after=after[-1])
         return costs
 
     def _resume_point(self, index, held):

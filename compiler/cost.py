@@ -54,6 +54,11 @@ class PassCost:
     after: int = 0          #: instructions in series after the pass (the layer's status check)
     beats: int = 0          #: memory-bus beats of the streams and the frame beside them
 
+    def plus(self, serial=0, overlapped=0, after=0):
+        """This pass with ``serial``, ``overlapped`` and ``after`` more instructions."""
+        return PassCost(self.streams, self.latency, self.frame, self.serial + serial,
+                        self.overlapped + overlapped, self.waits, self.alone, self.after + after, self.beats)
+
 
 def rect_beats(rect, beat_words):
     """Bus beats a port moves for ``rect`` (a :class:`~compiler.layout.Rect`): per
@@ -83,6 +88,7 @@ def stream_cycles(data, frame, latency, beats, fetches=0):
     return max(max(data) + latency, max(frame) if frame else 0, math.ceil(beats) + fetches + latency)
 
 
+@lru_cache(maxsize=1 << 16)
 def pass_cycles(cost):
     """Estimated cycles of the pass ``cost`` describes (whole cycles; table
     entries count fractions of an instruction).  The waits after the

@@ -32,7 +32,6 @@ precedes the run's set-up, so a program resumed there sets the loop's
 registers itself.
 """
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -64,8 +63,7 @@ def render(lines):
     return "\n".join(line if isinstance(line, str) else str(line) for line in lines) + "\n"
 
 
-@dataclass(frozen=True)
-class PassCode:
+class PassCode(NamedTuple):
     """One pass's code: assembly lines (instructions, comments, :class:`Write`
     s and at most a leading label) in its three regions."""
     serial: tuple           #: before the streams start
@@ -78,8 +76,7 @@ class PassCode:
         return first if isinstance(first, str) and first.endswith(":") else None
 
 
-@dataclass(frozen=True)
-class Added:
+class Added(NamedTuple):
     """What rolling changes in one pass's instruction counts (in instructions,
     :data:`compiler.cost.TABLE_ENTRY` for an entry)."""
     serial: float = 0
@@ -107,8 +104,7 @@ def _writes(lines):
     return writes
 
 
-@dataclass(frozen=True)
-class _Pass:
+class _Pass(NamedTuple):
     code: PassCode
     serial: list            #: its serial writes, or None if it does more than write
     overlapped: list        #: its writes while streaming, or None
