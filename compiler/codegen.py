@@ -444,13 +444,16 @@ class CodeGen:
         """Shadow writes of pass ``p`` (None: no pass) whose tiles preload ``frame``."""
         where, at = (frame[1], _slot_offsets(frame[0], self.config.kernel)) if frame is not None else ({}, [])
         setups = {s.tile: s for s in p.tiles} if p is not None else {}
+        applied = self._applied
         for tile in range(self.config.tiles):
             s = setups.get(tile)
             preload = at[where[tile]] if tile in where else None
             if s is not None:
-                self._tile(tile, s.routes, s.convolver, s.alu, s.mapper, preload)
+                configuration = (s.routes, s.convolver, s.alu, s.mapper, preload)
             else:
-                self._tile(tile, _NO_ROUTES, preload=preload)
+                configuration = (_NO_ROUTES, None, None, None, preload)
+            if applied.get(tile) != configuration:      # else nothing to write (see _tile)
+                self._tile(tile, *configuration)
 
     def _ports(self, p, frame, frame_address):
         """The transfers of pass ``p`` (``frame``: the weight frame streaming with
