@@ -54,7 +54,7 @@ from neuflow_hdl.regs import (CONFIG_ADDRESS, GRID_START_REG, GRID_STATUS, GRID_
 from .cost import PassCost, pass_cycles, rect_beats
 from .ir import printable
 from .layout import MemoryKernel, kernel_words, kernel_words_of, stamp_address
-from .rolling import PassCode, Write, roll
+from .rolling import PassCode, roll
 from .schedule import weight_line
 
 __all__ = ["CodeGen", "WeightFrames", "MachineState", "ResumePoint", "LAYER_ERROR_HALT", "RESUME_EVERY",
@@ -263,7 +263,7 @@ class CodeGen:
         for address, value in writes:
             value &= 0xFFFF_FFFF
             if shadow.get(address) != value:
-                lines.append(Write(address, value))
+                lines.append((address, value))
                 shadow[address] = value
                 written += 1
         self._count += written
@@ -324,12 +324,11 @@ class CodeGen:
     def _describe(self, port, rect, *, write=False, line=0, window=None):
         """Descriptor writes of a port (a port latches its descriptor at start,
         so they may happen while it streams)."""
-        key = ("port", port, rect, write, line, window)
-        if self._applied.get(("port", port)) == key:
-            return
-        self._applied[("port", port)] = key
         # Descriptors of one shape differ in their base's register alone.
         shape = ("port", port, rect.width, rect.height, rect.stride, write, line, window)
+        if self._applied.get(("port", port)) == (rect.base, shape):
+            return
+        self._applied[("port", port)] = (rect.base, shape)
         writes = self._writes.get(shape)
         if writes is None:
             extra = {"window_base": window[0], "window_size": window[1]} if window else {}

@@ -40,7 +40,7 @@ from neuflow_hdl.isa import TABLE_ENTRY_WORDS, table_entries
 
 from .cost import TABLE_ENTRY
 
-__all__ = ["PassCode", "Added", "Write", "roll", "render", "TABLE", "END", "MIN_RUN"]
+__all__ = ["PassCode", "Added", "roll", "render", "TABLE", "END", "MIN_RUN"]
 
 #: Registers the loops use (the stamps use r1, the status checks r2 and r3).
 TABLE, END = "r4", "r5"
@@ -48,24 +48,17 @@ TABLE, END = "r4", "r5"
 MIN_RUN = 2
 
 
-class Write(NamedTuple):
-    """A ``cfgwi`` line kept as its operands until the code is final (a
-    layer's writes mostly become table entries, never text)."""
-    address: int
-    value: int
-
-    def __str__(self):
-        return f"    cfgwi {self.address:#07x}, {self.value:#x}"
-
-
 def render(lines):
-    """The assembly text of ``lines`` (strings and :class:`Write` s)."""
-    return "\n".join(line if isinstance(line, str) else str(line) for line in lines) + "\n"
+    """The assembly text of ``lines``: strings, and ``(address, value)`` pairs
+    for ``cfgwi`` lines (the code generator keeps its writes as pairs until
+    the code is final: a layer's writes mostly become table entries, never text)."""
+    return "\n".join(line if isinstance(line, str) else f"    cfgwi {line[0]:#07x}, {line[1]:#x}"
+                     for line in lines) + "\n"
 
 
 class PassCode(NamedTuple):
-    """One pass's code: assembly lines (instructions, comments, :class:`Write`
-    s and at most a leading label) in its three regions."""
+    """One pass's code: assembly lines (instructions, comments, ``cfgwi`` as
+    ``(address, value)`` pairs, and at most a leading label) in its three regions."""
     serial: tuple           #: before the streams start
     overlapped: tuple       #: while they run
     waits: tuple            #: the polls after them
@@ -89,8 +82,8 @@ def _instructions(lines):
 
 
 def _writes(lines):
-    """``[(address, value)]`` of the ``cfgwi`` in ``lines`` (:class:`Write` s or
-    text), or None if any other instruction is among them."""
+    """``[(address, value)]`` of the ``cfgwi`` in ``lines`` (pairs or text), or
+    None if any other instruction is among them."""
     writes = []
     for line in lines:
         if not isinstance(line, str):

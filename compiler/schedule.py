@@ -111,6 +111,9 @@ def _term_sources(job):
     return _kept(job, "_term_sources", lambda: [[src for src, _ in t] for t in job.terms])
 
 
+_NONE = frozenset()
+
+
 def _pack(job, config, chain_length, ports):
     """Chains ``[(output, group, terms)]`` of each pass, with at most
     ``chain_length`` terms per chain, packed greedily in order (every output's
@@ -130,8 +133,12 @@ def _pack(job, config, chain_length, ports):
                 continue
             chain = terms[start:stop]
             links = len(chain)
-            new = set(reads[o][start:stop])
-            new -= sources
+            window = reads[o][start:stop]
+            if sources.issuperset(window):      # the common case: chains sharing their inputs
+                new = _NONE
+            else:
+                new = set(window)
+                new -= sources
             n_in = len(sources) + len(new) + psums + psum
             if current and (o in outputs or used + links > tiles or
                             n_in + len(current) + 1 > ports or n_in > lines_in or

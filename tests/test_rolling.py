@@ -7,7 +7,7 @@ import pytest
 
 from compiler import codegen
 from compiler.pipeline import compile_model
-from compiler.rolling import PassCode, Write, render, roll
+from compiler.rolling import PassCode, render, roll
 from neuflow_hdl.isa import table_entries, table_entry
 from onnx_models import EVERY_RANGE, every_operator, save
 from sim.golden.asm import assemble, to_words
@@ -70,9 +70,9 @@ def test_rolled_code_writes_what_the_unrolled_code_writes(seed):
 
 
 def _as_writes(unit):
-    """``unit`` with its ``cfgwi`` lines as :class:`Write` s (as the code generator keeps them)."""
+    """``unit`` with its ``cfgwi`` lines as ``(address, value)`` pairs (as the code generator keeps them)."""
     def convert(region):
-        return tuple(Write(*(int(x, 0) for x in line.strip()[len("cfgwi "):].split(",")))
+        return tuple(tuple(int(x, 0) for x in line.strip()[len("cfgwi "):].split(","))
                      if line.strip().startswith("cfgwi ") else line for line in region)
     return PassCode(convert(unit.serial), convert(unit.overlapped), unit.waits)
 
