@@ -409,19 +409,21 @@ def _link_inputs(hops):
 
 
 def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
-    line = {}                       # input map -> its global line, in order of first use
-    for _, _, terms in chains:
-        for src, _ in terms:
-            line.setdefault(src, len(line))
-    reads = [(n, job.inputs[src][0]) for src, n in line.items()]
-    # A global line forks to every tile reading it, and a word moves only when all
-    # of them take it; a tile j links down a chain may consume it up to
-    # HOP_LAG * j cycles after the head, so one that lags the line's earliest
-    # reader takes the line through its FIFO bank (see :data:`HOP_LAG`).
-    earliest = {}
+    # line: input map -> its global line, in order of first use.  A global line
+    # forks to every tile reading it, and a word moves only when all of them
+    # take it; a tile j links down a chain may consume it up to HOP_LAG * j
+    # cycles after the head, so one that lags the line's earliest reader
+    # (earliest: its least link index) takes the line through its FIFO bank
+    # (see :data:`HOP_LAG`).
+    line, earliest = {}, {}
     for _, _, terms in chains:
         for j, (src, _) in enumerate(terms):
-            earliest[src] = min(earliest.get(src, j), j)
+            if src not in line:
+                line[src] = len(line)
+                earliest[src] = j
+            elif j < earliest[src]:
+                earliest[src] = j
+    reads = [(n, job.inputs[src][0]) for src, n in line.items()]
     writes = []
     tiles = []
     pos = 0
@@ -430,6 +432,7 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
     link_in = _kept(job, "_link_inputs", lambda: _link_inputs(hops))
     configs = _kept(job, "_conv_configs", dict)
     inputs, mapper = job.inputs, job.mapper
+    mac, mac_psum = ConvMode.MAC, ConvMode.MAC_PSUM
     for ol, (o, g, terms) in enumerate(chains):
         last_group = g == groups[o] - 1
         psum_line = None
@@ -443,18 +446,19 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
             if max_mode:
                 mode = ConvMode.MAX
             elif j == 0 and psum_line is None:
-                mode = ConvMode.MAC
+                mode = mac
             else:
-                mode = ConvMode.MAC_PSUM
+                mode = mac_psum
             if j > 0:
                 psum_from = link_in[pos - 1]
             else:
                 psum_from = None if psum_line is None else f"global_in_{psum_line}"
             pooling = j == end and last_group and mapper is not None
             out = None if j == end else hops[pos]
-            routes = _routes(j > earliest[src], line[src], psum_from, out, ol, pooling)
-            conv = _conv_config(job, configs, rect.width, rect.height, k, mode,
-                                job.bias[o] if (j == 0 and g == 0) else 0)
+            key = (j > earliest[src], line[src], psum_from, out, ol, pooling)
+            routes = _ROUTES.get(key) or _routes(*key)
+            key = (rect.width, rect.height, k, mode, job.bias[o] if (j == 0 and g == 0) else 0)
+            conv = configs.get(key) or _conv_config(job, configs, *key)
             tiles.append(TileSetup(path[pos], routes, conv, None, mapper if pooling else None, kernel))
             pos += 1
         if last_group or job.partials is None:
