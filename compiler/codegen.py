@@ -324,23 +324,29 @@ class CodeGen:
     def _describe(self, port, rect, *, write=False, line=0, window=None):
         """Descriptor writes of a port (a port latches its descriptor at start,
         so they may happen while it streams)."""
-        # Descriptors of one shape differ in their base's register alone.
         shape = ("port", port, rect.width, rect.height, rect.stride, write, line, window)
         if self._applied.get(("port", port)) == (rect.base, shape):
             return
         self._applied[("port", port)] = (rect.base, shape)
+        self._write_all(self._port_writes(shape, rect.base))
+
+    def _port_writes(self, shape, base):
+        """The descriptor writes of a port's ``shape`` (:meth:`_describe`) at
+        ``base``: those of the shape, packed once, with the base's register
+        replaced (descriptors of one shape differ in that word alone)."""
         writes = self._writes.get(shape)
         if writes is None:
+            _, port, width, height, stride, write, line, window = shape
             extra = {"window_base": window[0], "window_size": window[1]} if window else {}
             writes = self._writes[shape] = stream_port_writes(
-                port, base=0, width=rect.width, height=rect.height, stride=rect.stride, write=write,
-                line=line, start=False, **extra)
-        if rect.base:
-            if not 0 < rect.base < 1 << REGISTER_BITS:
-                raise ValueError(f"field base: {rect.base} does not fit unsigned({REGISTER_BITS})")
+                port, base=0, width=width, height=height, stride=stride, write=write, line=line, start=False,
+                **extra)
+        if base:
+            if not 0 < base < 1 << REGISTER_BITS:
+                raise ValueError(f"field base: {base} does not fit unsigned({REGISTER_BITS})")
             writes = list(writes)
-            writes[PORT_BASE_REG] = (writes[PORT_BASE_REG][0], rect.base)
-        self._write_all(writes)
+            writes[PORT_BASE_REG] = (writes[PORT_BASE_REG][0], base)
+        return writes
 
     def _wait_not_busy(self, address, layout):
         """Poll the status register at ``address`` until its ``busy`` bit is clear."""

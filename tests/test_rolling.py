@@ -152,3 +152,25 @@ def test_six_hundred_passes_cost_a_few_instructions(tmp_path):
     assert compiled.program_words < 10_000
     body = compiled.source[compiled.source.index(f"; layer {len(compiled.layers) - 1}"):]
     assert body.count("\n    ") < 300            # instructions of the last layer
+
+
+def test_the_generators_shortcuts_emit_what_a_full_comparison_emits(tmp_path, monkeypatch):
+    """A tile's writes diffed against its last configuration's, and a port's
+    descriptor re-addressed by its base word: the same program and image as
+    comparing every register of every configuration with the shadow, each
+    descriptor packed whole."""
+    from neuflow_hdl.regs import stream_port_writes
+    model = save(every_operator(np.random.default_rng(3)), tmp_path)
+    fast = compile_model(model, "tiny", input_range=EVERY_RANGE, reference=False)
+
+    def packed_whole(self, shape, base):
+        _, port, width, height, stride, write, line, window = shape
+        extra = {"window_base": window[0], "window_size": window[1]} if window else {}
+        return stream_port_writes(port, base=base, width=width, height=height, stride=stride, write=write,
+                                  line=line, start=False, **extra)
+
+    monkeypatch.setattr(codegen.CodeGen, "_changed", lambda self, previous, writes: writes)
+    monkeypatch.setattr(codegen.CodeGen, "_port_writes", packed_whole)
+    full = compile_model(model, "tiny", input_range=EVERY_RANGE, reference=False)
+    assert "cfgwt" in fast.source and fast.source == full.source
+    np.testing.assert_array_equal(fast.image, full.image)
