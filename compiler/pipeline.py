@@ -22,10 +22,8 @@ the reference engine against onnxruntime); :func:`estimate_model` stops after
 code generation, for networks whose image would not fit.
 """
 
-import gc
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -47,6 +45,7 @@ from .lower import lower_node, pool_partials, weight_streams
 from .passes import fuse_pools, run_passes
 from .program import generate
 from .quantise import quantise
+from .runtime import compiling
 
 __all__ = ["compile_model", "estimate_model", "link", "Frontend"]
 
@@ -154,22 +153,6 @@ def _vacuous_bounds(graph, bounds, quantisation, config, input_range):
             for node, bound, span in found}
 
 
-@contextmanager
-def _collector_paused():
-    """Python's cycle collector off for a compile.  A compile makes millions of
-    small objects (passes, tile setups, table rows) that reference counting
-    frees; the collector would scan the ones alive again and again as they
-    grow in number, and it found nothing to free: it took 37 % of ResNet-50's
-    compile (359 s with it, 225 s without, measured at 6556ee6)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def compile_model(path, grid="tiny", calibration=None, *, input_range=None, progress=None,
                   layer_done=None, reference=True):
     """Compile the ONNX model at ``path`` for grid preset ``grid``: a :class:`Compiled`.
@@ -184,7 +167,7 @@ def compile_model(path, grid="tiny", calibration=None, *, input_range=None, prog
     ``reference``: run the reference engine on one input and measure
     per-layer error against onnxruntime for the report.
     """
-    with _collector_paused():
+    with compiling():
         return _compile(path, grid, calibration, input_range=input_range, progress=progress,
                         layer_done=layer_done, reference=reference)
 
@@ -238,7 +221,7 @@ def estimate_model(path, grid, *, progress=None):
     per-layer passes, MACs and estimated cycles, equal to what
     :func:`compile_model` reports.  For networks whose image would not fit.
     ``progress``: called as ``progress(layers done, layers)``."""
-    with _collector_paused():
+    with compiling():
         return _estimate(path, grid, progress)
 
 

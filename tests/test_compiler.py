@@ -676,3 +676,31 @@ def test_node_names_cannot_change_the_program(tmp_path):
     assert len(rows) == len(b.layers)
     assert all(r.count(" | ") == header.count(" | ") for r in rows), rows[0]
     assert not any(l.startswith("halt") for l in lines)
+
+
+def test_compiling_pauses_the_collector_and_restores_it_after_the_outermost(tmp_path):
+    """The process settings of a compile (compiler/runtime.py): on for nested
+    compiles and compiles that fail, back as they were after the outermost."""
+    import gc
+
+    from compiler import runtime
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        with runtime.compiling():
+            assert not gc.isenabled()
+            with pytest.raises(CompileError):
+                with runtime.compiling():
+                    raise CompileError("a compile that fails")
+            assert not gc.isenabled()
+            # A compile inside still works, and frees what it made.
+            compile_model(save(every_operator(np.random.default_rng(4)), tmp_path), "tiny",
+                          input_range=EVERY_RANGE, reference=False)
+            assert not gc.isenabled()
+        assert gc.isenabled() and runtime._depth == 0
+        gc.disable()
+        with runtime.compiling():
+            pass
+        assert not gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
