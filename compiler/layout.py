@@ -99,7 +99,8 @@ class Buffer:
     tail: int = 0                       #: extra words after the maps (flat chunk reads)
     base: int = 0
     view: tuple = None                  #: (tensor, first channel): maps of that tensor's buffer
-    codes: np.ndarray = None            #: a constant tensor's words (C, H, W), in the memory image
+    codes: np.ndarray = None            #: a constant tensor's words (C, H, W), in the memory image,
+                                        #: or a view of them whose shape splits H and W (see place)
     holds: tuple = None                 #: ("weights" or "bias", layer output) of a streamed layer
 
     @property
@@ -148,13 +149,19 @@ class Buffer:
 
     def place(self, codes, words):
         """Write the whole buffer holding ``codes`` (C, H, W) in the interior
-        into ``words`` (its ``size`` words, an array or a view of one)."""
+        into ``words`` (its ``size`` words, an array or a view of one).
+        ``codes`` may also be shaped (C, H1, H2, W1, W2) with H = H1 * H2 and
+        W = W1 * W2: a transposed view of a layer's weights is written into
+        the image as it is read, never copied whole first."""
         words[self.channels * self.map_words:] = 0
         m = words[:self.channels * self.map_words].reshape(self.channels, self.rows, self.row)
         if not self.flat:
             m[...] = self.pad_value
         t, l = self.pads[0], self.pads[1]
-        m[:, t:t + self.height, l:l + self.width] = codes
+        interior = m[:, t:t + self.height, l:l + self.width]
+        if np.ndim(codes) == 5:
+            interior = interior.reshape(np.shape(codes))    # splits H and W: a view
+        interior[...] = codes
 
     def gather(self, words):
         """The interior (C, H, W) of the buffer from its words."""

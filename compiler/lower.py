@@ -267,12 +267,13 @@ def weight_streams(graph, buffers, quantisation, config):
         codes = quant.kernel.codes
         n_out, features = codes.shape
         chunks = -(-features // (K * K))
-        padded = codes
-        if features % (K * K):
-            padded = np.zeros((n_out, chunks * K * K), dtype=np.int64)
-            padded[:, :features] = codes
-        images = padded.reshape(rows, m, chunks, K, K).transpose(2, 0, 3, 1, 4).reshape(
-            chunks, rows * K, m * K)
+        # Copied once into the narrowest integers that hold a word (the
+        # transposition below reads them), padded to whole chunks.
+        padded = np.zeros((n_out, chunks * K * K), dtype=np.int16 if fmt.width <= 16 else np.int32)
+        padded[:, :features] = codes
+        # (chunks, rows, K, m, K): each chunk's image with its rows and columns
+        # split into blocks, a view written into the memory image as it is read.
+        images = padded.reshape(rows, m, chunks, K, K).transpose(2, 0, 3, 1, 4)
         y = buffers[node.output]
         bias = fmt.quantise(node.params["bias"], y.frac).reshape(1, rows, m)
         w_key, b_key = _stream_keys(node)
@@ -286,7 +287,7 @@ def _lower_streamed(node, x, y, weights, bias, config, quant):
     """A fully connected layer whose weights stream (:func:`weight_streams`): one
     job of one rows x m output map, a chain term per chunk of its input."""
     K = config.kernel
-    used = np.flatnonzero(np.any(weights.codes != 0, axis=(1, 2)))
+    used = np.flatnonzero(np.any(weights.codes != 0, axis=tuple(range(1, weights.codes.ndim))))
     chain = [(int(c), MemoryKernel(x.base + int(c) * K * K)) for c in used] or [(0, MemoryKernel(x.base))]
     mapper, notes = _mapper(quant)
     notes = [f"weights streamed: {weights.channels} images of {weights.height}x{weights.width}, "
