@@ -14,6 +14,7 @@ from compiler.artefacts import write_outputs
 from compiler.pipeline import compile_model
 from compiler.frontend import load_model, to_graph
 from compiler.onnx_reference import run_onnx
+from neuflow_hdl.numerics import wrap_signed
 from neuflow_hdl.regs import PoolMode
 from compiler.passes import fold_affine_into_conv, fuse_activations, host_softmax, remove_flatten
 from sim.app.cli import main
@@ -368,10 +369,11 @@ def test_fully_connected_weights_stream_as_data(tmp_path):
     padded = np.zeros((24, 3 * 49))
     padded[:, :144] = w1
     fmt = compiled.config.fmt
+    images = wrap_signed(weights.gather(compiled.image[weights.base:weights.base + weights.size]), fmt.width)
     for n in (0, 9, 23):
         r, q = divmod(n, 8)
         for c in range(3):
-            block = weights.codes[c, 7 * r:7 * r + 7, 7 * q:7 * q + 7].ravel()
+            block = images[c, 7 * r:7 * r + 7, 7 * q:7 * q + 7].ravel()
             assert np.array_equal(block, fmt.quantise(padded[n, 49 * c:49 * c + 49], weights.frac))
 
 
