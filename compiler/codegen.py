@@ -53,7 +53,7 @@ from neuflow_hdl.regs import (CONFIG_ADDRESS, GRID_START_REG, GRID_STATUS, GRID_
 
 from .cost import PassCost, pass_cycles, rect_beats
 from .ir import printable
-from .layout import MemoryKernel, kernel_words, kernel_words_of, stamp_address
+from .layout import KERNEL_WORD, MemoryKernel, kernel_words, kernel_words_of, stamp_address
 from .rolling import PassCode, roll
 from .schedule import weight_line
 
@@ -159,7 +159,7 @@ class MachineState:
                     all(_whole(w) and low <= w <= high for w in kernel)):
                 raise ValueError(f"loaded entry for tile {tile!r}: not a tile of the grid and the "
                                  f"k x k weights of a kernel (k at most {config.kernel})")
-            loaded[tile] = np.array(kernel, dtype=np.int64).tobytes()
+            loaded[tile] = np.array(kernel, dtype=KERNEL_WORD).tobytes()
         return cls(shadow, loaded)
 
 
@@ -644,7 +644,7 @@ def _slot_offsets(slots, K):
     """``[(word offset, kernel size)]`` of each slot of a weight frame."""
     at, offset = [], 0
     for slot in slots:
-        words = K * K if isinstance(slot, MemoryKernel) else kernel_words_of(slot)
+        words = _slot_words(slot, K)
         at.append((offset, _side(words)))
         offset += words
     return at

@@ -21,7 +21,8 @@ import numpy as np
 
 from .errors import CompileError
 
-__all__ = ["Rect", "MemoryKernel", "KERNEL_WORD_BYTES", "kernel_words", "kernel_words_of", "Buffer", "DATA_BASE", "PROGRAM_WORDS_PER_LAYER", "first_data_base", "ALIGN",
+__all__ = ["Rect", "MemoryKernel", "KERNEL_WORD", "kernel_words", "kernel_words_of", "Buffer", "DATA_BASE",
+           "PROGRAM_WORDS_PER_LAYER", "first_data_base", "ALIGN",
            "STAMP_WORDS", "stamp_address", "stamp_slots", "conv_geometry", "kernel_pieces", "chunk_side", "plan_buffers", "allocate", "align_up",
            "check_memory"]
 
@@ -72,19 +73,19 @@ class MemoryKernel:
     address: int
 
 
-#: Bytes of a kernel word: a term's kernel (:mod:`compiler.lower`) is its k x k
-#: codes, row-major, as the bytes of ``int64`` words.
-KERNEL_WORD_BYTES = 8
+#: A kernel word as a term keeps it: a term's kernel (:mod:`compiler.lower`) is
+#: its k x k codes, row-major, as the bytes of words of this type.
+KERNEL_WORD = np.dtype(np.int64)
 
 
 def kernel_words(kernel):
     """The words of a term's kernel."""
-    return np.frombuffer(kernel, dtype=np.int64)
+    return np.frombuffer(kernel, dtype=KERNEL_WORD)
 
 
 def kernel_words_of(kernel):
     """How many words a term's kernel has."""
-    return len(kernel) // KERNEL_WORD_BYTES
+    return len(kernel) // KERNEL_WORD.itemsize
 
 
 @dataclass

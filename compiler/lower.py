@@ -16,7 +16,7 @@ from neuflow_hdl.regs import AluOp, ConvMode, PoolMode, Symmetry
 
 from .errors import CompileError
 from .ir import as_conv
-from .layout import KERNEL_WORD_BYTES, Buffer, MemoryKernel, Rect, chunk_side, conv_geometry
+from .layout import KERNEL_WORD, Buffer, MemoryKernel, Rect, chunk_side, conv_geometry
 from .quantise import alu_shift
 
 __all__ = ["ConvJob", "StreamJob", "Lowered", "lower_node", "weight_streams", "STREAMED_MIN_OUTPUTS",
@@ -100,21 +100,21 @@ def _piece_kernels(codes, pieces):
 def _terms(reads, kernels, o):
     """Output ``o``'s chain: ``(input index, kernel)`` of each term whose kernel
     is not all zero (it adds nothing), but at least one term (the bias).  A
-    kernel is its kp x kp codes, row-major, as the bytes of ``int64`` words
+    kernel is its kp x kp codes, row-major, as the bytes of kernel words
     (:func:`compiler.layout.kernel_words`): the code generator keys weight
     frames by them, and millions of them cost less than as arrays."""
     blocks, nonzero = kernels
     P = len(blocks)
     kept = np.flatnonzero(nonzero[o]).tolist() or [0]
     rows = [_kernel_bytes(block, o) for block in blocks]
-    sizes = [block.shape[2] * block.shape[3] * KERNEL_WORD_BYTES for block in blocks]
+    sizes = [block.shape[2] * block.shape[3] * KERNEL_WORD.itemsize for block in blocks]
     return [(reads[n], rows[n % P][sizes[n % P] * (n // P):sizes[n % P] * (n // P + 1)]) for n in kept]
 
 
 def _kernel_bytes(block, o):
     """Output ``o``'s kernels in ``block`` (outputs, inputs, kp, kp) as one
-    bytes object of ``int64`` words."""
-    return np.ascontiguousarray(block[o], dtype=np.int64).tobytes()  # KERNEL_WORD_BYTES a word
+    bytes object of kernel words."""
+    return np.ascontiguousarray(block[o], dtype=KERNEL_WORD).tobytes()
 
 
 def _mapper(quant):

@@ -12,9 +12,9 @@ the search optimises is the estimate the report prints.
 from dataclasses import dataclass
 
 from .codegen import CodeGen, WeightFrames
-from .rolling import render
 from .cost import pass_cycles, predicted_cost
 from .errors import CompileError
+from .rolling import render
 from .schedule import conv_packings, conv_passes, pass_shape, stream_passes
 
 __all__ = ["TRIALS", "LayerCode", "Program", "generate"]
