@@ -682,7 +682,8 @@ def test_node_names_cannot_change_the_program(tmp_path):
 
 def test_compiling_pauses_the_collector_and_restores_it_after_the_outermost(tmp_path):
     """The process settings of a compile (compiler/runtime.py): on for nested
-    compiles and compiles that fail, back as they were after the outermost."""
+    compiles and compiles that fail, back as they were after the outermost,
+    and what the compiles made moved to the collector's oldest generation."""
     import gc
 
     from compiler import runtime
@@ -699,7 +700,12 @@ def test_compiling_pauses_the_collector_and_restores_it_after_the_outermost(tmp_
             compile_model(save(every_operator(np.random.default_rng(4)), tmp_path), "tiny",
                           input_range=EVERY_RANGE, reference=False)
             assert not gc.isenabled()
+            made = [[n] for n in range(1000)]
         assert gc.isenabled() and runtime._depth == 0
+        # What the compile left alive joined the oldest generation unscanned.
+        assert gc.get_count()[0] < 1000
+        oldest = {id(o) for o in gc.get_objects(generation=2)}
+        assert all(id(o) in oldest for o in made)
         gc.disable()
         with runtime.compiling():
             pass
