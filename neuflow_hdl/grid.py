@@ -1,6 +1,6 @@
 """The grid: R x C tiles with neighbour links and global lines, on the configuration bus."""
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, ResetInserter, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -8,7 +8,8 @@ from .cfgbus import ConfigBus
 from .presets import GridConfig
 from .regs import (CONTROL, CONTROL_REG, GRID_START_REG, GRID_STATUS, GRID_TILE, NEIGHBOURS, OFFSET,
                    OPPOSITE, STATUS_REG, Unit, pack_bits, sample_layout)
-from .tile import Tile
+from .stream import StreamFIFO
+from .tile import OUTPUT_DEPTH, Tile
 
 __all__ = ["Grid"]
 
@@ -120,17 +121,23 @@ class Grid(wiring.Component):
                 m.d.comb += [t.global_in[g].valid.eq(line.valid), t.global_in[g].payload.eq(line.payload),
                              t.global_commit[g].eq(commit)]
 
-        # Global outputs: the first tile offering a word on the line sends it.
+        # Global outputs: one FIFO per line, written by the tile that drives it
+        # (the first tile offering a word, should two drive it), emptied when
+        # a tile driving it is flushed.
         conflicts = []
         for g in range(G):
-            line = self.global_out[g]
+            unit = StreamFIFO(sample_layout(self._config.fmt.width), OUTPUT_DEPTH)
+            flush = Signal(name=f"global_out_flush_{g}")
+            m.d.comb += flush.eq(Cat(t.global_flush[g] for t in all_tiles).any())
+            m.submodules[f"global_out_{g}"] = ResetInserter({"sync": flush})(unit)
+            wiring.connect(m, unit.o, wiring.flipped(self.global_out[g]))
             taken = Const(0, 1)
             for t in all_tiles:
                 port = t.global_out[g]
-                mine = port.valid & ~taken
-                with m.If(mine):
-                    m.d.comb += [line.valid.eq(1), line.payload.eq(port.payload)]
-                m.d.comb += port.ready.eq(mine & line.ready)
+                with m.If(port.valid & ~taken):
+                    m.d.comb += [unit.i.valid.eq(1), unit.i.payload.eq(port.payload)]
+                m.d.comb += [port.ready.eq(unit.i.ready), t.global_held[g].eq(unit.level != 0),
+                             t.global_last[g].eq(unit.o.valid & unit.o.ready & unit.o.payload.eof)]
                 taken = taken | port.valid
             # Two or more drivers: clearing the lowest set bit leaves one set.
             drivers = Cat(t.global_driven[g] for t in all_tiles)

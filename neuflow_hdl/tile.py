@@ -1,6 +1,6 @@
 """The processing tile: convolver, StreamALU, mapper and FIFO bank behind a router."""
 
-from amaranth.hdl import Cat, Module, ResetInserter, Signal
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -50,6 +50,15 @@ class Tile(wiring.Component):
     all of its sinks that read line ``g`` can take a word; the grid answers
     with ``global_commit[g]`` when the word moves.
 
+    A global output line's FIFO is the grid's, one per line (a line has one
+    driver): ``global_out[g]`` offers the routed word to it (its ``valid``
+    is the fork's move, so its ``ready``, the FIFO's room, must not depend on
+    ``valid``).  The grid reports whether the line's FIFO holds words
+    (``global_held``) and when a word with ``eof`` leaves it
+    (``global_last``); the tile counts them for the lines it drives
+    (``global_driven``) as it counts its own output FIFOs, and asks the grid
+    to empty them when it is flushed (``global_flush``).
+
     Parameters
     ----------
     kernel, max_width : convolver parameters.
@@ -79,6 +88,9 @@ class Tile(wiring.Component):
             "global_commit": In(globals_),
             "global_out": Out(sample).array(globals_),
             "global_driven": Out(globals_),
+            "global_held": In(globals_),
+            "global_last": In(globals_),
+            "global_flush": Out(globals_),
         }
         for d in NEIGHBOURS:
             ports[f"{d}_in"] = In(sample)
@@ -159,7 +171,8 @@ class Tile(wiring.Component):
 
     def _sink_fifos(self, m, flush, conv, alu, mapper, bank):
         """A FIFO before every sink, in router order, each feeding its operator
-        input or tile output.  Returns (their inputs, the tile-output FIFOs)."""
+        input or neighbour output (a global output's FIFO is the grid's).
+        Returns (the sinks' inputs, the neighbour-output FIFOs)."""
         sample = sample_layout(self._fmt.width)
 
         def fifo(name, depth):
@@ -176,13 +189,12 @@ class Tile(wiring.Component):
             sink_fifo.append(unit.i)
         sink_fifo += [bank.i[n] for n in range(self._fifos)]      # the bank is FIFOs already
         out_fifos = []
-        outputs = ([(f"{d}_out", getattr(self, f"{d}_out")) for d in NEIGHBOURS] +
-                   [(f"global_out_{g}", self.global_out[g]) for g in range(self._globals)])
-        for name, port in outputs:
-            unit = fifo(name, OUTPUT_DEPTH)
-            wiring.connect(m, unit.o, wiring.flipped(port))
+        for d in NEIGHBOURS:
+            unit = fifo(f"{d}_out", OUTPUT_DEPTH)
+            wiring.connect(m, unit.o, wiring.flipped(getattr(self, f"{d}_out")))
             sink_fifo.append(unit.i)
             out_fifos.append(unit)
+        sink_fifo += list(self.global_out)     # the grid's line FIFOs
         assert len(sink_fifo) == len(self.sinks)
         return sink_fifo, out_fifos
 
@@ -210,11 +222,17 @@ class Tile(wiring.Component):
             else:
                 m.d.comb += [source.ready.eq(used & all_ready), moved.eq(source.valid & source.ready)]
             fire.append(moved)
+        # Each sink picks its source's word out of one vector of every source,
+        # as an indexed part-select (a constant-time select for a simulator,
+        # the same multiplexer for synthesis), padded so that every select
+        # code, ROUTE_NONE included, is inside it (the padding offers nothing).
+        width = len(sources[0].payload.as_value())
+        offered = Signal(1 << ROUTE_BITS)
+        words = Signal(width << ROUTE_BITS)
+        m.d.comb += [offered.eq(Cat(fire)), words.eq(Cat(source.payload for source in sources))]
         for k, sink in enumerate(sink_fifo):
-            with m.Switch(select[k]):
-                for s, source in enumerate(sources):
-                    with m.Case(s):
-                        m.d.comb += [sink.valid.eq(fire[s]), sink.payload.eq(source.payload)]
+            m.d.comb += [sink.valid.eq(offered.bit_select(select[k], 1)),
+                         sink.payload.eq(words.word_select(select[k], width))]
 
     def _illegal(self, select):
         """Whether a sink selects a source that does not exist (or a missing
@@ -236,14 +254,18 @@ class Tile(wiring.Component):
         select, route_error = routes.select, routes.error
         for g in range(self._globals):
             m.d.comb += self.global_driven[g].eq(select[self.sinks.index(f"global_out_{g}")] != ROUTE_NONE)
+        m.d.comb += self.global_flush.eq(Mux(flush, self.global_driven, 0))
         holding = Cat([conv.busy, alu.busy, mapper.busy] +
                       [u.valid for u in (conv.i, conv.psum, conv.weights, alu.a, alu.b, mapper.i)] +
                       [bank.level[n] != 0 for n in range(self._fifos)] +
-                      [u.level != 0 for u in out_fifos]).any()
-        # A frame has ended when its last word leaves the tile (counted where it
-        # leaves, not where the router writes it, so no fork is on this path).
+                      [u.level != 0 for u in out_fifos] +
+                      [(self.global_driven & self.global_held).any()]).any()
+        # A frame has ended when its last word leaves the tile's output FIFOs
+        # (counted where it leaves, not where the router writes it, so no fork
+        # is on this path), or the line FIFO of a global output it drives.
         frame_out = Signal()
-        m.d.comb += frame_out.eq(Cat(u.o.valid & u.o.ready & u.o.payload.eof for u in out_fifos).any())
+        m.d.comb += frame_out.eq(Cat([u.o.valid & u.o.ready & u.o.payload.eof for u in out_fifos] +
+                                     [(self.global_driven & self.global_last).any()]).any())
         ended = Signal()
         with m.If(start | flush):
             m.d.sync += ended.eq(0)
