@@ -127,7 +127,7 @@ class Grid(wiring.Component):
         conflicts = []
         for g in range(G):
             unit = StreamFIFO(sample_layout(self._config.fmt.width), OUTPUT_DEPTH)
-            flush = Signal(name=f"global_out_flush_{g}")
+            flush = Signal(name="line_flush")
             m.d.comb += flush.eq(Cat(t.global_flush[g] for t in all_tiles).any())
             m.submodules[f"global_out_{g}"] = ResetInserter({"sync": flush})(unit)
             wiring.connect(m, unit.o, wiring.flipped(self.global_out[g]))
