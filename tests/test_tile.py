@@ -306,3 +306,32 @@ def test_chain_links_lag_by_hop_lag_and_shared_lines_keep_full_rate(chain_dut):
     assert separate - alone == 3 * HOP_LAG
     assert _run_chain(chain_dut, [0, 1, 2, 0], False, rng) <= separate + 2
     assert _run_chain(chain_dut, [0, 1, 2, 0], True, rng) <= separate + 2
+
+
+def test_a_tile_is_busy_while_the_line_it_drives_holds_words(dut):
+    """The global output line's FIFO is the grid's: its words count as the
+    driving tile's (busy, then done once the frame's last word has left it),
+    and a flush of the tile empties it."""
+    x = [(5, 0, 0), (6, 0, 0), (7, 1, 1)]
+
+    async def bench(ctx):
+        await bus_write(ctx, dut, writes(routes={"mapper_in": "global_in_0", "global_out_1": "mapper"},
+                                         mapper=LINE))
+        ctx.set(dut.global_out[1].ready, 0)
+        await stream_put(ctx, dut.global_in[0], x)
+        await ctx.tick().repeat(20)                 # the mapper has drained into the line's FIFO
+        status = await read_status(ctx, dut)
+        assert status.busy and not status.done and ctx.get(dut.status.busy)
+        got = await stream_get(ctx, dut.global_out[1], len(x))
+        assert [w[0] for w in got] == [2 * d + 3 for d, _, _ in x]         # LINE, in codes
+        await ctx.tick().repeat(2)
+        status = await read_status(ctx, dut)
+        assert not status.busy and status.done and not ctx.get(dut.status.busy)
+        # Words left on the line when the tile is flushed are gone with it.
+        await stream_put(ctx, dut.global_in[0], x)
+        await ctx.tick().repeat(20)
+        assert ctx.get(dut.global_out[1].valid)
+        await bus_write(ctx, dut, [control_write(0, flush=True)])
+        assert not ctx.get(dut.global_out[1].valid) and not (await read_status(ctx, dut)).busy
+
+    simulate(dut, bench, cycles=2000)
