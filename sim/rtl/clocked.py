@@ -75,7 +75,7 @@ def _module(text):
     uses = {}
     for token in _TOKEN.findall(text):
         uses[token] = uses.get(token, 0) + 1
-    edits = []             # (start, end, replacement), in order of position
+    edits, registers = [], 0        # edits: (start, end, replacement)
     for block in _BLOCK.finditer(text):
         rewritten = _rewrite(block.group("body"), copies, uses)
         if rewritten is None:
@@ -83,13 +83,14 @@ def _module(text):
         lines, targets = rewritten
         edits.append((block.start(), block.end(), "  always @(posedge clk) begin\n" + lines + "  end\n"))
         edits += [(copies[t].start(), copies[t].end(), "") for t in targets]
+        registers += len(targets)
     edits.sort()
     out, at = [], 0
     for begin, end, replacement in edits:
         out += [text[at:begin], replacement]
         at = end
     out.append(text[at:])
-    return "".join(out), len([e for e in edits if e[2]])
+    return "".join(out), registers
 
 
 def _rewrite(body, copies, uses):
