@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from neuflow_hdl.alu import alu_latency
 from neuflow_hdl.convolver import convolver_latency
+from neuflow_hdl.grid import LINE_LATENCY
 from neuflow_hdl.mapper import mapper_latency
 from neuflow_hdl.regs import OFFSET, OPPOSITE, ConvMode
 from neuflow_hdl.stream import FIFO_LATENCY
@@ -88,9 +89,9 @@ def _direction(config, a, b):
 
 def conv_latency(config):
     """Cycles from a convolver tile's last input word to its output leaving the
-    tile at full rate: the operator-input FIFO, the convolver and the
-    tile-output FIFO (measured, tests/test_tile.py)."""
-    return FIFO_LATENCY + convolver_latency(config.kernel) + FIFO_LATENCY
+    grid at full rate: the operator-input FIFO, the convolver and the global
+    output line (measured, tests/test_tile.py)."""
+    return FIFO_LATENCY + convolver_latency(config.kernel) + LINE_LATENCY
 
 
 #: Cycles by which each link of a chain lags the previous one: a convolver
@@ -300,9 +301,9 @@ def _mapper_latency(job):
 
 def _stream_latency(job, config):
     """Pipeline depth of a StreamJob's tile: input FIFO, ALU (DIV is the slow
-    path), mapper, output FIFO."""
+    path), mapper, global output line."""
     alu = 0 if job.alu is None else FIFO_LATENCY + alu_latency(job.alu["op"], config.fmt.width)
-    return alu + _mapper_latency(job) + FIFO_LATENCY
+    return alu + _mapper_latency(job) + LINE_LATENCY
 
 
 def _weight_port(job):

@@ -8,10 +8,14 @@ from .cfgbus import ConfigBus
 from .presets import GridConfig
 from .regs import (CONTROL, CONTROL_REG, GRID_START_REG, GRID_STATUS, GRID_TILE, NEIGHBOURS, OFFSET,
                    OPPOSITE, STATUS_REG, Unit, pack_bits, sample_layout)
-from .stream import StreamFIFO
+from .stream import REGISTERED_FIFO_LATENCY, RegisteredFIFO
 from .tile import OUTPUT_DEPTH, Tile
 
-__all__ = ["Grid"]
+__all__ = ["Grid", "LINE_LATENCY"]
+
+#: Cycles from a tile offering a word on a global output line to the line's
+#: output: the line's FIFO is a :class:`RegisteredFIFO`.
+LINE_LATENCY = REGISTERED_FIFO_LATENCY
 
 
 class Grid(wiring.Component):
@@ -107,7 +111,7 @@ class Grid(wiring.Component):
 
     def _global_lines(self, m, all_tiles):
         """Global inputs fork across every tile (a word moves when every reader
-        takes it); on a global output the first tile offering a word sends it.
+        takes it); a global output takes the words of the tile driving it.
         Returns, per output line, whether two tiles drive it."""
         G = self._config.globals_
         # Global inputs: one fork across every tile.
@@ -121,25 +125,31 @@ class Grid(wiring.Component):
                 m.d.comb += [t.global_in[g].valid.eq(line.valid), t.global_in[g].payload.eq(line.payload),
                              t.global_commit[g].eq(commit)]
 
-        # Global outputs: one FIFO per line, written by the tile that drives it
-        # (the first tile offering a word, should two drive it), emptied when
-        # a tile driving it is flushed.
+        # Global outputs: one FIFO per line behind a register (the tiles are
+        # far from it), written by the tile that drives it (the first one
+        # driving it, should two: the choice is configuration, not the
+        # words on offer), emptied when a tile driving it is flushed.
         conflicts = []
         for g in range(G):
-            unit = StreamFIFO(sample_layout(self._config.fmt.width), OUTPUT_DEPTH)
+            unit = RegisteredFIFO(sample_layout(self._config.fmt.width), OUTPUT_DEPTH)
             flush = Signal(name="line_flush")
             m.d.comb += flush.eq(Cat(t.global_flush[g] for t in all_tiles).any())
             m.submodules[f"global_out_{g}"] = ResetInserter({"sync": flush})(unit)
             wiring.connect(m, unit.o, wiring.flipped(self.global_out[g]))
-            taken = Const(0, 1)
-            for t in all_tiles:
-                port = t.global_out[g]
-                with m.If(port.valid & ~taken):
-                    m.d.comb += [unit.i.valid.eq(1), unit.i.payload.eq(port.payload)]
-                m.d.comb += [port.ready.eq(unit.i.ready), t.global_held[g].eq(unit.level != 0),
-                             t.global_last[g].eq(unit.o.valid & unit.o.ready & unit.o.payload.eof)]
-                taken = taken | port.valid
-            # Two or more drivers: clearing the lowest set bit leaves one set.
             drivers = Cat(t.global_driven[g] for t in all_tiles)
+            writer = Signal(range(len(all_tiles) + 1), name=f"global_writer_{g}")
+            m.d.comb += writer.eq(len(all_tiles))           # no driver: the padding, offering nothing
+            for k in reversed(range(len(all_tiles))):
+                with m.If(drivers[k]):
+                    m.d.comb += writer.eq(k)
+            ports = [t.global_out[g] for t in all_tiles]
+            width = len(ports[0].payload.as_value())
+            m.d.comb += [unit.i.valid.eq(Cat(*(p.valid for p in ports), 0).bit_select(writer, 1)),
+                         unit.i.payload.eq(Cat(*(p.payload for p in ports), Const(0, width))
+                                           .word_select(writer, width))]
+            for t in all_tiles:
+                m.d.comb += [t.global_out[g].ready.eq(unit.i.ready), t.global_held[g].eq(unit.level != 0),
+                             t.global_last[g].eq(unit.o.valid & unit.o.ready & unit.o.payload.eof)]
+            # Two or more drivers: clearing the lowest set bit leaves one set.
             conflicts.append((drivers & (drivers - 1)) != 0)
         return conflicts

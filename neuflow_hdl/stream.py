@@ -2,6 +2,9 @@
 
 * :class:`StreamFIFO` -- a ``lib.stream`` FIFO (a ``SyncFIFOBuffered`` wrapped as
   a component), used on every operator input and in the FIFO bank.
+* :class:`RegisteredFIFO` -- a StreamFIFO behind a register: the writer's
+  logic and the FIFO's storage are separate timing paths (the grid's global
+  output lines, written from any tile).
 * :class:`CreditBuffer` -- the output stage of a pipelined operator.  Operators
   here never stall their pipelines: a word enters only when the buffer grants
   a credit, i.e. when there is guaranteed room for it on arrival however long
@@ -13,7 +16,8 @@ from amaranth.hdl import Module, Shape, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["StreamFIFO", "FIFO_LATENCY", "CreditBuffer", "delay_line"]
+__all__ = ["StreamFIFO", "FIFO_LATENCY", "RegisteredFIFO", "REGISTERED_FIFO_LATENCY", "CreditBuffer",
+           "delay_line"]
 
 
 def delay_line(m, layout, depth, name="meta"):
@@ -51,9 +55,13 @@ class StreamFIFO(wiring.Component):
         Words held.
     """
 
+    #: The least depth that keeps full rate.
+    min_depth = 3
+
     def __init__(self, shape, depth):
-        if not isinstance(depth, int) or depth < 3:
-            raise ValueError(f"FIFO depth must be an integer of at least 3 (full rate), not {depth!r}")
+        if not isinstance(depth, int) or depth < self.min_depth:
+            raise ValueError(f"FIFO depth must be an integer of at least {self.min_depth} (full rate), "
+                             f"not {depth!r}")
         self._shape = shape
         self._depth = depth
         super().__init__({
@@ -84,6 +92,44 @@ class StreamFIFO(wiring.Component):
             buf.r_en.eq(self.o.ready),
             self.level.eq(buf.level),
         ]
+        return m
+
+
+#: :attr:`RegisteredFIFO.latency`: the input register, then a StreamFIFO.
+REGISTERED_FIFO_LATENCY = 1 + FIFO_LATENCY
+
+
+class RegisteredFIFO(StreamFIFO):
+    """A :class:`StreamFIFO` whose input is a register: a word taken at ``i``
+    is written into the FIFO a cycle later, so nothing combinational runs
+    from the writer to the storage.  ``i.ready`` is a credit: room for the
+    taken word and for the one in the register.  It holds ``depth`` words,
+    the register's included, and keeps full rate from a depth of 4 (a word
+    spends a cycle in the register, one in the FIFO's storage and one in its
+    output register).  Members as :class:`StreamFIFO`'s; ``level`` counts
+    the register's word.
+    """
+
+    min_depth = 4
+
+    @property
+    def latency(self):
+        """Cycles from a word's handshake at ``i`` to ``o.valid`` when empty."""
+        return REGISTERED_FIFO_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = buf = StreamFIFO(self._shape, self._depth)
+        held = Signal()
+        word = Signal.like(self.i.payload)
+        m.d.sync += [held.eq(self.i.valid & self.i.ready), word.eq(self.i.payload)]
+        m.d.comb += [
+            buf.i.valid.eq(held),
+            buf.i.payload.eq(word),
+            self.i.ready.eq(buf.level + held < self._depth),
+            self.level.eq(buf.level + held),
+        ]
+        wiring.connect(m, buf.o, wiring.flipped(self.o))
         return m
 
 

@@ -4,6 +4,8 @@ broken variant of the design:
 
 * :class:`StreamFIFO`: the k-th word in is the k-th word out, exactly once, for
   any k; the output holds its word until taken; ``level`` counts the words held.
+* :class:`RegisteredFIFO` (the grid's global output lines): the same, its
+  input register's word included.
 * :class:`CreditBuffer`: a pipeline that issues only on ``credit`` never
   writes into a full buffer, however its consumer withholds ``ready``.
 * The convolver's credit accounting: its output buffer is never written when
@@ -22,7 +24,7 @@ from neuflow_hdl import convolver as convolver_module
 from neuflow_hdl.convolver import Convolver
 from neuflow_hdl.numerics import Format
 from neuflow_hdl.regs import NEIGHBOURS
-from neuflow_hdl.stream import CreditBuffer, StreamFIFO, delay_line
+from neuflow_hdl.stream import CreditBuffer, RegisteredFIFO, StreamFIFO, delay_line
 from neuflow_hdl.streamer import StreamPort
 from neuflow_hdl.tile import Tile
 
@@ -87,6 +89,23 @@ def test_stream_fifo_keeps_every_word_in_order(tmp_path, broken):
     # pointers wrap); induction would need the FIFO's storage in the invariant.
     check_proof(StreamOrder(fifo, WIDTH, level=lambda d: d.level), tmp_path, broken=broken,
                 mode="bmc", depth=12)
+
+
+class _OvertakingFIFO(RegisteredFIFO):
+    """Broken on purpose: its credit forgets the word in its input register."""
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        m.d.comb += self.i.ready.eq(m.submodules.fifo.level < self._depth)
+        return m
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["RegisteredFIFO", "broken-registered-fifo"])
+def test_registered_fifo_keeps_every_word_in_order(tmp_path, broken):
+    fifo = (_OvertakingFIFO if broken else RegisteredFIFO)(WIDTH, 4)
+    # Bounded: 14 cycles fill and drain the 4-word FIFO more than twice.
+    check_proof(StreamOrder(fifo, WIDTH, level=lambda d: d.level), tmp_path, broken=broken,
+                mode="bmc", depth=14)
 
 
 class _ProbedCreditBuffer(CreditBuffer):
