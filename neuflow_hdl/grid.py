@@ -115,8 +115,8 @@ class Grid(wiring.Component):
         return m
 
     def _global_lines(self, m, all_tiles):
-        """Global inputs fork across every tile (a word moves when every reader
-        takes it); a global output takes the words of the tile driving it.
+        """A global input's word is pushed into every tile reading it, on all of
+        their credits; a global output takes the words of the tile driving it.
         Returns (per output line, whether two tiles drive it; per input line,
         whether a word is on its way to the tiles)."""
         G = self._config.globals_

@@ -13,6 +13,9 @@ broken variant of the design:
 * :class:`StreamPort`'s window check: after a start with a descriptor outside
   its window (or memory) the port never issues a memory request and reports
   an error.
+* The tile's router: every routed word reaches exactly the sinks selecting
+  its source, and never a sink that is not ready, global lines pushed on the
+  tile's credit included, with routes, starts and flushes at any time.
 """
 
 import pytest
