@@ -29,14 +29,14 @@ class Routes:
 OUTPUT_DEPTH = 4
 
 
-def sink_room(level, taken, given, depth):
+def sink_room(level, depth):
     """Whether a FIFO sink will take a word pushed the cycle after next: its
-    level next cycle (``level``, plus the word ``taken`` now, less the word
-    ``given`` now) leaves room for that word and for one more before it.
-    Words a sink gives are counted only where its reader is local (0
-    otherwise: room is then promised later, never wrongly).  A StreamFIFO
-    is ready whenever its level is below its depth."""
-    return level + taken - given <= depth - 2
+    ``level`` now leaves room for that word, one it may take now and one
+    before it, whatever it gives (a StreamFIFO is ready whenever its level is
+    below its depth).  A function of registers alone, so no handshake is on
+    the path into a credit; at full rate a StreamFIFO holds 2 words, so a
+    sink of 5 words or more keeps full rate."""
+    return level <= depth - 3
 
 
 class Tile(wiring.Component):
@@ -202,15 +202,12 @@ class Tile(wiring.Component):
             unit = fifo(name, self._input_depth)
             wiring.connect(m, unit.o, dest)
             sink_fifo.append(unit.i)
-            # The operator reads here: its take is local and exact.
-            room.append(sink_room(unit.level, unit.i.valid & unit.i.ready, unit.o.valid & unit.o.ready,
-                                  self._input_depth))
+            room.append(sink_room(unit.level, self._input_depth))
         chained = cfg[Unit.FIFO_BANK].chain
         for n in range(self._fifos):                    # the bank is FIFOs already
             sink_fifo.append(bank.i[n])
-            # Its reads go through the router: counted as none.  A chained
-            # FIFO's input takes nothing.
-            spare = sink_room(bank.level[n], bank.i[n].valid & bank.i[n].ready, 0, self._fifo_depth)
+            # A chained FIFO's input takes nothing.
+            spare = sink_room(bank.level[n], self._fifo_depth)
             room.append(spare & ~chained[n] if n > 0 else spare)
         out_fifos = []
         for d in NEIGHBOURS:
@@ -218,8 +215,7 @@ class Tile(wiring.Component):
             wiring.connect(m, unit.o, wiring.flipped(getattr(self, f"{d}_out")))
             sink_fifo.append(unit.i)
             out_fifos.append(unit)
-            # Read by the neighbour's router: counted as none.
-            room.append(sink_room(unit.level, unit.i.valid & unit.i.ready, 0, OUTPUT_DEPTH))
+            room.append(sink_room(unit.level, OUTPUT_DEPTH))
         sink_fifo += list(self.global_out)     # the grid's line FIFOs
         # The line's FIFO (4 words) keeps room for two more while it is empty.
         room += [~self.global_held[g] for g in range(self._globals)]
