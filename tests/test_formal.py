@@ -86,15 +86,6 @@ class _DroppingFIFO(StreamFIFO):
         return m
 
 
-@pytest.mark.parametrize("broken", [False, True], ids=["StreamFIFO", "broken-fifo"])
-def test_stream_fifo_keeps_every_word_in_order(tmp_path, broken):
-    fifo = (_DroppingFIFO if broken else StreamFIFO)(WIDTH, 3)
-    # Bounded: 12 cycles fill and drain the 3-word FIFO twice over (its
-    # pointers wrap); induction would need the FIFO's storage in the invariant.
-    check_proof(StreamOrder(fifo, WIDTH, level=lambda d: d.level), tmp_path, broken=broken,
-                mode="bmc", depth=12)
-
-
 class _OvertakingFIFO(RegisteredFIFO):
     """Broken on purpose: its credit forgets the word in its input register."""
 
@@ -104,12 +95,20 @@ class _OvertakingFIFO(RegisteredFIFO):
         return m
 
 
-@pytest.mark.parametrize("broken", [False, True], ids=["RegisteredFIFO", "broken-registered-fifo"])
-def test_registered_fifo_keeps_every_word_in_order(tmp_path, broken):
-    fifo = (_OvertakingFIFO if broken else RegisteredFIFO)(WIDTH, 4)
-    # Bounded: 14 cycles fill and drain the 4-word FIFO more than twice.
+# (FIFO, its broken variant, depth, cycles): bounded, because induction would
+# need the storage in the invariant; the cycles fill and drain each FIFO more
+# than twice (its pointers wrap).
+FIFOS = {"StreamFIFO": (StreamFIFO, _DroppingFIFO, 3, 12),
+         "RegisteredFIFO": (RegisteredFIFO, _OvertakingFIFO, 4, 14)}
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["intact", "broken"])
+@pytest.mark.parametrize("name", list(FIFOS))
+def test_fifo_keeps_every_word_in_order(tmp_path, name, broken):
+    intact, faulty, depth, cycles = FIFOS[name]
+    fifo = (faulty if broken else intact)(WIDTH, depth)
     check_proof(StreamOrder(fifo, WIDTH, level=lambda d: d.level), tmp_path, broken=broken,
-                mode="bmc", depth=14)
+                mode="bmc", depth=cycles)
 
 
 class _ProbedCreditBuffer(CreditBuffer):
