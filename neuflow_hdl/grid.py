@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, Const, Module, ResetInserter, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .cfgbus import ConfigBus
+from .cfgbus import ConfigBus, registered_requests
 from .presets import GridConfig
 from .regs import (CONTROL, CONTROL_REG, GRID_START_REG, GRID_STATUS, GRID_TILE, NEIGHBOURS, OFFSET,
                    OPPOSITE, STATUS_REG, Unit, pack_bits, sample_layout)
@@ -103,14 +103,16 @@ class Grid(wiring.Component):
                                  self.status.global_conflict),
         ]
 
-        # Reads: tile STATUS registers and the grid status, one cycle after re.
-        with m.If(self.bus.re):
+        # Reads: tile STATUS registers and the grid status, through the input
+        # register as the tiles take their writes (RESPONDER_READ_LATENCY).
+        read = registered_requests(m, self.bus)
+        with m.If(read.re):
             m.d.sync += self.bus.rdata.eq(0)
-            with m.If(self.bus.addr.tile == GRID_TILE):
+            with m.If(read.addr.tile == GRID_TILE):
                 m.d.sync += self.bus.rdata.eq(self.status)
             for (r, c), t in tiles.items():
-                with m.If((self.bus.addr.tile == r * C + c) & (self.bus.addr.unit == Unit.CONTROL) &
-                          (self.bus.addr.reg == STATUS_REG)):
+                with m.If((read.addr.tile == r * C + c) & (read.addr.unit == Unit.CONTROL) &
+                          (read.addr.reg == STATUS_REG)):
                     m.d.sync += self.bus.rdata.eq(t.status)
         return m
 

@@ -4,6 +4,7 @@ from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .cfgbus import RESPONDER_READ_LATENCY
 from .cpu import ControlCPU
 from .grid import Grid
 from .membus import memory_bus
@@ -12,9 +13,9 @@ from .streamer import BusArbiter, Streamer
 
 __all__ = ["SoC", "SimTop", "beat_address_width", "power_on_reset", "CONFIG_READ_LATENCY"]
 
-#: Cycles from the CPU's configuration read to its answer: the responders
-#: answer the next cycle, and their ORed answers are registered on the way back.
-CONFIG_READ_LATENCY = 2
+#: Cycles from the CPU's configuration read to its answer: the responders'
+#: latency, and their ORed answers registered on the way back.
+CONFIG_READ_LATENCY = RESPONDER_READ_LATENCY + 1
 
 
 def beat_address_width(config):

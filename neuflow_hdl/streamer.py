@@ -4,7 +4,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .cfgbus import ConfigBus
+from .cfgbus import ConfigBus, registered_requests
 from .membus import memory_bus
 from .numerics import Q8_8
 from .regs import (PORT_START_REG, PORT_STATUS, PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS,
@@ -325,7 +325,7 @@ class Streamer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         ports = []
-        cfg = self.cfg
+        cfg = registered_requests(m, self.cfg)     # the input register (see cfgbus)
         port_of = cfg.addr.unit.as_value()          # the unit field names the port
         mine = cfg.addr.tile == STREAMER_TILE
         unit0 = mine & (port_of == 0)               # the all-ports registers
@@ -342,17 +342,17 @@ class Streamer(wiring.Component):
                          port.start.eq(cfg.we & ((selected & (cfg.addr.reg == PORT_START_REG)) |
                                                  by_mask))]
         with m.If(cfg.re):
-            m.d.sync += cfg.rdata.eq(0)
+            m.d.sync += self.cfg.rdata.eq(0)
             for p, port in enumerate(ports):
                 status = Signal(PORT_STATUS, name=f"status_{p}")
                 m.d.comb += [status.busy.eq(port.busy), status.done.eq(port.done),
                              status.error.eq(port.error)]
                 with m.If(mine & (port_of == p) & (cfg.addr.reg == PORT_STATUS_REG)):
-                    m.d.sync += cfg.rdata.eq(status)
+                    m.d.sync += self.cfg.rdata.eq(status)
             every = Signal(PORTS_STATUS)
             m.d.comb += [every.busy.eq(self.busy), every.error.eq(Cat(p.error for p in ports).any())]
             with m.If(unit0 & (cfg.addr.reg == PORTS_STATUS_REG)):
-                m.d.sync += cfg.rdata.eq(every)
+                m.d.sync += self.cfg.rdata.eq(every)
         # Bind ports to global lines: per line, the first busy port in the
         # right direction owns it; only the owner sees the handshake.
         o_ready = [Const(0, 1)] * len(ports)

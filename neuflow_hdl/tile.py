@@ -50,7 +50,8 @@ class Tile(wiring.Component):
     and since a FIFO's ``ready`` never depends on ``valid`` the forks form no
     combinational loop, inside a tile or across tiles.
 
-    Configuration writes (``we``, ``addr``, ``wdata``) fill *shadow*
+    Configuration writes (``we``, ``addr``, ``wdata``, taken through a
+    register as on every responder of :mod:`.cfgbus`) fill *shadow*
     registers; a CONTROL write with ``start`` copies them all to the active
     registers at once and rewinds the operators, so writes take effect between
     frames.  ``flush`` empties every FIFO and pipeline of the tile.
@@ -127,17 +128,24 @@ class Tile(wiring.Component):
         """Configuration registers: shadow copies written over the bus, made active
         by CONTROL.start.  Returns (start, flush, {unit: active registers},
         [source select of each sink])."""
+        # The bus's input register (see cfgbus), with CONTROL's two commands
+        # decoded before it: start and flush reach every FIFO of the tile
+        # straight from a register.
+        we = Signal(name="cfg_we")
+        addr = Signal.like(self.addr, name="cfg_addr")
+        wdata = Signal.like(self.wdata, name="cfg_wdata")
         start = Signal()
         flush = Signal()
         control = Signal(CONTROL)
         m.d.comb += control.eq(self.wdata)
         write_control = self.we & (self.addr.unit == Unit.CONTROL) & (self.addr.reg == CONTROL_REG)
-        m.d.comb += [start.eq(write_control & control.start), flush.eq(write_control & control.flush)]
+        m.d.sync += [we.eq(self.we), addr.eq(self.addr), wdata.eq(self.wdata),
+                     start.eq(write_control & control.start), flush.eq(write_control & control.flush)]
 
         def registers(unit, layout, init=None):
             shadow = Signal(layout, init=init)
             active = Signal(layout, init=init)
-            hdl_write_registers(m, shadow, self.we & (self.addr.unit == unit), self.addr.reg, self.wdata)
+            hdl_write_registers(m, shadow, we & (addr.unit == unit), addr.reg, wdata)
             with m.If(start):
                 m.d.sync += active.eq(shadow)
             return shadow, active

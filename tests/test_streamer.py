@@ -9,6 +9,7 @@ from amaranth.lib import wiring
 
 from cases import frame_flags
 from helpers import memory_process, simulate, stream_get, stream_put
+from neuflow_hdl.cfgbus import RESPONDER_READ_LATENCY
 from neuflow_hdl.regs import (PORT_STATUS, PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS,
                               PORTS_STATUS_REG, stream_port_writes,
                               streamer_address)
@@ -40,12 +41,15 @@ def dut():
 
 
 async def configure(ctx, streamer, writes):
+    """Write ``writes`` and return once the streamer's input register has
+    passed the last of them on (:mod:`neuflow_hdl.cfgbus`)."""
     for address, word in writes:
         ctx.set(streamer.cfg.addr.as_value(), address)
         ctx.set(streamer.cfg.wdata, word)
         ctx.set(streamer.cfg.we, 1)
         await ctx.tick()
     ctx.set(streamer.cfg.we, 0)
+    await ctx.tick()
 
 
 async def port_status(ctx, streamer, port, reg=PORT_STATUS_REG, layout=PORT_STATUS):
@@ -53,6 +57,8 @@ async def port_status(ctx, streamer, port, reg=PORT_STATUS_REG, layout=PORT_STAT
     ctx.set(streamer.cfg.re, 1)
     await ctx.tick()
     ctx.set(streamer.cfg.re, 0)
+    for _ in range(RESPONDER_READ_LATENCY - 1):
+        await ctx.tick()
     return layout.from_bits(ctx.get(streamer.cfg.rdata))
 
 

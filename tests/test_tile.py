@@ -6,6 +6,7 @@ import pytest
 
 from compiler.schedule import HOP_LAG, conv_latency
 from helpers import flat_words, frame_words, simulate, stream_get, stream_put
+from neuflow_hdl.cfgbus import RESPONDER_READ_LATENCY
 from neuflow_hdl.grid import Grid
 from neuflow_hdl.numerics import Q8_8
 from neuflow_hdl.presets import GridConfig
@@ -29,12 +30,15 @@ def writes(**kw):
 
 
 async def bus_write(ctx, dut, items):
+    """Write ``items`` and return once the tiles' input register has passed
+    the last of them on (:mod:`neuflow_hdl.cfgbus`)."""
     for address, word in items:
         ctx.set(dut.bus.addr, dut.bus.addr.shape().from_bits(address))
         ctx.set(dut.bus.wdata, word)
         ctx.set(dut.bus.we, 1)
         await ctx.tick()
     ctx.set(dut.bus.we, 0)
+    await ctx.tick()
 
 
 async def read_status(ctx, dut, tile=0):
@@ -42,6 +46,8 @@ async def read_status(ctx, dut, tile=0):
     ctx.set(dut.bus.re, 1)
     await ctx.tick()
     ctx.set(dut.bus.re, 0)
+    for _ in range(RESPONDER_READ_LATENCY - 1):
+        await ctx.tick()
     return STATUS.from_bits(ctx.get(dut.bus.rdata))
 
 

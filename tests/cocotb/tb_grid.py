@@ -6,6 +6,7 @@ import numpy as np
 from cocotb.triggers import FallingEdge, RisingEdge
 
 from cases import frame_flags
+from neuflow_hdl.cfgbus import RESPONDER_READ_LATENCY
 from neuflow_hdl.regs import (AluOp, ConvMode, GRID_STATUS, GRID_TILE, STATUS, STATUS_REG, Unit,
                               config_address, control_write, tile_config_writes)
 from sim.golden import reference
@@ -26,6 +27,8 @@ def setup(r, c, **kw):
 
 
 async def bus_write(dut, writes):
+    """Write ``writes``; return once the tiles' input register has passed the
+    last of them on (neuflow_hdl.cfgbus)."""
     for address, word in writes:
         dut.bus__addr.value = address
         dut.bus__wdata.value = word
@@ -33,14 +36,18 @@ async def bus_write(dut, writes):
         await RisingEdge(dut.clk)
         await FallingEdge(dut.clk)
     dut.bus__we.value = 0
+    await RisingEdge(dut.clk)
+    await FallingEdge(dut.clk)
 
 
 async def bus_read(dut, address):
+    """The answer RESPONDER_READ_LATENCY cycles after the read."""
     dut.bus__addr.value = address
     dut.bus__re.value = 1
-    await RisingEdge(dut.clk)
-    await FallingEdge(dut.clk)
-    dut.bus__re.value = 0
+    for cycle in range(RESPONDER_READ_LATENCY):
+        await RisingEdge(dut.clk)
+        await FallingEdge(dut.clk)
+        dut.bus__re.value = 0
     return int(dut.bus__rdata.value)
 
 
