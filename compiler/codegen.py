@@ -376,13 +376,14 @@ class CodeGen:
 
     def check_layer(self):
         """Halt with ``LAYER_ERROR_HALT + layer`` if the grid or a streamer port
-        reports an error."""
-        for address, layout in ((GRID_STATUS_ADDRESS, GRID_STATUS),
-                                (PORTS_STATUS_ADDRESS, PORTS_STATUS)):
+        reports an error; returns the configuration reads it emits."""
+        statuses = ((GRID_STATUS_ADDRESS, GRID_STATUS), (PORTS_STATUS_ADDRESS, PORTS_STATUS))
+        for address, layout in statuses:
             self.emit(f"cfgr r2, {address:#07x}")
             self.emit(f"li r3, {pack_bits(layout, {'error': 1}):#x}")
             self.emit("and r2, r2, r3")
             self.emit(f"bne r2, r0, fail_{self.layer_index - 1}")
+        return len(statuses)
 
     def end(self):
         self.stamp(self.layer_index)
@@ -484,8 +485,8 @@ class CodeGen:
         costs = self._emit_passes(passes) if passes else [PassCost(streams=(), latency=0, serial=self.measure())]
         # What a kernel read from memory held may change with the next layers' writes.
         self.loaded = {tile: key for tile, key in self.loaded.items() if isinstance(key, bytes)}
-        self.check_layer()
-        costs[-1] = costs[-1].plus(after=self.measure())
+        reads = self.check_layer()
+        costs[-1] = costs[-1].plus(after=self.measure(), reads=reads)
         return costs
 
     def _emit_passes(self, passes):

@@ -28,17 +28,20 @@ import numpy as np
 
 from neuflow_hdl.soc import CONFIG_READ_LATENCY
 
-__all__ = ["CYCLES_PER_INSTRUCTION", "TABLE_ENTRY", "STREAM_OVERHEAD", "WAIT_EXTRA", "PassCost", "rect_beats", "expected_beats",
+__all__ = ["CYCLES_PER_INSTRUCTION", "TABLE_ENTRY", "STREAM_OVERHEAD", "READ_EXTRA", "WAIT_EXTRA", "PassCost", "rect_beats", "expected_beats",
            "stream_cycles", "pass_cycles", "predicted_cost"]
 
 CYCLES_PER_INSTRUCTION = 4
 #: A ``cfgwt`` table entry in instructions: a beat read (3 cycles) where a
 #: ``cfgwi`` takes its fetch and an execute cycle (4).
 TABLE_ENTRY = 0.75
-STREAM_OVERHEAD = 9
-#: Cycles a WAIT spends beyond an instruction: its read's latency on the
-#: configuration bus, and on average half of the longer poll period it makes.
-WAIT_EXTRA = CONFIG_READ_LATENCY + 1
+STREAM_OVERHEAD = 14
+#: Cycles a configuration read (``cfgr``) spends beyond an instruction: its
+#: latency on the configuration bus and the cycle the CPU takes the answer.
+READ_EXTRA = CONFIG_READ_LATENCY + 1
+#: Cycles a WAIT spends beyond an instruction: a read's (the average half
+#: of the longer poll period it makes is counted per poll in pass_cycles).
+WAIT_EXTRA = READ_EXTRA
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,14 @@ class PassCost:
     alone: tuple = ()       #: words of weight frames streamed on their own before the pass
     after: int = 0          #: instructions in series after the pass (the layer's status check)
     beats: int = 0          #: memory-bus beats of the streams and the frame beside them
+    reads: int = 0          #: configuration reads among the ``after`` instructions
 
-    def plus(self, serial=0, overlapped=0, after=0):
-        """This pass with ``serial``, ``overlapped`` and ``after`` more instructions."""
+    def plus(self, serial=0, overlapped=0, after=0, reads=0):
+        """This pass with ``serial``, ``overlapped`` and ``after`` more
+        instructions, ``reads`` of them configuration reads."""
         return PassCost(self.streams, self.latency, self.frame, self.serial + serial,
-                        self.overlapped + overlapped, self.waits, self.alone, self.after + after, self.beats)
+                        self.overlapped + overlapped, self.waits, self.alone, self.after + after, self.beats,
+                        self.reads + reads)
 
 
 def rect_beats(rect, beat_words):
@@ -96,12 +102,13 @@ def pass_cycles(cost):
     grid idle (measured: about half an instruction time); each costs
     ``WAIT_EXTRA`` more for its configuration read."""
     cpi = CYCLES_PER_INSTRUCTION
+    after = cost.after * cpi + cost.reads * READ_EXTRA
     if not cost.streams and not cost.frame and not cost.alone:     # a layer without passes
-        return math.ceil((cost.serial + cost.after) * cpi)
+        return math.ceil(cost.serial * cpi + after)
     streams = stream_cycles(cost.streams, cost.frame, cost.latency, cost.beats, cost.overlapped)
     return math.ceil(cost.serial * cpi + sum(words + STREAM_OVERHEAD for words in cost.alone) +
                      max(streams, cost.overlapped * cpi) + max(cost.waits - 1, 0) * cpi // 2 +
-                     cost.waits * WAIT_EXTRA + STREAM_OVERHEAD + cost.after * cpi)
+                     cost.waits * WAIT_EXTRA + STREAM_OVERHEAD + after)
 
 
 def predicted_cost(shape, config, *, first):

@@ -17,7 +17,7 @@ model.
 from dataclasses import dataclass
 
 from neuflow_hdl.alu import alu_latency
-from neuflow_hdl.convolver import convolver_latency
+from neuflow_hdl.convolver import JOIN_STAGES, convolver_latency
 from neuflow_hdl.grid import LINE_LATENCY, PUSH_LATENCY
 from neuflow_hdl.mapper import mapper_latency
 from neuflow_hdl.regs import OFFSET, OPPOSITE, ConvMode
@@ -97,15 +97,16 @@ def conv_latency(config):
 
 #: Cycles by which each link of a chain lags the previous one: a convolver
 #: fires its windows without waiting for partial sums (they join after its
-#: output buffer), so a link waits only for the two join stages and the FIFOs
-#: of the neighbour link (measured on a chain, tests/test_tile.py).  The
+#: output buffer), so a link waits only for the join's stages and the two
+#: FIFOs of the neighbour link, its output's and the next link's partial-sum
+#: input (measured on a chain, tests/test_tile.py).  The
 #: output buffer holds ``psum_slack`` (64) sums waiting for their partial
 #: sums; a link further down than that many cycles of lag takes its input
 #: later, and a line that an earlier link also reads would then hold back
 #: every reader of the fork, one buffer's worth per lag.  So a tile reading a
 #: line further down its chain than the line's first reader takes it through
 #: its FIFO bank.
-HOP_LAG = 6
+HOP_LAG = JOIN_STAGES + 2 * FIFO_LATENCY
 
 
 def _term_sources(job):
@@ -273,19 +274,16 @@ def pass_shape(job, chains, config, groups=None):
     streams = [inputs[src] for src in sources]
     streams += [partials[o] if g > 0 else outputs[o] for o, g, _ in chains if g > 0 or job.initial]
     streams += [outputs[o] if last(o, g) else partials[o] for o, g, _ in chains]
+    mapped = any(last(o, g) for o, g, _ in chains)
     return PassShape(loads, kernel_words, tuple(w for w, _ in streams), tiles,
-                     _chain_latency(job, longest, config), sum(b for _, b in streams))
+                     _chain_latency(job, longest, config, mapped), sum(b for _, b in streams))
 
 
-def _chain_latency(job, longest, config):
+def _chain_latency(job, longest, config, mapped):
     """Pipeline depth of a pass whose longest chain has ``longest`` links: the
-    head convolver, HOP_LAG per further link, then the mapper and its input FIFO."""
-    return conv_latency(config) + HOP_LAG * (longest - 1) + _mapper_latency(job)
-
-
-def _latency(job, chains, config):
-    """:func:`_chain_latency` of a pass made of ``chains``."""
-    return _chain_latency(job, max(len(t) for _, _, t in chains), config)
+    head convolver, HOP_LAG per further link, then (``mapped``: a chain of
+    the pass ends its output's sum) the mapper and its input FIFO."""
+    return conv_latency(config) + HOP_LAG * (longest - 1) + (_mapper_latency(job) if mapped else 0)
 
 
 def _pooling(job):
@@ -470,7 +468,9 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
     macs = 0
     if job.macs:
         macs = job.macs * sum(len(t) for _, _, t in chains) // max(total_terms, 1)
-    return Pass(tiles, reads, writes, macs, latency=_latency(job, chains, config))
+    longest = max(len(t) for _, _, t in chains)
+    mapped = any(g == groups[o] - 1 for o, g, _ in chains)
+    return Pass(tiles, reads, writes, macs, latency=_chain_latency(job, longest, config, mapped))
 
 
 _ROUTES = {}

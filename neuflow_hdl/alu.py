@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, EnableInserter, Module, Mux, Signal, signed, unsig
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .numerics import Q8_8, Format, hdl_round_shift, hdl_saturate
+from .numerics import Q8_8, Format, hdl_half, hdl_saturate
 from .regs import ALU_CONFIG, AluOp, sample_layout
 from .stream import CreditBuffer, delay_line
 
@@ -13,10 +13,10 @@ __all__ = ["StreamALU", "alu_latency"]
 
 def alu_latency(op, width):
     """Cycles from the operands' handshake to ``o.valid`` for ``op`` on
-    ``width``-bit words: operands, exact result and narrowing (3 stages), or for
-    DIV operands, dividend and divisor, a stage per quotient bit and the sign;
-    then the output buffer."""
-    return (2 + width + 1 if op == AluOp.DIV else 3) + 1
+    ``width``-bit words: operands, exact result, rounding increment, shift and
+    saturation (5 stages), or for DIV operands, magnitudes, dividend and divisor, a stage
+    per quotient bit and the sign; then the output buffer."""
+    return (3 + width + 1 if op == AluOp.DIV else 5) + 1
 
 
 class StreamALU(wiring.Component):
@@ -104,7 +104,10 @@ class StreamALU(wiring.Component):
         with m.If(fire):
             m.d.sync += [
                 a.eq(self.a.payload.data),
-                b.eq(Mux(cfg.b_const, cfg.const[:W].as_signed(), self.b.payload.data)),
+                # SQUARE's second factor is a (it takes no b), so the
+                # multiplier's inputs are registers.
+                b.eq(Mux(cfg.op == AluOp.SQUARE, self.a.payload.data,
+                         Mux(cfg.b_const, cfg.const[:W].as_signed(), self.b.payload.data))),
             ]
         # Each path's data registers move only while one of its words is in
         # flight (a clock enable), so an idle ALU does no work in simulation.
@@ -158,10 +161,11 @@ class StreamALU(wiring.Component):
         return fire
 
     def _fast_path(self, m, a, b):
-        """Every operation but DIV: the exact result, then the one narrowing."""
+        """Every operation but DIV: the exact result, then the one narrowing
+        (the rounding increment, the shift and saturation, a stage each)."""
         W, cfg = self._fmt.width, self.config
         exact = Signal(signed(2 * W + 1), reset_less=True)
-        product = a * Mux(cfg.op == AluOp.SQUARE, a, b)
+        product = a * b
         with m.Switch(cfg.op):
             with m.Case(AluOp.ADD):
                 m.d.sync += exact.eq(a + b)
@@ -175,8 +179,13 @@ class StreamALU(wiring.Component):
                 m.d.sync += exact.eq(Mux(a < b, a, b))
             with m.Case(AluOp.ABS):
                 m.d.sync += exact.eq(Mux(a < 0, -a, a))
+        # hdl_round_shift, its increment and its shift a stage each.
+        biased = Signal(signed(2 * W + 2), reset_less=True)
+        m.d.sync += biased.eq(exact + hdl_half(cfg.shift, W))
+        rounded = Signal(signed(2 * W + 2), reset_less=True)
+        m.d.sync += rounded.eq(biased >> cfg.shift)
         fast = Signal(signed(W), reset_less=True)
-        m.d.sync += fast.eq(hdl_saturate(hdl_round_shift(exact, cfg.shift, W), W))
+        m.d.sync += fast.eq(hdl_saturate(rounded, W))
         return fast
 
     def _divider(self, m, a, b):
@@ -184,19 +193,30 @@ class StreamALU(wiring.Component):
         q = floor((2*(|a| << s) + |b| - neg) / (2*|b|)) is |a * 2**s / b| rounded
         half up for the signed result (neg: the signs differ); q >= 2**W saturates."""
         W, cfg = self._fmt.width, self.config
+        # The operands' magnitudes and signs, then dividend and divisor: a stage each.
+        magnitude_a = Signal(unsigned(W), reset_less=True)
+        magnitude_b = Signal(unsigned(W), reset_less=True)
+        first_neg = Signal(reset_less=True)
+        first_by_zero = Signal(reset_less=True)
+        first_a_sign = Signal(2, reset_less=True)
+        m.d.sync += [
+            magnitude_a.eq(Mux(a < 0, -a, a)[:W]),
+            magnitude_b.eq(Mux(b < 0, -b, b)[:W]),
+            first_neg.eq((a < 0) ^ (b < 0)),
+            first_by_zero.eq(b == 0),
+            first_a_sign.eq(Cat(a > 0, a < 0)),
+        ]
         neg = Signal(reset_less=True)
         dividend = Signal(unsigned(2 * W + 1), reset_less=True)
         divisor = Signal(unsigned(W + 1), reset_less=True)
         by_zero = Signal(reset_less=True)
         a_sign = Signal(2, reset_less=True)     # 1: a > 0, 2: a < 0
-        magnitude_a = Mux(a < 0, -a, a)[:W]
-        magnitude_b = Mux(b < 0, -b, b)[:W]
         m.d.sync += [
-            neg.eq((a < 0) ^ (b < 0)),
-            dividend.eq((magnitude_a << cfg.shift) * 2 + magnitude_b - ((a < 0) ^ (b < 0))),
+            neg.eq(first_neg),
+            dividend.eq((magnitude_a << cfg.shift) * 2 + magnitude_b - first_neg),
             divisor.eq(magnitude_b * 2),
-            by_zero.eq(b == 0),
-            a_sign.eq(Cat(a > 0, a < 0)),
+            by_zero.eq(first_by_zero),
+            a_sign.eq(first_a_sign),
         ]
         side_layout = data.StructLayout({"neg": 1, "by_zero": 1, "a_sign": 2})
         rem = dividend

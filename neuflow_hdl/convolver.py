@@ -5,11 +5,12 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .dsp import MULTIPLIER_LATENCY, registered_product
 from .numerics import Q8_8, Format, accumulator_width, hdl_half, hdl_saturate
 from .regs import CONV_CONFIG, ConvMode, GEOMETRY_BITS, MAX_KERNEL, sample_layout
 from .stream import CreditBuffer, delay_line
 
-__all__ = ["Convolver", "KernelBank", "PartialSumJoin", "convolver_latency"]
+__all__ = ["Convolver", "KernelBank", "PartialSumJoin", "JOIN_STAGES", "convolver_latency"]
 
 
 def _tree_levels(kernel):
@@ -17,11 +18,16 @@ def _tree_levels(kernel):
     return (kernel - 1).bit_length()
 
 
+#: Registered stages of :class:`PartialSumJoin`.
+JOIN_STAGES = 3
+
+
 def convolver_latency(kernel):
     """:attr:`Convolver.latency` of a ``kernel`` x ``kernel`` convolver: fire,
-    line buffers, row words, row chains, the tree levels and the bias into the
-    output buffer, then the buffer and the join's two stages."""
-    return 4 + _tree_levels(kernel) + 3
+    line buffers, row words, the multipliers' registers, row chains, the tree
+    levels and the bias into the output buffer, then the buffer and the
+    join's stages."""
+    return 4 + MULTIPLIER_LATENCY + _tree_levels(kernel) + 1 + JOIN_STAGES
 
 
 def _sums_layout(acc_width):
@@ -138,9 +144,9 @@ class PartialSumJoin(wiring.Component):
     (with ``use_psum``) a partial-sum word aligned by ``shift``, then rounded,
     shifted and saturated to a word.
 
-    Two registered stages: the sum plus the aligned partial sum and the
-    rounding increment (half an output step, which falls in the aligned
-    partial sum's zero low bits, so one adder does both); then the shift and
+    :data:`JOIN_STAGES` registered stages: the sum plus the aligned partial
+    sum and the rounding increment (half an output step, which falls in the
+    aligned partial sum's zero low bits, so one adder does both); the shift;
     the saturation.  A sum waits for its partial sum; neither waits for the
     other's stream to have been offered first.
 
@@ -153,7 +159,7 @@ class PartialSumJoin(wiring.Component):
         Output shift (0 for window maxima).
     o : Out(stream.Signature(sample_layout(width)))
     busy : Out(1)
-        A word is in one of the two stages.
+        A word is in one of the stages.
     """
 
     def __init__(self, *, width, acc_width):
@@ -173,38 +179,45 @@ class PartialSumJoin(wiring.Component):
         sums, psum, shift = self.sums, self.psum, self.shift
         half = hdl_half(shift, W)
         psum_aligned = (psum.payload.data << shift)[:acc_width].as_signed()
+        flags = data.StructLayout({"eol": 1, "eof": 1})
         joined = Signal(signed(acc_width + 1), reset_less=True)
+        shifted = Signal(signed(acc_width + 1), reset_less=True)
+        j_flags = Signal(flags, reset_less=True)
+        s_flags = Signal(flags, reset_less=True)
         j_valid = Signal()
-        j_eol = Signal(reset_less=True)
-        j_eof = Signal(reset_less=True)
+        s_valid = Signal()
         o_valid = Signal()
         o_word = Signal(sample_layout(W), reset_less=True)
         o_advance = Signal()
+        s_advance = Signal()
         j_advance = Signal()
         take = Signal()
         m.d.comb += [
             o_advance.eq(~o_valid | self.o.ready),
-            j_advance.eq(~j_valid | o_advance),
+            s_advance.eq(~s_valid | o_advance),
+            j_advance.eq(~j_valid | s_advance),
             take.eq(sums.valid & j_advance & (~self.use_psum | psum.valid)),
             sums.ready.eq(take),
             psum.ready.eq(take & self.use_psum),
             self.o.valid.eq(o_valid),
             self.o.payload.eq(o_word),
-            self.busy.eq(j_valid | o_valid),
+            self.busy.eq(j_valid | s_valid | o_valid),
         ]
         with m.If(j_advance):
             m.d.sync += [
                 j_valid.eq(take),
                 joined.eq(sums.payload.acc + (Mux(self.use_psum, psum_aligned, 0) | half)),
-                j_eol.eq(sums.payload.eol),
-                j_eof.eq(sums.payload.eof),
+                j_flags.eol.eq(sums.payload.eol),
+                j_flags.eof.eq(sums.payload.eof),
             ]
+        with m.If(s_advance):
+            m.d.sync += [s_valid.eq(j_valid), shifted.eq(joined >> shift), s_flags.eq(j_flags)]
         with m.If(o_advance):
             m.d.sync += [
-                o_valid.eq(j_valid),
-                o_word.data.eq(hdl_saturate(joined >> shift, W)),
-                o_word.eol.eq(j_eol),
-                o_word.eof.eq(j_eof),
+                o_valid.eq(s_valid),
+                o_word.data.eq(hdl_saturate(shifted, W)),
+                o_word.eol.eq(s_flags.eol),
+                o_word.eof.eq(s_flags.eof),
             ]
         return m
 
@@ -289,7 +302,7 @@ class Convolver(wiring.Component):
         self._fmt = fmt
         self._psum_slack = psum_slack
         self._tree_levels = _tree_levels(kernel)
-        self._pipeline = convolver_latency(kernel) - 3      # into the output buffer
+        self._pipeline = convolver_latency(kernel) - 1 - JOIN_STAGES      # into the output buffer
         sample = stream.Signature(sample_layout(fmt.width))
         super().__init__({
             "config": In(CONV_CONFIG),
@@ -335,7 +348,7 @@ class Convolver(wiring.Component):
             meta[0].eof.eq((x + cfg.stride >= cfg.width) & (y + cfg.stride >= cfg.height)),
         ]
         b_fire, row_word = self._row_words(m, x, fire)
-        row_sums, row_maxes = self._row_chains(m, bank, b_fire, row_word)
+        row_sums, row_maxes = self._row_chains(m, platform, bank, b_fire, row_word)
         # The trees and the bias move only while a window is in flight (a clock
         # enable), so an idle convolver does no work in simulation.
         trees = Module()
@@ -455,13 +468,13 @@ class Convolver(wiring.Component):
         m.d.sync += [b_fire.eq(a_fire)] + [row_word[r].eq(column[r]) for r in range(K)]
         return b_fire, row_word
 
-    def _row_chains(self, m, bank, b_fire, row_word):
-        """Stage C: each kernel row a transposed chain.  Link c of row r adds its
-        product to link c - 1's partial sum of the previous word, so after word
-        t link K - 1 holds sum_c weight[r][c] * word(t - (K - 1 - c)): the row
-        of the window ending at t.  A row's word enters its K multipliers once
-        (no window register), and each product is added beside its multiplier
-        (no product register, no K*K-leaf tree).  The MAX chains keep running
+    def _row_chains(self, m, platform, bank, b_fire, row_word):
+        """Stages C to E: each kernel row's products, then a transposed chain.
+        Link c of row r adds its product to link c - 1's partial sum of the
+        previous word, so after word t link K - 1 holds sum_c weight[r][c] *
+        word(t - (K - 1 - c)): the row of the window ending at t.  A row's word
+        enters its K multipliers once (no window register), and each product
+        is added beside its multiplier (no K*K-leaf tree).  The MAX chains keep running
         maxima of the words inside the k x k corner (MIN outside).  A start
         clears the chains, so no partial sum made with the previous kernel
         reaches a window.  Returns (row sums, row maxima)."""
@@ -470,18 +483,35 @@ class Convolver(wiring.Component):
         for r in range(K):
             for c in range(K):
                 m.d.sync += mask[r][c].eq(bank.in_corner(r, c))
+        # Each product comes from a multiplier with its own input and output
+        # registers (registered_product); the chains take it, and the MAX
+        # chains their word through as many registers, MULTIPLIER_LATENCY
+        # cycles after the word fires.
+        fires = [b_fire]
+        for n in range(MULTIPLIER_LATENCY):
+            fires.append(Signal(name=f"product_fire_{n}"))
+            m.d.sync += fires[-1].eq(fires[-2] & ~self.start)
+        p_fire = fires[-1]
         row_sums, row_maxes = [], []
         for r in range(K):
+            word_q = row_word[r]
+            for n in range(MULTIPLIER_LATENCY):
+                held = Signal(signed(W), name=f"chain_word_{r}_{n}", reset_less=True)
+                with m.If(fires[n]):
+                    m.d.sync += held.eq(word_q)
+                word_q = held
             partial, best = 0, None
             for c in range(K):
+                product = registered_product(m, platform, row_word[r], bank.kernel[r][c], fires[0], fires[1],
+                                             f"multiplier_{r}_{c}")
                 link = Signal(signed(2 * W + c.bit_length()), name=f"chain_{r}_{c}", reset_less=True)
                 link_max = Signal(signed(W), name=f"chain_max_{r}_{c}", reset_less=True)
-                word = Mux(mask[r][c], row_word[r], self._fmt.min)
+                word = Mux(mask[r][c], word_q, self._fmt.min)
                 with m.If(self.start):
                     m.d.sync += [link.eq(0), link_max.eq(self._fmt.min)]
-                with m.Elif(b_fire):
+                with m.Elif(p_fire):
                     m.d.sync += [
-                        link.eq(partial + row_word[r] * bank.kernel[r][c]),
+                        link.eq(partial + product),
                         link_max.eq(word if best is None else Mux(word > best, word, best)),
                     ]
                 partial, best = link, link_max

@@ -4,17 +4,19 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .numerics import Q8_8, Format, hdl_half, hdl_round_shift, hdl_saturate
+from .numerics import Q8_8, Format, hdl_half, hdl_saturate
 from .regs import PoolMode, Symmetry, mapper_config_layout, sample_layout
 from .stream import CreditBuffer, delay_line
 
 __all__ = ["Mapper", "MAPPER_LATENCY", "POOL_LATENCY", "mapper_latency"]
 
 
-#: The mapping alone: six pipeline stages, then the output buffer.
-MAPPER_LATENCY = 7
-#: What the pool stage adds: the window's sum (or maximum), then its narrowing.
-POOL_LATENCY = 2
+#: The mapping alone: seven pipeline stages, then the output buffer.
+MAPPER_LATENCY = 8
+#: What the pool stage adds: the pair's sum (or maximum), the waiting pair
+#: out of the line buffer, the window's sum, then its narrowing (the rounding
+#: increment, the shift, saturation).
+POOL_LATENCY = 6
 
 
 def mapper_latency(pooling=False):
@@ -146,30 +148,33 @@ class Mapper(wiring.Component):
 
         # Stage 3: exact a*x + (b << shift) plus the rounding increment (half an
         # output step, in the aligned offset's zero low bits, so one adder does
-        # both).  Stage 4: shift and saturate.  Stage 5: odd symmetry.
+        # both).  Stage 4: shift.  Stage 5: saturate.  Stage 6: odd symmetry.
         acc = Signal(signed(2 * W + 1), reset_less=True)
         offset_aligned = (offset << cfg.shift)[:2 * W].as_signed()
         m.d.sync += acc.eq(slope * xs2 + (offset_aligned | hdl_half(cfg.shift, W)))
+        shifted = Signal(signed(2 * W + 1), reset_less=True)
+        m.d.sync += shifted.eq(acc >> cfg.shift)
         y = Signal(signed(W), reset_less=True)
-        m.d.sync += y.eq(hdl_saturate(acc >> cfg.shift, W))
+        m.d.sync += y.eq(hdl_saturate(shifted, W))
         result = Signal(signed(W), reset_less=True)
-        m.d.sync += result.eq(Mux(meta[4].negate, hdl_saturate(-y, W), y))
+        m.d.sync += result.eq(Mux(meta[5].negate, hdl_saturate(-y, W), y))
 
         last = meta[self._pipeline - 1]
-        pooled, pooled_meta = self._pool(m, last, result)
+        pooled, pooled_meta, pooling_words = self._pool(m, last, result)
         pooling = pool.mode != PoolMode.NONE
         m.d.comb += [
             out.i.valid.eq(Mux(pooling, pooled_meta.valid, last.valid)),
             out.i.payload.data.eq(Mux(pooling, pooled, result)),
             out.i.payload.eol.eq(Mux(pooling, pooled_meta.eol, last.eol)),
             out.i.payload.eof.eq(Mux(pooling, pooled_meta.eof, last.eof)),
-            self.busy.eq(Cat(stage.valid for stage in meta).any() | pooled_meta.valid | out.o.valid),
+            self.busy.eq(Cat(stage.valid for stage in meta).any() | pooling_words | out.o.valid),
         ]
         return m
 
     def _pool(self, m, last, result):
         """The pool stage after the mapping's last stage (``last``, ``result``):
-        (the pooled word, its valid/eol/eof), :data:`POOL_LATENCY` stages on."""
+        (the pooled word, its valid/eol/eof, :data:`POOL_LATENCY` stages on;
+        whether a window is on its way through the stage)."""
         W, pool = self._fmt.width, self.config.pool
         is_max = pool.mode == PoolMode.MAX
         # Position of the next mapped word in the frame; `start` rewinds it.
@@ -192,30 +197,48 @@ class Mapper(wiring.Component):
         def reduce(a, b):
             return Mux(is_max, Mux(a > b, a, b), a + b)
 
-        # A row's even word waits; its odd word makes the pair.
+        # A row's even word waits; its odd word makes the pair (stage 1).
         first = Signal(signed(W), reset_less=True)
         with m.If(take & ~x[0]):
             m.d.sync += first.eq(result)
-        pair = Signal(signed(W + 1))
-        m.d.comb += pair.eq(reduce(first, result))
+        pair = Signal(signed(W + 1), reset_less=True)
+        pair_meta = Signal(data.StructLayout({"store": 1, "window": 1, "eol": 1, "eof": 1}))
+        row_end = x == even_width - 1
+        m.d.sync += [
+            pair.eq(reduce(first, result)),
+            pair_meta.store.eq(completes_pair & ~y[0]),
+            pair_meta.window.eq(completes_pair & y[0]),
+            pair_meta.eol.eq(row_end),
+            pair_meta.eof.eq(row_end & (y == even_height - 1)),
+        ]
         # An even row's pairs wait in the line buffer, read back by the odd row.
         m.submodules.pairs = pairs = memory.Memory(shape=signed(W + 1), depth=self._max_width // 2, init=[])
         write = pairs.write_port()
         read = pairs.read_port(domain="sync")
         address = x[1:][:len(write.addr)]
-        m.d.comb += [write.addr.eq(address), write.data.eq(pair), write.en.eq(completes_pair & ~y[0]),
+        pair_address = Signal.like(address)
+        m.d.sync += pair_address.eq(address)
+        m.d.comb += [write.addr.eq(pair_address), write.data.eq(pair), write.en.eq(pair_meta.store),
                      read.addr.eq(address), read.en.eq(1)]
-        # Stage 1: the window (the waiting pair's address has not changed since its
-        # even word, so the read port already gives it).  Stage 2: its narrowing.
+        # Stage 2: the waiting pair, registered out of the line buffer (its
+        # address was on the read port while the pair's odd word was taken, a
+        # row after the even row wrote it).  Stage 3: the window.
+        waiting = Signal(signed(W + 1), reset_less=True)
+        pair2 = Signal(signed(W + 1), reset_less=True)
+        m.d.sync += [waiting.eq(read.data), pair2.eq(pair)]
         window = Signal(signed(W + 2), reset_less=True)
-        meta = delay_line(m, data.StructLayout({"valid": 1, "eol": 1, "eof": 1}), POOL_LATENCY, name="pool")
-        row_end = x == even_width - 1
+        meta = delay_line(m, data.StructLayout({"valid": 1, "eol": 1, "eof": 1}), POOL_LATENCY - 1, name="pool")
         m.d.sync += [
-            window.eq(reduce(read.data, pair)),
-            meta[0].valid.eq(completes_pair & y[0]),
-            meta[0].eol.eq(row_end),
-            meta[0].eof.eq(row_end & (y == even_height - 1)),
+            window.eq(reduce(waiting, pair2)),
+            meta[0].valid.eq(pair_meta.window),
+            meta[0].eol.eq(pair_meta.eol),
+            meta[0].eof.eq(pair_meta.eof),
         ]
+        # Stages 4 to 6: hdl_round_shift's increment, its shift, saturation.
+        biased = Signal(signed(W + 3), reset_less=True)
+        shifted = Signal(signed(W + 3), reset_less=True)
         pooled = Signal(signed(W), reset_less=True)
-        m.d.sync += pooled.eq(hdl_saturate(hdl_round_shift(window, pool.shift, 15), W))
-        return pooled, meta[POOL_LATENCY - 1]
+        m.d.sync += [biased.eq(window + hdl_half(pool.shift, 15)), shifted.eq(biased >> pool.shift),
+                     pooled.eq(hdl_saturate(shifted, W))]
+        in_flight = Cat(pair_meta.window, *(stage.valid for stage in meta)).any()
+        return pooled, meta[POOL_LATENCY - 2], in_flight

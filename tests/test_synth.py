@@ -62,6 +62,12 @@ def test_critical_path_names_the_longest_path_and_splits_its_delay():
                      step("logic", "dsp", "dsp", 3.0), step("routing", "dsp", "p", 2.5)]}
     assert _critical_path([short, long]) == "w -> p: 10.0 ns (3.0 logic, 6.5 routing, 4 steps)"
     assert _critical_path([]) is None
+    # The reset pin's path into the clock domain is no clock's critical path.
+    clock = "posedge $glbnet$clk"
+    reset = {"from": "<async>", "to": clock, "path": [step("source", "rst", "rst", 0.0),
+                                                       step("routing", "rst", "ff", 12.0)]}
+    assert _critical_path([dict(long, **{"from": clock, "to": clock}), reset]).startswith("w -> p: 10.0 ns")
+    assert _critical_path([reset]).startswith("rst -> ff: 12.0 ns")
 
 
 _NEXTPNR_LOG = """\
@@ -173,3 +179,12 @@ def test_seed_summary_gives_min_median_max_of_the_routed_seeds():
     assert "4 placer seed(s) (1, 2, 3, 4)" in text
     assert "min 44.6 / median 47.2 / max 51.0 MHz (3 routed)" in text
     assert seed_summary([report(1, 30.0, routed=False)]).endswith("none routed")
+
+
+@pytest.mark.parametrize("argv", [["synth"], ["synth", "--grid", "tiny", "--unit", "alu"]],
+                         ids=["neither", "both"])
+def test_synth_takes_a_grid_or_one_unit(argv, capsys):
+    from sim.app.cli import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["neuflow: error: give either --grid PRESET or --unit UNIT"]

@@ -23,21 +23,22 @@ def test_a_pass_split_by_hand():
     """tiny: 4 tiles of 7 x 7 = 196 slots a cycle.  A pass of two convolvers,
     1,000 MACs, 100-word data streams, latency 10, a 300-word weight frame
     beside them, 50 bus beats, 5 overlapped instructions, 3 in series, two polls
-    (each 3 cycles more for its configuration read):
-    pass_cycles = 3 x 4 + max(100 + 10, 300, 50 + 5 + 10) + 4 // 2 + 2 x 3 + 9 = 329."""
+    (each 4 cycles more for its configuration read), 14 for the ports' start
+    and drain:
+    pass_cycles = 3 x 4 + max(100 + 10, 300, 50 + 5 + 10) + 4 // 2 + 2 x 4 + 14 = 336."""
     config = preset("tiny")
     cost = PassCost(streams=(100, 80), latency=10, frame=(300,), serial=3, overlapped=5, waits=2, beats=50)
-    assert pass_cycles(cost) == 329
+    assert pass_cycles(cost) == 336
     p = SimpleNamespace(macs=1000, tiles=[SimpleNamespace(convolver={}), SimpleNamespace(convolver={}),
                                           SimpleNamespace(convolver=None)])
     split = pass_split(p, cost, config)
     assert split == {"useful": 1000,
                      "border and padding": 2 * 49 * 100 - 1000,
                      "unused tiles": 2 * 49 * 100,
-                     "drain and control": (329 - 100 - 190) * 196,    # the frame's 190 beyond the data
+                     "drain and control": (336 - 100 - 190) * 196,    # the frame's 190 beyond the data
                      "weight frames": 190 * 196,
                      "memory bus": 0}
-    assert sum(split.values()) == 329 * 196
+    assert sum(split.values()) == 336 * 196
     # Bus-bound: 400 beats and 5 fetches beyond the 110 cycles of data.
     bus = PassCost(streams=(100,), latency=10, beats=400, overlapped=5, waits=1)
     split = pass_split(SimpleNamespace(macs=0, tiles=[]), bus, config)

@@ -61,17 +61,25 @@ def cmd_verilog(args):
 
 
 def cmd_synth(args):
-    from boards.synth import DEVICE, main as synth
-    config = _grid_config(args.grid)
-    print(f"synth: grid {args.grid}: {config.rows} x {config.columns} tiles, K = {config.kernel}, "
-          f"{config.multipliers} multipliers")
+    from boards.synth import DEVICE, UNIT_CLOCK_MHZ, main as synth, main_unit
+    if (args.grid is None) == (args.unit is None):
+        raise UsageError("give either --grid PRESET or --unit UNIT")
+    limit = {} if args.route_minutes is None else {"route_minutes": args.route_minutes}
+    if args.grid is not None:
+        config = _grid_config(args.grid)
+        print(f"synth: grid {args.grid}: {config.rows} x {config.columns} tiles, K = {config.kernel}, "
+              f"{config.multipliers} multipliers")
+        run, what = lambda: synth(args.grid, args.build_dir, seeds=args.seeds, **limit), f"grid {args.grid}"
+    else:
+        unit, name = _unit(args), args.unit.replace("-", "_")
+        print(f"synth: {args.unit} alone, timed at {UNIT_CLOCK_MHZ} MHz")
+        run, what = lambda: main_unit(unit, name, args.build_dir, seeds=args.seeds, **limit), args.unit
     try:
-        limit = {} if args.route_minutes is None else {"route_minutes": args.route_minutes}
-        results = synth(args.grid, args.build_dir, seeds=args.seeds, **limit)
+        results = run()
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
     if not results[0].fits():
-        raise UsageError(f"grid {args.grid} does not fit the {DEVICE['name']}")
+        raise UsageError(f"{what} does not fit the {DEVICE['name']}")
 
 
 def cmd_board_bitstream(args):
@@ -462,23 +470,24 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     grid = _grid_help()
 
-    p = sub.add_parser("verilog", parents=[common],
+    units = argparse.ArgumentParser(add_help=False)
+    units.add_argument("--grid", help=grid + " (or give --unit)")
+    units.add_argument("--unit", choices=["convolver", "alu", "mapper", "fifo-bank"],
+                       help="one tile operator instead of a grid")
+    units.add_argument("--kernel", type=int, default=7, help="convolver: largest kernel K (default 7)")
+    units.add_argument("--max-width", type=int, default=512, help="convolver: longest row (default 512)")
+    units.add_argument("--segments", type=int, default=8, help="mapper: segments (default 8)")
+    units.add_argument("--count", type=int, default=4, help="fifo-bank: FIFOs (default 4)")
+    units.add_argument("--depth", type=int, default=512, help="fifo-bank: words per FIFO (default 512)")
+
+    p = sub.add_parser("verilog", parents=[common, units],
                        help="write Verilog for a grid preset or one tile operator")
-    p.add_argument("--grid", help=grid + " (or give --unit)")
-    p.add_argument("--unit", choices=["convolver", "alu", "mapper", "fifo-bank"],
-                   help="one tile operator instead of a grid")
-    p.add_argument("--kernel", type=int, default=7, help="convolver: largest kernel K (default 7)")
-    p.add_argument("--max-width", type=int, default=512, help="convolver: longest row (default 512)")
-    p.add_argument("--segments", type=int, default=8, help="mapper: segments (default 8)")
-    p.add_argument("--count", type=int, default=4, help="fifo-bank: FIFOs (default 4)")
-    p.add_argument("--depth", type=int, default=512, help="fifo-bank: words per FIFO (default 512)")
     p.add_argument("--name", help="Verilog module name (default: grid, or the unit's name)")
     p.add_argument("-o", "--output", required=True, help="Verilog file to write")
     p.set_defaults(func=cmd_verilog)
 
-    p = sub.add_parser("synth", parents=[common],
-                       help="synthesize, place and route a grid for the LFE5U-85F (YoWASP)")
-    p.add_argument("--grid", required=True, help=grid)
+    p = sub.add_parser("synth", parents=[common, units],
+                       help="synthesize, place and route a grid (or one tile operator) for the LFE5U-85F (YoWASP)")
     p.add_argument("--build-dir", default="build/synth", help="folder for the netlists and reports")
     p.add_argument("--seeds", type=_seeds, default=(1,),
                    help="placer seeds, comma-separated (default 1); two place and route at once, and "
