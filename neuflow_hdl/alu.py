@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, EnableInserter, Module, Mux, Signal, signed, unsig
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .numerics import Q8_8, Format, hdl_half, hdl_saturate
+from .numerics import NARROW_STAGES, Q8_8, Format, hdl_narrow_stages, hdl_saturate
 from .regs import ALU_CONFIG, AluOp, sample_layout
 from .stream import CreditBuffer, delay_line
 
@@ -16,7 +16,7 @@ def alu_latency(op, width):
     ``width``-bit words: operands, exact result, rounding increment, shift and
     saturation (5 stages), or for DIV operands, magnitudes, dividend and divisor, a stage
     per quotient bit and the sign; then the output buffer."""
-    return (3 + width + 1 if op == AluOp.DIV else 5) + 1
+    return (3 + width + 1 if op == AluOp.DIV else 2 + NARROW_STAGES) + 1
 
 
 class StreamALU(wiring.Component):
@@ -179,14 +179,7 @@ class StreamALU(wiring.Component):
                 m.d.sync += exact.eq(Mux(a < b, a, b))
             with m.Case(AluOp.ABS):
                 m.d.sync += exact.eq(Mux(a < 0, -a, a))
-        # hdl_round_shift, its increment and its shift a stage each.
-        biased = Signal(signed(2 * W + 2), reset_less=True)
-        m.d.sync += biased.eq(exact + hdl_half(cfg.shift, W))
-        rounded = Signal(signed(2 * W + 2), reset_less=True)
-        m.d.sync += rounded.eq(biased >> cfg.shift)
-        fast = Signal(signed(W), reset_less=True)
-        m.d.sync += fast.eq(hdl_saturate(rounded, W))
-        return fast
+        return hdl_narrow_stages(m, exact, cfg.shift, W, W, "fast")
 
     def _divider(self, m, a, b):
         """DIV: restoring division on magnitudes, one quotient bit per stage.

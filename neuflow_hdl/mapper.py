@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .numerics import Q8_8, Format, hdl_half, hdl_saturate
+from .numerics import NARROW_STAGES, Q8_8, Format, hdl_half, hdl_narrow_stages, hdl_saturate
 from .regs import PoolMode, Symmetry, mapper_config_layout, sample_layout
 from .stream import CreditBuffer, delay_line
 
@@ -16,7 +16,7 @@ MAPPER_LATENCY = 8
 #: What the pool stage adds: the pair's sum (or maximum), the waiting pair
 #: out of the line buffer, the window's sum, then its narrowing (the rounding
 #: increment, the shift, saturation).
-POOL_LATENCY = 6
+POOL_LATENCY = 3 + NARROW_STAGES
 
 
 def mapper_latency(pooling=False):
@@ -234,11 +234,7 @@ class Mapper(wiring.Component):
             meta[0].eol.eq(pair_meta.eol),
             meta[0].eof.eq(pair_meta.eof),
         ]
-        # Stages 4 to 6: hdl_round_shift's increment, its shift, saturation.
-        biased = Signal(signed(W + 3), reset_less=True)
-        shifted = Signal(signed(W + 3), reset_less=True)
-        pooled = Signal(signed(W), reset_less=True)
-        m.d.sync += [biased.eq(window + hdl_half(pool.shift, 15)), shifted.eq(biased >> pool.shift),
-                     pooled.eq(hdl_saturate(shifted, W))]
+        # Stages 4 to 6: the window's narrowing.
+        pooled = hdl_narrow_stages(m, window, pool.shift, 15, W, "pooled")
         in_flight = Cat(pair_meta.window, *(stage.valid for stage in meta)).any()
         return pooled, meta[POOL_LATENCY - 2], in_flight

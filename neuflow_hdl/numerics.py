@@ -19,11 +19,11 @@ See ``docs/numerics.md`` for the prose version; both must agree.
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Const, Mux, signed, Shape, Value
+from amaranth.hdl import Const, Mux, Signal, signed, Shape, Value
 
 __all__ = [
     "Format", "Q8_8", "round_shift", "saturate", "narrow", "accumulator_width",
-    "bits_for", "div_round", "wrap_signed", "unsigned_words", "hdl_saturate", "hdl_round_shift",
+    "bits_for", "div_round", "wrap_signed", "unsigned_words", "hdl_saturate", "hdl_narrow_stages", "NARROW_STAGES",
     "hdl_half",
 ]
 
@@ -179,13 +179,23 @@ def hdl_saturate(value, width):
     return Mux(value > hi, hi, Mux(value < lo, lo, value))[:width].as_signed()
 
 
-def hdl_round_shift(value, shift, max_shift):
-    """Round half up and shift right by a run-time ``shift`` (0 .. ``max_shift``).
+#: Registered stages of :func:`hdl_narrow_stages`.
+NARROW_STAGES = 3
 
-    ``value`` is signed; the result is one bit wider so the rounding increment
-    can never overflow.  Narrow it with :func:`hdl_saturate`.
-    """
-    return (Value.cast(value) + hdl_half(shift, max_shift)) >> shift
+
+def hdl_narrow_stages(m, value, shift, max_shift, width, name):
+    """The narrowing of a signed ``value`` by a run-time ``shift`` (0 ..
+    ``max_shift``) to ``width`` bits, round half up and saturate, as
+    :data:`NARROW_STAGES` registers of the ``sync`` domain added to ``m``: the
+    rounding increment (one bit wider, so it never overflows), the shift, the
+    saturation.  Returns the last register."""
+    value = Value.cast(value)
+    biased = Signal(signed(len(value) + 1), name=f"{name}_biased", reset_less=True)
+    shifted = Signal(signed(len(value) + 1), name=f"{name}_shifted", reset_less=True)
+    narrowed = Signal(signed(width), name=name, reset_less=True)
+    m.d.sync += [biased.eq(value + hdl_half(shift, max_shift)), shifted.eq(biased >> shift),
+                 narrowed.eq(hdl_saturate(shifted, width))]
+    return narrowed
 
 
 def hdl_half(shift, max_shift):
