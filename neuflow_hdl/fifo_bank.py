@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .numerics import Q8_8
 from .regs import sample_layout
-from .stream import StreamFIFO
+from .stream import BlockRamFIFO
 
 __all__ = ["FifoBank"]
 
@@ -19,7 +19,8 @@ class FifoBank(wiring.Component):
     ``chain`` (``n >= 1``) feeds FIFO ``n`` from FIFO ``n-1`` instead of from
     input ``n`` (which then accepts nothing, and output ``n-1`` offers
     nothing), so one stream can be given up to ``count * depth`` words of
-    buffering.  Change ``chain`` only while the bank is empty.
+    buffering.  Change ``chain`` only while the bank is empty.  Each FIFO is
+    a :class:`.BlockRamFIFO`, so its words leave from registers.
 
     Members
     -------
@@ -32,8 +33,8 @@ class FifoBank(wiring.Component):
     def __init__(self, *, count=2, depth=64, fmt=Q8_8):
         if not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be a positive integer, not {count!r}")
-        if not isinstance(depth, int) or depth < 3:
-            raise ValueError(f"depth must be an integer of at least 3, not {depth!r}")
+        if not isinstance(depth, int) or depth < BlockRamFIFO.min_depth:
+            raise ValueError(f"depth must be an integer of at least {BlockRamFIFO.min_depth}, not {depth!r}")
         self._count, self._depth, self._fmt = count, depth, fmt
         sample = stream.Signature(sample_layout(fmt.width))
         super().__init__({
@@ -50,7 +51,7 @@ class FifoBank(wiring.Component):
         m = Module()
         fifos = []
         for n in range(self._count):
-            fifo = StreamFIFO(sample_layout(self._fmt.width), self._depth)
+            fifo = BlockRamFIFO(sample_layout(self._fmt.width), self._depth)
             m.submodules[f"fifo_{n}"] = fifo
             fifos.append(fifo)
             m.d.comb += self.level[n].eq(fifo.level)

@@ -1,7 +1,9 @@
 """Stream building blocks shared by every operator.
 
 * :class:`StreamFIFO` -- a ``lib.stream`` FIFO (a ``SyncFIFOBuffered`` wrapped as
-  a component), used on every operator input and in the FIFO bank.
+  a component), used on every operator input and tile output.
+* :class:`BlockRamFIFO` -- a deep StreamFIFO whose words leave from
+  registers, not from its block RAM's output (the FIFO bank).
 * :class:`RegisteredFIFO` -- a StreamFIFO behind a register: the writer's
   logic and the FIFO's storage are separate timing paths (the grid's global
   output lines, written from any tile).
@@ -16,8 +18,8 @@ from amaranth.hdl import Module, Shape, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["StreamFIFO", "FIFO_LATENCY", "RegisteredFIFO", "REGISTERED_FIFO_LATENCY", "CreditBuffer",
-           "delay_line"]
+__all__ = ["StreamFIFO", "FIFO_LATENCY", "BlockRamFIFO", "BLOCK_RAM_FIFO_LATENCY", "RegisteredFIFO",
+           "REGISTERED_FIFO_LATENCY", "CreditBuffer", "delay_line"]
 
 
 def delay_line(m, layout, depth, name="meta"):
@@ -92,6 +94,40 @@ class StreamFIFO(wiring.Component):
             buf.r_en.eq(self.o.ready),
             self.level.eq(buf.level),
         ]
+        return m
+
+
+#: :attr:`BlockRamFIFO.latency`: the deep StreamFIFO, then the shallow one.
+BLOCK_RAM_FIFO_LATENCY = 2 * FIFO_LATENCY
+
+
+class BlockRamFIFO(StreamFIFO):
+    """A :class:`StreamFIFO` of ``depth - 3`` words (block RAM where the
+    target has it) followed by one of 3 words (registers), so that a word
+    leaves from a flip-flop: a block RAM's output takes much of a clock
+    period to settle (5.8 ns on an ECP5's DP16KD), too long to cross a
+    router's multiplexer after it, and the shallow FIFO's ``ready`` decides
+    when the RAM is read, so the consumer's ``ready`` never reaches the
+    RAM's enable.  Members as :class:`StreamFIFO`'s; ``level`` counts both.
+    """
+
+    #: The shallow FIFO's words.
+    output_depth = 3
+    min_depth = 2 * StreamFIFO.min_depth
+
+    @property
+    def latency(self):
+        """Cycles from a word's handshake at ``i`` to ``o.valid`` when empty."""
+        return BLOCK_RAM_FIFO_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.deep = deep = StreamFIFO(self._shape, self._depth - self.output_depth)
+        m.submodules.out = out = StreamFIFO(self._shape, self.output_depth)
+        wiring.connect(m, wiring.flipped(self.i), deep.i)
+        wiring.connect(m, deep.o, out.i)
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+        m.d.comb += self.level.eq(deep.level + out.level)
         return m
 
 

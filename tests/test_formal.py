@@ -292,7 +292,7 @@ class ForkSpec(Elaboratable):
     nothing; the router's decode of the routes always equals the routes."""
 
     def __init__(self, tile_class):
-        self.tile = tile_class(kernel=1, max_width=2, globals_=2, fifos=1, fifo_depth=3,
+        self.tile = tile_class(kernel=1, max_width=2, globals_=2, fifos=1, fifo_depth=6,
                                input_depth=3, segments=1, fmt=Format(4, 1),
                                neighbours=(True, True, True, True))
 

@@ -61,18 +61,18 @@ def cmd_verilog(args):
 
 
 def cmd_synth(args):
-    from boards.synth import DEVICE, UNIT_CLOCK_MHZ, main as synth, main_unit
+    from boards.synth import DEVICE, TIMING_TARGET_MHZ, main as synth, main_unit
     if (args.grid is None) == (args.unit is None):
         raise UsageError("give either --grid PRESET or --unit UNIT")
     limit = {} if args.route_minutes is None else {"route_minutes": args.route_minutes}
     if args.grid is not None:
         config = _grid_config(args.grid)
         print(f"synth: grid {args.grid}: {config.rows} x {config.columns} tiles, K = {config.kernel}, "
-              f"{config.multipliers} multipliers")
+              f"{config.multipliers} multipliers, timed at {TIMING_TARGET_MHZ} MHz")
         run, what = lambda: synth(args.grid, args.build_dir, seeds=args.seeds, **limit), f"grid {args.grid}"
     else:
         unit, name = _unit(args), args.unit.replace("-", "_")
-        print(f"synth: {args.unit} alone, timed at {UNIT_CLOCK_MHZ} MHz")
+        print(f"synth: {args.unit} alone, timed at {TIMING_TARGET_MHZ} MHz")
         run, what = lambda: main_unit(unit, name, args.build_dir, seeds=args.seeds, **limit), args.unit
     try:
         results = run()
