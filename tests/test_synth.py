@@ -9,7 +9,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from boards.synth import (PinWrapper, SynthReport, _critical_path, _place_and_route, dsp_sites,
-                          floorplan_multipliers)
+                          floorplan_multipliers, run_tool, yosys_command)
 from helpers import simulate
 
 
@@ -188,3 +188,12 @@ def test_synth_takes_a_grid_or_one_unit(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["neuflow: error: give either --grid PRESET or --unit UNIT"]
+
+
+def test_a_failing_yosys_run_quotes_the_log_yosys_writes(tmp_path):
+    """yosys writes its own log (``-l``), and a failure quotes its end: the
+    console output was empty when yosys crashed under ``-q``."""
+    with pytest.raises(RuntimeError, match=r"(?s)yosys failed \(exit 1\).*missing\.v"):
+        run_tool(yosys_command("read_verilog missing.v", "yosys.log"), tmp_path / "yosys.console", "yosys",
+                 cwd=tmp_path, quote=tmp_path / "yosys.log")
+    assert "ERROR" in (tmp_path / "yosys.log").read_text()
