@@ -53,8 +53,8 @@ PRESETS = {
     "tiny": GridConfig(rows=2, columns=2, globals_=4, kernel=7, max_width=64, fifo_depth=32,
                        clock_mhz=100.0),
     # Sized to the ECP5-85F: 3 x (49 + 2) = 153 of its 156 MULT18X18D.  Its clock is the
-    # routed grid's median fmax over three placer seeds (64.1 / 64.8 / 65.3 MHz, `make synth`'s
-    # flow, nextpnr-ecp5; docs/architecture.md, "FPGA figures").
+    # routed grid's median fmax over three placer seeds (64.1 / 64.8 / 65.3 MHz, measured
+    # with nextpnr-ecp5 at 7c117fb; docs/architecture.md, "FPGA figures").
     "ulx3s-85f": GridConfig(rows=1, columns=3, globals_=4, kernel=7, max_width=512,
                             fifo_depth=512, clock_mhz=64.8),
     # NeuFlow's MAC budget (680 on the Virtex-6) for performance studies: 14 convolvers of

@@ -111,8 +111,8 @@ class BlockRamFIFO(StreamFIFO):
     RAM's enable.  Members as :class:`StreamFIFO`'s; ``level`` counts both.
     """
 
-    #: The shallow FIFO's words.
-    output_depth = 3
+    #: The shallow FIFO's words: the fewest that keep full rate.
+    output_depth = StreamFIFO.min_depth
     min_depth = 2 * StreamFIFO.min_depth
 
     @property
