@@ -21,7 +21,7 @@ from neuflow_hdl.convolver import JOIN_STAGES, convolver_latency
 from neuflow_hdl.grid import LINE_LATENCY, PUSH_LATENCY
 from neuflow_hdl.mapper import mapper_latency
 from neuflow_hdl.regs import OFFSET, OPPOSITE, ConvMode
-from neuflow_hdl.stream import FIFO_LATENCY
+from neuflow_hdl.tile import SINK_LATENCY
 
 from .cost import expected_beats
 from .layout import MemoryKernel, kernel_words_of
@@ -90,9 +90,9 @@ def _direction(config, a, b):
 def conv_latency(config):
     """Cycles from a convolver tile's last input word entering the grid to its
     output leaving it at full rate: the global input line's push, the
-    operator-input FIFO, the convolver and the global output line (measured,
+    operator-input sink, the convolver and the global output line (measured,
     tests/test_tile.py)."""
-    return PUSH_LATENCY + FIFO_LATENCY + convolver_latency(config.kernel) + LINE_LATENCY
+    return PUSH_LATENCY + SINK_LATENCY + convolver_latency(config.kernel) + LINE_LATENCY
 
 
 #: Cycles by which each link of a chain lags the previous one: a convolver
@@ -106,7 +106,7 @@ def conv_latency(config):
 #: every reader of the fork, one buffer's worth per lag.  So a tile reading a
 #: line further down its chain than the line's first reader takes it through
 #: its FIFO bank.
-HOP_LAG = JOIN_STAGES + 2 * FIFO_LATENCY
+HOP_LAG = JOIN_STAGES + 2 * SINK_LATENCY
 
 
 def _term_sources(job):
@@ -295,13 +295,13 @@ def _mapper_latency(job):
     """The mapper (and its pool stage) behind an operator and its input FIFO (0 without a mapper)."""
     if job.mapper is None:
         return 0
-    return FIFO_LATENCY + mapper_latency(_pooling(job))
+    return SINK_LATENCY + mapper_latency(_pooling(job))
 
 
 def _stream_latency(job, config):
     """Pipeline depth of a StreamJob's tile: the global input line's push,
     input FIFO, ALU (DIV is the slow path), mapper, global output line."""
-    alu = 0 if job.alu is None else FIFO_LATENCY + alu_latency(job.alu["op"], config.fmt.width)
+    alu = 0 if job.alu is None else SINK_LATENCY + alu_latency(job.alu["op"], config.fmt.width)
     return PUSH_LATENCY + alu + _mapper_latency(job) + LINE_LATENCY
 
 

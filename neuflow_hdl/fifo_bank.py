@@ -6,9 +6,26 @@ from amaranth.lib.wiring import In, Out
 
 from .numerics import Q8_8
 from .regs import sample_layout
-from .stream import BlockRamFIFO
+from .stream import BLOCK_RAM_FIFO_LATENCY, BlockRamFIFO, SinkFIFO
 
-__all__ = ["FifoBank"]
+__all__ = ["FifoBank", "BankFIFO", "BANK_FIFO_LATENCY"]
+
+#: :attr:`BankFIFO.latency`: the input register, then a BlockRamFIFO.
+BANK_FIFO_LATENCY = 1 + BLOCK_RAM_FIFO_LATENCY
+
+
+class BankFIFO(SinkFIFO):
+    """A :class:`SinkFIFO` whose storage is a :class:`BlockRamFIFO`: a router's
+    sink of many words (block RAM), written through a register on a
+    registered credit, read from registers."""
+
+    storage = BlockRamFIFO
+    min_depth = max(SinkFIFO.min_depth, BlockRamFIFO.min_depth)
+
+    @property
+    def latency(self):
+        """Cycles from a word pushed at ``i`` to ``o.valid`` when empty."""
+        return BANK_FIFO_LATENCY
 
 
 class FifoBank(wiring.Component):
@@ -20,7 +37,8 @@ class FifoBank(wiring.Component):
     input ``n`` (which then accepts nothing, and output ``n-1`` offers
     nothing), so one stream can be given up to ``count * depth`` words of
     buffering.  Change ``chain`` only while the bank is empty.  Each FIFO is
-    a :class:`.BlockRamFIFO`, so its words leave from registers.
+    a :class:`BankFIFO`: a router's sink (``i[n].ready`` a registered credit,
+    a word offered is taken), its words leaving from registers.
 
     Members
     -------
@@ -33,8 +51,8 @@ class FifoBank(wiring.Component):
     def __init__(self, *, count=2, depth=64, fmt=Q8_8):
         if not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be a positive integer, not {count!r}")
-        if not isinstance(depth, int) or depth < BlockRamFIFO.min_depth:
-            raise ValueError(f"depth must be an integer of at least {BlockRamFIFO.min_depth}, not {depth!r}")
+        if not isinstance(depth, int) or depth < BankFIFO.min_depth:
+            raise ValueError(f"depth must be an integer of at least {BankFIFO.min_depth}, not {depth!r}")
         self._count, self._depth, self._fmt = count, depth, fmt
         sample = stream.Signature(sample_layout(fmt.width))
         super().__init__({
@@ -51,7 +69,7 @@ class FifoBank(wiring.Component):
         m = Module()
         fifos = []
         for n in range(self._count):
-            fifo = BlockRamFIFO(sample_layout(self._fmt.width), self._depth)
+            fifo = BankFIFO(sample_layout(self._fmt.width), self._depth)
             m.submodules[f"fifo_{n}"] = fifo
             fifos.append(fifo)
             m.d.comb += self.level[n].eq(fifo.level)
@@ -60,8 +78,10 @@ class FifoBank(wiring.Component):
             source = self.i[n]
             if n > 0:
                 prev = fifos[n - 1]
+                # A chained FIFO's word moves on the next one's credit (a
+                # BankFIFO takes every word offered).
                 m.d.comb += [
-                    fifo.i.valid.eq(Mux(chained, prev.o.valid, source.valid)),
+                    fifo.i.valid.eq(Mux(chained, prev.o.valid & fifo.i.ready, source.valid)),
                     fifo.i.payload.eq(Mux(chained, prev.o.payload, source.payload)),
                     source.ready.eq(~chained & fifo.i.ready),
                 ]

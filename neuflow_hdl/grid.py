@@ -8,14 +8,18 @@ from .cfgbus import ConfigBus, registered_requests
 from .presets import GridConfig
 from .regs import (CONTROL, CONTROL_REG, GRID_START_REG, GRID_STATUS, GRID_TILE, NEIGHBOURS, OFFSET,
                    OPPOSITE, STATUS_REG, Unit, pack_bits, sample_layout)
-from .stream import REGISTERED_FIFO_LATENCY, RegisteredFIFO
-from .tile import OUTPUT_DEPTH, Tile
+from .stream import CREDIT_PUSHER_LATENCY, PUSHED_FIFO_LATENCY, PushedFIFO
+from .tile import Tile
 
-__all__ = ["Grid", "LINE_LATENCY", "PUSH_LATENCY"]
+__all__ = ["Grid", "LINE_DEPTH", "LINE_LATENCY", "PUSH_LATENCY"]
 
-#: Cycles from a tile offering a word on a global output line to the line's
-#: output: the line's FIFO is a :class:`RegisteredFIFO`.
-LINE_LATENCY = REGISTERED_FIFO_LATENCY
+#: Cycles from a tile's router writing a word for a global output line to
+#: the line's output: the tile's :class:`CreditPusher`, then the grid's
+#: :class:`PushedFIFO`.
+LINE_LATENCY = CREDIT_PUSHER_LATENCY + PUSHED_FIFO_LATENCY
+
+#: Words of a global output line's FIFO: the fewest that keep full rate.
+LINE_DEPTH = PushedFIFO.min_depth
 
 #: Cycles from a word taken on a global input line to the tiles' sinks: the
 #: line's register.
@@ -139,13 +143,14 @@ class Grid(wiring.Component):
                 m.d.comb += [t.global_in[g].valid.eq(pushed), t.global_in[g].payload.eq(word)]
             pushing.append(pushed)
 
-        # Global outputs: one FIFO per line behind a register (the tiles are
+        # Global outputs: one FIFO per line, behind a register (the tiles are
         # far from it), written by the tile that drives it (the first one
         # driving it, should two: the choice is configuration, not the
-        # words on offer), emptied when a tile driving it is flushed.
+        # words on offer), from that tile's pusher on the line's registered
+        # credit; emptied when a tile driving it is flushed.
         conflicts = []
         for g in range(G):
-            unit = RegisteredFIFO(sample_layout(self._config.fmt.width), OUTPUT_DEPTH)
+            unit = PushedFIFO(sample_layout(self._config.fmt.width), LINE_DEPTH)
             flush = Signal(name="line_flush")
             m.d.comb += flush.eq(Cat(t.global_flush[g] for t in all_tiles).any())
             m.submodules[f"global_out_{g}"] = ResetInserter({"sync": flush})(unit)

@@ -4,9 +4,13 @@
   a component), used on every operator input and tile output.
 * :class:`BlockRamFIFO` -- a deep StreamFIFO whose words leave from
   registers, not from its block RAM's output (the FIFO bank).
-* :class:`RegisteredFIFO` -- a StreamFIFO behind a register: the writer's
-  logic and the FIFO's storage are separate timing paths (the grid's global
-  output lines, written from any tile).
+* :class:`PushedFIFO` -- a FIFO behind an input register whose ``ready`` is
+  a registered credit; :class:`SinkFIFO`, one written by a router's fork
+  (every sink of a tile).
+* :class:`CreditPusher` -- a SinkFIFO whose words leave from a register on
+  a registered credit, into a PushedFIFO across the die (a tile to the
+  grid's global output line): no path runs from one end's logic to the
+  other's.
 * :class:`CreditBuffer` -- the output stage of a pipelined operator.  Operators
   here never stall their pipelines: a word enters only when the buffer grants
   a credit, i.e. when there is guaranteed room for it on arrival however long
@@ -18,8 +22,9 @@ from amaranth.hdl import Module, Shape, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["StreamFIFO", "FIFO_LATENCY", "BlockRamFIFO", "BLOCK_RAM_FIFO_LATENCY", "RegisteredFIFO",
-           "REGISTERED_FIFO_LATENCY", "CreditBuffer", "delay_line"]
+__all__ = ["StreamFIFO", "FIFO_LATENCY", "BlockRamFIFO", "BLOCK_RAM_FIFO_LATENCY", "PushedFIFO",
+           "PUSHED_FIFO_LATENCY", "SinkFIFO", "CreditPusher", "CREDIT_PUSHER_LATENCY", "CreditBuffer",
+           "delay_line"]
 
 
 def delay_line(m, layout, depth, name="meta"):
@@ -131,41 +136,119 @@ class BlockRamFIFO(StreamFIFO):
         return m
 
 
-#: :attr:`RegisteredFIFO.latency`: the input register, then a StreamFIFO.
-REGISTERED_FIFO_LATENCY = 1 + FIFO_LATENCY
+#: :attr:`PushedFIFO.latency`: the input register, then a StreamFIFO.
+PUSHED_FIFO_LATENCY = 1 + FIFO_LATENCY
 
 
-class RegisteredFIFO(StreamFIFO):
-    """A :class:`StreamFIFO` whose input is a register: a word taken at ``i``
-    is written into the FIFO a cycle later, so nothing combinational runs
-    from the writer to the storage.  ``i.ready`` is a credit: room for the
-    taken word and for the one in the register.  It holds ``depth`` words,
-    the register's included, and keeps full rate from a depth of 4 (a word
-    spends a cycle in the register, one in the FIFO's storage and one in its
-    output register).  Members as :class:`StreamFIFO`'s; ``level`` counts
-    the register's word.
+class PushedFIFO(StreamFIFO):
+    """A FIFO behind an input register whose ``i.ready`` is a registered
+    credit: room for every word its writer may push before the credit
+    counts it (:attr:`lag` words), and a word offered with ``i.valid`` is
+    taken whatever ``i.ready`` says then.  So neither the writer's logic nor
+    the credit shares a timing path with the FIFO's storage, and the writer
+    decides from flip-flops alone.
+
+    This one is the far end of a stream across the die, written by a
+    :class:`CreditPusher` that registers the credit again and pushes from a
+    register of its own: four words may be on their way.  It keeps full
+    rate from a depth of 7: a word spends a cycle in the register, one in
+    the storage and one in its output register, and four more may be on
+    their way.  Subclasses set :attr:`lag`, :attr:`storage` (the FIFO class
+    behind the register) and :attr:`min_depth`.  Members as
+    :class:`StreamFIFO`'s; ``level`` counts the register's word.
     """
 
-    min_depth = 4
+    #: Words the writer may push that the credit has not counted: it was
+    #: computed from the level a cycle before it is seen.
+    lag = 4
+    storage = StreamFIFO
+    min_depth = lag + 3
 
     @property
     def latency(self):
-        """Cycles from a word's handshake at ``i`` to ``o.valid`` when empty."""
-        return REGISTERED_FIFO_LATENCY
+        """Cycles from a word pushed at ``i`` to ``o.valid`` when empty."""
+        return PUSHED_FIFO_LATENCY
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fifo = buf = StreamFIFO(self._shape, self._depth)
+        m.submodules.fifo = buf = self.storage(self._shape, self._depth)
         held = Signal()
         word = Signal.like(self.i.payload)
-        m.d.sync += [held.eq(self.i.valid & self.i.ready), word.eq(self.i.payload)]
+        credit = Signal(init=1)         # empty
+        m.d.sync += [held.eq(self._taken()), word.eq(self.i.payload),
+                     credit.eq(self.level <= self._depth - self.lag)]
         m.d.comb += [
             buf.i.valid.eq(held),
             buf.i.payload.eq(word),
-            self.i.ready.eq(buf.level + held < self._depth),
+            self.i.ready.eq(credit),
             self.level.eq(buf.level + held),
         ]
         wiring.connect(m, buf.o, wiring.flipped(self.o))
+        return m
+
+    def _taken(self):
+        """Whether the word offered at ``i`` enters the register: any offered."""
+        return self.i.valid
+
+
+class SinkFIFO(PushedFIFO):
+    """A :class:`PushedFIFO` written by a router's fork inside a tile: the
+    fork moves a word on the credit itself, so only the word moved in the
+    cycle the credit was computed and the one moved on it are uncounted.
+    A word enters on ``i.valid & i.ready``, so ``i`` is an ordinary stream
+    whose ``ready`` happens to be a flip-flop (a word pushed on a promise,
+    as a global input line's, finds it high).  Full rate from a depth of 5.
+    """
+
+    lag = 2
+    min_depth = lag + 3
+
+    def _taken(self):
+        return self.i.valid & self.i.ready
+
+
+#: :attr:`CreditPusher.latency`: its SinkFIFO, then its output register.
+CREDIT_PUSHER_LATENCY = PUSHED_FIFO_LATENCY + 1
+
+
+class CreditPusher(wiring.Component):
+    """A :class:`SinkFIFO` whose words leave from a register on a registered
+    credit, for a stream that crosses the die into a :class:`PushedFIFO`:
+    ``o.ready`` is the receiver's credit (taken into a register here, so it
+    reaches no logic but this FIFO's read enable), and a word is pushed with
+    ``o.valid``, whatever ``o.ready`` says then.  Nothing combinational runs
+    from the receiver to the writer of ``i`` or back.
+
+    Members
+    -------
+    i : In(stream.Signature(shape))
+        The SinkFIFO's (``ready`` a registered credit).
+    o : Out(stream.Signature(shape))
+    level : Out(range(depth + 2))
+        Words held, the output register's included.
+    """
+
+    def __init__(self, shape, depth):
+        self._fifo = SinkFIFO(shape, depth)
+        super().__init__({
+            "i": In(stream.Signature(shape)),
+            "o": Out(stream.Signature(shape)),
+            "level": Out(range(depth + 2)),
+        })
+
+    @property
+    def latency(self):
+        """Cycles from a word's handshake at ``i`` to ``o.valid`` when empty (and credited)."""
+        return CREDIT_PUSHER_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = buf = self._fifo
+        wiring.connect(m, wiring.flipped(self.i), buf.i)
+        credit = Signal()
+        m.d.sync += [credit.eq(self.o.ready), self.o.valid.eq(buf.o.valid & credit),
+                     self.o.payload.eq(buf.o.payload)]
+        m.d.comb += [buf.o.ready.eq(credit), self.level.eq(buf.level + self.o.valid)]
         return m
 
 

@@ -12,9 +12,9 @@ from .numerics import Q8_8
 from .regs import (ALU_CONFIG, CONFIG_ADDRESS, CONTROL, CONTROL_REG, CONV_CONFIG, NEIGHBOURS,
                    REGISTER_BITS, ROUTE_BITS, ROUTE_NONE, STATUS, Unit, mapper_config_layout,
                    router_sinks, router_sources, sample_layout, hdl_write_registers)
-from .stream import StreamFIFO
+from .stream import PUSHED_FIFO_LATENCY, CreditPusher, SinkFIFO
 
-__all__ = ["Tile", "Routes", "sink_room"]
+__all__ = ["Tile", "Routes", "sink_room", "OUTPUT_DEPTH", "SINK_LATENCY"]
 
 
 class Routes:
@@ -25,17 +25,21 @@ class Routes:
     def __init__(self, select, users, error):
         self.select, self.users, self.error = select, users, error
 
-#: Words of each tile-output FIFO (StreamFIFO needs 3 or more for full rate).
-OUTPUT_DEPTH = 4
+#: Words of each tile-output FIFO: the fewest a SinkFIFO keeps full rate with.
+OUTPUT_DEPTH = SinkFIFO.min_depth
+
+#: Cycles from the router moving a word into a sink to the word at the
+#: sink's output (its operator's input, or its neighbour's): a SinkFIFO.
+SINK_LATENCY = PUSHED_FIFO_LATENCY
 
 
 def sink_room(level, depth):
-    """Whether a FIFO sink will take a word pushed the cycle after next: its
+    """Whether a sink will take a word pushed the cycle after next: its
     ``level`` now leaves room for that word, one it may take now and one
-    before it, whatever it gives (a StreamFIFO is ready whenever its level is
-    below its depth).  A function of registers alone, so no handshake is on
-    the path into a credit; at full rate a StreamFIFO holds 2 words, so a
-    sink of 5 words or more keeps full rate."""
+    before it, whatever it gives (a SinkFIFO's credit is high whenever its
+    level, a cycle before, left room for two).  A function of registers
+    alone, so no handshake is on the path into a credit; at full rate a
+    SinkFIFO holds 3 words, so a sink of 6 words or more keeps full rate."""
     return level <= depth - 3
 
 
@@ -46,9 +50,12 @@ class Tile(wiring.Component):
     each sink selects one source (a neighbour, a global line, or one of the
     tile's own operators; see :func:`regs.router_sinks` and
     :func:`regs.router_sources`).  A source feeding several sinks moves a
-    word only when all of them can take it, so nothing is lost or duplicated,
-    and since a FIFO's ``ready`` never depends on ``valid`` the forks form no
-    combinational loop, inside a tile or across tiles.
+    word only when all of them can take it, so nothing is lost or duplicated.
+    Every sink is a :class:`SinkFIFO`: its ``ready`` is a flip-flop (a credit
+    with room for the word the fork may move while it is computed) and the
+    word moved enters an input register, so a fork is the AND of flip-flops
+    into registers, and forms no combinational loop nor any long path,
+    inside a tile or across tiles.
 
     Configuration writes (``we``, ``addr``, ``wdata``, taken through a
     register as on every responder of :mod:`.cfgbus`) fill *shadow*
@@ -66,13 +73,15 @@ class Tile(wiring.Component):
     (``global_used``), and pushes it from a register a cycle later.
 
     A global output line's FIFO is the grid's, one per line (a line has one
-    driver): ``global_out[g]`` offers the routed word to it (its ``valid``
-    is the fork's move, so its ``ready``, the FIFO's room, must not depend on
-    ``valid``).  The grid reports whether the line's FIFO holds words
-    (``global_held``) and when a word with ``eof`` leaves it
-    (``global_last``); the tile counts them for the lines it drives
-    (``global_driven``) as it counts its own output FIFOs, and asks the grid
-    to empty them when it is flushed (``global_flush``).
+    driver), far from most tiles, so the tile's sink for line ``g`` is a
+    :class:`CreditPusher`: ``global_out[g]`` pushes its words from a
+    register on the line's registered credit (``global_out[g].ready``, the
+    grid's :class:`PushedFIFO`'s), and the grid takes every word pushed.
+    The grid reports whether the line's FIFO holds words (``global_held``)
+    and when a word with ``eof`` leaves it (``global_last``); the tile
+    counts them for the lines it drives (``global_driven``) as it counts its
+    own output FIFOs, and asks the grid to empty them when it is flushed
+    (``global_flush``).
 
     Parameters
     ----------
@@ -115,13 +124,13 @@ class Tile(wiring.Component):
         m = Module()
         start, flush, cfg, routes = self._configuration(m)
         conv, alu, mapper, bank = self._operators(m, start, flush, cfg)
-        sink_fifo, out_fifos, room = self._sink_fifos(m, flush, cfg, conv, alu, mapper, bank)
+        sink_fifo, held, out_fifos, room = self._sink_fifos(m, flush, cfg, conv, alu, mapper, bank)
         sources = ([getattr(self, f"{d}_in") for d in NEIGHBOURS] + list(self.global_in) +
                    [conv.o, alu.o, mapper.o] + [bank.o[n] for n in range(self._fifos)])
         assert len(sources) == len(self.sources)
         self._router(m, sources, sink_fifo, routes)
         self._global_credits(m, start, room, routes)
-        self._status(m, start, flush, routes, (conv, alu, mapper, bank), out_fifos)
+        self._status(m, start, flush, routes, (conv, alu, mapper, bank), held, out_fifos)
         return m
 
     def _configuration(self, m):
@@ -193,23 +202,26 @@ class Tile(wiring.Component):
 
     def _sink_fifos(self, m, flush, cfg, conv, alu, mapper, bank):
         """A FIFO before every sink, in router order, each feeding its operator
-        input or neighbour output (a global output's FIFO is the grid's).
-        Returns (the sinks' inputs, the neighbour-output FIFOs, each sink's
-        room for a pushed global word: :func:`sink_room`)."""
+        input or neighbour output, or pushing to a global output line's FIFO
+        (the grid's).
+        Returns (the sinks' inputs, the operator-input FIFOs and global-output
+        pushers, the neighbour-output FIFOs, each sink's room for a pushed
+        global word: :func:`sink_room`)."""
         sample = sample_layout(self._fmt.width)
 
         def fifo(name, depth):
-            unit = StreamFIFO(sample, depth)
+            unit = SinkFIFO(sample, depth)
             m.submodules[name] = ResetInserter({"sync": flush})(unit)
             return unit
 
-        sink_fifo, room = [], []
+        sink_fifo, room, inputs = [], [], []
         for name, dest in (("convolver_in", conv.i), ("convolver_psum", conv.psum),
                            ("convolver_weights", conv.weights), ("alu_a", alu.a),
                            ("alu_b", alu.b), ("mapper_in", mapper.i)):
             unit = fifo(name, self._input_depth)
             wiring.connect(m, unit.o, dest)
             sink_fifo.append(unit.i)
+            inputs.append(unit)
             room.append(sink_room(unit.level, self._input_depth))
         chained = cfg[Unit.FIFO_BANK].chain
         for n in range(self._fifos):                    # the bank is FIFOs already
@@ -224,11 +236,15 @@ class Tile(wiring.Component):
             sink_fifo.append(unit.i)
             out_fifos.append(unit)
             room.append(sink_room(unit.level, OUTPUT_DEPTH))
-        sink_fifo += list(self.global_out)     # the grid's line FIFOs
-        # The line's FIFO (4 words) keeps room for two more while it is empty.
-        room += [~self.global_held[g] for g in range(self._globals)]
+        for g in range(self._globals):                  # toward the grid's line FIFOs
+            unit = CreditPusher(sample, OUTPUT_DEPTH)
+            m.submodules[f"global_out_{g}"] = ResetInserter({"sync": flush})(unit)
+            wiring.connect(m, unit.o, wiring.flipped(self.global_out[g]))
+            sink_fifo.append(unit.i)
+            inputs.append(unit)
+            room.append(sink_room(unit.level, OUTPUT_DEPTH))
         assert len(sink_fifo) == len(room) == len(self.sinks)
-        return sink_fifo, out_fifos, room
+        return sink_fifo, inputs, out_fifos, room
 
     def _router(self, m, sources, sink_fifo, routes):
         """Forks that wait for every consumer: a source moves a word when every
@@ -293,7 +309,7 @@ class Tile(wiring.Component):
             bad.append(~ok & (select[k] != ROUTE_NONE))
         return Cat(bad).any()
 
-    def _status(self, m, start, flush, routes, units, out_fifos):
+    def _status(self, m, start, flush, routes, units, held, out_fifos):
         """STATUS: busy, done, and the error causes; which global outputs this tile drives."""
         conv, alu, mapper, bank = units
         select, route_error = routes.select, routes.error
@@ -301,9 +317,8 @@ class Tile(wiring.Component):
             m.d.comb += self.global_driven[g].eq(select[self.sinks.index(f"global_out_{g}")] != ROUTE_NONE)
         m.d.comb += self.global_flush.eq(Mux(flush, self.global_driven, 0))
         holding = Cat([conv.busy, alu.busy, mapper.busy] +
-                      [u.valid for u in (conv.i, conv.psum, conv.weights, alu.a, alu.b, mapper.i)] +
                       [bank.level[n] != 0 for n in range(self._fifos)] +
-                      [u.level != 0 for u in out_fifos] +
+                      [u.level != 0 for u in held + out_fifos] +
                       [(self.global_driven & self.global_held).any()]).any()
         # A frame has ended when its last word leaves the tile's output FIFOs
         # (counted where it leaves, not where the router writes it, so no fork

@@ -1,8 +1,14 @@
 """Shared helpers for Amaranth-simulator tests: stream drivers with random
-valid gaps and random back-pressure, and frames with position flags."""
+valid gaps and random back-pressure, frames with position flags, and a
+global output line's two ends joined (:class:`Line`)."""
 
 import numpy as np
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
+
+from neuflow_hdl.stream import CreditPusher, PushedFIFO, SinkFIFO
 
 from sim.rtl.pysim import memory_process  # noqa: F401  (re-exported for the tests)
 
@@ -44,6 +50,21 @@ async def stream_get(ctx, port, count, rng=None, stall=0.0):
     return words
 
 
+def pass_through(dut, values, rng, *, gap, stall, cycles, processes=()):
+    """Stream ``values`` through ``dut`` (``i`` -> ``o``) with random valid
+    gaps and random back-pressure; returns the data words that came out."""
+    got = {}
+
+    async def feed(ctx):
+        await stream_put(ctx, dut.i, flat_words(values), rng, gap)
+
+    async def drain(ctx):
+        got["w"] = await stream_get(ctx, dut.o, len(values), rng, stall)
+
+    simulate(dut, feed, drain, cycles=cycles, processes=processes)
+    return [w[0] for w in got["w"]]
+
+
 class Hung(AssertionError):
     pass
 
@@ -68,3 +89,25 @@ def simulate(dut, *testbenches, cycles, processes=()):
     sim.add_process(watchdog)
     sim.run()
 
+
+class Line(wiring.Component):
+    """A CreditPusher of ``pusher_depth`` words pushing into a PushedFIFO of
+    ``depth`` (or ``fifo``, one made already), as a tile and the grid's line
+    FIFO are joined (with nothing between them but wires); ``level`` is the
+    PushedFIFO's."""
+
+    def __init__(self, shape, depth, pusher_depth=SinkFIFO.min_depth, fifo_class=PushedFIFO, fifo=None):
+        self._shape, self._depth, self._pusher_depth = shape, depth, pusher_depth
+        self._fifo = fifo_class(shape, depth) if fifo is None else fifo
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape)),
+                          "level": Out(range(depth + 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.pusher = pusher = CreditPusher(self._shape, self._pusher_depth)
+        m.submodules.fifo = fifo = self._fifo
+        wiring.connect(m, wiring.flipped(self.i), pusher.i)
+        wiring.connect(m, pusher.o, fifo.i)
+        wiring.connect(m, fifo.o, wiring.flipped(self.o))
+        m.d.comb += self.level.eq(fifo.level)
+        return m

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from helpers import flat_words, simulate, stream_get, stream_put
+from helpers import flat_words, pass_through, simulate, stream_get, stream_put
 from neuflow_hdl.fifo_bank import FifoBank
 from neuflow_hdl.regs import sample_layout
 from neuflow_hdl.stream import BLOCK_RAM_FIFO_LATENCY, BlockRamFIFO
@@ -82,13 +82,7 @@ def test_block_ram_fifo_counts_every_word_and_keeps_full_rate():
     fifo = BlockRamFIFO(sample_layout(16), depth)
     rng = np.random.default_rng(11)
     data = rng.integers(-30000, 30000, 300)
-    got, levels = {}, []
-
-    async def feed(ctx):
-        await stream_put(ctx, fifo.i, flat_words(data), rng, 0.3)
-
-    async def drain(ctx):
-        got["w"] = await stream_get(ctx, fifo.o, len(data), rng, 0.5)
+    levels = []
 
     async def watch(ctx):
         taken = given = 0
@@ -98,8 +92,7 @@ def test_block_ram_fifo_counts_every_word_and_keeps_full_rate():
             taken += i_valid & i_ready
             given += o_valid & o_ready
 
-    simulate(fifo, feed, drain, cycles=5000, processes=[watch])
-    assert [w[0] for w in got["w"]] == data.tolist()
+    assert pass_through(fifo, data, rng, gap=0.3, stall=0.5, cycles=5000, processes=[watch]) == data.tolist()
     assert all(level == held for level, held in levels)
     assert max(level for level, _ in levels) == depth     # it fills: the traffic tested a full FIFO
 

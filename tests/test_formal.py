@@ -4,8 +4,9 @@ broken variant of the design:
 
 * :class:`StreamFIFO`: the k-th word in is the k-th word out, exactly once, for
   any k; the output holds its word until taken; ``level`` counts the words held.
-* :class:`RegisteredFIFO` (the grid's global output lines): the same, its
-  input register's word included.
+* The FIFOs whose ``ready`` is a registered credit (:class:`PushedFIFO`):
+  a global output line's (behind a tile's :class:`CreditPusher`), a tile's
+  sinks and the FIFO bank's never meet a word when full.
 * :class:`CreditBuffer`: a pipeline that issues only on ``credit`` never
   writes into a full buffer, however its consumer withholds ``ready``.
 * The convolver's credit accounting: its output buffer is never written when
@@ -24,13 +25,16 @@ from amaranth.hdl import Assert, Assume, Cat, Elaboratable, Module, ResetInserte
 from amaranth.lib import wiring
 
 from formal import check_proof
+from helpers import Line
 from neuflow_hdl import convolver as convolver_module
 from neuflow_hdl.convolver import Convolver
+from neuflow_hdl.fifo_bank import BankFIFO
 from neuflow_hdl.numerics import Format
 from neuflow_hdl.regs import NEIGHBOURS, sample_layout
-from neuflow_hdl.stream import CreditBuffer, RegisteredFIFO, StreamFIFO, delay_line
+from neuflow_hdl.grid import LINE_DEPTH
+from neuflow_hdl.stream import CreditBuffer, PushedFIFO, SinkFIFO, StreamFIFO, delay_line
 from neuflow_hdl.streamer import StreamPort
-from neuflow_hdl.tile import OUTPUT_DEPTH, Tile
+from neuflow_hdl.tile import Tile
 
 pytestmark = pytest.mark.formal
 
@@ -86,20 +90,10 @@ class _DroppingFIFO(StreamFIFO):
         return m
 
 
-class _OvertakingFIFO(RegisteredFIFO):
-    """Broken on purpose: its credit forgets the word in its input register."""
-
-    def elaborate(self, platform):
-        m = super().elaborate(platform)
-        m.d.comb += self.i.ready.eq(m.submodules.fifo.level < self._depth)
-        return m
-
-
 # (FIFO, its broken variant, depth, cycles): bounded, because induction would
 # need the storage in the invariant; the cycles fill and drain each FIFO more
 # than twice (its pointers wrap).
-FIFOS = {"StreamFIFO": (StreamFIFO, _DroppingFIFO, 3, 12),
-         "RegisteredFIFO": (RegisteredFIFO, _OvertakingFIFO, 4, 14)}
+FIFOS = {"StreamFIFO": (StreamFIFO, _DroppingFIFO, 3, 12)}
 
 
 @pytest.mark.parametrize("broken", [False, True], ids=["intact", "broken"])
@@ -109,6 +103,66 @@ def test_fifo_keeps_every_word_in_order(tmp_path, name, broken):
     fifo = (faulty if broken else intact)(WIDTH, depth)
     check_proof(StreamOrder(fifo, WIDTH, level=lambda d: d.level), tmp_path, broken=broken,
                 mode="bmc", depth=cycles)
+
+
+def _probed(fifo_class, loose=False):
+    """``fifo_class`` (a PushedFIFO) showing whether a word entering its storage
+    met it full (``overflow``, a signal made at construction for the
+    harness); ``loose``: broken on purpose, its credit forgets a word on its
+    way."""
+
+    class Probed(fifo_class):
+        def __init__(self, shape, depth):
+            super().__init__(shape, depth)
+            self.overflow = Signal(name="probe_overflow")
+
+        def elaborate(self, platform):
+            m = super().elaborate(platform)
+            buf = m.submodules.fifo
+            m.d.comb += self.overflow.eq(buf.i.valid & ~buf.i.ready)
+            if loose:
+                credit = Signal()
+                m.d.sync += credit.eq(self.level <= self._depth - self.lag + 1)
+                m.d.comb += self.i.ready.eq(credit)
+            return m
+
+    return Probed
+
+
+class CreditedFIFOSpec(Elaboratable):
+    """``fifo`` (probed), alone or (``line``) behind a tile's CreditPusher as
+    on a global output line, with a free writer and a free consumer: no word
+    ever meets a full FIFO (so none is lost), however the consumer withholds
+    ``ready``."""
+
+    def __init__(self, fifo, line):
+        self.fifo, self.line = fifo, line
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.line:
+            m.submodules.line = dut = Line(WIDTH, self.fifo._depth, fifo=self.fifo)
+        else:
+            m.submodules.fifo = dut = self.fifo
+        m.d.comb += [Assume(~ResetSignal()), dut.i.valid.eq(AnySeq(1)),
+                     dut.i.payload.eq(AnySeq(WIDTH)), dut.o.ready.eq(AnySeq(1)),
+                     Assert(~self.fifo.overflow)]
+        return m
+
+
+# (FIFO class, depth, behind a CreditPusher): a global output line's FIFO,
+# a tile's sink (written by a fork), the FIFO bank's.
+CREDITED = {"line": (PushedFIFO, LINE_DEPTH, True), "sink": (SinkFIFO, SinkFIFO.min_depth, False),
+            "bank": (BankFIFO, BankFIFO.min_depth, False)}
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["intact", "loose"])
+@pytest.mark.parametrize("name", list(CREDITED))
+def test_a_credited_fifo_is_never_overfilled(tmp_path, name, broken):
+    """Inductive, with the FIFOs' pointer invariants (the "formal" platform)."""
+    fifo_class, depth, line = CREDITED[name]
+    check_proof(CreditedFIFOSpec(_probed(fifo_class, broken)(WIDTH, depth), line), tmp_path,
+                broken=broken, mode="prove", depth=8, platform="formal")
 
 
 class _ProbedCreditBuffer(CreditBuffer):
@@ -293,7 +347,7 @@ class ForkSpec(Elaboratable):
 
     def __init__(self, tile_class):
         self.tile = tile_class(kernel=1, max_width=2, globals_=2, fifos=1, fifo_depth=6,
-                               input_depth=3, segments=1, fmt=Format(4, 1),
+                               input_depth=5, segments=1, fmt=Format(4, 1),
                                neighbours=(True, True, True, True))
 
     def elaborate(self, platform):
@@ -315,7 +369,7 @@ class ForkSpec(Elaboratable):
             m.d.sync += line.valid.eq(AnySeq(1) & line.ready & tile.global_used[g])
             m.d.comb += line.payload.as_value().eq(AnySeq(len(line.payload.as_value())))
             # The grid's FIFO of the output line, emptied by a free consumer.
-            out = RegisteredFIFO(sample_layout(tile._fmt.width), OUTPUT_DEPTH)
+            out = PushedFIFO(sample_layout(tile._fmt.width), LINE_DEPTH)
             m.submodules[f"line_{g}"] = ResetInserter({"sync": tile.global_flush[g]})(out)
             wiring.connect(m, tile.global_out[g], out.i)
             m.d.comb += [out.o.ready.eq(AnySeq(1)), tile.global_held[g].eq(out.level != 0)]

@@ -14,10 +14,10 @@ from neuflow_hdl.regs import (AluOp, STATUS, STATUS_REG, Symmetry, Unit, config_
                               control_write, tile_config_writes)
 from sim.golden import reference
 
-# Operator inputs of 5 words: the least that takes a global line at full rate
+# Operator inputs of 6 words: the least that takes a global line at full rate
 # (tile.sink_room); small, so that back-pressure reaches the lines often.
 CONFIG = GridConfig(rows=1, columns=1, globals_=2, kernel=3, max_width=16, fifos=1, fifo_depth=8,
-                    input_depth=5)
+                    input_depth=6)
 
 
 @pytest.fixture(scope="module")
