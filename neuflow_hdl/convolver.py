@@ -100,20 +100,12 @@ class KernelBank(wiring.Component):
         pending = Signal()
         size = Signal(range(K + 1))         # the preloaded kernel's size
         m.d.comb += size.eq(Mux((cfg.preload_k == 0) | (cfg.preload_k > K), K, cfg.preload_k))
-        # The counters' decisions, kept as flags a word ahead, so that the
-        # enables of the K*K preload registers are an AND of flip-flops, not a
-        # comparison with the configuration: skip_left != 0, rows_kept != size,
-        # and (in_row == 0) & (rows_kept != 0), the rows moving up first.
-        skipping = Signal()
-        filling = Signal()
-        moving = Signal()
         corner = self.corner
         m.d.comb += [corner.eq(K - cfg.k), self.weights.ready.eq(1)]
         m.d.comb += [self.kernel[r][c].eq(weight[r][c]) for r in range(K) for c in range(K)]
         with m.If(self.start):
             m.d.sync += [w_row.eq(corner), w_col.eq(corner), skip_left.eq(cfg.weight_skip),
-                         rows_kept.eq(0), in_row.eq(0), pending.eq(0),
-                         skipping.eq(cfg.weight_skip != 0), filling.eq(1), moving.eq(0)]
+                         rows_kept.eq(0), in_row.eq(0), pending.eq(0)]
             # The weights outside the k x k corner become zero, so the products
             # need no mask (MAX masks its words instead).
             for r in range(K):
@@ -122,16 +114,14 @@ class KernelBank(wiring.Component):
                     m.d.sync += weight[r][c].eq(Mux(_k_ok(cfg, K) & ~self.in_corner(r, c), 0,
                                                     kept_weight))
         with m.Elif(self.weights.valid & cfg.preload):
-            with m.If(skipping):
-                m.d.sync += [skip_left.eq(skip_left - 1), skipping.eq(skip_left != 1)]
-            with m.Elif(filling):
+            with m.If(skip_left != 0):
+                m.d.sync += skip_left.eq(skip_left - 1)
+            with m.Elif(rows_kept != size):
                 bottom = K * (K - 1)
-                with m.If(moving):                              # a new row: the rows move up first
+                with m.If((in_row == 0) & (rows_kept != 0)):    # a new row: the rows move up first
                     m.d.sync += [bank[n].eq(bank[n + K]) for n in range(bottom)]
-                row_ends = in_row == size - 1
-                m.d.sync += moving.eq(row_ends)
-                with m.If(row_ends):
-                    m.d.sync += [in_row.eq(0), rows_kept.eq(rows_kept + 1), filling.eq(rows_kept + 1 != size)]
+                with m.If(in_row == size - 1):
+                    m.d.sync += [in_row.eq(0), rows_kept.eq(rows_kept + 1)]
                 with m.Else():
                     m.d.sync += in_row.eq(in_row + 1)
                 m.d.sync += [bank[n].eq(bank[n + 1]) for n in range(bottom, K * K - 1)]
