@@ -147,8 +147,10 @@ class PartialSumJoin(wiring.Component):
     :data:`JOIN_STAGES` registered stages: the sum plus the aligned partial
     sum and the rounding increment (half an output step, which falls in the
     aligned partial sum's zero low bits, so one adder does both); the shift;
-    the saturation.  A sum waits for its partial sum; neither waits for the
-    other's stream to have been offered first.
+    the saturation, written into a :class:`CreditBuffer`.  The stages never
+    stall: a sum is taken (with its partial sum) only on the buffer's
+    credit.  A sum waits for its partial sum; neither waits for the other's
+    stream to have been offered first.
 
     Members
     -------
@@ -186,39 +188,33 @@ class PartialSumJoin(wiring.Component):
         s_flags = Signal(flags, reset_less=True)
         j_valid = Signal()
         s_valid = Signal()
-        o_valid = Signal()
-        o_word = Signal(sample_layout(W), reset_less=True)
-        o_advance = Signal()
-        s_advance = Signal()
-        j_advance = Signal()
         take = Signal()
+        # The stages never stall: a sum is taken only on the output buffer's
+        # credit, so the consumer's ready reaches only the buffer's read
+        # enable, never the partial-sum FIFO's nor the sums' (the join's
+        # output is a router source, whose ready is a fork's AND of credits).
+        m.submodules.out = out = CreditBuffer(sample_layout(W), JOIN_STAGES - 1)
+        wiring.connect(m, out.o, wiring.flipped(self.o))
         m.d.comb += [
-            o_advance.eq(~o_valid | self.o.ready),
-            s_advance.eq(~s_valid | o_advance),
-            j_advance.eq(~j_valid | s_advance),
-            take.eq(sums.valid & j_advance & (~self.use_psum | psum.valid)),
+            take.eq(sums.valid & out.credit & (~self.use_psum | psum.valid)),
             sums.ready.eq(take),
             psum.ready.eq(take & self.use_psum),
-            self.o.valid.eq(o_valid),
-            self.o.payload.eq(o_word),
-            self.busy.eq(j_valid | s_valid | o_valid),
+            self.busy.eq(j_valid | s_valid | out.o.valid),
         ]
-        with m.If(j_advance):
-            m.d.sync += [
-                j_valid.eq(take),
-                joined.eq(sums.payload.acc + (Mux(self.use_psum, psum_aligned, 0) | half)),
-                j_flags.eol.eq(sums.payload.eol),
-                j_flags.eof.eq(sums.payload.eof),
-            ]
-        with m.If(s_advance):
-            m.d.sync += [s_valid.eq(j_valid), shifted.eq(joined >> shift), s_flags.eq(j_flags)]
-        with m.If(o_advance):
-            m.d.sync += [
-                o_valid.eq(s_valid),
-                o_word.data.eq(hdl_saturate(shifted, W)),
-                o_word.eol.eq(s_flags.eol),
-                o_word.eof.eq(s_flags.eof),
-            ]
+        m.d.sync += [
+            j_valid.eq(take),
+            joined.eq(sums.payload.acc + (Mux(self.use_psum, psum_aligned, 0) | half)),
+            j_flags.eol.eq(sums.payload.eol),
+            j_flags.eof.eq(sums.payload.eof),
+            s_valid.eq(j_valid), shifted.eq(joined >> shift), s_flags.eq(j_flags),
+        ]
+        # The saturation is written into the buffer (its storage is the last stage).
+        m.d.comb += [
+            out.i.valid.eq(s_valid),
+            out.i.payload.data.eq(hdl_saturate(shifted, W)),
+            out.i.payload.eol.eq(s_flags.eol),
+            out.i.payload.eof.eq(s_flags.eof),
+        ]
         return m
 
 

@@ -10,7 +10,8 @@ broken variant of the design:
 * :class:`CreditBuffer`: a pipeline that issues only on ``credit`` never
   writes into a full buffer, however its consumer withholds ``ready``.
 * The convolver's credit accounting: its output buffer is never written when
-  full (the same property, inside a whole convolver).
+  full (the same property, inside a whole convolver), nor is its partial-sum
+  join's.
 * :class:`StreamPort`'s window check: after a start with a descriptor outside
   its window (or memory) the port never issues a memory request and reports
   an error.
@@ -18,6 +19,8 @@ broken variant of the design:
   its source, and never a sink that is not ready, global lines pushed on the
   tile's credit included, with routes, starts and flushes at any time.
 """
+
+import functools
 
 import pytest
 from amaranth.asserts import AnyConst, AnySeq
@@ -27,7 +30,7 @@ from amaranth.lib import wiring
 from formal import check_proof
 from helpers import Line
 from neuflow_hdl import convolver as convolver_module
-from neuflow_hdl.convolver import Convolver
+from neuflow_hdl.convolver import Convolver, PartialSumJoin
 from neuflow_hdl.fifo_bank import BankFIFO
 from neuflow_hdl.numerics import Format
 from neuflow_hdl.regs import NEIGHBOURS, sample_layout
@@ -254,6 +257,32 @@ def test_convolver_never_overfills_its_output_buffer(tmp_path, monkeypatch, brok
     monkeypatch.setattr(convolver_module, "CreditBuffer", _ProbedCreditBuffer)
     spec = ConvolverCreditSpec(_CreditBlindConvolver if broken else Convolver)
     check_proof(spec, tmp_path, broken=broken, mode="bmc", depth=20)
+
+
+class JoinCreditSpec(Elaboratable):
+    """The convolver's partial-sum join alone (6-bit words) with free sums,
+    partial sums, shift and consumer: its output buffer is never written
+    when full (its stages never stall; a sum is taken only on credit)."""
+
+    def elaborate(self, platform):
+        m = Module()
+        _ProbedCreditBuffer.made.clear()
+        join = PartialSumJoin(width=6, acc_width=16)
+        m.submodules.dut = join.elaborate(platform)
+        (out,) = _ProbedCreditBuffer.made
+        m.d.comb += [Assume(~ResetSignal()), join.o.ready.eq(AnySeq(1)), join.use_psum.eq(AnySeq(1)),
+                     join.shift.eq(AnySeq(len(join.shift)))]
+        for port in (join.sums, join.psum):
+            bits = port.payload.as_value()
+            m.d.comb += [port.valid.eq(AnySeq(1)), bits.eq(AnySeq(len(bits)))]
+        m.d.comb += Assert(~out.overflow)
+        return m
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["PartialSumJoin", "loose-join"])
+def test_partial_sum_join_never_overfills_its_output_buffer(tmp_path, monkeypatch, broken):
+    monkeypatch.setattr(convolver_module, "CreditBuffer", functools.partial(_ProbedCreditBuffer, loose=broken))
+    check_proof(JoinCreditSpec(), tmp_path, broken=broken, mode="prove", depth=4)
 
 
 class _WindowlessPort(StreamPort):
