@@ -37,8 +37,8 @@ class FifoBank(wiring.Component):
     input ``n`` (which then accepts nothing, and output ``n-1`` offers
     nothing), so one stream can be given up to ``count * depth`` words of
     buffering.  Change ``chain`` only while the bank is empty.  Each FIFO is
-    a :class:`BankFIFO`: a router's sink (``i[n].ready`` a registered credit,
-    a word offered is taken), its words leaving from registers.
+    a :class:`BankFIFO`: a router's sink (``i[n].ready`` a registered
+    credit), its words leaving from registers.
 
     Members
     -------
@@ -78,8 +78,7 @@ class FifoBank(wiring.Component):
             source = self.i[n]
             if n > 0:
                 prev = fifos[n - 1]
-                # A chained FIFO's word moves on the next one's credit (a
-                # BankFIFO takes every word offered).
+                # A chained FIFO's word moves on the next one's credit.
                 m.d.comb += [
                     fifo.i.valid.eq(Mux(chained, prev.o.valid & fifo.i.ready, source.valid)),
                     fifo.i.payload.eq(Mux(chained, prev.o.payload, source.payload)),

@@ -54,8 +54,9 @@ class Tile(wiring.Component):
     Every sink is a :class:`SinkFIFO`: its ``ready`` is a flip-flop (a credit
     with room for the word the fork may move while it is computed) and the
     word moved enters an input register, so a fork is the AND of flip-flops
-    into registers, and forms no combinational loop nor any long path,
-    inside a tile or across tiles.
+    into registers: no path runs from one FIFO's level through a fork into
+    another FIFO's storage, and forks form no combinational loop, inside a
+    tile or across tiles.
 
     Configuration writes (``we``, ``addr``, ``wdata``, taken through a
     register as on every responder of :mod:`.cfgbus`) fill *shadow*
