@@ -78,9 +78,8 @@ class FifoBank(wiring.Component):
             source = self.i[n]
             if n > 0:
                 prev = fifos[n - 1]
-                # A chained FIFO's word moves on the next one's credit.
                 m.d.comb += [
-                    fifo.i.valid.eq(Mux(chained, prev.o.valid & fifo.i.ready, source.valid)),
+                    fifo.i.valid.eq(Mux(chained, prev.o.valid, source.valid)),
                     fifo.i.payload.eq(Mux(chained, prev.o.payload, source.payload)),
                     source.ready.eq(~chained & fifo.i.ready),
                 ]

@@ -227,6 +227,13 @@ class _CreditBlindConvolver(Convolver):
         return super()._frame_position(m, cfg_ok, 1, flag_error)
 
 
+def _free_streams(m, *ports):
+    """Drive each input stream of ``ports`` with a free valid and payload."""
+    for port in ports:
+        bits = port.payload.as_value()
+        m.d.comb += [port.valid.eq(AnySeq(1)), bits.eq(AnySeq(len(bits)))]
+
+
 class ConvolverCreditSpec(Elaboratable):
     """A whole convolver (K = 2, 6-bit words, rows of 4) with a free
     configuration (held constant), free input, partial-sum and weight streams,
@@ -245,9 +252,7 @@ class ConvolverCreditSpec(Elaboratable):
         cfg = AnyConst(conv.config.shape().size)
         m.d.comb += [Assume(~ResetSignal()), conv.config.as_value().eq(cfg),
                      conv.start.eq(AnySeq(1)), conv.o.ready.eq(AnySeq(1))]
-        for port in (conv.i, conv.psum, conv.weights):
-            bits = port.payload.as_value()
-            m.d.comb += [port.valid.eq(AnySeq(1)), bits.eq(AnySeq(len(bits)))]
+        _free_streams(m, conv.i, conv.psum, conv.weights)
         m.d.comb += Assert(~out.overflow)
         return m
 
@@ -272,9 +277,7 @@ class JoinCreditSpec(Elaboratable):
         (out,) = _ProbedCreditBuffer.made
         m.d.comb += [Assume(~ResetSignal()), join.o.ready.eq(AnySeq(1)), join.use_psum.eq(AnySeq(1)),
                      join.shift.eq(AnySeq(len(join.shift)))]
-        for port in (join.sums, join.psum):
-            bits = port.payload.as_value()
-            m.d.comb += [port.valid.eq(AnySeq(1)), bits.eq(AnySeq(len(bits)))]
+        _free_streams(m, join.sums, join.psum)
         m.d.comb += Assert(~out.overflow)
         return m
 
