@@ -311,7 +311,8 @@ class Tile(wiring.Component):
         return Cat(bad).any()
 
     def _status(self, m, start, flush, routes, units, held, out_fifos):
-        """STATUS: busy, done, and the error causes; which global outputs this tile drives."""
+        """STATUS (registered: a read sees it a cycle old): busy, done, and the
+        error causes; which global outputs this tile drives."""
         conv, alu, mapper, bank = units
         select, route_error = routes.select, routes.error
         for g in range(self._globals):
@@ -340,7 +341,9 @@ class Tile(wiring.Component):
         alu_error = alu.error & feeds("alu_a", "alu_b")
         mapper_error = mapper.error & feeds("mapper_in")
         errors = [route_error, conv_error, alu_error, mapper_error]
-        m.d.comb += [
+        # A register: the OR over every FIFO of the tile is a long way from
+        # the grid's read multiplexer, so a read sees the status a cycle old.
+        m.d.sync += [
             self.status.busy.eq(holding),
             self.status.done.eq(ended & ~holding),
             self.status.route_error.eq(route_error),
