@@ -52,8 +52,10 @@ class KernelBank(wiring.Component):
     The bank is K rows of K words: a word enters the bottom row at its right
     end, the row moving left, and after every ``p`` words the rows move up
     first, so the kernel ends in the bottom-right ``p x p`` corner.  ``start``
-    also zeroes the weights outside the corner (when ``k`` is valid) and
-    rewinds the pointer.
+    rewinds the pointer, and on the next cycle the weights outside the corner
+    (when ``k`` is valid) become zero: the corner's rows and columns are
+    registered flags of ``k`` (``inside``), so no comparison with the
+    configuration drives the K*K weight registers' enables.
     Weights and bank are data without reset: a flush (the tile's operator
     reset) keeps the kernels.
 
@@ -66,8 +68,10 @@ class KernelBank(wiring.Component):
         Always ready.
     kernel : Out(signed(width)).array(K, K)
         The kernel in use, row-major.
-    corner : Out(range(K + 1))
-        ``K - k``: the first row and column of the kernel in use.
+    inside : Out(K)
+        Bit ``i``: row and column ``i`` are in the bottom-right ``k x k``
+        corner (``i >= K - k``).  A register of the configuration: it holds
+        the new ``k`` from the cycle after ``start``.
     """
 
     def __init__(self, *, kernel, width):
@@ -77,12 +81,13 @@ class KernelBank(wiring.Component):
             "start": In(1),
             "weights": In(stream.Signature(sample_layout(width))),
             "kernel": Out(signed(width)).array(kernel, kernel),
-            "corner": Out(range(kernel + 1)),
+            "inside": Out(kernel),
         })
 
     def in_corner(self, r, c):
-        """Weight ``(r, c)`` belongs to the ``k x k`` kernel in use."""
-        return (r >= self.corner) & (c >= self.corner)
+        """Weight ``(r, c)`` belongs to the ``k x k`` kernel in use (an AND of
+        two flip-flops)."""
+        return self.inside[r] & self.inside[c]
 
     def elaborate(self, platform):
         m = Module()
@@ -100,28 +105,45 @@ class KernelBank(wiring.Component):
         pending = Signal()
         size = Signal(range(K + 1))         # the preloaded kernel's size
         m.d.comb += size.eq(Mux((cfg.preload_k == 0) | (cfg.preload_k > K), K, cfg.preload_k))
-        corner = self.corner
+        # The counters' decisions, kept as flags a word ahead, so that the
+        # enables of the K*K preload registers are an AND of flip-flops, not a
+        # comparison with the configuration: skip_left != 0, rows_kept != size,
+        # and (in_row == 0) & (rows_kept != 0), the rows moving up first.
+        skipping = Signal()
+        filling = Signal()
+        moving = Signal()
+        corner = Signal(range(K + 1))       # K - k: the corner's first row and column
+        k_ok = Signal()
+        settle = Signal()                   # the cycle after start: inside and k_ok hold the new k
         m.d.comb += [corner.eq(K - cfg.k), self.weights.ready.eq(1)]
         m.d.comb += [self.kernel[r][c].eq(weight[r][c]) for r in range(K) for c in range(K)]
-        with m.If(self.start):
-            m.d.sync += [w_row.eq(corner), w_col.eq(corner), skip_left.eq(cfg.weight_skip),
-                         rows_kept.eq(0), in_row.eq(0), pending.eq(0)]
-            # The weights outside the k x k corner become zero, so the products
-            # need no mask (MAX masks its words instead).
+        m.d.sync += [self.inside[i].eq(i >= corner) for i in range(K)]
+        m.d.sync += [k_ok.eq(_k_ok(cfg, K)), settle.eq(self.start)]
+        # The weights outside the k x k corner become zero, so the products
+        # need no mask (MAX masks its words instead).  A word written on this
+        # cycle goes inside the corner (the statements below win).
+        with m.If(settle & k_ok):
             for r in range(K):
                 for c in range(K):
-                    kept_weight = Mux(pending, bank[r * K + c], weight[r][c])
-                    m.d.sync += weight[r][c].eq(Mux(_k_ok(cfg, K) & ~self.in_corner(r, c), 0,
-                                                    kept_weight))
+                    with m.If(~self.in_corner(r, c)):
+                        m.d.sync += weight[r][c].eq(0)
+        with m.If(self.start):
+            m.d.sync += [w_row.eq(corner), w_col.eq(corner), skip_left.eq(cfg.weight_skip),
+                         rows_kept.eq(0), in_row.eq(0), pending.eq(0),
+                         skipping.eq(cfg.weight_skip != 0), filling.eq(1), moving.eq(0)]
+            with m.If(pending):
+                m.d.sync += [weight[r][c].eq(bank[r * K + c]) for r in range(K) for c in range(K)]
         with m.Elif(self.weights.valid & cfg.preload):
-            with m.If(skip_left != 0):
-                m.d.sync += skip_left.eq(skip_left - 1)
-            with m.Elif(rows_kept != size):
+            with m.If(skipping):
+                m.d.sync += [skip_left.eq(skip_left - 1), skipping.eq(skip_left != 1)]
+            with m.Elif(filling):
                 bottom = K * (K - 1)
-                with m.If((in_row == 0) & (rows_kept != 0)):    # a new row: the rows move up first
+                with m.If(moving):                              # a new row: the rows move up first
                     m.d.sync += [bank[n].eq(bank[n + K]) for n in range(bottom)]
-                with m.If(in_row == size - 1):
-                    m.d.sync += [in_row.eq(0), rows_kept.eq(rows_kept + 1)]
+                row_ends = in_row == size - 1
+                m.d.sync += moving.eq(row_ends)
+                with m.If(row_ends):
+                    m.d.sync += [in_row.eq(0), rows_kept.eq(rows_kept + 1), filling.eq(rows_kept + 1 != size)]
                 with m.Else():
                     m.d.sync += in_row.eq(in_row + 1)
                 m.d.sync += [bank[n].eq(bank[n + 1]) for n in range(bottom, K * K - 1)]
@@ -236,9 +258,11 @@ class Convolver(wiring.Component):
     ``weight_skip`` are skipped (a broadcast weight frame carries the kernels
     of several tiles one after another), the next ``K*K`` (a kernel padded to
     K x K, row-major) are kept, the rest are ignored; the next ``start`` makes
-    that bank the kernel in use.  A ``start`` strobe also zeroes the weights
-    outside the bottom-right ``k x k`` corner (when ``k`` is valid), rewinds
-    the weight pointer and the frame position and clears ``error``.  Frames
+    that bank the kernel in use.  A ``start`` strobe rewinds the weight
+    pointer and the frame position and clears ``error``; on the next cycle
+    (before a word taken after ``start`` reaches a multiplier) the weights
+    outside the bottom-right ``k x k`` corner become zero (when ``k`` is
+    valid).  Frames
     may follow each other without ``start``.
 
     The pipeline never stalls: a word that completes a window enters only
@@ -461,7 +485,10 @@ class Convolver(wiring.Component):
         column.reverse()        # top (oldest row) first
         b_fire = Signal()
         row_word = [Signal(signed(W), name=f"row_word_{r}", reset_less=True) for r in range(K)]
-        m.d.sync += [b_fire.eq(a_fire)] + [row_word[r].eq(column[r]) for r in range(K)]
+        # A start drops the words in flight (a frame's trailing words that
+        # complete no window), so none of their products, made with the
+        # kernel before it or the next, reaches the chains cleared by it.
+        m.d.sync += [b_fire.eq(a_fire & ~self.start)] + [row_word[r].eq(column[r]) for r in range(K)]
         return b_fire, row_word
 
     def _row_chains(self, m, platform, bank, b_fire, row_word):
