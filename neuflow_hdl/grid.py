@@ -9,7 +9,7 @@ from .presets import GridConfig
 from .regs import (CONTROL, CONTROL_REG, GRID_START_REG, GRID_STATUS, GRID_TILE, NEIGHBOURS, OFFSET,
                    OPPOSITE, STATUS_REG, Unit, pack_bits, sample_layout)
 from .stream import CREDIT_PUSHER_LATENCY, PUSHED_FIFO_LATENCY, PushedFIFO
-from .tile import Tile
+from .tile import STATUS_LAG, Tile
 
 __all__ = ["Grid", "LINE_DEPTH", "LINE_LATENCY", "PUSH_LATENCY"]
 
@@ -141,7 +141,13 @@ class Grid(wiring.Component):
             m.d.sync += [pushed.eq(line.valid & line.ready), word.eq(line.payload)]
             for t in all_tiles:
                 m.d.comb += [t.global_in[g].valid.eq(pushed), t.global_in[g].payload.eq(word)]
-            pushing.append(pushed)
+            # A pushed word is in a tile's sink on the next cycle, and in its
+            # STATUS STATUS_LAG cycles after that: until then it is the grid's.
+            recent = [pushed]
+            for n in range(STATUS_LAG):
+                recent.append(Signal(name=f"global_pushed_{g}_{n + 1}"))
+                m.d.sync += recent[-1].eq(recent[-2])
+            pushing.append(Cat(recent).any())
 
         # Global outputs: one FIFO per line, behind a register (the tiles are
         # far from it), written by the tile that drives it (the first one

@@ -14,7 +14,7 @@ from .regs import (ALU_CONFIG, CONFIG_ADDRESS, CONTROL, CONTROL_REG, CONV_CONFIG
                    router_sinks, router_sources, sample_layout, hdl_write_registers)
 from .stream import PUSHED_FIFO_LATENCY, CreditPusher, SinkFIFO
 
-__all__ = ["Tile", "Routes", "sink_room", "OUTPUT_DEPTH", "SINK_LATENCY"]
+__all__ = ["Tile", "Routes", "sink_room", "OUTPUT_DEPTH", "SINK_LATENCY", "STATUS_LAG"]
 
 
 class Routes:
@@ -31,6 +31,10 @@ OUTPUT_DEPTH = SinkFIFO.min_depth
 #: Cycles from the router moving a word into a sink to the word at the
 #: sink's output (its operator's input, or its neighbour's): a SinkFIFO.
 SINK_LATENCY = PUSHED_FIFO_LATENCY
+
+#: Cycles a tile's STATUS lags the tile: each part's holding flag, then the
+#: status register.
+STATUS_LAG = 2
 
 
 def sink_room(level, depth):
@@ -311,17 +315,26 @@ class Tile(wiring.Component):
         return Cat(bad).any()
 
     def _status(self, m, start, flush, routes, units, held, out_fifos):
-        """STATUS (registered: a read sees it a cycle old): busy, done, and the
-        error causes; which global outputs this tile drives."""
+        """STATUS (busy and done :data:`STATUS_LAG` cycles old, the error
+        causes a cycle old), and which global outputs this tile drives."""
         conv, alu, mapper, bank = units
         select, route_error = routes.select, routes.error
         for g in range(self._globals):
             m.d.comb += self.global_driven[g].eq(select[self.sinks.index(f"global_out_{g}")] != ROUTE_NONE)
         m.d.comb += self.global_flush.eq(Mux(flush, self.global_driven, 0))
-        holding = Cat([conv.busy, alu.busy, mapper.busy] +
-                      [bank.level[n] != 0 for n in range(self._fifos)] +
-                      [u.level != 0 for u in held + out_fifos] +
-                      [(self.global_driven & self.global_held).any()]).any()
+        # Each part of the tile says whether it holds words through a register
+        # of its own, near it; their OR is the status register's input.  The
+        # parts span a third of the die, so that OR is the long wire.
+        parts = {"convolver": [conv.busy], "alu": [alu.busy], "mapper": [mapper.busy],
+                 "bank": [bank.level[n] != 0 for n in range(self._fifos)],
+                 "sinks": [u.level != 0 for u in held + out_fifos],
+                 "lines": [(self.global_driven & self.global_held).any()]}
+        part_holding = []
+        for name, flags in parts.items():
+            flag = Signal(name=f"holding_{name}")
+            m.d.sync += flag.eq(Cat(flags).any() & ~flush)     # a flush empties them all
+            part_holding.append(flag)
+        holding = Cat(part_holding).any()
         # A frame has ended when its last word leaves the tile's output FIFOs
         # (counted where it leaves, not where the router writes it, so no fork
         # is on this path), or the line FIFO of a global output it drives.
@@ -341,8 +354,9 @@ class Tile(wiring.Component):
         alu_error = alu.error & feeds("alu_a", "alu_b")
         mapper_error = mapper.error & feeds("mapper_in")
         errors = [route_error, conv_error, alu_error, mapper_error]
-        # A register: the OR over every FIFO of the tile is a long way from
-        # the grid's read multiplexer, so a read sees the status a cycle old.
+        # A register: the grid's read multiplexer is far from the tile.
+        # ``holding`` is a cycle older than ``ended``, which only delays
+        # ``done``: the word whose leaving sets ``ended`` was held then.
         m.d.sync += [
             self.status.busy.eq(holding),
             self.status.done.eq(ended & ~holding),
