@@ -4,6 +4,7 @@ from amaranth.hdl import Cat, EnableInserter, Module, Mux, Signal, signed, unsig
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .dsp import registered_product
 from .numerics import NARROW_STAGES, Q8_8, Format, hdl_narrow_stages, hdl_saturate
 from .regs import ALU_CONFIG, AluOp, sample_layout
 from .stream import CreditBuffer, delay_line
@@ -101,18 +102,21 @@ class StreamALU(wiring.Component):
         ]
         a = Signal(signed(W), reset_less=True)
         b = Signal(signed(W), reset_less=True)
+        # SQUARE's second factor is a (it takes no b).
+        b_in = Mux(cfg.op == AluOp.SQUARE, self.a.payload.data,
+                   Mux(cfg.b_const, cfg.const[:W].as_signed(), self.b.payload.data))
         with m.If(fire):
-            m.d.sync += [
-                a.eq(self.a.payload.data),
-                # SQUARE's second factor is a (it takes no b), so the
-                # multiplier's inputs are registers.
-                b.eq(Mux(cfg.op == AluOp.SQUARE, self.a.payload.data,
-                         Mux(cfg.b_const, cfg.const[:W].as_signed(), self.b.payload.data))),
-            ]
+            m.d.sync += [a.eq(self.a.payload.data), b.eq(b_in)]
+        # MUL and SQUARE: the factors enter a multiplier's own input registers
+        # with a and b, and its product register is the exact result's stage
+        # (a MULT18X18D with its registers on an ECP5: no fabric path through
+        # the multiplier).
+        product = registered_product(m, platform, self.a.payload.data, b_in, fire, meta[0].valid,
+                                     "multiplier")
         # Each path's data registers move only while one of its words is in
         # flight (a clock enable), so an idle ALU does no work in simulation.
         fast_path, divider = Module(), Module()
-        fast = self._fast_path(fast_path, a, b)
+        fast = self._fast_path(fast_path, a, b, product)
         div = self._divider(divider, a, b)
         m.submodules.fast_path = EnableInserter(
             Cat(stage.valid & ~stage.div for stage in meta[:self._fast_pipeline]).any())(fast_path)
@@ -160,26 +164,26 @@ class StreamALU(wiring.Component):
             m.d.sync += flag_error.eq(1)
         return fire
 
-    def _fast_path(self, m, a, b):
-        """Every operation but DIV: the exact result, then the one narrowing
+    def _fast_path(self, m, a, b, product):
+        """Every operation but DIV: the exact result (``product``, the
+        multiplier's register, for MUL and SQUARE), then the one narrowing
         (the rounding increment, the shift and saturation, a stage each)."""
         W, cfg = self._fmt.width, self.config
         exact = Signal(signed(2 * W + 1), reset_less=True)
-        product = a * b
+        multiplies = Signal()
+        m.d.comb += multiplies.eq((cfg.op == AluOp.MUL) | (cfg.op == AluOp.SQUARE))
         with m.Switch(cfg.op):
             with m.Case(AluOp.ADD):
                 m.d.sync += exact.eq(a + b)
             with m.Case(AluOp.SUB):
                 m.d.sync += exact.eq(a - b)
-            with m.Case(AluOp.MUL, AluOp.SQUARE):
-                m.d.sync += exact.eq(product)
             with m.Case(AluOp.MAX):
                 m.d.sync += exact.eq(Mux(a > b, a, b))
             with m.Case(AluOp.MIN):
                 m.d.sync += exact.eq(Mux(a < b, a, b))
             with m.Case(AluOp.ABS):
                 m.d.sync += exact.eq(Mux(a < 0, -a, a))
-        return hdl_narrow_stages(m, exact, cfg.shift, W, W, "fast")
+        return hdl_narrow_stages(m, Mux(multiplies, product, exact), cfg.shift, W, W, "fast")
 
     def _divider(self, m, a, b):
         """DIV: restoring division on magnitudes, one quotient bit per stage.

@@ -123,16 +123,17 @@ class Mapper(wiring.Component):
         ]
 
         # Data registers have no reset, only the valid bits beside them (`meta`).
-        # Stage 0: the input word.  Stage 1: |x| if symmetric; compare with bounds.
+        # Stage 0: the input word, |x| if symmetric (so no negation is in
+        # series with the comparators).  Stage 1: compare with the bounds.
+        word = self.i.payload.data
+        magnitude = hdl_saturate(Mux(word < 0, -word, word), W)
         x = Signal(signed(W), reset_less=True)
-        m.d.sync += x.eq(self.i.payload.data)
+        m.d.sync += x.eq(Mux(cfg.symmetry == Symmetry.NONE, word, magnitude))
         xs = Signal(signed(W), reset_less=True)
         above = Signal(N, reset_less=True)
-        magnitude = hdl_saturate(Mux(x < 0, -x, x), W)
-        xs_next = Mux(cfg.symmetry == Symmetry.NONE, x, magnitude)
-        m.d.sync += xs.eq(xs_next)
+        m.d.sync += xs.eq(x)
         for n in range(N):
-            m.d.sync += above[n].eq(xs_next >= cfg.segments[n].bound[:W].as_signed())
+            m.d.sync += above[n].eq(x >= cfg.segments[n].bound[:W].as_signed())
 
         # Stage 2: the highest segment whose bound is <= x.
         slope = Signal(signed(W), reset_less=True)
