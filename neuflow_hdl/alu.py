@@ -36,7 +36,8 @@ class StreamALU(wiring.Component):
 
     Latency (operand handshake to ``o.valid``): :attr:`latency` for DIV,
     :attr:`fast_latency` for every other operation.  Change ``config`` only
-    while ``busy`` is low.
+    while ``busy`` is low, and a cycle before the next operands (its check
+    is a register).
 
     Members
     -------
@@ -146,9 +147,11 @@ class StreamALU(wiring.Component):
         m.d.comb += [
             unary.eq((cfg.op == AluOp.SQUARE) | (cfg.op == AluOp.ABS)),
             need_b.eq(~cfg.b_const & ~unary),
-            cfg_ok.eq(cfg.shift <= W),
             self.error.eq(~cfg_ok | flag_error),
         ]
+        # A register of the configuration (a new one holds from the cycle
+        # after start, when the operands wait): off the handshake's path.
+        m.d.sync += cfg_ok.eq(cfg.shift <= W)
         go = Signal()
         m.d.comb += [
             go.eq(cfg_ok & ~self.start & credit),

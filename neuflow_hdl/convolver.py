@@ -402,7 +402,9 @@ class Convolver(wiring.Component):
 
     def _checks(self, m):
         """(is_max, use_psum, cfg_ok): the mode, and whether the configuration is
-        one this convolver can run."""
+        one this convolver can run (a register of the configuration, which
+        holds a new one from the cycle after ``start``, when ``i.ready`` is
+        low: so no comparison with the configuration is on the handshake)."""
         cfg, K, W = self.config, self._kernel, self._fmt.width
         is_max = Signal()
         use_psum = Signal()
@@ -410,11 +412,11 @@ class Convolver(wiring.Component):
         m.d.comb += [
             is_max.eq(cfg.mode == ConvMode.MAX),
             use_psum.eq(cfg.mode == ConvMode.MAC_PSUM),
-            cfg_ok.eq(_k_ok(cfg, K) & (cfg.stride >= 1) &
-                      (cfg.width >= cfg.k) & (cfg.width <= self._max_width) &
-                      (cfg.height >= cfg.k) & (cfg.shift <= W) &
-                      (cfg.mode.as_value() != 3)),
         ]
+        m.d.sync += cfg_ok.eq(_k_ok(cfg, K) & (cfg.stride >= 1) &
+                              (cfg.width >= cfg.k) & (cfg.width <= self._max_width) &
+                              (cfg.height >= cfg.k) & (cfg.shift <= W) &
+                              (cfg.mode.as_value() != 3))
         return is_max, use_psum, cfg_ok
 
     def _frame_position(self, m, cfg_ok, credit, flag_error):
@@ -432,12 +434,18 @@ class Convolver(wiring.Component):
         emit = Signal()
         last_col = Signal()
         last_row = Signal()
+        # The geometry's last positions, registers of the configuration (as
+        # cfg_ok: a new one holds from the cycle after start).
+        first_window = Signal(GEOMETRY_BITS)
+        last_x = Signal(GEOMETRY_BITS)
+        last_y = Signal(GEOMETRY_BITS)
+        m.d.sync += [first_window.eq(cfg.k - 1), last_x.eq(cfg.width - 1), last_y.eq(cfg.height - 1)]
         m.d.comb += [
-            cur_nx.eq(Mux(x == 0, cfg.k - 1, next_x)),
-            cur_ny.eq(Mux(y == 0, cfg.k - 1, next_y)),
+            cur_nx.eq(Mux(x == 0, first_window, next_x)),
+            cur_ny.eq(Mux(y == 0, first_window, next_y)),
             emit.eq((x == cur_nx) & (y == cur_ny)),
-            last_col.eq(x == cfg.width - 1),
-            last_row.eq(y == cfg.height - 1),
+            last_col.eq(x == last_x),
+            last_row.eq(y == last_y),
         ]
         fire = Signal()
         m.d.comb += [

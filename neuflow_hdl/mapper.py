@@ -106,11 +106,14 @@ class Mapper(wiring.Component):
         pool_ok = ((pool.mode == PoolMode.NONE) |
                    ((pool.mode.as_value() != 3) & (pool.width >= 2) & (pool.height >= 2) &
                     (pool.width <= self._max_width)))
+        # A register of the configuration, which holds a new one from the
+        # cycle after start (when i.ready is low): no comparison with the
+        # configuration is on the handshake.
         cfg_ok = Signal()
+        m.d.sync += cfg_ok.eq((cfg.shift <= W) & (cfg.symmetry.as_value() != 3) & pool_ok)
         m.d.comb += [
-            cfg_ok.eq((cfg.shift <= W) & (cfg.symmetry.as_value() != 3) & pool_ok),
             self.error.eq(~cfg_ok),
-            self.i.ready.eq(cfg_ok & out.credit),
+            self.i.ready.eq(cfg_ok & ~self.start & out.credit),
         ]
         fire = self.i.valid & self.i.ready
         meta_layout = data.StructLayout({"valid": 1, "eol": 1, "eof": 1, "negate": 1})

@@ -64,6 +64,7 @@ def test_full_rate(dut):
         async def bench(ctx):
             ctx.set(dut.config, cfg)
             ctx.set(dut.o.ready, 1)
+            await ctx.tick()            # the configuration's check is a register
             n_in = n_out = cycle = 0
             while n_out < len(a):
                 more = n_in < len(a)
@@ -103,7 +104,12 @@ def test_mismatched_flags_and_bad_shift_raise_error(dut):
         await ctx.tick()
         ctx.set(dut.start, 0)
         assert not ctx.get(dut.error)
+        # A bad shift, made active by a start as a tile does: no operand is
+        # taken from the cycle after it.
         ctx.set(dut.config, {"op": AluOp.ADD, "b_const": 1, "shift": 17, "const": 0})
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
         ctx.set(dut.a.valid, 1)
         _, _, ready, error = await ctx.tick().sample(dut.a.ready, dut.error)
         assert (ready, error) == (0, 1)

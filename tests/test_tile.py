@@ -12,6 +12,7 @@ from neuflow_hdl.numerics import Q8_8
 from neuflow_hdl.presets import GridConfig
 from neuflow_hdl.regs import (AluOp, STATUS, STATUS_REG, Symmetry, Unit, config_address,
                               control_write, tile_config_writes)
+from neuflow_hdl.tile import STATUS_LAG
 from sim.golden import reference
 
 # Operator inputs of 6 words: the least that takes a global line at full rate
@@ -162,6 +163,8 @@ def test_operator_errors_flush_and_done(dut):
         conv.update(k=2, stride=2)
         await bus_write(ctx, dut, writes(routes={"convolver_in": "global_in_0",
                                                  "global_out_0": "convolver"}, convolver=conv))
+        for _ in range(STATUS_LAG):     # the convolver checks its new configuration a cycle late
+            await ctx.tick()
         assert not (await read_status(ctx, dut)).error
         await stream_put(ctx, dut.global_in[0], frame_words(image), rng, 0.3)
         while len(got) < 8:

@@ -9,6 +9,7 @@ from cases import frame_flags
 from neuflow_hdl.cfgbus import RESPONDER_READ_LATENCY
 from neuflow_hdl.regs import (AluOp, ConvMode, GRID_STATUS, GRID_TILE, STATUS, STATUS_REG, Unit,
                               config_address, control_write, tile_config_writes)
+from neuflow_hdl.tile import STATUS_LAG
 from sim.golden import reference
 from sim.golden.mapper_fit import fit
 from streams import Port, exchange, params, start
@@ -184,6 +185,8 @@ async def misconfiguration_is_reported_and_recoverable(dut):
     ]
     for what, writes, flag in cases:
         await bus_write(dut, writes)
+        for _ in range(STATUS_LAG):     # an operator checks its new configuration a cycle late
+            await RisingEdge(dut.clk)
         status = await tile_status(dut, 0, 0)
         assert getattr(status, flag) and status.error, f"{what}: status {status}"
         assert (await grid_status(dut)).error, what
