@@ -119,20 +119,10 @@ class KernelBank(wiring.Component):
         m.d.comb += [self.kernel[r][c].eq(weight[r][c]) for r in range(K) for c in range(K)]
         m.d.sync += [self.inside[i].eq(i >= corner) for i in range(K)]
         m.d.sync += [k_ok.eq(_k_ok(cfg, K)), settle.eq(self.start)]
-        # The weights outside the k x k corner become zero, so the products
-        # need no mask (MAX masks its words instead).  A word written on this
-        # cycle goes inside the corner (the statements below win).
-        with m.If(settle & k_ok):
-            for r in range(K):
-                for c in range(K):
-                    with m.If(~self.in_corner(r, c)):
-                        m.d.sync += weight[r][c].eq(0)
         with m.If(self.start):
             m.d.sync += [w_row.eq(corner), w_col.eq(corner), skip_left.eq(cfg.weight_skip),
                          rows_kept.eq(0), in_row.eq(0), pending.eq(0),
                          skipping.eq(cfg.weight_skip != 0), filling.eq(1), moving.eq(0)]
-            with m.If(pending):
-                m.d.sync += [weight[r][c].eq(bank[r * K + c]) for r in range(K) for c in range(K)]
         with m.Elif(self.weights.valid & cfg.preload):
             with m.If(skipping):
                 m.d.sync += [skip_left.eq(skip_left - 1), skipping.eq(skip_left != 1)]
@@ -149,15 +139,27 @@ class KernelBank(wiring.Component):
                 m.d.sync += [bank[n].eq(bank[n + 1]) for n in range(bottom, K * K - 1)]
                 m.d.sync += [bank[-1].eq(self.weights.payload.data), pending.eq(1)]
         with m.Elif(self.weights.valid):
-            for r in range(K):
-                for c in range(K):
-                    with m.If((w_row == r) & (w_col == c)):
-                        m.d.sync += weight[r][c].eq(self.weights.payload.data)
             with m.If(w_col >= K - 1):
                 m.d.sync += w_col.eq(corner)
                 m.d.sync += w_row.eq(Mux(w_row >= K - 1, corner, w_row + 1))
             with m.Else():
                 m.d.sync += w_col.eq(w_col + 1)
+        # Each weight register's own chain: zeroed outside the k x k corner
+        # on the cycle after start, so the products need no mask (MAX masks
+        # its words instead); the preloaded bank on start; a word written
+        # straight in (always inside the corner).  One chain per register, as
+        # a reset, an enable and a two-way choice (yosys made wide
+        # multiplexers of the same choice spread over the control's chain).
+        direct = Signal()
+        m.d.comb += direct.eq(self.weights.valid & ~cfg.preload & ~self.start)
+        for r in range(K):
+            for c in range(K):
+                with m.If(settle & k_ok & ~self.in_corner(r, c)):
+                    m.d.sync += weight[r][c].eq(0)
+                with m.Elif(self.start & pending):
+                    m.d.sync += weight[r][c].eq(bank[r * K + c])
+                with m.Elif(direct & (w_row == r) & (w_col == c)):
+                    m.d.sync += weight[r][c].eq(self.weights.payload.data)
         return m
 
 
