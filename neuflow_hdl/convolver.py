@@ -264,8 +264,7 @@ class Convolver(wiring.Component):
     pointer and the frame position and clears ``error``; on the next cycle
     (before a word taken after ``start`` reaches a multiplier) the weights
     outside the bottom-right ``k x k`` corner become zero (when ``k`` is
-    valid).  Frames
-    may follow each other without ``start``.
+    valid).  Frames may follow each other without ``start``.
 
     The pipeline never stalls: a word that completes a window enters only
     when the output buffer grants a credit, so output back-pressure reaches
