@@ -144,8 +144,10 @@ def floorplan_multipliers(netlist):
         return 0
 
     def order(name):        # convolver first, then source order: products row-major
-        line = re.search(r":(\d+)\.", top["cells"][name]["attributes"].get("src", ":0."))
-        return (".convolver." not in name, int(line[1]), name)
+        # "file:line.column-..." for a mapped multiply, "file:line" for an
+        # instantiated MULT18X18D (Amaranth's Instance), none for others.
+        line = re.search(r":(\d+)", top["cells"][name]["attributes"].get("src", ""))
+        return (".convolver." not in name, int(line[1]) if line else 0, name)
 
     placed = 0
     for key in sorted(groups):

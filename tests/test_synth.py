@@ -126,8 +126,11 @@ def test_report_table_says_when_the_design_is_not_routed():
 
 
 def _netlist(path, multipliers):
-    """A yosys-style netlist of MULT18X18D cells: ``(name, source line)`` pairs."""
-    cells = {name: {"type": "MULT18X18D", "attributes": {"src": f"grid.v:{line}.3-{line}.40|dsp_map.v:9.1"}}
+    """A yosys-style netlist of MULT18X18D cells: ``(name, source line)`` pairs
+    (a string: the cell's whole ``src``, as an instantiated cell's has no column)."""
+    cells = {name: {"type": "MULT18X18D",
+                    "attributes": {"src": line if isinstance(line, str) else
+                                   f"grid.v:{line}.3-{line}.40|dsp_map.v:9.1"}}
              for name, line in multipliers}
     cells["dut.tile_0_0.convolver.x_TRELLIS_FF_Q"] = {"type": "TRELLIS_FF", "attributes": {}}
     path.write_text(json.dumps({"modules": {"grid": {"attributes": {"top": "1"}, "cells": cells}}}))
@@ -137,7 +140,7 @@ def test_floorplan_gives_each_tile_a_band_of_dsp_columns(tmp_path):
     netlist = tmp_path / "grid.json"
     names = []
     for tile in ("0_2", "0_0", "0_1"):          # any order in the netlist
-        names += [(f"dut.tile_{tile}.alu.$3_MULT18X18D_P9", 10)]
+        names += [(f"dut.tile_{tile}.alu.multiplier.dsp", "neuflow_hdl/dsp.py:66")]      # an Instance
         names += [(f"dut.tile_{tile}.convolver.${n}_MULT18X18D_P9", 100 + n) for n in range(49)]
         names += [(f"dut.tile_{tile}.mapper.$7_MULT18X18D_P9", 50)]
     _netlist(netlist, names)
