@@ -432,23 +432,28 @@ class Convolver(wiring.Component):
         next_y = Signal(GEOMETRY_BITS + 4)
         cur_nx = Signal.like(next_x)
         cur_ny = Signal.like(next_y)
-        emit = Signal()
         last_col = Signal()
         last_row = Signal()
         # The geometry's last positions, registers of the configuration (as
-        # cfg_ok: a new one holds from the cycle after start).
-        first_window = Signal(GEOMETRY_BITS)
-        last_x = Signal(GEOMETRY_BITS)
-        last_y = Signal(GEOMETRY_BITS)
-        m.d.sync += [first_window.eq(cfg.k - 1), last_x.eq(cfg.width - 1), last_y.eq(cfg.height - 1)]
+        # cfg_ok: a new one holds from the cycle after start).  A reset keeps
+        # them: they hold the configuration's values on the first cycle after
+        # a flush, when the window test below takes them.
+        first_window = Signal(GEOMETRY_BITS, reset_less=True)
+        last_x = Signal(GEOMETRY_BITS, reset_less=True)
+        last_y = Signal(GEOMETRY_BITS, reset_less=True)
+        k_is_1 = Signal(reset_less=True)
+        stride_is_1 = Signal(reset_less=True)
+        m.d.sync += [first_window.eq(cfg.k - 1), last_x.eq(cfg.width - 1), last_y.eq(cfg.height - 1),
+                     k_is_1.eq(cfg.k == 1), stride_is_1.eq(cfg.stride == 1)]
         m.d.comb += [
             cur_nx.eq(Mux(x == 0, first_window, next_x)),
             cur_ny.eq(Mux(y == 0, first_window, next_y)),
-            emit.eq((x == cur_nx) & (y == cur_ny)),
             last_col.eq(x == last_x),
             last_row.eq(y == last_y),
         ]
         fire = Signal()
+        col_here, row_here, emit = self._window_ahead(m, fire, x, y, cur_nx, cur_ny, last_col, last_row,
+                                                      k_is_1, stride_is_1)
         m.d.comb += [
             self.i.ready.eq(cfg_ok & ~self.start & (~emit | credit)),
             fire.eq(self.i.valid & self.i.ready),
@@ -458,14 +463,50 @@ class Convolver(wiring.Component):
         with m.Elif(fire):
             with m.If((self.i.payload.eol != last_col) | (self.i.payload.eof != (last_col & last_row))):
                 m.d.sync += flag_error.eq(1)
-            m.d.sync += next_x.eq(Mux(x == cur_nx, cur_nx + cfg.stride, cur_nx))
+            m.d.sync += next_x.eq(Mux(col_here, cur_nx + cfg.stride, cur_nx))
             with m.If(last_col):
                 m.d.sync += x.eq(0)
-                m.d.sync += next_y.eq(Mux(y == cur_ny, cur_ny + cfg.stride, cur_ny))
+                m.d.sync += next_y.eq(Mux(row_here, cur_ny + cfg.stride, cur_ny))
                 m.d.sync += y.eq(Mux(last_row, 0, y + 1))
             with m.Else():
                 m.d.sync += x.eq(x + 1)
         return x, y, fire, emit
+
+    def _window_ahead(self, m, fire, x, y, cur_nx, cur_ny, last_col, last_row, k_is_1, stride_is_1):
+        """Whether the word at the frame position completes a window: an AND
+        of two registers (the position's column and row are a window's), each
+        computed a word ahead, from the position the word taken now (``fire``)
+        leads to; so the input handshake sees two flip-flops, not the
+        position's comparators.  With no word taken they take the position's
+        own test, which also makes them right after a reset or a flush: that
+        leaves the position at the origin and the geometry's registers as
+        they were, and the configuration check, a register it clears, lets
+        no word in on the first cycle.  Returns (the column's and the row's
+        test at the position, combinational; the registered test)."""
+        cfg = self.config
+        col, row = Signal(name="emit_col"), Signal(name="emit_row")
+        col_here, row_here = Signal(name="emit_col_here"), Signal(name="emit_row_here")
+        col_next, row_next = Signal(name="emit_col_next"), Signal(name="emit_row_next")
+        emit = Signal()
+        m.d.comb += [
+            col_here.eq(x == cur_nx),
+            row_here.eq(y == cur_ny),
+            # The next column: the first window column after a row's end; after
+            # a window column, the next if the stride is 1.
+            col_next.eq(Mux(last_col, k_is_1, Mux(col_here, stride_is_1, x + 1 == cur_nx))),
+            # The row changes only at a row's end (to the first window row after
+            # the frame's last row).
+            row_next.eq(Mux(last_col, Mux(last_row, k_is_1, Mux(row_here, stride_is_1, y + 1 == cur_ny)),
+                            row_here)),
+            emit.eq(col & row),
+        ]
+        with m.If(self.start):
+            m.d.sync += [col.eq(cfg.k == 1), row.eq(cfg.k == 1)]
+        with m.Elif(fire):
+            m.d.sync += [col.eq(col_next), row.eq(row_next)]
+        with m.Else():
+            m.d.sync += [col.eq(col_here), row.eq(row_here)]
+        return col_here, row_here, emit
 
     def _row_words(self, m, x, fire):
         """Stage B: the ``K - 1`` line buffers give each kernel row one word per

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from amaranth.hdl import ResetInserter, Signal
 
 from cases import conv_expected, conv_job, frame_flags
 from helpers import flat_words, frame_words, simulate, stream_put
@@ -45,11 +46,13 @@ def run_frames(dut, jobs, *, rng, gap=0.0, stall=0.0):
     return results
 
 
-async def _run_one(ctx, dut, image, psum, cfg, count, rng, gap, stall, weights=()):
+async def _run_one(ctx, dut, image, psum, cfg, count, rng, gap, stall, weights=(), then=()):
     """Feed one frame (and partial sums) while collecting ``count`` outputs;
-    ``weights`` (words) stream in at the same time, with gaps."""
-    words_in = frame_words(image)
-    words_psum = frame_words(psum) if cfg["mode"] is ConvMode.MAC_PSUM else []
+    ``weights`` (words) stream in at the same time, with gaps; ``then``: more
+    (image, psum) frames right behind it."""
+    frames = [(image, psum), *then]
+    words_in = [w for image, _ in frames for w in frame_words(image)]
+    words_psum = [w for _, psum in frames for w in frame_words(psum)] if cfg["mode"] is ConvMode.MAC_PSUM else []
     out, n_in, n_psum, n_w = [], 0, 0, 0
     i_valid = p_valid = False
     while len(out) < count or n_in < len(words_in) or n_w < len(weights):
@@ -235,3 +238,44 @@ def test_wrong_geometry_flags_raise_error(dut):
         assert not ctx.get(dut.error)
 
     simulate(dut, bench, cycles=1000)
+
+
+def test_frames_without_start_and_after_a_flush():
+    """Frames of one configuration follow each other without ``start`` (two
+    of them streamed back to back), and a flush (the tile's reset of the
+    operator) between two of them keeps the kernel and the configuration: the
+    next frame needs no ``start`` either.  k = 1 windows start at a frame's
+    first word, so this covers the window test at the origin after a frame's
+    end and after a reset."""
+    rng = np.random.default_rng(6)
+    conv = Convolver(kernel=K, max_width=MAX_WIDTH)
+    flush = Signal()
+    dut = ResetInserter({"sync": flush})(conv)
+    jobs = [random_job(rng, k=k, stride=stride, max_height=6)
+            for k, stride in [(1, 1), (1, 2), (2, 1), (3, 2), (1, 3), (3, 1)]]
+    results = []
+
+    def another(cfg, image, kernel, psum):
+        image = rng.integers(-600, 600, size=image.shape)
+        psum = rng.integers(Q8_8.min, Q8_8.max + 1, size=psum.shape)
+        return image, psum, conv_expected(cfg, image, kernel, psum)
+
+    async def bench(ctx):
+        for cfg, image, kernel, psum in jobs:
+            ctx.set(conv.config, cfg)
+            ctx.set(conv.start, 1)
+            await ctx.tick()
+            ctx.set(conv.start, 0)
+            await stream_put(ctx, conv.weights, flat_words(kernel.ravel()))
+            first, second = another(cfg, image, kernel, psum), another(cfg, image, kernel, psum)
+            got = await _run_one(ctx, conv, *first[:2], cfg, 2 * first[2].size, rng, 0.0, 0.4,
+                                 then=[second[:2]])
+            results.extend([(first[2], got[:first[2].size]), (second[2], got[first[2].size:])])
+            ctx.set(flush, 1)
+            await ctx.tick()
+            ctx.set(flush, 0)
+            image, psum, want = another(cfg, image, kernel, psum)
+            results.append((want, await _run_one(ctx, conv, image, psum, cfg, want.size, rng, 0.3, 0.4)))
+
+    simulate(dut, bench, cycles=100_000)
+    check(results)
