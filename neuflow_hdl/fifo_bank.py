@@ -35,10 +35,13 @@ class FifoBank(wiring.Component):
     differences between the branches of a computation.  Here bit ``n`` of
     ``chain`` (``n >= 1``) feeds FIFO ``n`` from FIFO ``n-1`` instead of from
     input ``n`` (which then accepts nothing, and output ``n-1`` offers
-    nothing), so one stream can be given up to ``count * depth`` words of
-    buffering.  Change ``chain`` only while the bank is empty.  Each FIFO is
+    nothing), so one stream can be given up to ``count * depth - (count -
+    1)`` words of buffering (a chained FIFO fills to a word short of its
+    depth: its credit allows for the router fork's lag, a cycle longer than
+    the chain's, which reads the credit itself).  Change ``chain`` only while the bank is empty.  Each FIFO is
     a :class:`BankFIFO`: a router's sink (``i[n].ready`` a registered
-    credit), its words leaving from registers.
+    credit; a word offered with ``i[n].valid`` is taken), its words leaving
+    from registers.
 
     Members
     -------
@@ -78,8 +81,9 @@ class FifoBank(wiring.Component):
             source = self.i[n]
             if n > 0:
                 prev = fifos[n - 1]
+                # FIFO n takes every word offered: a chained word only as it moves.
                 m.d.comb += [
-                    fifo.i.valid.eq(Mux(chained, prev.o.valid, source.valid)),
+                    fifo.i.valid.eq(Mux(chained, prev.o.valid & fifo.i.ready, source.valid)),
                     fifo.i.payload.eq(Mux(chained, prev.o.payload, source.payload)),
                     source.ready.eq(~chained & fifo.i.ready),
                 ]

@@ -5,8 +5,8 @@
 * :class:`BlockRamFIFO` -- a deep StreamFIFO whose words leave from
   registers, not from its block RAM's output (the FIFO bank).
 * :class:`PushedFIFO` -- a FIFO behind an input register whose ``ready`` is
-  a registered credit; :class:`SinkFIFO`, one written by a router's fork
-  (every sink of a tile).
+  a registered credit, which takes every word offered; :class:`SinkFIFO`,
+  one written by a router's fork (every sink of a tile).
 * :class:`CreditPusher` -- a SinkFIFO whose words leave from a register on
   a registered credit, into a PushedFIFO across the die (a tile to the
   grid's global output line): no path runs from one end's logic to the
@@ -175,7 +175,7 @@ class PushedFIFO(StreamFIFO):
         held = Signal()
         word = Signal.like(self.i.payload)
         credit = Signal(init=1)         # empty
-        m.d.sync += [held.eq(self._taken()), word.eq(self.i.payload),
+        m.d.sync += [held.eq(self.i.valid), word.eq(self.i.payload),
                      credit.eq(self.level <= self._depth - self.lag)]
         m.d.comb += [
             buf.i.valid.eq(held),
@@ -186,25 +186,19 @@ class PushedFIFO(StreamFIFO):
         wiring.connect(m, buf.o, wiring.flipped(self.o))
         return m
 
-    def _taken(self):
-        """Whether the word offered at ``i`` enters the register: any offered."""
-        return self.i.valid
-
 
 class SinkFIFO(PushedFIFO):
-    """A :class:`PushedFIFO` written by a router's fork inside a tile: the
-    fork moves a word on the credit itself, so only the word moved in the
-    cycle the credit was computed and the one moved on it are uncounted.
-    A word enters on ``i.valid & i.ready``, so ``i`` is an ordinary stream
-    whose ``ready`` happens to be a flip-flop (a word pushed on a promise,
-    as a global input line's, finds it high).  Full rate from a depth of 5.
+    """A :class:`PushedFIFO` written by a router's fork inside a tile.  The
+    fork moves a word on a register of its readers' credits (the AND of
+    them a cycle before), so three words are uncounted by the credit it
+    read: the ones moved in the cycle the credit was computed, in the cycle
+    the fork took it and on it.  As every PushedFIFO it takes each word
+    offered with ``i.valid``: its writer has already decided.  Full rate
+    from a depth of 6.
     """
 
-    lag = 2
+    lag = 3
     min_depth = lag + 3
-
-    def _taken(self):
-        return self.i.valid & self.i.ready
 
 
 #: :attr:`CreditPusher.latency`: its SinkFIFO, then its output register.

@@ -133,7 +133,7 @@ class Tile(wiring.Component):
         sources = ([getattr(self, f"{d}_in") for d in NEIGHBOURS] + list(self.global_in) +
                    [conv.o, alu.o, mapper.o] + [bank.o[n] for n in range(self._fifos)])
         assert len(sources) == len(self.sources)
-        self._router(m, sources, sink_fifo, routes)
+        self._router(m, start, sources, sink_fifo, routes)
         self._global_credits(m, start, room, routes)
         self._status(m, start, flush, routes, (conv, alu, mapper, bank), held, out_fifos)
         return m
@@ -251,29 +251,29 @@ class Tile(wiring.Component):
         assert len(sink_fifo) == len(room) == len(self.sinks)
         return sink_fifo, inputs, out_fifos, room
 
-    def _router(self, m, sources, sink_fifo, routes):
+    def _router(self, m, start, sources, sink_fifo, routes):
         """Forks that wait for every consumer: a source moves a word when every
-        sink selecting it is ready (a global line's word is pushed, on the
-        credit of :meth:`_global_credits`)."""
+        sink selecting it was ready a cycle before (its ``ready`` a register
+        of the sinks' credits, which count the word it may move meanwhile;
+        none on the cycle after a ``start``, whose routes it did not see); a
+        global line's word is pushed, on the credit of :meth:`_global_credits`."""
         first_global = len(NEIGHBOURS)
         ready = Signal(len(self.sinks))
         m.d.comb += ready.eq(Cat(sink.ready for sink in sink_fifo))
         select = routes.select
         fire = []
         for s, source in enumerate(sources):
-            all_ready = Signal(name=f"all_ready_{self.sources[s]}")
             used = Signal(name=f"used_{self.sources[s]}")
-            m.d.comb += [
-                all_ready.eq((routes.users[s] & ~ready) == 0),
-                used.eq(routes.users[s].any()),
-            ]
+            m.d.comb += used.eq(routes.users[s].any())
             moved = Signal(name=f"fire_{self.sources[s]}")
             if first_global <= s < first_global + self._globals:
                 # Pushed: its sinks' room was promised (_global_credits).
                 g = s - first_global
                 m.d.comb += [self.global_used[g].eq(used), moved.eq(source.valid)]
             else:
-                m.d.comb += [source.ready.eq(used & all_ready), moved.eq(source.valid & source.ready)]
+                all_ready = Signal(name=f"all_ready_{self.sources[s]}")
+                m.d.sync += all_ready.eq(~start & used & ((routes.users[s] & ~ready) == 0))
+                m.d.comb += [source.ready.eq(all_ready), moved.eq(source.valid & source.ready)]
             fire.append(moved)
         # Each sink picks its source's word out of one vector of every source,
         # as an indexed part-select (a constant-time select for a simulator,

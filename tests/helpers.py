@@ -1,13 +1,17 @@
 """Shared helpers for Amaranth-simulator tests: stream drivers with random
-valid gaps and random back-pressure, frames with position flags, and a
-global output line's two ends joined (:class:`Line`)."""
+valid gaps and random back-pressure, frames with position flags, a router's
+fork of one reader in front of a sink (:class:`Forked`; a FIFO bank behind
+them, :class:`ForkedBank`), and a global
+output line's two ends joined (:class:`Line`)."""
 
 import numpy as np
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
+from neuflow_hdl.fifo_bank import FifoBank
+from neuflow_hdl.regs import sample_layout
 from neuflow_hdl.stream import CreditPusher, PushedFIFO, SinkFIFO
 
 from sim.rtl.pysim import memory_process  # noqa: F401  (re-exported for the tests)
@@ -90,11 +94,30 @@ def simulate(dut, *testbenches, cycles, processes=()):
     sim.run()
 
 
+class Forked(wiring.Component):
+    """A tile router's fork with one reader, as the tile makes it: ``i`` is an
+    ordinary stream whose ``ready`` is a register of the reader's credit
+    (``o.ready``) a cycle before, and a word moves on ``o`` exactly when it
+    is handed over at ``i``; the reader (a :class:`SinkFIFO`) takes every
+    word offered."""
+
+    def __init__(self, shape):
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        ready = Signal(init=1)          # the reader's credit is high when it is empty
+        m.d.sync += ready.eq(self.o.ready)
+        m.d.comb += [self.i.ready.eq(ready), self.o.valid.eq(self.i.valid & ready),
+                     self.o.payload.eq(self.i.payload)]
+        return m
+
+
 class Line(wiring.Component):
-    """A CreditPusher of ``pusher_depth`` words pushing into a PushedFIFO of
-    ``depth`` (or ``fifo``, one made already), as a tile and the grid's line
-    FIFO are joined (with nothing between them but wires); ``level`` is the
-    PushedFIFO's."""
+    """A CreditPusher of ``pusher_depth`` words, written by a router's fork,
+    pushing into a PushedFIFO of ``depth`` (or ``fifo``, one made already),
+    as a tile and the grid's line FIFO are joined (with nothing between them
+    but wires); ``level`` is the PushedFIFO's."""
 
     def __init__(self, shape, depth, pusher_depth=SinkFIFO.min_depth, fifo_class=PushedFIFO, fifo=None):
         self._shape, self._depth, self._pusher_depth = shape, depth, pusher_depth
@@ -104,10 +127,33 @@ class Line(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        m.submodules.fork = fork = Forked(self._shape)
         m.submodules.pusher = pusher = CreditPusher(self._shape, self._pusher_depth)
         m.submodules.fifo = fifo = self._fifo
-        wiring.connect(m, wiring.flipped(self.i), pusher.i)
+        wiring.connect(m, wiring.flipped(self.i), fork.i)
+        wiring.connect(m, fork.o, pusher.i)
         wiring.connect(m, pusher.o, fifo.i)
         wiring.connect(m, fifo.o, wiring.flipped(self.o))
         m.d.comb += self.level.eq(fifo.level)
+        return m
+
+
+class ForkedBank(wiring.Component):
+    """A FifoBank whose inputs are written as a tile's router writes them (a
+    fork of one reader each), so its inputs are ordinary streams."""
+
+    def __init__(self, *, count, depth):
+        self._bank = FifoBank(count=count, depth=depth)
+        super().__init__({"chain": In(count), "i": In(stream.Signature(sample_layout(16))).array(count),
+                          "o": Out(stream.Signature(sample_layout(16))).array(count)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bank = bank = self._bank
+        m.d.comb += bank.chain.eq(self.chain)
+        for n in range(bank.count):
+            m.submodules[f"fork_{n}"] = fork = Forked(sample_layout(16))
+            wiring.connect(m, wiring.flipped(self.i[n]), fork.i)
+            wiring.connect(m, fork.o, bank.i[n])
+            wiring.connect(m, bank.o[n], wiring.flipped(self.o[n]))
         return m

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ForkedBank
 from neuflow_hdl.alu import StreamALU
 from neuflow_hdl.convolver import Convolver
-from neuflow_hdl.fifo_bank import FifoBank
 from neuflow_hdl.mapper import Mapper
 from sim.rtl.verilator import build
 
@@ -47,7 +47,7 @@ def mapper():
 
 @pytest.fixture(scope="session")
 def fifo_bank():
-    return build(FifoBank(count=3, depth=16), "fifo_bank")
+    return build(ForkedBank(count=3, depth=16), "fifo_bank")     # written as the router writes it
 
 
 @pytest.mark.parametrize("config", ["convolver_k3", "convolver_k7"])
