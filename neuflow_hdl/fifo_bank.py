@@ -38,10 +38,10 @@ class FifoBank(wiring.Component):
     nothing), so one stream can be given up to ``count * depth - (count -
     1)`` words of buffering (a chained FIFO fills to a word short of its
     depth: its credit allows for the router fork's lag, a cycle longer than
-    the chain's, which reads the credit itself).  Change ``chain`` only while the bank is empty.  Each FIFO is
-    a :class:`BankFIFO`: a router's sink (``i[n].ready`` a registered
-    credit; a word offered with ``i[n].valid`` is taken), its words leaving
-    from registers.
+    the chain's, which reads the credit itself).  Change ``chain`` only
+    while the bank is empty.  Each FIFO is a :class:`BankFIFO`: a router's
+    sink (``i[n].ready`` a registered credit; a word offered with
+    ``i[n].valid`` is taken), its words leaving from registers.
 
     Members
     -------

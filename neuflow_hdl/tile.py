@@ -40,10 +40,10 @@ STATUS_LAG = 2
 def sink_room(level, depth):
     """Whether a sink will take a word pushed the cycle after next: its
     ``level`` now leaves room for that word, one it may take now and one
-    before it, whatever it gives (a SinkFIFO's credit is high whenever its
-    level, a cycle before, left room for two).  A function of registers
-    alone, so no handshake is on the path into a credit; at full rate a
-    SinkFIFO holds 3 words, so a sink of 6 words or more keeps full rate."""
+    before it, whatever it gives (it takes every word offered).  A function
+    of registers alone, so no handshake is on the path into a credit; at
+    full rate a SinkFIFO holds 3 words, so a sink of 6 words or more keeps
+    full rate."""
     return level <= depth - 3
 
 
@@ -56,11 +56,12 @@ class Tile(wiring.Component):
     :func:`regs.router_sources`).  A source feeding several sinks moves a
     word only when all of them can take it, so nothing is lost or duplicated.
     Every sink is a :class:`SinkFIFO`: its ``ready`` is a flip-flop (a credit
-    with room for the word the fork may move while it is computed) and the
-    word moved enters an input register, so a fork is the AND of flip-flops
-    into registers: no path runs from one FIFO's level through a fork into
-    another FIFO's storage, and forks form no combinational loop, inside a
-    tile or across tiles.
+    with room for the words the fork may move while it is computed and
+    read), a source's ``ready`` is a register of its sinks' credits, and the
+    word moved enters each sink's input register, so a fork's decision is a
+    flip-flop into registers: no path runs from one FIFO's level through a
+    fork into another FIFO's storage, and forks form no combinational loop,
+    inside a tile or across tiles.
 
     Configuration writes (``we``, ``addr``, ``wdata``, taken through a
     register as on every responder of :mod:`.cfgbus`) fill *shadow*
