@@ -48,7 +48,9 @@ class KernelBank(wiring.Component):
     ``k x k`` corner.  With ``preload`` set, of the words after ``start`` the
     first ``weight_skip`` are skipped, the next ``p*p`` (``p`` =
     ``preload_k``, 0 meaning K: a p x p kernel, row-major) fill the bank, the
-    rest are ignored; the next ``start`` makes the bank the kernel in use.
+    rest are ignored; the next ``start`` makes the bank the kernel in use
+    (its words are written into the weights on the cycle after, with the
+    zeroing below; no word entering then reaches a multiplier before).
     The bank is K rows of K words: a word enters the bottom row at its right
     end, the row moving left, and after every ``p`` words the rows move up
     first, so the kernel ends in the bottom-right ``p x p`` corner.  ``start``
@@ -115,10 +117,11 @@ class KernelBank(wiring.Component):
         corner = Signal(range(K + 1))       # K - k: the corner's first row and column
         k_ok = Signal()
         settle = Signal()                   # the cycle after start: inside and k_ok hold the new k
+        load = Signal()                     # the same cycle, when the bank holds a preloaded kernel
         m.d.comb += [corner.eq(K - cfg.k), self.weights.ready.eq(1)]
         m.d.comb += [self.kernel[r][c].eq(weight[r][c]) for r in range(K) for c in range(K)]
         m.d.sync += [self.inside[i].eq(i >= corner) for i in range(K)]
-        m.d.sync += [k_ok.eq(_k_ok(cfg, K)), settle.eq(self.start)]
+        m.d.sync += [k_ok.eq(_k_ok(cfg, K)), settle.eq(self.start), load.eq(self.start & pending)]
         with m.If(self.start):
             m.d.sync += [w_row.eq(corner), w_col.eq(corner), skip_left.eq(cfg.weight_skip),
                          rows_kept.eq(0), in_row.eq(0), pending.eq(0),
@@ -144,22 +147,25 @@ class KernelBank(wiring.Component):
                 m.d.sync += w_row.eq(Mux(w_row >= K - 1, corner, w_row + 1))
             with m.Else():
                 m.d.sync += w_col.eq(w_col + 1)
-        # Each weight register's own chain: zeroed outside the k x k corner
-        # on the cycle after start, so the products need no mask (MAX masks
-        # its words instead); the preloaded bank on start; a word written
-        # straight in (always inside the corner).  One chain per register, as
-        # a reset, an enable and a two-way choice (yosys made wide
-        # multiplexers of the same choice spread over the control's chain).
+        # Each weight register's own chain, all decided on the cycle after
+        # start (``settle``): zeroed outside the k x k corner, so the products
+        # need no mask (MAX masks its words instead); a word written straight
+        # in (always inside the corner); the preloaded bank, as it was at
+        # start (a word shifted into it then lands at the cycle's end).  Its
+        # enable is a flip-flop, ``load``: ``start`` itself reaches only
+        # registers, not the 49 x 16 weights across the DSP row.  One chain
+        # per register, as a reset, an enable and a two-way choice (yosys made
+        # wide multiplexers of the same choice spread over the control's chain).
         direct = Signal()
         m.d.comb += direct.eq(self.weights.valid & ~cfg.preload & ~self.start)
         for r in range(K):
             for c in range(K):
                 with m.If(settle & k_ok & ~self.in_corner(r, c)):
                     m.d.sync += weight[r][c].eq(0)
-                with m.Elif(self.start & pending):
-                    m.d.sync += weight[r][c].eq(bank[r * K + c])
                 with m.Elif(direct & (w_row == r) & (w_col == c)):
                     m.d.sync += weight[r][c].eq(self.weights.payload.data)
+                with m.Elif(load):
+                    m.d.sync += weight[r][c].eq(bank[r * K + c])
         return m
 
 
