@@ -32,7 +32,8 @@ class StreamALU(wiring.Component):
 
     The join waits for both operands.  Output words carry the ``eol``/``eof``
     flags of ``a``; a ``b`` word whose flags differ sets ``error`` (sticky
-    until ``start``).  One result per cycle for every operation.
+    until the cycle after ``start``).  One result per cycle for every
+    operation.
 
     Latency (operand handshake to ``o.valid``): :attr:`latency` for DIV,
     :attr:`fast_latency` for every other operation.  Change ``config`` only
@@ -43,6 +44,9 @@ class StreamALU(wiring.Component):
     -------
     config : In(ALU_CONFIG)
     start : In(1)
+        The configuration changes at the end of this cycle; on the next the
+        ALU clears ``error`` and takes no operand (from a register of its
+        own: the strobe reaches no handshake).
     a, b : In(stream.Signature(sample_layout(width)))
     o : Out(stream.Signature(sample_layout(width)))
     busy, error : Out(1)
@@ -150,17 +154,20 @@ class StreamALU(wiring.Component):
             self.error.eq(~cfg_ok | flag_error),
         ]
         # A register of the configuration (a new one holds from the cycle
-        # after start, when the operands wait): off the handshake's path.
-        m.d.sync += cfg_ok.eq(cfg.shift <= W)
+        # after start, when the operands wait): off the handshake's path;
+        # ``taking`` the same, low on that cycle (``rewind``).
+        rewind = Signal(reset_less=True)       # a flush with the start keeps it
+        taking = Signal()
+        m.d.sync += [rewind.eq(self.start), cfg_ok.eq(cfg.shift <= W), taking.eq((cfg.shift <= W) & ~self.start)]
         go = Signal()
         m.d.comb += [
-            go.eq(cfg_ok & ~self.start & credit),
+            go.eq(taking & credit),
             self.a.ready.eq(go & (~need_b | self.b.valid)),
             self.b.ready.eq(go & need_b & self.a.valid),
         ]
         fire = Signal()
         m.d.comb += fire.eq(self.a.valid & self.a.ready)
-        with m.If(self.start):
+        with m.If(rewind):
             m.d.sync += flag_error.eq(0)
         with m.Elif(fire & need_b & ((self.a.payload.eol != self.b.payload.eol) |
                                      (self.a.payload.eof != self.b.payload.eof))):

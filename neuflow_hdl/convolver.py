@@ -266,9 +266,12 @@ class Convolver(wiring.Component):
     ``weight_skip`` are skipped (a broadcast weight frame carries the kernels
     of several tiles one after another), the next ``K*K`` (a kernel padded to
     K x K, row-major) are kept, the rest are ignored; the next ``start`` makes
-    that bank the kernel in use.  A ``start`` strobe rewinds the weight
-    pointer and the frame position and clears ``error``; on the next cycle
-    (before a word taken after ``start`` reaches a multiplier) the weights
+    that bank the kernel in use.  ``start`` is the tile's activation strobe,
+    on the cycle its configuration registers take a new configuration; on the
+    next cycle (the rewind, from a register of the convolver's own, so the
+    strobe's long net ends in flip-flops) the convolver rewinds the weight
+    pointer and the frame position, clears ``error`` and takes no word; on the
+    one after (before a word taken then reaches a multiplier) the weights
     outside the bottom-right ``k x k`` corner become zero (when ``k`` is
     valid).  Frames may follow each other without ``start``.
 
@@ -298,6 +301,8 @@ class Convolver(wiring.Component):
     config : In(CONV_CONFIG)
         Held stable while a frame streams.
     start : In(1)
+        The configuration changes at the end of this cycle; the convolver
+        rewinds on the next.
     weights, i, psum : In(stream.Signature(sample_layout(width)))
     o : Out(stream.Signature(sample_layout(width)))
     busy : Out(1)
@@ -360,13 +365,19 @@ class Convolver(wiring.Component):
                                               self._psum_slack)
         m.submodules.bank = bank = KernelBank(kernel=K, width=W)
         m.submodules.join = join = PartialSumJoin(width=W, acc_width=acc_shape.width)
-        m.d.comb += [bank.config.eq(cfg), bank.start.eq(self.start)]
+        # The convolver rewinds on the cycle after ``start``, from a register
+        # of its own: the strobe reaches the input handshake only through
+        # ``taking`` (see _checks).  A flush (the tile's reset of the
+        # convolver) with the start does not cancel the rewind.
+        rewind = Signal(reset_less=True)
+        m.d.sync += rewind.eq(self.start)
+        m.d.comb += [bank.config.eq(cfg), bank.start.eq(rewind)]
         wiring.connect(m, wiring.flipped(self.weights), bank.weights)
 
-        is_max, use_psum, cfg_ok = self._checks(m)
+        is_max, use_psum, cfg_ok, taking = self._checks(m)
         flag_error = Signal()
         m.d.comb += self.error.eq(~cfg_ok | flag_error)
-        x, y, fire, emit = self._frame_position(m, cfg_ok, out.credit, flag_error)
+        x, y, fire, emit = self._frame_position(m, rewind, taking, out.credit, flag_error)
         # Side band travelling beside the data: delayed by the pipeline depth.
         meta = delay_line(m, data.StructLayout({"valid": 1, "eol": 1, "eof": 1}), self._pipeline)
         m.d.sync += [
@@ -374,8 +385,8 @@ class Convolver(wiring.Component):
             meta[0].eol.eq(x + cfg.stride >= cfg.width),
             meta[0].eof.eq((x + cfg.stride >= cfg.width) & (y + cfg.stride >= cfg.height)),
         ]
-        b_fire, row_word = self._row_words(m, x, fire)
-        row_sums, row_maxes = self._row_chains(m, platform, bank, b_fire, row_word)
+        b_fire, row_word = self._row_words(m, rewind, x, fire)
+        row_sums, row_maxes = self._row_chains(m, platform, rewind, bank, b_fire, row_word)
         # The trees and the bias move only while a window is in flight (a clock
         # enable), so an idle convolver does no work in simulation.
         trees = Module()
@@ -408,25 +419,30 @@ class Convolver(wiring.Component):
         return m
 
     def _checks(self, m):
-        """(is_max, use_psum, cfg_ok): the mode, and whether the configuration is
-        one this convolver can run (a register of the configuration, which
-        holds a new one from the cycle after ``start``, when ``i.ready`` is
-        low: so no comparison with the configuration is on the handshake)."""
+        """(is_max, use_psum, cfg_ok, taking): the mode; whether the
+        configuration is one this convolver can run (a register of the
+        configuration, which holds a new one from the cycle after ``start``:
+        so no comparison with the configuration is on the handshake); and
+        the same register low on the rewind cycle, when no word may enter,
+        so that ``i.ready`` sees no strobe either."""
         cfg, K, W = self.config, self._kernel, self._fmt.width
         is_max = Signal()
         use_psum = Signal()
         cfg_ok = Signal()
+        taking = Signal()
+        runnable = Signal()
         m.d.comb += [
             is_max.eq(cfg.mode == ConvMode.MAX),
             use_psum.eq(cfg.mode == ConvMode.MAC_PSUM),
+            runnable.eq(_k_ok(cfg, K) & (cfg.stride >= 1) &
+                        (cfg.width >= cfg.k) & (cfg.width <= self._max_width) &
+                        (cfg.height >= cfg.k) & (cfg.shift <= W) &
+                        (cfg.mode.as_value() != 3)),
         ]
-        m.d.sync += cfg_ok.eq(_k_ok(cfg, K) & (cfg.stride >= 1) &
-                              (cfg.width >= cfg.k) & (cfg.width <= self._max_width) &
-                              (cfg.height >= cfg.k) & (cfg.shift <= W) &
-                              (cfg.mode.as_value() != 3))
-        return is_max, use_psum, cfg_ok
+        m.d.sync += [cfg_ok.eq(runnable), taking.eq(runnable & ~self.start)]
+        return is_max, use_psum, cfg_ok, taking
 
-    def _frame_position(self, m, cfg_ok, credit, flag_error):
+    def _frame_position(self, m, rewind, taking, credit, flag_error):
         """Stage A: the frame position, window validity and the input handshake.
         A word that completes a window enters only with an output-buffer credit;
         a word whose flags disagree with the geometry sets ``flag_error``.
@@ -458,13 +474,13 @@ class Convolver(wiring.Component):
             last_row.eq(y == last_y),
         ]
         fire = Signal()
-        col_here, row_here, emit = self._window_ahead(m, fire, x, y, cur_nx, cur_ny, last_col, last_row,
-                                                      k_is_1, stride_is_1)
+        col_here, row_here, emit = self._window_ahead(m, rewind, fire, x, y, cur_nx, cur_ny, last_col,
+                                                      last_row, k_is_1, stride_is_1)
         m.d.comb += [
-            self.i.ready.eq(cfg_ok & ~self.start & (~emit | credit)),
+            self.i.ready.eq(taking & (~emit | credit)),
             fire.eq(self.i.valid & self.i.ready),
         ]
-        with m.If(self.start):
+        with m.If(rewind):
             m.d.sync += [x.eq(0), y.eq(0), flag_error.eq(0)]
         with m.Elif(fire):
             with m.If((self.i.payload.eol != last_col) | (self.i.payload.eof != (last_col & last_row))):
@@ -478,7 +494,7 @@ class Convolver(wiring.Component):
                 m.d.sync += x.eq(x + 1)
         return x, y, fire, emit
 
-    def _window_ahead(self, m, fire, x, y, cur_nx, cur_ny, last_col, last_row, k_is_1, stride_is_1):
+    def _window_ahead(self, m, rewind, fire, x, y, cur_nx, cur_ny, last_col, last_row, k_is_1, stride_is_1):
         """Whether the word at the frame position completes a window: an AND
         of two registers (the position's column and row are a window's), each
         computed a word ahead, from the position the word taken now (``fire``)
@@ -506,7 +522,7 @@ class Convolver(wiring.Component):
                             row_here)),
             emit.eq(col & row),
         ]
-        with m.If(self.start):
+        with m.If(rewind):
             m.d.sync += [col.eq(cfg.k == 1), row.eq(cfg.k == 1)]
         with m.Elif(fire):
             m.d.sync += [col.eq(col_next), row.eq(row_next)]
@@ -514,7 +530,7 @@ class Convolver(wiring.Component):
             m.d.sync += [col.eq(col_here), row.eq(row_here)]
         return col_here, row_here, emit
 
-    def _row_words(self, m, x, fire):
+    def _row_words(self, m, rewind, x, fire):
         """Stage B: the ``K - 1`` line buffers give each kernel row one word per
         input word, registered (a block RAM's output is slow).  Data registers
         (pixel, row words, chains, tree nodes, sums) have no reset: only the
@@ -544,10 +560,10 @@ class Convolver(wiring.Component):
         # A start drops the words in flight (a frame's trailing words that
         # complete no window), so none of their products, made with the
         # kernel before it or the next, reaches the chains cleared by it.
-        m.d.sync += [b_fire.eq(a_fire & ~self.start)] + [row_word[r].eq(column[r]) for r in range(K)]
+        m.d.sync += [b_fire.eq(a_fire & ~rewind)] + [row_word[r].eq(column[r]) for r in range(K)]
         return b_fire, row_word
 
-    def _row_chains(self, m, platform, bank, b_fire, row_word):
+    def _row_chains(self, m, platform, rewind, bank, b_fire, row_word):
         """Stages C to E: each kernel row's products, then a transposed chain.
         Link c of row r adds its product to link c - 1's partial sum of the
         previous word, so after word t link K - 1 holds sum_c weight[r][c] *
@@ -569,7 +585,7 @@ class Convolver(wiring.Component):
         fires = [b_fire]
         for n in range(MULTIPLIER_LATENCY):
             fires.append(Signal(name=f"product_fire_{n}"))
-            m.d.sync += fires[-1].eq(fires[-2] & ~self.start)
+            m.d.sync += fires[-1].eq(fires[-2] & ~rewind)
         p_fire = fires[-1]
         row_sums, row_maxes = [], []
         for r in range(K):
@@ -586,7 +602,7 @@ class Convolver(wiring.Component):
                 link = Signal(signed(2 * W + c.bit_length()), name=f"chain_{r}_{c}", reset_less=True)
                 link_max = Signal(signed(W), name=f"chain_max_{r}_{c}", reset_less=True)
                 word = Mux(mask[r][c], word_q, self._fmt.min)
-                with m.If(self.start):
+                with m.If(rewind):
                     m.d.sync += [link.eq(0), link_max.eq(self._fmt.min)]
                 with m.Elif(p_fire):
                     m.d.sync += [

@@ -57,7 +57,9 @@ class Mapper(wiring.Component):
     -------
     config : In(mapper_config_layout(width, segments))
     start : In(1)
-        Rewinds the pool stage's frame position (a cycle after the tile's start).
+        The configuration changes at the end of this cycle; on the next the
+        mapper rewinds the pool stage's frame position and takes no word
+        (from a register of its own: the strobe reaches no handshake).
     i : In(stream.Signature(sample_layout(width)))
     o : Out(stream.Signature(sample_layout(width)))
     busy : Out(1)
@@ -107,13 +109,17 @@ class Mapper(wiring.Component):
                    ((pool.mode.as_value() != 3) & (pool.width >= 2) & (pool.height >= 2) &
                     (pool.width <= self._max_width)))
         # A register of the configuration, which holds a new one from the
-        # cycle after start (when i.ready is low): no comparison with the
-        # configuration is on the handshake.
+        # cycle after start (the rewind, when i.ready is low): no comparison
+        # with the configuration is on the handshake; ``taking`` the same,
+        # low on the rewind cycle.
+        runnable = (cfg.shift <= W) & (cfg.symmetry.as_value() != 3) & pool_ok
         cfg_ok = Signal()
-        m.d.sync += cfg_ok.eq((cfg.shift <= W) & (cfg.symmetry.as_value() != 3) & pool_ok)
+        taking = Signal()
+        rewind = Signal(reset_less=True)       # a flush with the start keeps it
+        m.d.sync += [cfg_ok.eq(runnable), taking.eq(runnable & ~self.start), rewind.eq(self.start)]
         m.d.comb += [
             self.error.eq(~cfg_ok),
-            self.i.ready.eq(cfg_ok & ~self.start & out.credit),
+            self.i.ready.eq(taking & out.credit),
         ]
         fire = self.i.valid & self.i.ready
         meta_layout = data.StructLayout({"valid": 1, "eol": 1, "eof": 1, "negate": 1})
@@ -164,7 +170,7 @@ class Mapper(wiring.Component):
         m.d.sync += result.eq(Mux(meta[5].negate, hdl_saturate(-y, W), y))
 
         last = meta[self._pipeline - 1]
-        pooled, pooled_meta, pooling_words = self._pool(m, last, result)
+        pooled, pooled_meta, pooling_words = self._pool(m, rewind, last, result)
         pooling = pool.mode != PoolMode.NONE
         m.d.comb += [
             out.i.valid.eq(Mux(pooling, pooled_meta.valid, last.valid)),
@@ -175,17 +181,18 @@ class Mapper(wiring.Component):
         ]
         return m
 
-    def _pool(self, m, last, result):
+    def _pool(self, m, rewind, last, result):
         """The pool stage after the mapping's last stage (``last``, ``result``):
         (the pooled word, its valid/eol/eof, :data:`POOL_LATENCY` stages on;
         whether a window is on its way through the stage)."""
         W, pool = self._fmt.width, self.config.pool
         is_max = pool.mode == PoolMode.MAX
-        # Position of the next mapped word in the frame; `start` rewinds it.
+        # Position of the next mapped word in the frame; the rewind after
+        # `start` clears it.
         x = Signal(range(max(self._max_width, 4096)))
         y = Signal(range(4096))
         take = last.valid & (pool.mode != PoolMode.NONE)
-        with m.If(self.start):
+        with m.If(rewind):
             m.d.sync += [x.eq(0), y.eq(0)]
         with m.Elif(take):
             with m.If(x == pool.width - 1):

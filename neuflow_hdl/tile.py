@@ -191,7 +191,8 @@ class Tile(wiring.Component):
 
     def _operators(self, m, start, flush, cfg):
         """The convolver, StreamALU, mapper and FIFO bank, emptied by flush.  They
-        rewind one cycle after activation, so they see the new configuration (the
+        take ``start`` with the activation and rewind on the next cycle, from
+        registers of their own, so they see the new configuration (the
         convolver's weight pointer depends on k)."""
         conv = Convolver(kernel=self._kernel, max_width=self._max_width, fmt=self._fmt)
         alu = StreamALU(fmt=self._fmt)
@@ -199,11 +200,9 @@ class Tile(wiring.Component):
         bank = FifoBank(count=self._fifos, depth=self._fifo_depth, fmt=self._fmt)
         for name, unit in (("convolver", conv), ("alu", alu), ("mapper", mapper), ("fifo_bank", bank)):
             m.submodules[name] = ResetInserter({"sync": flush})(unit)
-        rewind = Signal()
-        m.d.sync += rewind.eq(start)
-        m.d.comb += [conv.config.eq(cfg[Unit.CONVOLVER]), conv.start.eq(rewind),
-                     alu.config.eq(cfg[Unit.ALU]), alu.start.eq(rewind),
-                     mapper.config.eq(cfg[Unit.MAPPER]), mapper.start.eq(rewind), bank.chain.eq(cfg[Unit.FIFO_BANK].chain)]
+        m.d.comb += [conv.config.eq(cfg[Unit.CONVOLVER]), conv.start.eq(start),
+                     alu.config.eq(cfg[Unit.ALU]), alu.start.eq(start),
+                     mapper.config.eq(cfg[Unit.MAPPER]), mapper.start.eq(start), bank.chain.eq(cfg[Unit.FIFO_BANK].chain)]
         return conv, alu, mapper, bank
 
     def _sink_fifos(self, m, flush, cfg, conv, alu, mapper, bank):

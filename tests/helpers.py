@@ -30,6 +30,23 @@ def flat_words(values):
     return [(int(v), 0, 0) for v in values]
 
 
+async def activate(ctx, unit, offered=None):
+    """Pulse an operator's ``start`` as its tile does (the configuration set
+    before it) and wait out the rewind on the cycle after it, when the
+    operator takes no word: one offered on the stream ``offered`` then is
+    refused (checked)."""
+    ctx.set(unit.start, 1)
+    await ctx.tick()
+    ctx.set(unit.start, 0)
+    if offered is None:
+        await ctx.tick()
+        return
+    ctx.set(offered.valid, 1)
+    _, _, ready = await ctx.tick().sample(offered.ready)
+    ctx.set(offered.valid, 0)
+    assert not ready, "a word was taken on the rewind's cycle"
+
+
 async def stream_put(ctx, port, words, rng=None, gap=0.0):
     """Offer ``words`` on ``port``; idle a random number of cycles before each."""
     for data, eol, eof in words:

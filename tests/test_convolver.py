@@ -5,7 +5,7 @@ import pytest
 from amaranth.hdl import ResetInserter, Signal
 
 from cases import conv_expected, conv_job, frame_flags
-from helpers import flat_words, frame_words, simulate, stream_put
+from helpers import activate, flat_words, frame_words, simulate, stream_put
 from neuflow_hdl.convolver import Convolver
 from neuflow_hdl.numerics import Q8_8
 from neuflow_hdl.regs import ConvMode
@@ -34,9 +34,7 @@ def run_frames(dut, jobs, *, rng, gap=0.0, stall=0.0):
     async def bench(ctx):
         for cfg, image, kernel, psum in jobs:
             ctx.set(dut.config, cfg)
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
+            await activate(ctx, dut, dut.i)
             await stream_put(ctx, dut.weights, flat_words(kernel.ravel()))
             want = conv_expected(cfg, image, kernel, psum)
             results.append((want, await _run_one(ctx, dut, image, psum, cfg, want.size,
@@ -125,16 +123,12 @@ def test_preload_during_the_previous_frame(dut):
 
     async def bench(ctx):
         ctx.set(dut.config, preloading(jobs[0][0], skips[0], 0))     # prologue: the first kernel
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
+        await activate(ctx, dut)
         await stream_put(ctx, dut.weights, preload_frame(rng, jobs[0][2], skips[0], compact[0]), rng, 0.3)
         for n, (cfg, image, kernel, psum) in enumerate(jobs):
             following = n + 1 if n + 1 < len(jobs) and jobs[n + 1][2] is not kernel else None
             ctx.set(dut.config, preloading(cfg, skips[n], following))
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
+            await activate(ctx, dut, dut.i)
             frame = preload_frame(rng, None if following is None else jobs[following][2], skips[n],
                                   following is not None and compact[following])
             want = conv_expected(cfg, image, kernel, psum)
@@ -178,9 +172,7 @@ def test_full_rate_latency(dut):
 
     async def bench(ctx):
         ctx.set(dut.config, cfg)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
+        await activate(ctx, dut)
         await stream_put(ctx, dut.weights, flat_words(kernel.ravel()))
         ctx.set(dut.o.ready, 1)
         words = frame_words(image)
@@ -226,14 +218,15 @@ def test_wrong_geometry_flags_raise_error(dut):
 
     async def bench(ctx):
         ctx.set(dut.config, cfg)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
+        await activate(ctx, dut)
         wrong = frame_words(image.reshape(8, 3))       # 3-word rows, configured 6
         ctx.set(dut.o.ready, 1)
         await stream_put(ctx, dut.i, wrong)
         assert ctx.get(dut.error)
         ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        assert ctx.get(dut.error)           # the rewind's cycle clears it
         await ctx.tick()
         assert not ctx.get(dut.error)
 
@@ -263,9 +256,7 @@ def test_frames_without_start_and_after_a_flush():
     async def bench(ctx):
         for cfg, image, kernel, psum in jobs:
             ctx.set(conv.config, cfg)
-            ctx.set(conv.start, 1)
-            await ctx.tick()
-            ctx.set(conv.start, 0)
+            await activate(ctx, conv, conv.i)
             await stream_put(ctx, conv.weights, flat_words(kernel.ravel()))
             first, second = another(cfg, image, kernel, psum), another(cfg, image, kernel, psum)
             got = await _run_one(ctx, conv, *first[:2], cfg, 2 * first[2].size, rng, 0.0, 0.4,

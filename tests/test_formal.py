@@ -232,8 +232,8 @@ def test_credit_buffer_is_never_written_when_full(tmp_path, broken):
 class _CreditBlindConvolver(Convolver):
     """Broken on purpose: a window fires without an output-buffer credit."""
 
-    def _frame_position(self, m, cfg_ok, credit, flag_error):
-        return super()._frame_position(m, cfg_ok, 1, flag_error)
+    def _frame_position(self, m, rewind, taking, credit, flag_error):
+        return super()._frame_position(m, rewind, taking, 1, flag_error)
 
 
 def _free_streams(m, *ports):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cases import mapper_config, mapper_segments
-from helpers import flat_words, frame_words, simulate, stream_get, stream_put
+from helpers import activate, flat_words, frame_words, simulate, stream_get, stream_put
 from neuflow_hdl.mapper import Mapper
 from neuflow_hdl.numerics import Q8_8
 from neuflow_hdl.regs import PoolMode, Symmetry
@@ -79,6 +79,36 @@ def test_pool_stage_with_gaps_and_backpressure(dut, mode):
             want += frame_words(reference.pool(mapped, mode, shift=pool_shift))
         got = run_mapper(dut, config, words, rng, gap=0.3, stall=0.3, count=len(want))
         assert got == want
+
+
+def test_start_rewinds_the_pool_stage(dut):
+    """A start abandons a pooled frame's first row (half of its windows, no
+    word out): the next frame pools from its origin, and the cycle after
+    the start (the rewind) takes no word."""
+    rng = np.random.default_rng(80)
+    bounds, slopes, offsets = mapper_segments(rng, Symmetry.NONE)
+    config = mapper_config(Symmetry.NONE, 8, bounds, slopes, offsets)
+    config["pool"] = {"mode": PoolMode.SUM, "shift": 1, "width": 6, "height": 4}
+    first, image = (rng.integers(Q8_8.min, Q8_8.max + 1, shape) for shape in ((1, 6), (4, 6)))
+    mapped = reference.mapper(image, bounds, slopes, offsets, symmetry=Symmetry.NONE, shift=8)
+    want = frame_words(reference.pool(mapped, PoolMode.SUM, shift=1))
+    got = {}
+
+    async def bench(ctx):
+        ctx.set(dut.config, config)
+        await stream_put(ctx, dut.i, frame_words(first)[:6], rng, 0.3)
+        for _ in range(2 * dut.latency):
+            await ctx.tick()
+        await activate(ctx, dut, dut.i)
+        await stream_put(ctx, dut.i, frame_words(image), rng, 0.3)
+
+    async def drain(ctx):
+        got["words"] = await stream_get(ctx, dut.o, len(want), rng, 0.3)
+        for _ in range(4 * dut.latency):        # nothing more
+            assert not (await ctx.tick().sample(dut.o.valid))[2]
+
+    simulate(dut, bench, drain, cycles=2000)
+    assert got["words"] == want
 
 
 def test_pool_stage_refuses_what_it_cannot_hold():
