@@ -143,18 +143,27 @@ def test_out_of_window_descriptors_touch_nothing(dut):
         dict(base=100, width=10, height=10, window_base=100, window_size=99),     # last row outside
         dict(base=99, width=4, height=1, window_base=100, window_size=1000),      # starts before
         dict(base=WORDS - 4, width=8, height=1),                                  # past memory
+        dict(base=4, width=4, height=2, stride=WORDS),                            # row 2 past memory
+        dict(base=0, width=4, height=3, stride=(1 << 32) - 2),                    # wraps 32 bits
+        dict(base=8, width=4, height=2, stride=WORDS + 16, window_size=1 << 31),  # the same, in a wide window
         dict(base=0, width=0, height=3),                                          # empty
     ]
 
     async def control(ctx):
-        for port, desc in enumerate(bad[:PORTS]):
-            await configure(ctx, st, stream_port_writes(port, write=True, line=port, **desc))
-        for port in range(PORTS):
-            status = await port_status(ctx, st, port)
-            assert status.error and not status.busy, (port, status)
+        for first in range(0, len(bad) - 1, PORTS):
+            chunk = bad[first:first + PORTS]
+            for port, desc in enumerate(chunk):
+                await configure(ctx, st, stream_port_writes(port, write=True, line=port, **desc))
+            for port, desc in enumerate(chunk):
+                status = await port_status(ctx, st, port)
+                assert status.error and not status.busy, (desc, status)
         status = await ports_status(ctx, st)
         assert status.error and not status.busy, status
-        await configure(ctx, st, stream_port_writes(0, write=True, line=0, **bad[3]))
+        # One row of a wide stride is inside: the stride is never used.
+        await configure(ctx, st, stream_port_writes(1, write=True, line=1, base=8, width=4, height=1,
+                                                    stride=(1 << 32) - 1))
+        assert not (await port_status(ctx, st, 1)).error
+        await configure(ctx, st, stream_port_writes(0, write=True, line=0, **bad[-1]))
         assert (await port_status(ctx, st, 0)).error
         # Offered words are not taken; nothing is written.
         ctx.set(st.from_grid[0].valid, 1)
