@@ -22,6 +22,8 @@ async def configure(dut, port, cfg, weights):
     await RisingEdge(dut.clk)
     await FallingEdge(dut.clk)
     dut.start.value = 0
+    await RisingEdge(dut.clk)       # the rewind's cycle, which takes no word
+    await FallingEdge(dut.clk)
     await exchange(dut, {port["weights"]: [(int(v), 0, 0) for v in weights.ravel()]}, {})
 
 
