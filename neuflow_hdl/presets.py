@@ -53,10 +53,10 @@ PRESETS = {
     "tiny": GridConfig(rows=2, columns=2, globals_=4, kernel=7, max_width=64, fifo_depth=32,
                        clock_mhz=100.0),
     # Sized to the ECP5-85F: 3 x (49 + 2) = 153 of its 156 MULT18X18D.  Its clock is the
-    # routed grid's median fmax over three placer seeds (72.0 / 72.5 / 74.3 MHz, measured
-    # with nextpnr-ecp5 at a7ab552; docs/architecture.md, "FPGA figures").
+    # routed grid's median fmax over three placer seeds (74.8 / 76.7 / 78.3 MHz, measured
+    # with nextpnr-ecp5 at 554d567; docs/architecture.md, "FPGA figures").
     "ulx3s-85f": GridConfig(rows=1, columns=3, globals_=4, kernel=7, max_width=512,
-                            fifo_depth=512, clock_mhz=72.5),
+                            fifo_depth=512, clock_mhz=76.7),
     # NeuFlow's MAC budget (680 on the Virtex-6) for performance studies: 14 convolvers of
     # 7 x 7 = 686 MACs, which 7 x 7 kernels fill (NeuFlow padded them into 10 x 10 slots).
     # 16 ports and lines let one pass chain all 14 tiles; 16-word beats (256-bit bus).
@@ -101,10 +101,10 @@ class BoardConfig:
 BOARDS = {
     # The ECP5-85F's 208 DP16KD hold 3.3 Mbit; the grid takes 24 of them, 128 more hold
     # 2^17 16-bit words (the largest power of two that fits).  The clock is below the
-    # routed board top's measured fmax (34.4 MHz at c222100, seed 1; 35.1 and 36.4 MHz over
-    # two seeds at 42049d1; docs/architecture.md), a whole number of cycles a bit of the
-    # 1 Mbaud line (the FT231X on the board's USB port takes up to 3 Mbaud) and exact from
-    # the PLL (x 6 / 5).
+    # routed board top's measured fmax (35.0 MHz at 9359aa2, seed 1; 34.4 MHz at c222100;
+    # 35.1 and 36.4 MHz over two seeds at 42049d1; docs/architecture.md), a whole number of
+    # cycles a bit of the 1 Mbaud line (the FT231X on the board's USB port takes up to
+    # 3 Mbaud) and exact from the PLL (x 6 / 5).
     "ulx3s-85f": BoardConfig(name="ulx3s-85f", grid="ulx3s-85f", memory_words=1 << 17, clock_mhz=30.0,
                              oscillator_mhz=25.0, baud=1_000_000),
 }
