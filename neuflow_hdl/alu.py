@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .dsp import registered_product
 from .numerics import NARROW_STAGES, Q8_8, Format, hdl_narrow_stages, hdl_saturate
 from .regs import ALU_CONFIG, AluOp, sample_layout
-from .stream import CreditBuffer, delay_line
+from .stream import CreditBuffer, activation, delay_line
 
 __all__ = ["StreamALU", "alu_latency"]
 
@@ -146,19 +146,14 @@ class StreamALU(wiring.Component):
         W, cfg = self._fmt.width, self.config
         unary = Signal()
         need_b = Signal()
-        cfg_ok = Signal()
         flag_error = Signal()
+        # The configuration check off the handshake's path (see activation).
+        rewind, cfg_ok, taking = activation(m, self.start, cfg.shift <= W)
         m.d.comb += [
             unary.eq((cfg.op == AluOp.SQUARE) | (cfg.op == AluOp.ABS)),
             need_b.eq(~cfg.b_const & ~unary),
             self.error.eq(~cfg_ok | flag_error),
         ]
-        # A register of the configuration (a new one holds from the cycle
-        # after start, when the operands wait): off the handshake's path;
-        # ``taking`` the same, low on that cycle (``rewind``).
-        rewind = Signal(reset_less=True)       # a flush with the start keeps it
-        taking = Signal()
-        m.d.sync += [rewind.eq(self.start), cfg_ok.eq(cfg.shift <= W), taking.eq((cfg.shift <= W) & ~self.start)]
         go = Signal()
         m.d.comb += [
             go.eq(taking & credit),

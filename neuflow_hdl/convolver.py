@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from .dsp import MULTIPLIER_LATENCY, registered_product
 from .numerics import Q8_8, Format, accumulator_width, hdl_half, hdl_saturate
 from .regs import CONV_CONFIG, ConvMode, GEOMETRY_BITS, MAX_KERNEL, sample_layout
-from .stream import CreditBuffer, delay_line
+from .stream import CreditBuffer, activation, delay_line
 
 __all__ = ["Convolver", "KernelBank", "PartialSumJoin", "JOIN_STAGES", "convolver_latency"]
 
@@ -366,15 +366,13 @@ class Convolver(wiring.Component):
         m.submodules.bank = bank = KernelBank(kernel=K, width=W)
         m.submodules.join = join = PartialSumJoin(width=W, acc_width=acc_shape.width)
         # The convolver rewinds on the cycle after ``start``, from a register
-        # of its own: the strobe reaches the input handshake only through
-        # ``taking`` (see _checks).  A flush (the tile's reset of the
-        # convolver) with the start does not cancel the rewind.
-        rewind = Signal(reset_less=True)
-        m.d.sync += rewind.eq(self.start)
+        # of its own; the strobe reaches the input handshake only through
+        # ``taking`` (see activation).
+        is_max, use_psum, runnable = self._checks(m)
+        rewind, cfg_ok, taking = activation(m, self.start, runnable)
         m.d.comb += [bank.config.eq(cfg), bank.start.eq(rewind)]
         wiring.connect(m, wiring.flipped(self.weights), bank.weights)
 
-        is_max, use_psum, cfg_ok, taking = self._checks(m)
         flag_error = Signal()
         m.d.comb += self.error.eq(~cfg_ok | flag_error)
         x, y, fire, emit = self._frame_position(m, rewind, taking, out.credit, flag_error)
@@ -419,17 +417,12 @@ class Convolver(wiring.Component):
         return m
 
     def _checks(self, m):
-        """(is_max, use_psum, cfg_ok, taking): the mode; whether the
-        configuration is one this convolver can run (a register of the
-        configuration, which holds a new one from the cycle after ``start``:
-        so no comparison with the configuration is on the handshake); and
-        the same register low on the rewind cycle, when no word may enter,
-        so that ``i.ready`` sees no strobe either."""
+        """(is_max, use_psum, runnable): the mode, and whether the
+        configuration is one this convolver can run (combinational; the
+        handshake takes it through a register, see activation)."""
         cfg, K, W = self.config, self._kernel, self._fmt.width
         is_max = Signal()
         use_psum = Signal()
-        cfg_ok = Signal()
-        taking = Signal()
         runnable = Signal()
         m.d.comb += [
             is_max.eq(cfg.mode == ConvMode.MAX),
@@ -439,8 +432,7 @@ class Convolver(wiring.Component):
                         (cfg.height >= cfg.k) & (cfg.shift <= W) &
                         (cfg.mode.as_value() != 3)),
         ]
-        m.d.sync += [cfg_ok.eq(runnable), taking.eq(runnable & ~self.start)]
-        return is_max, use_psum, cfg_ok, taking
+        return is_max, use_psum, runnable
 
     def _frame_position(self, m, rewind, taking, credit, flag_error):
         """Stage A: the frame position, window validity and the input handshake.

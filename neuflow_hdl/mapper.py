@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .numerics import NARROW_STAGES, Q8_8, Format, hdl_half, hdl_narrow_stages, hdl_saturate
 from .regs import PoolMode, Symmetry, mapper_config_layout, sample_layout
-from .stream import CreditBuffer, delay_line
+from .stream import CreditBuffer, activation, delay_line
 
 __all__ = ["Mapper", "MAPPER_LATENCY", "POOL_LATENCY", "mapper_latency"]
 
@@ -108,15 +108,9 @@ class Mapper(wiring.Component):
         pool_ok = ((pool.mode == PoolMode.NONE) |
                    ((pool.mode.as_value() != 3) & (pool.width >= 2) & (pool.height >= 2) &
                     (pool.width <= self._max_width)))
-        # A register of the configuration, which holds a new one from the
-        # cycle after start (the rewind, when i.ready is low): no comparison
-        # with the configuration is on the handshake; ``taking`` the same,
-        # low on the rewind cycle.
-        runnable = (cfg.shift <= W) & (cfg.symmetry.as_value() != 3) & pool_ok
-        cfg_ok = Signal()
-        taking = Signal()
-        rewind = Signal(reset_less=True)       # a flush with the start keeps it
-        m.d.sync += [cfg_ok.eq(runnable), taking.eq(runnable & ~self.start), rewind.eq(self.start)]
+        # The configuration check off the handshake's path (see activation).
+        rewind, cfg_ok, taking = activation(
+            m, self.start, (cfg.shift <= W) & (cfg.symmetry.as_value() != 3) & pool_ok)
         m.d.comb += [
             self.error.eq(~cfg_ok),
             self.i.ready.eq(taking & out.credit),

@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["StreamFIFO", "FIFO_LATENCY", "BlockRamFIFO", "BLOCK_RAM_FIFO_LATENCY", "PushedFIFO",
            "PUSHED_FIFO_LATENCY", "SinkFIFO", "CreditPusher", "CREDIT_PUSHER_LATENCY", "CreditBuffer",
-           "delay_line"]
+           "delay_line", "activation"]
 
 
 def delay_line(m, layout, depth, name="meta"):
@@ -35,6 +35,23 @@ def delay_line(m, layout, depth, name="meta"):
     for n in range(1, depth):
         m.d.sync += stages[n].eq(stages[n - 1])
     return stages
+
+
+def activation(m, start, runnable):
+    """An operator's answer to its tile's ``start`` (the cycle the tile's
+    configuration registers take a new configuration), as three registers
+    ``(rewind, cfg_ok, taking)``: ``rewind``, high on the next cycle, when
+    the operator rewinds (reset-less: a flush with the start keeps it);
+    ``cfg_ok``, ``runnable`` (the operator's configuration check) a cycle
+    old; ``taking``, the same but low on the rewind's cycle, when no word
+    may enter.  An input ``ready`` built on ``taking`` sees flip-flops:
+    neither the strobe's net across the tile nor a comparison with the
+    configuration."""
+    rewind = Signal(reset_less=True, name="rewind")
+    cfg_ok = Signal(name="cfg_ok")
+    taking = Signal(name="taking")
+    m.d.sync += [rewind.eq(start), cfg_ok.eq(runnable), taking.eq(runnable & ~start)]
+    return rewind, cfg_ok, taking
 
 
 #: :attr:`StreamFIFO.latency` (a ``SyncFIFOBuffered``: its storage, then its output register).
