@@ -188,7 +188,8 @@ class PartialSumJoin(wiring.Component):
     psum : In(stream.Signature(sample_layout(width)))
     use_psum : In(1)
     shift : In(CONV_CONFIG shift field)
-        Output shift (0 for window maxima).
+        Output shift (0 for window maxima).  Both are taken through a
+        register: they must be steady from the cycle before a sum arrives.
     o : Out(stream.Signature(sample_layout(width)))
     busy : Out(1)
         A word is in one of the stages.
@@ -208,8 +209,15 @@ class PartialSumJoin(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         W, acc_width = self._width, self._acc_width
-        sums, psum, shift = self.sums, self.psum, self.shift
-        half = hdl_half(shift, W)
+        sums, psum = self.sums, self.psum
+        # The mode and shift come from the configuration, steady from a start
+        # until the next; registered here, beside the adder, they reach it
+        # from flip-flops of its own (a sum arrives cycles after a start).
+        use_psum = Signal(reset_less=True)
+        shift = Signal.like(self.shift, reset_less=True)
+        half = Signal(W, reset_less=True)
+        m.d.sync += [use_psum.eq(self.use_psum), shift.eq(self.shift),
+                     half.eq(hdl_half(self.shift, W))]
         psum_aligned = (psum.payload.data << shift)[:acc_width].as_signed()
         flags = data.StructLayout({"eol": 1, "eof": 1})
         joined = Signal(signed(acc_width + 1), reset_less=True)
@@ -226,14 +234,14 @@ class PartialSumJoin(wiring.Component):
         m.submodules.out = out = CreditBuffer(sample_layout(W), JOIN_STAGES - 1)
         wiring.connect(m, out.o, wiring.flipped(self.o))
         m.d.comb += [
-            take.eq(sums.valid & out.credit & (~self.use_psum | psum.valid)),
+            take.eq(sums.valid & out.credit & (~use_psum | psum.valid)),
             sums.ready.eq(take),
-            psum.ready.eq(take & self.use_psum),
+            psum.ready.eq(take & use_psum),
             self.busy.eq(j_valid | s_valid | out.o.valid),
         ]
         m.d.sync += [
             j_valid.eq(take),
-            joined.eq(sums.payload.acc + (Mux(self.use_psum, psum_aligned, 0) | half)),
+            joined.eq(sums.payload.acc + (Mux(use_psum, psum_aligned, 0) | half)),
             j_flags.eol.eq(sums.payload.eol),
             j_flags.eof.eq(sums.payload.eof),
             s_valid.eq(j_valid), shifted.eq(joined >> shift), s_flags.eq(j_flags),

@@ -14,7 +14,8 @@ from .regs import (ALU_CONFIG, CONFIG_ADDRESS, CONTROL, CONTROL_REG, CONV_CONFIG
                    router_sinks, router_sources, sample_layout, hdl_write_registers)
 from .stream import PUSHED_FIFO_LATENCY, CreditPusher, SinkFIFO
 
-__all__ = ["Tile", "Routes", "sink_room", "OUTPUT_DEPTH", "SINK_LATENCY", "STATUS_LAG"]
+__all__ = ["Tile", "Routes", "sink_room", "LINE_CREDIT_LAG", "LINE_SINK_DEPTH", "OUTPUT_DEPTH", "SINK_LATENCY",
+           "STATUS_LAG"]
 
 
 class Routes:
@@ -25,8 +26,18 @@ class Routes:
     def __init__(self, select, users, error):
         self.select, self.users, self.error = select, users, error
 
-#: Words of each tile-output FIFO: the fewest a SinkFIFO keeps full rate with.
-OUTPUT_DEPTH = SinkFIFO.min_depth
+#: Words a global input line may push into a sink that the line's credit did
+#: not count (see :func:`sink_room`).
+LINE_CREDIT_LAG = 4
+
+#: The fewest words with which a sink takes a global line at full rate: a
+#: streaming SinkFIFO holds 3, and the line's credit leaves room for
+#: :data:`LINE_CREDIT_LAG` more.
+LINE_SINK_DEPTH = 3 + LINE_CREDIT_LAG
+
+#: Words of each tile-output FIFO: the fewest that take a global line at
+#: full rate (at least the fewest a SinkFIFO keeps full rate with).
+OUTPUT_DEPTH = max(SinkFIFO.min_depth, LINE_SINK_DEPTH)
 
 #: Cycles from the router moving a word into a sink to the word at the
 #: sink's output (its operator's input, or its neighbour's): a SinkFIFO.
@@ -38,13 +49,16 @@ STATUS_LAG = 2
 
 
 def sink_room(level, depth):
-    """Whether a sink will take a word pushed the cycle after next: its
-    ``level`` now leaves room for that word, one it may take now and one
-    before it, whatever it gives (it takes every word offered).  A function
-    of registers alone, so no handshake is on the path into a credit; at
-    full rate a SinkFIFO holds 3 words, so a sink of 6 words or more keeps
-    full rate."""
-    return level <= depth - 3
+    """Whether a sink has room for every word a global line may push into it
+    that the line's credit did not count: its ``level`` leaves room for
+    :data:`LINE_CREDIT_LAG` words.  The tile takes it into a register beside
+    the sink (:meth:`Tile._sink_fifos`) and the line's credit register ANDs
+    those (:meth:`Tile._global_credits`), so a word is pushed three cycles
+    after the level it was promised on; with the one the sink may take
+    meanwhile, that is four.  A function of registers alone, so no handshake
+    is on the path into a credit; a sink of :data:`LINE_SINK_DEPTH` words or
+    more keeps full rate."""
+    return level <= depth - LINE_CREDIT_LAG
 
 
 class Tile(wiring.Component):
@@ -211,8 +225,13 @@ class Tile(wiring.Component):
         (the grid's).
         Returns (the sinks' inputs, the operator-input FIFOs and global-output
         pushers, the neighbour-output FIFOs, each sink's room for a pushed
-        global word: :func:`sink_room`)."""
+        global word: :func:`sink_room`, in a register beside the sink)."""
         sample = sample_layout(self._fmt.width)
+
+        def registered(name, room):
+            flag = Signal(init=1, name=f"room_{name}")       # empty at reset
+            m.d.sync += flag.eq(room)
+            return flag
 
         def fifo(name, depth):
             unit = SinkFIFO(sample, depth)
@@ -227,12 +246,12 @@ class Tile(wiring.Component):
             wiring.connect(m, unit.o, dest)
             sink_fifo.append(unit.i)
             inputs.append(unit)
-            room.append(sink_room(unit.level, self._input_depth))
+            room.append(registered(name, sink_room(unit.level, self._input_depth)))
         chained = cfg[Unit.FIFO_BANK].chain
         for n in range(self._fifos):                    # the bank is FIFOs already
             sink_fifo.append(bank.i[n])
             # A chained FIFO's input takes nothing.
-            spare = sink_room(bank.level[n], self._fifo_depth)
+            spare = registered(f"fifo_{n}", sink_room(bank.level[n], self._fifo_depth))
             room.append(spare & ~chained[n] if n > 0 else spare)
         out_fifos = []
         for d in NEIGHBOURS:
@@ -240,14 +259,14 @@ class Tile(wiring.Component):
             wiring.connect(m, unit.o, wiring.flipped(getattr(self, f"{d}_out")))
             sink_fifo.append(unit.i)
             out_fifos.append(unit)
-            room.append(sink_room(unit.level, OUTPUT_DEPTH))
+            room.append(registered(f"{d}_out", sink_room(unit.level, OUTPUT_DEPTH)))
         for g in range(self._globals):                  # toward the grid's line FIFOs
             unit = CreditPusher(sample, OUTPUT_DEPTH)
             m.submodules[f"global_out_{g}"] = ResetInserter({"sync": flush})(unit)
             wiring.connect(m, unit.o, wiring.flipped(self.global_out[g]))
             sink_fifo.append(unit.i)
             inputs.append(unit)
-            room.append(sink_room(unit.level, OUTPUT_DEPTH))
+            room.append(registered(f"global_out_{g}", sink_room(unit.level, OUTPUT_DEPTH)))
         assert len(sink_fifo) == len(room) == len(self.sinks)
         return sink_fifo, inputs, out_fifos, room
 
@@ -289,7 +308,8 @@ class Tile(wiring.Component):
 
     def _global_credits(self, m, start, room, routes):
         """``global_in[g].ready``, registered: every sink reading line ``g`` has
-        room for a word pushed the cycle after next (one may come before it).
+        room for the words the line may push before the credit counts them
+        (:func:`sink_room`).
         None on the cycle of a ``start`` nor on the next: a word promised
         then would reach the sinks of the new routes, which promised nothing."""
         first_global = len(NEIGHBOURS)

@@ -12,13 +12,13 @@ from neuflow_hdl.numerics import Q8_8
 from neuflow_hdl.presets import GridConfig
 from neuflow_hdl.regs import (AluOp, STATUS, STATUS_REG, Symmetry, Unit, config_address,
                               control_write, tile_config_writes)
-from neuflow_hdl.tile import STATUS_LAG
+from neuflow_hdl.tile import LINE_SINK_DEPTH, STATUS_LAG
 from sim.golden import reference
 
-# Operator inputs of 6 words: the least that takes a global line at full rate
+# Operator inputs of 7 words: the least that takes a global line at full rate
 # (tile.sink_room); small, so that back-pressure reaches the lines often.
 CONFIG = GridConfig(rows=1, columns=1, globals_=2, kernel=3, max_width=16, fifos=1, fifo_depth=8,
-                    input_depth=6)
+                    input_depth=LINE_SINK_DEPTH)
 
 
 @pytest.fixture(scope="module")
