@@ -27,7 +27,7 @@ from amaranth_boards.ulx3s import ULX3S_85F_Platform
 from amaranth.hdl import Cat, Elaboratable, Module, Signal
 from amaranth.lib.wiring import In
 
-__all__ = ["DEVICE", "TIMING_TARGET_MHZ", "main_unit", "PinWrapper", "SynthReport", "synthesize", "place_and_route", "seed_summary", "write_reports", "tool", "run_tool",
+__all__ = ["DEVICE", "KEEP_REPLICAS", "TIMING_TARGET_MHZ", "main_unit", "PinWrapper", "SynthReport", "synthesize", "place_and_route", "seed_summary", "write_reports", "tool", "run_tool",
            "yosys_command"]
 
 #: The MULT18X18D sites of the ULX3S's FPGA, as nextpnr names them
@@ -160,6 +160,13 @@ def floorplan_multipliers(netlist):
     return placed
 
 
+#: Yosys commands, run before ``synth_ecp5``, that keep every register built by
+#: :func:`neuflow_hdl.stream.replica` (a ``keep`` on its wire) as a flip-flop
+#: of its own: they put the ``keep`` on the flip-flop, which ``opt_merge``
+#: leaves alone.  Without them yosys merges a strobe's copies back into one.
+KEEP_REPLICAS = "proc; setattr -set keep 1 a:keep %ci1 c:* %i"
+
+
 def tool(name):
     path = shutil.which(name) or str(Path(sys.executable).parent / name)
     if not Path(path).exists():
@@ -209,7 +216,7 @@ def synthesize(component, name, build_dir, *, freq_mhz=50, seeds=(1,), route_min
     netlist = build_dir / f"{name}.json"
     progress(f"synth: yosys synth_ecp5 {source} (log: {build_dir / 'yosys.log'})")
     log = build_dir / "yosys.log"
-    run_tool(yosys_command(f"read_verilog {source}; synth_ecp5 -top {name} -json {netlist}; "
+    run_tool(yosys_command(f"read_verilog {source}; {KEEP_REPLICAS}; synth_ecp5 -top {name} -json {netlist}; "
                            f"tee -o {build_dir / 'stat.txt'} stat", log),
              build_dir / "yosys.console", "yosys", quote=log)
     return place_and_route(netlist, name, build_dir, freq_mhz=freq_mhz, seeds=seeds, route_minutes=route_minutes,

@@ -16,7 +16,7 @@ from amaranth.lib import io
 from neuflow_hdl.hosted import LED, HostedSoC
 from neuflow_hdl.presets import board
 
-from .synth import place_and_route, run_tool, tool, yosys_command
+from .synth import KEEP_REPLICAS, place_and_route, run_tool, tool, yosys_command
 
 __all__ = ["pll_setting", "ULX3STop", "bitstream"]
 
@@ -95,7 +95,7 @@ def bitstream(name="ulx3s-85f", build_root="build/bitstream", *, seeds=(1,), rou
     started = time.monotonic()
     progress(f"bitstream: elaborating the {name} top (grid {spec.grid}, {spec.memory_words} words of block "
              f"RAM, {spec.clock_mhz:g} MHz, {spec.baud} baud)")
-    plan = platforms[name]().prepare(ULX3STop(spec), name="top")
+    plan = platforms[name]().prepare(ULX3STop(spec), name="top", script_after_read=KEEP_REPLICAS)
     plan.extract(build_dir)
     progress(f"bitstream: yosys synth_ecp5 (log: {build_dir / 'yosys.log'})")
     run_tool(yosys_command("script top.ys; tee -o stat.txt stat", "yosys.log"), build_dir / "yosys.console",

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from .dsp import MULTIPLIER_LATENCY, registered_product
 from .numerics import Q8_8, Format, accumulator_width, hdl_half, hdl_saturate
 from .regs import CONV_CONFIG, ConvMode, GEOMETRY_BITS, MAX_KERNEL, sample_layout
-from .stream import CreditBuffer, activation, delay_line
+from .stream import CreditBuffer, activation, delay_line, replica
 
 __all__ = ["Convolver", "KernelBank", "PartialSumJoin", "JOIN_STAGES", "convolver_latency"]
 
@@ -49,12 +49,14 @@ class KernelBank(wiring.Component):
     first ``weight_skip`` are skipped, the next ``p*p`` (``p`` =
     ``preload_k``, 0 meaning K: a p x p kernel, row-major) fill the bank, the
     rest are ignored; the next ``start`` makes the bank the kernel in use
-    (its words are written into the weights on the cycle after, with the
+    (its words are written into the weights two cycles after, with the
     zeroing below; no word entering then reaches a multiplier before).
     The bank is K rows of K words: a word enters the bottom row at its right
     end, the row moving left, and after every ``p`` words the rows move up
-    first, so the kernel ends in the bottom-right ``p x p`` corner.  ``start``
-    rewinds the pointer, and on the next cycle the weights outside the corner
+    first, so the kernel ends in the bottom-right ``p x p`` corner; a word
+    lands in the bank a cycle after it is taken.  On the cycle after
+    ``start`` (the bank's own register of it) the pointer rewinds, and on
+    the next cycle the weights outside the corner
     (when ``k`` is valid) become zero: the corner's rows and columns are
     registered flags of ``k`` (``inside``), so no comparison with the
     configuration drives the K*K weight registers' enables.
@@ -66,6 +68,7 @@ class KernelBank(wiring.Component):
     config : In(CONV_CONFIG)
         ``k``, ``preload``, ``weight_skip``.
     start : In(1)
+        The tile's start strobe.
     weights : In(stream.Signature(sample_layout(width)))
         Always ready.
     kernel : Out(signed(width)).array(K, K)
@@ -121,8 +124,21 @@ class KernelBank(wiring.Component):
         m.d.comb += [corner.eq(K - cfg.k), self.weights.ready.eq(1)]
         m.d.comb += [self.kernel[r][c].eq(weight[r][c]) for r in range(K) for c in range(K)]
         m.d.sync += [self.inside[i].eq(i >= corner) for i in range(K)]
-        m.d.sync += [k_ok.eq(_k_ok(cfg, K)), settle.eq(self.start), load.eq(self.start & pending)]
-        with m.If(self.start):
+        # The tile's start, answered on the next cycle from a register of the
+        # bank's own (the convolver's rewind, kept apart from it).
+        start = replica(reset_less=True, name="bank_start")
+        m.d.sync += start.eq(self.start)
+        m.d.sync += [k_ok.eq(_k_ok(cfg, K)), settle.eq(start), load.eq(start & pending)]
+        # A word taken into the bank lands there a cycle later, from registers
+        # beside it: the word, and per row the enable of its shift, decided
+        # here (the weight sink's ``valid`` reaches no bank register).  The
+        # bank is read only a cycle after ``start`` (``load``), by when a
+        # word taken on the cycle before ``start`` has landed.
+        word = Signal(signed(W), reset_less=True)
+        fill = replica(name="bank_fill")                 # the bottom row takes ``word``
+        move_up = [replica(name=f"bank_up_{r}") for r in range(K - 1)]     # row r takes row r + 1
+        m.d.sync += [word.eq(self.weights.payload.data), fill.eq(0)] + [up.eq(0) for up in move_up]
+        with m.If(start):
             m.d.sync += [w_row.eq(corner), w_col.eq(corner), skip_left.eq(cfg.weight_skip),
                          rows_kept.eq(0), in_row.eq(0), pending.eq(0),
                          skipping.eq(cfg.weight_skip != 0), filling.eq(1), moving.eq(0)]
@@ -130,17 +146,14 @@ class KernelBank(wiring.Component):
             with m.If(skipping):
                 m.d.sync += [skip_left.eq(skip_left - 1), skipping.eq(skip_left != 1)]
             with m.Elif(filling):
-                bottom = K * (K - 1)
-                with m.If(moving):                              # a new row: the rows move up first
-                    m.d.sync += [bank[n].eq(bank[n + K]) for n in range(bottom)]
                 row_ends = in_row == size - 1
                 m.d.sync += moving.eq(row_ends)
                 with m.If(row_ends):
                     m.d.sync += [in_row.eq(0), rows_kept.eq(rows_kept + 1), filling.eq(rows_kept + 1 != size)]
                 with m.Else():
                     m.d.sync += in_row.eq(in_row + 1)
-                m.d.sync += [bank[n].eq(bank[n + 1]) for n in range(bottom, K * K - 1)]
-                m.d.sync += [bank[-1].eq(self.weights.payload.data), pending.eq(1)]
+                # a new row: the rows move up first
+                m.d.sync += [fill.eq(1), pending.eq(1)] + [up.eq(moving) for up in move_up]
         with m.Elif(self.weights.valid):
             with m.If(w_col >= K - 1):
                 m.d.sync += w_col.eq(corner)
@@ -157,7 +170,13 @@ class KernelBank(wiring.Component):
         # per register, as a reset, an enable and a two-way choice (yosys made
         # wide multiplexers of the same choice spread over the control's chain).
         direct = Signal()
-        m.d.comb += direct.eq(self.weights.valid & ~cfg.preload & ~self.start)
+        m.d.comb += direct.eq(self.weights.valid & ~cfg.preload & ~start)
+        bottom = K * (K - 1)
+        for r, up in enumerate(move_up):
+            with m.If(up):
+                m.d.sync += [bank[r * K + c].eq(bank[(r + 1) * K + c]) for c in range(K)]
+        with m.If(fill):
+            m.d.sync += [bank[n].eq(bank[n + 1]) for n in range(bottom, K * K - 1)] + [bank[-1].eq(word)]
         for r in range(K):
             for c in range(K):
                 with m.If(settle & k_ok & ~self.in_corner(r, c)):
@@ -378,7 +397,7 @@ class Convolver(wiring.Component):
         # ``taking`` (see activation).
         is_max, use_psum, runnable = self._checks(m)
         rewind, cfg_ok, taking = activation(m, self.start, runnable)
-        m.d.comb += [bank.config.eq(cfg), bank.start.eq(rewind)]
+        m.d.comb += [bank.config.eq(cfg), bank.start.eq(self.start)]
         wiring.connect(m, wiring.flipped(self.weights), bank.weights)
 
         flag_error = Signal()

@@ -24,7 +24,24 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["StreamFIFO", "FIFO_LATENCY", "BlockRamFIFO", "BLOCK_RAM_FIFO_LATENCY", "PushedFIFO",
            "PUSHED_FIFO_LATENCY", "SinkFIFO", "CreditPusher", "CREDIT_PUSHER_LATENCY", "CreditBuffer",
-           "delay_line", "activation"]
+           "delay_line", "replica", "REPLICA_ATTRS", "activation"]
+
+#: The attributes of a :func:`replica` register.  The synthesis flows turn a
+#: ``keep`` on a register's wire into one on the flip-flop itself
+#: (``boards.synth.KEEP_REPLICAS``), which yosys's ``opt_merge`` then leaves alone.
+REPLICA_ATTRS = {"keep": 1}
+
+
+def replica(shape=1, **kwargs):
+    """A register that synthesis must not merge with an equal one elsewhere.
+
+    A strobe registered once per user (every operator's ``rewind`` takes the
+    tile's ``start``) is a set of flip-flops with the same input, and yosys
+    merges such flip-flops into one, whose net then crosses the tile again:
+    measured on the ``ulx3s-85f`` grid, the convolver's and the mapper's
+    rewinds had become the ALU's.  ``kwargs`` go to ``Signal``.
+    """
+    return Signal(shape, attrs=REPLICA_ATTRS, **kwargs)
 
 
 def delay_line(m, layout, depth, name="meta"):
@@ -47,7 +64,7 @@ def activation(m, start, runnable):
     may enter.  An input ``ready`` built on ``taking`` sees flip-flops:
     neither the strobe's net across the tile nor a comparison with the
     configuration."""
-    rewind = Signal(reset_less=True, name="rewind")
+    rewind = replica(reset_less=True, name="rewind")
     cfg_ok = Signal(name="cfg_ok")
     taking = Signal(name="taking")
     m.d.sync += [rewind.eq(start), cfg_ok.eq(runnable), taking.eq(runnable & ~start)]

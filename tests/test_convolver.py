@@ -6,7 +6,7 @@ from amaranth.hdl import ResetInserter, Signal
 
 from cases import conv_expected, conv_job, frame_flags
 from helpers import activate, flat_words, frame_words, simulate, stream_put
-from neuflow_hdl.convolver import Convolver
+from neuflow_hdl.convolver import Convolver, KernelBank
 from neuflow_hdl.numerics import Q8_8
 from neuflow_hdl.regs import ConvMode
 
@@ -270,3 +270,36 @@ def test_frames_without_start_and_after_a_flush():
 
     simulate(dut, bench, cycles=100_000)
     check(results)
+
+
+@pytest.mark.parametrize("words_before", [0, 1, 3])
+def test_kernel_bank_word_on_the_start_cycle(words_before):
+    """A preloaded kernel whose last word the bank takes ``words_before``
+    cycles before the tile's ``start`` (0: on that cycle) is the kernel in
+    use after it: a word lands in the bank a cycle after it is taken, and
+    the bank is read two cycles after ``start``."""
+    bank = KernelBank(kernel=K, width=Q8_8.width)
+    kernel = np.random.default_rng(words_before).integers(-600, 600, (K, K))
+    got = []
+
+    async def bench(ctx):
+        ctx.set(bank.config, {"k": K, "preload": 1, "weight_skip": 0, "preload_k": 0})
+        await activate(ctx, bank)
+        for n, word in enumerate(kernel.ravel()):
+            ctx.set(bank.weights.payload, {"data": int(word), "eol": 0, "eof": 0})
+            ctx.set(bank.weights.valid, 1)
+            ctx.set(bank.start, words_before == 0 and n == K * K - 1)
+            await ctx.tick()
+        ctx.set(bank.weights.valid, 0)
+        for _ in range(words_before):
+            await ctx.tick()
+        if words_before:
+            await activate(ctx, bank)
+        else:
+            ctx.set(bank.start, 0)
+            await ctx.tick()
+        await ctx.tick()
+        got.append([[ctx.get(bank.kernel[r][c]) for c in range(K)] for r in range(K)])
+
+    simulate(bank, bench, cycles=200)
+    assert got == [kernel.tolist()]
