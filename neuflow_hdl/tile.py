@@ -12,7 +12,7 @@ from .numerics import Q8_8
 from .regs import (ALU_CONFIG, CONFIG_ADDRESS, CONTROL, CONTROL_REG, CONV_CONFIG, NEIGHBOURS,
                    REGISTER_BITS, ROUTE_BITS, ROUTE_NONE, STATUS, Unit, mapper_config_layout,
                    router_sinks, router_sources, sample_layout, hdl_write_registers)
-from .stream import PUSHED_FIFO_LATENCY, CreditPusher, SinkFIFO
+from .stream import PUSHED_FIFO_LATENCY, CreditPusher, SinkFIFO, replica
 
 __all__ = ["Tile", "Routes", "sink_room", "LINE_CREDIT_LAG", "LINE_SINK_DEPTH", "OUTPUT_DEPTH", "SINK_LATENCY",
            "STATUS_LAG"]
@@ -150,13 +150,14 @@ class Tile(wiring.Component):
         assert len(sources) == len(self.sources)
         self._router(m, start, sources, sink_fifo, routes)
         self._global_credits(m, start, room, routes)
-        self._status(m, start, flush, routes, (conv, alu, mapper, bank), held, out_fifos)
+        self._status(m, start, flush("status"), routes, (conv, alu, mapper, bank), held, out_fifos)
         return m
 
     def _configuration(self, m):
         """Configuration registers: shadow copies written over the bus, made active
         by CONTROL.start.  Returns (start, flush, {unit: active registers},
-        [source select of each sink])."""
+        [source select of each sink]); ``flush(user)`` makes a replica of the
+        flush register for one user."""
         # The bus's input register (see cfgbus), with CONTROL's two commands
         # decoded before it: start and flush reach every FIFO of the tile
         # straight from a register.
@@ -164,12 +165,19 @@ class Tile(wiring.Component):
         addr = Signal.like(self.addr, name="cfg_addr")
         wdata = Signal.like(self.wdata, name="cfg_wdata")
         start = Signal()
-        flush = Signal()
         control = Signal(CONTROL)
         m.d.comb += control.eq(self.wdata)
         write_control = self.we & (self.addr.unit == Unit.CONTROL) & (self.addr.reg == CONTROL_REG)
         m.d.sync += [we.eq(self.we), addr.eq(self.addr), wdata.eq(self.wdata),
-                     start.eq(write_control & control.start), flush.eq(write_control & control.flush)]
+                     start.eq(write_control & control.start)]
+
+        def flush(user):
+            """A replica of the flush register for ``user`` (a unit of the
+            tile, or its status), each beside its user, all set on the same
+            cycle (one register's net across the tile was a critical path)."""
+            register = replica(name=f"flush_{user}")
+            m.d.sync += register.eq(write_control & control.flush)
+            return register
 
         def registers(unit, layout, init=None):
             shadow = Signal(layout, init=init)
@@ -213,7 +221,7 @@ class Tile(wiring.Component):
         mapper = Mapper(segments=self._segments, fmt=self._fmt, max_width=self._max_width)
         bank = FifoBank(count=self._fifos, depth=self._fifo_depth, fmt=self._fmt)
         for name, unit in (("convolver", conv), ("alu", alu), ("mapper", mapper), ("fifo_bank", bank)):
-            m.submodules[name] = ResetInserter({"sync": flush})(unit)
+            m.submodules[name] = ResetInserter({"sync": flush(name)})(unit)
         m.d.comb += [conv.config.eq(cfg[Unit.CONVOLVER]), conv.start.eq(start),
                      alu.config.eq(cfg[Unit.ALU]), alu.start.eq(start),
                      mapper.config.eq(cfg[Unit.MAPPER]), mapper.start.eq(start), bank.chain.eq(cfg[Unit.FIFO_BANK].chain)]
@@ -235,7 +243,7 @@ class Tile(wiring.Component):
 
         def fifo(name, depth):
             unit = SinkFIFO(sample, depth)
-            m.submodules[name] = ResetInserter({"sync": flush})(unit)
+            m.submodules[name] = ResetInserter({"sync": flush(name)})(unit)
             return unit
 
         sink_fifo, room, inputs = [], [], []
@@ -262,7 +270,7 @@ class Tile(wiring.Component):
             room.append(registered(f"{d}_out", sink_room(unit.level, OUTPUT_DEPTH)))
         for g in range(self._globals):                  # toward the grid's line FIFOs
             unit = CreditPusher(sample, OUTPUT_DEPTH)
-            m.submodules[f"global_out_{g}"] = ResetInserter({"sync": flush})(unit)
+            m.submodules[f"global_out_{g}"] = ResetInserter({"sync": flush(f"global_out_{g}")})(unit)
             wiring.connect(m, unit.o, wiring.flipped(self.global_out[g]))
             sink_fifo.append(unit.i)
             inputs.append(unit)
