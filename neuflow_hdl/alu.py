@@ -101,7 +101,7 @@ class StreamALU(wiring.Component):
         meta = delay_line(m, meta_layout, self._div_pipeline)
         m.d.sync += [
             meta[0].valid.eq(fire),
-            meta[0].div.eq(cfg.op == AluOp.DIV),
+            meta[0].div.eq(cfg.op == AluOp.DIV),     # as ``in_flight`` below assumes
             meta[0].eol.eq(self.a.payload.eol),
             meta[0].eof.eq(self.a.payload.eof),
         ]
@@ -123,9 +123,20 @@ class StreamALU(wiring.Component):
         fast_path, divider = Module(), Module()
         fast = self._fast_path(fast_path, a, b, product)
         div = self._divider(divider, a, b)
-        m.submodules.fast_path = EnableInserter(
-            Cat(stage.valid & ~stage.div for stage in meta[:self._fast_pipeline]).any())(fast_path)
-        m.submodules.divider = EnableInserter(Cat(stage.valid & stage.div for stage in meta).any())(divider)
+        # Each enable is a flip-flop: whether a word of the path is in one of
+        # its stages, computed a cycle ahead from the word entering and the
+        # stages but the last (an OR over the divider's stages fanning out to
+        # its registers was a critical path).
+        def in_flight(name, entering, flags):
+            flag = Signal(name=name)
+            m.d.sync += flag.eq(entering | Cat(flags[:-1]).any())
+            return flag
+        is_div_op = cfg.op == AluOp.DIV
+        m.submodules.fast_path = EnableInserter(in_flight(
+            "fast_in_flight", fire & ~is_div_op,
+            [stage.valid & ~stage.div for stage in meta[:self._fast_pipeline]]))(fast_path)
+        m.submodules.divider = EnableInserter(in_flight(
+            "div_in_flight", fire & is_div_op, [stage.valid & stage.div for stage in meta]))(divider)
 
         fast_meta = meta[self._fast_pipeline - 1]
         div_meta = meta[self._div_pipeline - 1]
