@@ -53,8 +53,8 @@ class KernelBank(wiring.Component):
     zeroing below; no word entering then reaches a multiplier before).
     The bank is K rows of K words: a word enters the bottom row at its right
     end, the row moving left, and after every ``p`` words the rows move up
-    first, so the kernel ends in the bottom-right ``p x p`` corner; a word
-    lands in the bank a cycle after it is taken.  On the cycle after
+    first, so the kernel ends in the bottom-right ``p x p`` corner.  A word
+    lands in the bank, or in the kernel in use, a cycle after it is taken.  On the cycle after
     ``start`` (the bank's own register of it) the pointer rewinds, and on
     the next cycle the weights outside the corner
     (when ``k`` is valid) become zero: the corner's rows and columns are
@@ -169,8 +169,14 @@ class KernelBank(wiring.Component):
         # registers, not the 49 x 16 weights across the DSP row.  One chain
         # per register, as a reset, an enable and a two-way choice (yosys made
         # wide multiplexers of the same choice spread over the control's chain).
-        direct = Signal()
-        m.d.comb += direct.eq(self.weights.valid & ~cfg.preload & ~start)
+        # A word written straight in lands a cycle after it is taken, like a
+        # preloaded one: per row a replica saying the word goes to that row,
+        # and its column, registered beside the weights.
+        direct_row = [replica(name=f"direct_row_{r}") for r in range(K)]
+        direct_col = Signal.like(w_col)
+        m.d.sync += [flag.eq(self.weights.valid & ~cfg.preload & ~start & (w_row == r))
+                     for r, flag in enumerate(direct_row)]
+        m.d.sync += direct_col.eq(w_col)
         bottom = K * (K - 1)
         for r, up in enumerate(move_up):
             with m.If(up):
@@ -181,8 +187,8 @@ class KernelBank(wiring.Component):
             for c in range(K):
                 with m.If(settle & k_ok & ~self.in_corner(r, c)):
                     m.d.sync += weight[r][c].eq(0)
-                with m.Elif(direct & (w_row == r) & (w_col == c)):
-                    m.d.sync += weight[r][c].eq(self.weights.payload.data)
+                with m.Elif(direct_row[r] & (direct_col == c)):
+                    m.d.sync += weight[r][c].eq(word)
                 with m.Elif(load):
                     m.d.sync += weight[r][c].eq(bank[r * K + c])
         return m

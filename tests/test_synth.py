@@ -1,15 +1,19 @@
-"""The synthesis flow's pieces that need no FPGA tools: the pin wrapper and the report."""
+"""The synthesis flow's pieces that need no place and route: the pin wrapper, the
+report, and the yosys commands that keep replica registers apart."""
 
 import json
+import re
 import sys
 
 import pytest
+from amaranth.back import verilog
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from boards.synth import (PinWrapper, SynthReport, _critical_path, _place_and_route, dsp_sites,
+from boards.synth import (KEEP_REPLICAS, PinWrapper, SynthReport, _critical_path, _place_and_route, dsp_sites,
                           floorplan_multipliers, run_tool, yosys_command)
+from neuflow_hdl.stream import replica
 from helpers import simulate
 
 
@@ -200,3 +204,33 @@ def test_a_failing_yosys_run_quotes_the_log_yosys_writes(tmp_path):
         run_tool(yosys_command("read_verilog missing.v", "yosys.log"), tmp_path / "yosys.console", "yosys",
                  cwd=tmp_path, quote=tmp_path / "yosys.log")
     assert "ERROR" in (tmp_path / "yosys.log").read_text()
+
+
+class _Replicas(wiring.Component):
+    """One strobe registered twice, as two users would (``replica``)."""
+
+    a: In(1)
+    x: Out(1)
+    y: Out(1)
+
+    def elaborate(self, platform):
+        m = Module()
+        first, second = replica(reset_less=True), replica(reset_less=True)
+        m.d.sync += [first.eq(self.a), second.eq(self.a)]
+        m.d.comb += [self.x.eq(first), self.y.eq(second)]
+        return m
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_replicas_stay_apart_through_synth_ecp5(tmp_path, keep):
+    """With ``KEEP_REPLICAS`` both replica registers are flip-flops after
+    ``synth_ecp5``; without it yosys merges them into one."""
+    dut = _Replicas()
+    (tmp_path / "replicas.v").write_text(verilog.convert(dut, name="replicas"))
+    extra = f"{KEEP_REPLICAS}; " if keep else ""
+    run_tool(yosys_command(f"read_verilog replicas.v; {extra}synth_ecp5 -top replicas; tee -o stat.txt stat",
+                           "yosys.log"), tmp_path / "yosys.console", "yosys", cwd=tmp_path,
+             quote=tmp_path / "yosys.log")
+    flip_flops = [int(n) for n in re.findall(r"^\s+(\d+)\s+TRELLIS_FF\s*$", (tmp_path / "stat.txt").read_text(),
+                                             re.M)]
+    assert flip_flops == [2 if keep else 1]
