@@ -54,10 +54,10 @@ class KernelBank(wiring.Component):
     The bank is K rows of K words: a word enters the bottom row at its right
     end, the row moving left, and after every ``p`` words the rows move up
     first, so the kernel ends in the bottom-right ``p x p`` corner.  A word
-    lands in the bank, or in the kernel in use, a cycle after it is taken.  On the cycle after
-    ``start`` (the bank's own register of it) the pointer rewinds, and on
-    the next cycle the weights outside the corner
-    (when ``k`` is valid) become zero: the corner's rows and columns are
+    lands in the bank, or in the kernel in use, a cycle after it is taken.
+    On the cycle after ``start`` (the bank's own register of it) the pointer
+    rewinds, and on the next cycle the weights outside the corner (when
+    ``k`` is valid) become zero: the corner's rows and columns are
     registered flags of ``k`` (``inside``), so no comparison with the
     configuration drives the K*K weight registers' enables.
     Weights and bank are data without reset: a flush (the tile's operator
