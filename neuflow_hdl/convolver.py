@@ -152,7 +152,7 @@ class KernelBank(wiring.Component):
                     m.d.sync += [in_row.eq(0), rows_kept.eq(rows_kept + 1), filling.eq(rows_kept + 1 != size)]
                 with m.Else():
                     m.d.sync += in_row.eq(in_row + 1)
-                # a new row: the rows move up first
+                # after a row's last word (``moving``) the rows move up first
                 m.d.sync += [fill.eq(1), pending.eq(1)] + [up.eq(moving) for up in move_up]
         with m.Elif(self.weights.valid):
             with m.If(w_col >= K - 1):

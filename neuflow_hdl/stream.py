@@ -24,12 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["StreamFIFO", "FIFO_LATENCY", "BlockRamFIFO", "BLOCK_RAM_FIFO_LATENCY", "PushedFIFO",
            "PUSHED_FIFO_LATENCY", "SinkFIFO", "CreditPusher", "CREDIT_PUSHER_LATENCY", "CreditBuffer",
-           "delay_line", "replica", "REPLICA_ATTRS", "activation"]
-
-#: The attributes of a :func:`replica` register.  The synthesis flows turn a
-#: ``keep`` on a register's wire into one on the flip-flop itself
-#: (``boards.synth.KEEP_REPLICAS``), which yosys's ``opt_merge`` then leaves alone.
-REPLICA_ATTRS = {"keep": 1}
+           "full_rate_depth", "delay_line", "replica", "activation"]
 
 
 def replica(shape=1, **kwargs):
@@ -39,9 +34,11 @@ def replica(shape=1, **kwargs):
     tile's ``start``) is a set of flip-flops with the same input, and yosys
     merges such flip-flops into one, whose net then crosses the tile again:
     measured on the ``ulx3s-85f`` grid, the convolver's and the mapper's
-    rewinds had become the ALU's.  ``kwargs`` go to ``Signal``.
+    rewinds had become the ALU's.  Its wire carries ``keep``, which the
+    synthesis flows move onto the flip-flop (``boards.synth.KEEP_REPLICAS``),
+    where ``opt_merge`` leaves it alone.  ``kwargs`` go to ``Signal``.
     """
-    return Signal(shape, attrs=REPLICA_ATTRS, **kwargs)
+    return Signal(shape, attrs={"keep": 1}, **kwargs)
 
 
 def delay_line(m, layout, depth, name="meta"):
@@ -174,6 +171,14 @@ class BlockRamFIFO(StreamFIFO):
 PUSHED_FIFO_LATENCY = 1 + FIFO_LATENCY
 
 
+def full_rate_depth(lag):
+    """The fewest words with which a :class:`PushedFIFO` keeps full rate when
+    its writer may push ``lag`` words its credit did not count: at full rate
+    a word spends a cycle in the input register, one in the storage and one
+    in the output register, so 3 are held besides."""
+    return lag + 3
+
+
 class PushedFIFO(StreamFIFO):
     """A FIFO behind an input register whose ``i.ready`` is a registered
     credit: room for every word its writer may push before the credit
@@ -196,7 +201,7 @@ class PushedFIFO(StreamFIFO):
     #: computed from the level a cycle before it is seen.
     lag = 4
     storage = StreamFIFO
-    min_depth = lag + 3
+    min_depth = full_rate_depth(lag)
 
     @property
     def latency(self):
@@ -232,7 +237,7 @@ class SinkFIFO(PushedFIFO):
     """
 
     lag = 3
-    min_depth = lag + 3
+    min_depth = full_rate_depth(lag)
 
 
 #: :attr:`CreditPusher.latency`: its SinkFIFO, then its output register.

@@ -12,7 +12,7 @@ from .numerics import Q8_8
 from .regs import (ALU_CONFIG, CONFIG_ADDRESS, CONTROL, CONTROL_REG, CONV_CONFIG, NEIGHBOURS,
                    REGISTER_BITS, ROUTE_BITS, ROUTE_NONE, STATUS, Unit, mapper_config_layout,
                    router_sinks, router_sources, sample_layout, hdl_write_registers)
-from .stream import PUSHED_FIFO_LATENCY, CreditPusher, SinkFIFO, replica
+from .stream import PUSHED_FIFO_LATENCY, CreditPusher, SinkFIFO, full_rate_depth, replica
 
 __all__ = ["Tile", "Routes", "sink_room", "LINE_CREDIT_LAG", "LINE_SINK_DEPTH", "OUTPUT_DEPTH", "SINK_LATENCY",
            "STATUS_LAG"]
@@ -30,10 +30,9 @@ class Routes:
 #: not count (see :func:`sink_room`).
 LINE_CREDIT_LAG = 4
 
-#: The fewest words with which a sink takes a global line at full rate: a
-#: streaming SinkFIFO holds 3, and the line's credit leaves room for
-#: :data:`LINE_CREDIT_LAG` more.
-LINE_SINK_DEPTH = 3 + LINE_CREDIT_LAG
+#: The fewest words with which a sink takes a global line at full rate, the
+#: line's credit leaving room for :data:`LINE_CREDIT_LAG` words.
+LINE_SINK_DEPTH = full_rate_depth(LINE_CREDIT_LAG)
 
 #: Words of each tile-output FIFO: the fewest that take a global line at
 #: full rate (at least the fewest a SinkFIFO keeps full rate with).
