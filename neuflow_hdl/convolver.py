@@ -19,7 +19,7 @@ def _tree_levels(kernel):
 
 
 #: Registered stages of :class:`PartialSumJoin`.
-JOIN_STAGES = 3
+JOIN_STAGES = 4
 
 
 def convolver_latency(kernel):
@@ -199,10 +199,10 @@ class PartialSumJoin(wiring.Component):
     (with ``use_psum``) a partial-sum word aligned by ``shift``, then rounded,
     shifted and saturated to a word.
 
-    :data:`JOIN_STAGES` registered stages: the sum plus the aligned partial
-    sum and the rounding increment (half an output step, which falls in the
-    aligned partial sum's zero low bits, so one adder does both); the shift;
-    the saturation, written into a :class:`CreditBuffer`.  The stages never
+    :data:`JOIN_STAGES` registered stages: the taken sum, and the aligned
+    partial sum with the rounding increment (half an output step, which falls
+    in the aligned partial sum's zero low bits, so one adder does both); their
+    sum; the shift; the saturation, written into a :class:`CreditBuffer`.  The stages never
     stall: a sum is taken (with its partial sum) only on the buffer's
     credit.  A sum waits for its partial sum; neither waits for the other's
     stream to have been offered first.
@@ -245,10 +245,18 @@ class PartialSumJoin(wiring.Component):
                      half.eq(hdl_half(self.shift, W))]
         psum_aligned = (psum.payload.data << shift)[:acc_width].as_signed()
         flags = data.StructLayout({"eol": 1, "eof": 1})
+        # A taken sum and its aligned partial sum (with the rounding
+        # increment) go into registers first: both come out of FIFO storage
+        # (LUT RAM on an FPGA) and the adder's carry chain was placed far
+        # from it.
+        t_acc = Signal(signed(acc_width), reset_less=True)
+        t_addend = Signal(signed(acc_width), reset_less=True)
         joined = Signal(signed(acc_width + 1), reset_less=True)
         shifted = Signal(signed(acc_width + 1), reset_less=True)
+        t_flags = Signal(flags, reset_less=True)
         j_flags = Signal(flags, reset_less=True)
         s_flags = Signal(flags, reset_less=True)
+        t_valid = Signal()
         j_valid = Signal()
         s_valid = Signal()
         take = Signal()
@@ -262,13 +270,15 @@ class PartialSumJoin(wiring.Component):
             take.eq(sums.valid & out.credit & (~use_psum | psum.valid)),
             sums.ready.eq(take),
             psum.ready.eq(take & use_psum),
-            self.busy.eq(j_valid | s_valid | out.o.valid),
+            self.busy.eq(t_valid | j_valid | s_valid | out.o.valid),
         ]
         m.d.sync += [
-            j_valid.eq(take),
-            joined.eq(sums.payload.acc + (Mux(use_psum, psum_aligned, 0) | half)),
-            j_flags.eol.eq(sums.payload.eol),
-            j_flags.eof.eq(sums.payload.eof),
+            t_valid.eq(take),
+            t_acc.eq(sums.payload.acc),
+            t_addend.eq(Mux(use_psum, psum_aligned, 0) | half),
+            t_flags.eol.eq(sums.payload.eol),
+            t_flags.eof.eq(sums.payload.eof),
+            j_valid.eq(t_valid), joined.eq(t_acc + t_addend), j_flags.eq(t_flags),
             s_valid.eq(j_valid), shifted.eq(joined >> shift), s_flags.eq(j_flags),
         ]
         # The saturation is written into the buffer (its storage is the last stage).
@@ -614,8 +624,10 @@ class Convolver(wiring.Component):
         p_fire = fires[-1]
         row_sums, row_maxes = [], []
         for r in range(K):
+            # The row's word, a register per stage; the last stage is a
+            # register per link, beside it, with the word masked already.
             word_q = row_word[r]
-            for n in range(MULTIPLIER_LATENCY):
+            for n in range(MULTIPLIER_LATENCY - 1):
                 held = Signal(signed(W), name=f"chain_word_{r}_{n}", reset_less=True)
                 with m.If(fires[n]):
                     m.d.sync += held.eq(word_q)
@@ -626,7 +638,9 @@ class Convolver(wiring.Component):
                                              f"multiplier_{r}_{c}")
                 link = Signal(signed(2 * W + c.bit_length()), name=f"chain_{r}_{c}", reset_less=True)
                 link_max = Signal(signed(W), name=f"chain_max_{r}_{c}", reset_less=True)
-                word = Mux(mask[r][c], word_q, self._fmt.min)
+                word = Signal(signed(W), name=f"chain_word_{r}_{c}_masked", reset_less=True)
+                with m.If(fires[MULTIPLIER_LATENCY - 1]):
+                    m.d.sync += word.eq(Mux(mask[r][c], word_q, self._fmt.min))
                 with m.If(rewind):
                     m.d.sync += [link.eq(0), link_max.eq(self._fmt.min)]
                 with m.Elif(p_fire):

@@ -289,11 +289,14 @@ class CreditBuffer(wiring.Component):
     """Output buffer of a non-stalling pipeline of ``latency`` cycles.
 
     ``credit`` is high when a word may enter the pipeline this cycle: the
-    buffer has room for it and for every word already in flight.  With
-    ``depth = latency + 2 + slack`` a consumer that is always ready sees one
-    word per cycle, and one that starts taking words up to ``slack`` cycles
-    late still does.  ``i.valid`` is a write that must never be refused (``i.ready`` is
-    tied high; the credit rule guarantees room).
+    buffer has room for it and for every word already in flight.  It is a
+    register (the pipeline's input handshake is an AND of registers), set
+    from the level a cycle old, so it leaves room for one word more than
+    the pipeline holds: with ``depth = full_rate_depth(latency) + slack``
+    a consumer that is always ready sees one word per cycle, and one that
+    starts taking words up to ``slack`` cycles late still does.  ``i.valid``
+    is a write that must never be refused (``i.ready`` is tied high; the
+    credit rule guarantees room).
 
     Members
     -------
@@ -305,7 +308,11 @@ class CreditBuffer(wiring.Component):
     def __init__(self, shape, latency, slack=0):
         self._shape = shape
         self._latency = latency
-        self._depth = latency + 2 + slack
+        self._depth = full_rate_depth(latency) + slack
+        #: ``credit`` is set while the level is below this: the level can grow
+        #: by a word before the credit is seen, and ``latency`` words can be
+        #: in flight after it.
+        self._threshold = self._depth - latency - 1
         super().__init__({
             "i": In(stream.Signature(shape)),
             "o": Out(stream.Signature(shape)),
@@ -323,7 +330,8 @@ class CreditBuffer(wiring.Component):
             self.o.payload.eq(buf.r_data),
             self.o.valid.eq(buf.r_rdy),
             buf.r_en.eq(self.o.ready),
-            # Up to `latency` words may already be in flight toward the buffer.
-            self.credit.eq(buf.level < self._depth - self._latency),
         ]
+        credit = Signal(init=1, name="credit_r")       # empty after reset
+        m.d.sync += credit.eq(buf.level < self._threshold)
+        m.d.comb += self.credit.eq(credit)
         return m

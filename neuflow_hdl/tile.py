@@ -14,8 +14,8 @@ from .regs import (ALU_CONFIG, CONFIG_ADDRESS, CONTROL, CONTROL_REG, CONV_CONFIG
                    router_sinks, router_sources, sample_layout, hdl_write_registers)
 from .stream import PUSHED_FIFO_LATENCY, CreditPusher, SinkFIFO, full_rate_depth, replica
 
-__all__ = ["Tile", "Routes", "sink_room", "LINE_CREDIT_LAG", "LINE_SINK_DEPTH", "OUTPUT_DEPTH", "SINK_LATENCY",
-           "STATUS_LAG"]
+__all__ = ["Tile", "Routes", "sink_room", "CONTROL_LAG", "LINE_CREDIT_LAG", "LINE_SINK_DEPTH", "OUTPUT_DEPTH",
+           "SINK_LATENCY", "STATUS_LAG"]
 
 
 class Routes:
@@ -41,6 +41,10 @@ OUTPUT_DEPTH = max(SinkFIFO.min_depth, LINE_SINK_DEPTH)
 #: Cycles from the router moving a word into a sink to the word at the
 #: sink's output (its operator's input, or its neighbour's): a SinkFIFO.
 SINK_LATENCY = PUSHED_FIFO_LATENCY
+
+#: Cycles from the tile's configuration input register taking a CONTROL
+#: write to its ``start`` and ``flush`` acting (decoded after that register).
+CONTROL_LAG = 1
 
 #: Cycles a tile's STATUS lags the tile: each part's holding flag, then the
 #: status register.
@@ -157,23 +161,27 @@ class Tile(wiring.Component):
         by CONTROL.start.  Returns (start, flush, {unit: active registers},
         [source select of each sink]); ``flush(user)`` makes a replica of the
         flush register for one user."""
-        # The bus's input register (see cfgbus), with CONTROL's two commands
-        # decoded before it: start and flush reach every FIFO of the tile
-        # straight from a register.
+        # The bus's input register (see cfgbus); CONTROL's two commands are
+        # decoded after it, in the tile (the grid's bus register is across
+        # the die from most tiles: decoding before the tile's register was a
+        # critical path), so start and flush come a cycle after a shadow
+        # register's write would, and reach every FIFO of the tile straight
+        # from a register.
         we = Signal(name="cfg_we")
         addr = Signal.like(self.addr, name="cfg_addr")
         wdata = Signal.like(self.wdata, name="cfg_wdata")
         start = Signal()
         control = Signal(CONTROL)
-        m.d.comb += control.eq(self.wdata)
-        write_control = self.we & (self.addr.unit == Unit.CONTROL) & (self.addr.reg == CONTROL_REG)
+        m.d.comb += control.eq(wdata)
+        write_control = we & (addr.unit == Unit.CONTROL) & (addr.reg == CONTROL_REG)
         m.d.sync += [we.eq(self.we), addr.eq(self.addr), wdata.eq(self.wdata),
                      start.eq(write_control & control.start)]
 
         def flush(user):
             """A replica of the flush register for ``user`` (a unit of the
             tile, or its status), each beside its user, all set on the same
-            cycle (one register's net across the tile was a critical path)."""
+            cycle as ``start`` (one register's net across the tile was a
+            critical path)."""
             register = replica(name=f"flush_{user}")
             m.d.sync += register.eq(write_control & control.flush)
             return register

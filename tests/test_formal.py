@@ -186,7 +186,9 @@ class _ProbedCreditBuffer(CreditBuffer):
 
     def __init__(self, shape, latency, slack=0, *, loose=False):
         super().__init__(shape, latency, slack)
-        self.depth, self.loose = self._depth, loose
+        self.depth = self._depth
+        if loose:               # broken on purpose: one credit too many
+            self._threshold += 1
         self.level = Signal(range(self._depth + 1), name="probe_level")
         self.overflow = Signal(name="probe_overflow")
         _ProbedCreditBuffer.made.append(self)
@@ -195,8 +197,6 @@ class _ProbedCreditBuffer(CreditBuffer):
         m = super().elaborate(platform)
         buf = m.submodules.fifo
         m.d.comb += [self.level.eq(buf.level), self.overflow.eq(buf.w_en & ~buf.w_rdy)]
-        if self.loose:          # broken on purpose: one credit too many
-            m.d.comb += self.credit.eq(buf.level < self._depth - self._latency + 1)
         return m
 
 

@@ -12,7 +12,7 @@ from neuflow_hdl.numerics import Q8_8
 from neuflow_hdl.presets import GridConfig
 from neuflow_hdl.regs import (AluOp, STATUS, STATUS_REG, Symmetry, Unit, config_address,
                               control_write, tile_config_writes)
-from neuflow_hdl.tile import LINE_SINK_DEPTH, STATUS_LAG
+from neuflow_hdl.tile import CONTROL_LAG, LINE_SINK_DEPTH, STATUS_LAG
 from sim.golden import reference
 
 # Operator inputs of 7 words: the least that takes a global line at full rate
@@ -32,14 +32,16 @@ def writes(**kw):
 
 async def bus_write(ctx, dut, items):
     """Write ``items`` and return once the tiles' input register has passed
-    the last of them on (:mod:`neuflow_hdl.cfgbus`)."""
+    the last of them on (:mod:`neuflow_hdl.cfgbus`) and a start among them
+    has acted."""
     for address, word in items:
         ctx.set(dut.bus.addr, dut.bus.addr.shape().from_bits(address))
         ctx.set(dut.bus.wdata, word)
         ctx.set(dut.bus.we, 1)
         await ctx.tick()
     ctx.set(dut.bus.we, 0)
-    await ctx.tick()
+    for _ in range(1 + CONTROL_LAG):
+        await ctx.tick()
 
 
 async def read_status(ctx, dut, tile=0):

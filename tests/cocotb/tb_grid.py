@@ -9,7 +9,7 @@ from cases import frame_flags
 from neuflow_hdl.cfgbus import RESPONDER_READ_LATENCY
 from neuflow_hdl.regs import (AluOp, ConvMode, GRID_STATUS, GRID_TILE, STATUS, STATUS_REG, Unit,
                               config_address, control_write, tile_config_writes)
-from neuflow_hdl.tile import STATUS_LAG
+from neuflow_hdl.tile import CONTROL_LAG, STATUS_LAG
 from sim.golden import reference
 from sim.golden.mapper_fit import fit
 from streams import Port, exchange, params, start
@@ -29,7 +29,7 @@ def setup(r, c, **kw):
 
 async def bus_write(dut, writes):
     """Write ``writes``; return once the tiles' input register has passed the
-    last of them on (neuflow_hdl.cfgbus)."""
+    last of them on (neuflow_hdl.cfgbus) and a start among them has acted."""
     for address, word in writes:
         dut.bus__addr.value = address
         dut.bus__wdata.value = word
@@ -37,8 +37,9 @@ async def bus_write(dut, writes):
         await RisingEdge(dut.clk)
         await FallingEdge(dut.clk)
     dut.bus__we.value = 0
-    await RisingEdge(dut.clk)
-    await FallingEdge(dut.clk)
+    for _ in range(1 + CONTROL_LAG):
+        await RisingEdge(dut.clk)
+        await FallingEdge(dut.clk)
 
 
 async def bus_read(dut, address):
