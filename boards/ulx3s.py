@@ -84,9 +84,18 @@ class ULX3STop(Elaboratable):
         return m
 
 
+def timing_met(reports, clock_mhz):
+    """The fastest routed :class:`~boards.synth.SynthReport` of ``reports`` whose
+    fmax reaches ``clock_mhz`` (the board's clock), or None: a placement that
+    misses it is no bitstream to load."""
+    return max((r for r in reports if r.routed and r.fmax_mhz >= clock_mhz),
+               key=lambda r: r.fmax_mhz, default=None)
+
+
 def bitstream(name="ulx3s-85f", build_root="build/bitstream", *, seeds=(1,), route_minutes=60, progress=print):
     """Build the board ``name``'s bitstream, placing and routing once per seed
-    and packing the fastest routed one; ``(SynthReports, path of the .bit or None)``."""
+    and packing the fastest routed one if it meets the board's clock
+    (:func:`timing_met`); ``(SynthReports, path of the .bit or None)``."""
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
     platforms = {"ulx3s-85f": ULX3S_85F_Platform}
     spec = board(name)
@@ -105,10 +114,9 @@ def bitstream(name="ulx3s-85f", build_root="build/bitstream", *, seeds=(1,), rou
                               pins="the board's pins (amaranth-boards' constraints)",
                               extra=lambda folder: ["--lpf", str(build_dir / "top.lpf"),
                                                     "--textcfg", str(folder / "top.config")])
-    routed = [r for r in reports if r.routed]
-    if not routed:
+    best = timing_met(reports, spec.clock_mhz)
+    if best is None:
         return reports, None
-    best = max(routed, key=lambda r: r.fmax_mhz)
     progress(f"bitstream: ecppack (seed {best.seed}, {best.fmax_mhz} MHz)")
     bit = build_dir / "top.bit"
     run_tool([tool("yowasp-ecppack"), "--compress", "--input", str(build_dir / f"seed{best.seed}" / "top.config"),

@@ -5,7 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from boards.ulx3s import ULX3STop, pll_setting
+from boards.synth import SynthReport
+from boards.ulx3s import ULX3STop, pll_setting, timing_met
 from neuflow_hdl.presets import board
 
 
@@ -23,6 +24,27 @@ def test_pll_setting_for_the_board_clock():
 def test_pll_setting_refuses_an_impossible_clock():
     with pytest.raises(ValueError, match="no ECP5 PLL setting"):
         pll_setting(25, 1000)
+
+
+def test_a_bitstream_is_packed_only_from_a_placement_that_meets_the_clock():
+    def report(seed, fmax, routed=True):
+        return SynthReport("top", 1, 1, 1, 1, fmax, 1.0, routed=routed, seed=seed)
+    slow, fast, unrouted = report(1, 27.5), report(2, 33.4), report(3, 41.0, routed=False)
+    assert timing_met([slow, fast, unrouted], 30.0) is fast
+    assert timing_met([slow, unrouted], 30.0) is None          # routed, but slower than the clock
+    assert timing_met([report(4, 30.0)], 30.0).seed == 4       # exactly the clock is met
+
+
+def test_the_bitstream_command_refuses_a_placement_slower_than_the_clock(monkeypatch, tmp_path, capsys):
+    import boards.ulx3s
+    from sim.app.cli import main
+    slow = SynthReport("top", 1, 1, 1, 1, 27.5, 1.0, routed=True, seed=1)
+    monkeypatch.setattr(boards.ulx3s, "bitstream", lambda *args, **kwargs: ([slow], None))
+    (tmp_path / "ulx3s-85f").mkdir()        # made by the build it replaces
+    assert main(["board", "bitstream", "--build-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    clock = board("ulx3s-85f").clock_mhz
+    assert len(err.splitlines()) == 1 and "27.5 MHz" in err and f"{clock:g} MHz clock" in err
 
 
 def test_board_top_pins_and_pll():

@@ -87,15 +87,21 @@ def cmd_board_bitstream(args):
     from boards.ulx3s import bitstream
     from neuflow_hdl.presets import board
     try:
-        board(args.board)
+        spec = board(args.board)
         reports, bit = bitstream(args.board, args.build_dir, seeds=args.seeds, route_minutes=args.route_minutes)
     except (ValueError, RuntimeError) as exc:
         raise UsageError(str(exc)) from None
     write_reports(reports, Path(args.build_dir) / args.board)
     if not reports[0].fits():
         raise UsageError(f"{args.board}: the design does not fit the device; no bitstream")
-    if bit is None:
+    routed = [r for r in reports if r.routed]
+    if not routed:
         raise UsageError(f"{args.board}: not routed within {args.route_minutes} minutes; no bitstream")
+    if bit is None:
+        fastest = max(routed, key=lambda r: r.fmax_mhz)
+        raise UsageError(f"{args.board}: routed at {fastest.fmax_mhz} MHz at best (seed {fastest.seed}), below "
+                         f"the board's {spec.clock_mhz:g} MHz clock; no bitstream (try more placer seeds, "
+                         f"SEEDS=1,2,3)")
     print(f"wrote {bit} ({bit.stat().st_size:,} bytes)")
 
 
@@ -576,7 +582,7 @@ def build_parser():
     p.add_argument("--build-dir", default="build/bitstream", help="folder for the netlists, reports and .bit")
     p.add_argument("--seeds", type=_seeds, default=(1,),
                    help="placer seeds, comma-separated (default 1); two place and route at once, the "
-                        "fastest routed one is packed")
+                        "fastest routed one is packed if it meets the board's clock")
     p.add_argument("--route-minutes", type=_positive, default=60,
                    help="stop routing after this many minutes (default 60)")
     p.set_defaults(func=cmd_board_bitstream)
