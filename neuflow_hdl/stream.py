@@ -292,11 +292,11 @@ class CreditBuffer(wiring.Component):
     buffer has room for it and for every word already in flight.  It is a
     register (the pipeline's input handshake is an AND of registers), set
     from the level a cycle old, so it leaves room for one word more than
-    the pipeline holds: with ``depth = full_rate_depth(latency) + slack``
-    a consumer that is always ready sees one word per cycle, and one that
-    starts taking words up to ``slack`` cycles late still does.  ``i.valid``
-    is a write that must never be refused (``i.ready`` is tied high; the
-    credit rule guarantees room).
+    the pipeline holds: with ``depth = latency + 3 + slack`` a consumer
+    that is always ready sees one word per cycle, and one that starts taking
+    words up to ``slack`` cycles late still does.  ``i.valid`` is a write
+    that must never be refused (``i.ready`` is tied high; the credit rule
+    guarantees room).
 
     Members
     -------
@@ -308,11 +308,13 @@ class CreditBuffer(wiring.Component):
     def __init__(self, shape, latency, slack=0):
         self._shape = shape
         self._latency = latency
-        self._depth = full_rate_depth(latency) + slack
-        #: ``credit`` is set while the level is below this: the level can grow
-        #: by a word before the credit is seen, and ``latency`` words can be
-        #: in flight after it.
-        self._threshold = self._depth - latency - 1
+        #: ``credit`` is set while the level is below this: at full rate the
+        #: buffer holds a word being read and one being written, and ``slack``
+        #: more while its consumer is late.
+        self._threshold = 2 + slack
+        #: Room for those, for one word more written before the credit (a
+        #: cycle old) is seen, and for the ``latency`` words in flight after it.
+        self._depth = self._threshold + 1 + latency
         super().__init__({
             "i": In(stream.Signature(shape)),
             "o": Out(stream.Signature(shape)),
