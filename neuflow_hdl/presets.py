@@ -100,12 +100,13 @@ class BoardConfig:
 
 BOARDS = {
     # The ECP5-85F's 208 DP16KD hold 3.3 Mbit; the grid takes 24 of them, 128 more hold
-    # 2^17 16-bit words (the largest power of two that fits).  The clock is below the
-    # routed board top's measured fmax (35.0 MHz at 9359aa2, seed 1; 34.4 MHz at c222100;
-    # 35.1 and 36.4 MHz over two seeds at 42049d1; docs/architecture.md), a whole number of
-    # cycles a bit of the 1 Mbaud line (the FT231X on the board's USB port takes up to
-    # 3 Mbaud) and exact from the PLL (x 6 / 5).
-    "ulx3s-85f": BoardConfig(name="ulx3s-85f", grid="ulx3s-85f", memory_words=1 << 17, clock_mhz=30.0,
+    # 2^17 16-bit words (the largest power of two that fits).  The clock is the board's
+    # 25 MHz oscillator through the PLL (x 1): the routed board top's measured fmax fell from
+    # 35.0 MHz (9359aa2, seed 1) to 27.5 MHz (e61a695, seed 1, routed against 30 MHz) as the
+    # grid gained pipeline registers for its own clock; docs/architecture.md has every run.
+    # It is a whole number of cycles a bit of the 1 Mbaud line (the FT231X on the board's
+    # USB port takes up to 3 Mbaud).
+    "ulx3s-85f": BoardConfig(name="ulx3s-85f", grid="ulx3s-85f", memory_words=1 << 17, clock_mhz=25.0,
                              oscillator_mhz=25.0, baud=1_000_000),
 }
 
