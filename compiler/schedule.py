@@ -17,7 +17,7 @@ model.
 from dataclasses import dataclass
 
 from neuflow_hdl.alu import alu_latency
-from neuflow_hdl.convolver import JOIN_STAGES, convolver_latency
+from neuflow_hdl.convolver import JOIN_LATENCY, convolver_latency
 from neuflow_hdl.grid import LINE_LATENCY, PUSH_LATENCY
 from neuflow_hdl.mapper import mapper_latency
 from neuflow_hdl.regs import OFFSET, OPPOSITE, ConvMode
@@ -106,7 +106,7 @@ def conv_latency(config):
 #: every reader of the fork, one buffer's worth per lag.  So a tile reading a
 #: line further down its chain than the line's first reader takes it through
 #: its FIFO bank.
-HOP_LAG = JOIN_STAGES + 2 * SINK_LATENCY
+HOP_LAG = JOIN_LATENCY + 2 * SINK_LATENCY
 
 
 def _term_sources(job):

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .dsp import registered_product
 from .numerics import NARROW_STAGES, Q8_8, Format, hdl_narrow_stages, hdl_saturate
 from .regs import ALU_CONFIG, AluOp, sample_layout
-from .stream import CreditBuffer, activation, delay_line
+from .stream import CreditBuffer, activation, credit_buffer_latency, delay_line
 
 __all__ = ["StreamALU", "alu_latency"]
 
@@ -16,8 +16,8 @@ def alu_latency(op, width):
     """Cycles from the operands' handshake to ``o.valid`` for ``op`` on
     ``width``-bit words: operands, exact result, rounding increment, shift and
     saturation (5 stages), or for DIV operands, magnitudes, dividend and divisor, a stage
-    per quotient bit and the sign; then the output buffer."""
-    return (3 + width + 1 if op == AluOp.DIV else 2 + NARROW_STAGES) + 1
+    per quotient bit and the sign; then the output buffer (its word leaves from a register)."""
+    return (3 + width + 1 if op == AluOp.DIV else 2 + NARROW_STAGES) + credit_buffer_latency(True)
 
 
 class StreamALU(wiring.Component):
@@ -59,8 +59,8 @@ class StreamALU(wiring.Component):
             raise TypeError(f"fmt must be a Format, not {fmt!r}")
         self._fmt = fmt
         W = fmt.width
-        self._fast_pipeline = alu_latency(AluOp.ADD, W) - 1
-        self._div_pipeline = alu_latency(AluOp.DIV, W) - 1
+        self._fast_pipeline = alu_latency(AluOp.ADD, W) - credit_buffer_latency(True)
+        self._div_pipeline = alu_latency(AluOp.DIV, W) - credit_buffer_latency(True)
         sample = stream.Signature(sample_layout(W))
         super().__init__({
             "config": In(ALU_CONFIG),
@@ -146,7 +146,7 @@ class StreamALU(wiring.Component):
             out.i.payload.data.eq(Mux(is_div, div, fast)),
             out.i.payload.eol.eq(Mux(is_div, div_meta.eol, fast_meta.eol)),
             out.i.payload.eof.eq(Mux(is_div, div_meta.eof, fast_meta.eof)),
-            self.busy.eq(Cat(stage.valid for stage in meta).any() | out.o.valid),
+            self.busy.eq(Cat(stage.valid for stage in meta).any() | out.held),
         ]
         return m
 

@@ -8,9 +8,9 @@ from amaranth.lib.wiring import In, Out
 from .dsp import MULTIPLIER_LATENCY, registered_product
 from .numerics import Q8_8, Format, accumulator_width, hdl_half, hdl_saturate
 from .regs import CONV_CONFIG, ConvMode, GEOMETRY_BITS, MAX_KERNEL, sample_layout
-from .stream import CreditBuffer, activation, delay_line, replica
+from .stream import CreditBuffer, activation, credit_buffer_latency, delay_line, replica
 
-__all__ = ["Convolver", "KernelBank", "PartialSumJoin", "JOIN_STAGES", "convolver_latency"]
+__all__ = ["Convolver", "KernelBank", "PartialSumJoin", "JOIN_STAGES", "JOIN_LATENCY", "convolver_latency"]
 
 
 def _tree_levels(kernel):
@@ -18,16 +18,21 @@ def _tree_levels(kernel):
     return (kernel - 1).bit_length()
 
 
-#: Registered stages of :class:`PartialSumJoin`.
-JOIN_STAGES = 4
+#: Registered stages of :class:`PartialSumJoin` before its output buffer.
+JOIN_STAGES = 3
+#: :class:`PartialSumJoin`'s cycles from a sum taken to its word at the output:
+#: its stages, then its output buffer (the word leaves from a register).
+JOIN_LATENCY = JOIN_STAGES + credit_buffer_latency(True)
+#: The convolver's output buffer of unrounded sums: the join registers their words.
+SUMS_BUFFER_LATENCY = credit_buffer_latency(False)
 
 
 def convolver_latency(kernel):
     """:attr:`Convolver.latency` of a ``kernel`` x ``kernel`` convolver: fire,
     line buffers, row words, the multipliers' registers, row chains, the tree
     levels and the bias into the output buffer, then the buffer and the
-    join's stages."""
-    return 4 + MULTIPLIER_LATENCY + _tree_levels(kernel) + 1 + JOIN_STAGES
+    join."""
+    return 4 + MULTIPLIER_LATENCY + _tree_levels(kernel) + SUMS_BUFFER_LATENCY + JOIN_LATENCY
 
 
 def _sums_layout(acc_width):
@@ -202,7 +207,8 @@ class PartialSumJoin(wiring.Component):
     :data:`JOIN_STAGES` registered stages: the taken sum, and the aligned
     partial sum with the rounding increment (half an output step, which falls
     in the aligned partial sum's zero low bits, so one adder does both); their
-    sum; the shift; the saturation, written into a :class:`CreditBuffer`.  The stages never
+    sum; the shift; the saturation, written into a :class:`CreditBuffer` whose
+    word leaves from a register (:data:`JOIN_LATENCY` in all).  The stages never
     stall: a sum is taken (with its partial sum) only on the buffer's
     credit.  A sum waits for its partial sum; neither waits for the other's
     stream to have been offered first.
@@ -264,13 +270,13 @@ class PartialSumJoin(wiring.Component):
         # credit, so the consumer's ready reaches only the buffer's read
         # enable, never the partial-sum FIFO's nor the sums' (the join's
         # output is a router source, whose ready is a fork's AND of credits).
-        m.submodules.out = out = CreditBuffer(sample_layout(W), JOIN_STAGES - 1)
+        m.submodules.out = out = CreditBuffer(sample_layout(W), JOIN_STAGES)
         wiring.connect(m, out.o, wiring.flipped(self.o))
         m.d.comb += [
             take.eq(sums.valid & out.credit & (~use_psum | psum.valid)),
             sums.ready.eq(take),
             psum.ready.eq(take & use_psum),
-            self.busy.eq(t_valid | j_valid | s_valid | out.o.valid),
+            self.busy.eq(t_valid | j_valid | s_valid | out.held),
         ]
         m.d.sync += [
             t_valid.eq(take),
@@ -377,7 +383,7 @@ class Convolver(wiring.Component):
         self._fmt = fmt
         self._psum_slack = psum_slack
         self._tree_levels = _tree_levels(kernel)
-        self._pipeline = convolver_latency(kernel) - 1 - JOIN_STAGES      # into the output buffer
+        self._pipeline = convolver_latency(kernel) - SUMS_BUFFER_LATENCY - JOIN_LATENCY     # into the output buffer
         sample = stream.Signature(sample_layout(fmt.width))
         super().__init__({
             "config": In(CONV_CONFIG),
@@ -405,7 +411,7 @@ class Convolver(wiring.Component):
         acc_shape = signed(accumulator_width(W, K))
         cfg = self.config
         m.submodules.out = out = CreditBuffer(_sums_layout(acc_shape.width), self._pipeline,
-                                              self._psum_slack)
+                                              self._psum_slack, registered=False)
         m.submodules.bank = bank = KernelBank(kernel=K, width=W)
         m.submodules.join = join = PartialSumJoin(width=W, acc_width=acc_shape.width)
         # The convolver rewinds on the cycle after ``start``, from a register
@@ -456,7 +462,7 @@ class Convolver(wiring.Component):
         wiring.connect(m, join.o, wiring.flipped(self.o))
         in_flight = Signal()
         m.d.comb += in_flight.eq(Cat(stage.valid for stage in meta).any())
-        m.d.comb += self.busy.eq((x != 0) | (y != 0) | in_flight | out.o.valid | join.busy)
+        m.d.comb += self.busy.eq((x != 0) | (y != 0) | in_flight | out.held | join.busy)
         return m
 
     def _checks(self, m):

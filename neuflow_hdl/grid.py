@@ -6,12 +6,12 @@ from amaranth.lib.wiring import In, Out
 
 from .cfgbus import ConfigBus, registered_requests
 from .presets import GridConfig
-from .regs import (CONTROL, CONTROL_REG, GRID_START_REG, GRID_STATUS, GRID_TILE, NEIGHBOURS, OFFSET,
+from .regs import (CONFIG_ADDRESS, CONTROL, CONTROL_REG, GRID_START_REG, GRID_STATUS, GRID_TILE, NEIGHBOURS, OFFSET,
                    OPPOSITE, STATUS_REG, Unit, pack_bits, sample_layout)
-from .stream import CREDIT_PUSHER_LATENCY, PUSHED_FIFO_LATENCY, PushedFIFO
+from .stream import CREDIT_PUSHER_LATENCY, PUSHED_FIFO_LATENCY, PushedFIFO, replica
 from .tile import STATUS_LAG, Tile
 
-__all__ = ["Grid", "LINE_DEPTH", "LINE_LATENCY", "PUSH_LATENCY"]
+__all__ = ["Grid", "BUS_LAG", "LINE_DEPTH", "LINE_LATENCY", "PUSH_LATENCY"]
 
 #: Cycles from a tile's router writing a word for a global output line to
 #: the line's output: the tile's :class:`CreditPusher`, then the grid's
@@ -24,6 +24,10 @@ LINE_DEPTH = PushedFIFO.min_depth
 #: Cycles from a word taken on a global input line to the tiles' sinks: the
 #: line's register.
 PUSH_LATENCY = 1
+
+#: Cycles from a configuration write on the grid's bus to the tile's input
+#: (:meth:`Grid._tile_bus`): a register per tile.
+BUS_LAG = 1
 
 
 class Grid(wiring.Component):
@@ -72,20 +76,7 @@ class Grid(wiring.Component):
                             segments=cfg.segments, fmt=cfg.fmt,
                             neighbours=(r > 0, c < C - 1, r < R - 1, c > 0))
                 m.submodules[f"tile_{r}_{c}"] = tiles[r, c] = tile
-                index = r * C + c
-                # A GRID_START_REG write with this tile's bit reaches it as CONTROL.start.
-                by_mask = Signal(name=f"start_by_mask_{r}_{c}")
-                m.d.comb += by_mask.eq((self.bus.addr.tile == GRID_TILE) &
-                                       (self.bus.addr.unit == Unit.CONTROL) &
-                                       (self.bus.addr.reg == GRID_START_REG + index // 32) &
-                                       self.bus.wdata[index % 32])
-                with m.If(by_mask):
-                    m.d.comb += [tile.addr.unit.eq(Unit.CONTROL), tile.addr.reg.eq(CONTROL_REG),
-                                 tile.addr.tile.eq(index),
-                                 tile.wdata.eq(pack_bits(CONTROL, {"start": 1}))]
-                with m.Else():
-                    m.d.comb += [tile.addr.eq(self.bus.addr), tile.wdata.eq(self.bus.wdata)]
-                m.d.comb += tile.we.eq(self.bus.we & ((self.bus.addr.tile == index) | by_mask))
+                self._tile_bus(m, tile, r * C + c, f"{r}_{c}")
 
         # Neighbour links; edges offer nothing and take nothing.
         for (r, c), tile in tiles.items():
@@ -119,6 +110,27 @@ class Grid(wiring.Component):
                           (read.addr.reg == STATUS_REG)):
                     m.d.sync += self.bus.rdata.eq(t.status)
         return m
+
+    def _tile_bus(self, m, tile, index, name):
+        """Tile ``index``'s configuration writes, decoded from the bus into
+        registers of its own (:data:`BUS_LAG`), which the placer can put near
+        the tile: the bus fans out across the die once, to these registers,
+        and a decode reaches a tile's input register only from them.  A
+        GRID_START_REG write with the tile's bit reaches it as CONTROL.start."""
+        bus = self.bus
+        by_mask = Signal(name=f"start_by_mask_{name}")
+        m.d.comb += by_mask.eq((bus.addr.tile == GRID_TILE) & (bus.addr.unit == Unit.CONTROL) &
+                               (bus.addr.reg == GRID_START_REG + index // 32) & bus.wdata[index % 32])
+        we = replica(name=f"tile_we_{name}")
+        addr = replica(CONFIG_ADDRESS, reset_less=True, name=f"tile_addr_{name}")
+        wdata = replica(len(bus.wdata), reset_less=True, name=f"tile_wdata_{name}")
+        with m.If(by_mask):
+            m.d.sync += [addr.unit.eq(Unit.CONTROL), addr.reg.eq(CONTROL_REG), addr.tile.eq(index),
+                         wdata.eq(pack_bits(CONTROL, {"start": 1}))]
+        with m.Else():
+            m.d.sync += [addr.eq(bus.addr), wdata.eq(bus.wdata)]
+        m.d.sync += we.eq(bus.we & ((bus.addr.tile == index) | by_mask))
+        m.d.comb += [tile.we.eq(we), tile.addr.eq(addr), tile.wdata.eq(wdata)]
 
     def _global_lines(self, m, all_tiles):
         """A global input's word is pushed into every tile reading it, on all of

@@ -6,13 +6,14 @@ from amaranth.lib.wiring import In, Out
 
 from .numerics import NARROW_STAGES, Q8_8, Format, hdl_half, hdl_narrow_stages, hdl_saturate
 from .regs import PoolMode, Symmetry, mapper_config_layout, sample_layout
-from .stream import CreditBuffer, activation, delay_line
+from .stream import CreditBuffer, activation, credit_buffer_latency, delay_line
 
 __all__ = ["Mapper", "MAPPER_LATENCY", "POOL_LATENCY", "mapper_latency"]
 
 
-#: The mapping alone: seven pipeline stages, then the output buffer.
-MAPPER_LATENCY = 8
+#: The mapping alone: seven pipeline stages, then the output buffer (its word
+#: leaves from a register).
+MAPPER_LATENCY = 7 + credit_buffer_latency(True)
 #: What the pool stage adds: the pair's sum (or maximum), the waiting pair
 #: out of the line buffer, the window's sum, then its narrowing (the rounding
 #: increment, the shift, saturation).
@@ -79,7 +80,7 @@ class Mapper(wiring.Component):
         self._segments = segments
         self._fmt = fmt
         self._max_width = max_width
-        self._pipeline = MAPPER_LATENCY - 1     # into the output buffer
+        self._pipeline = MAPPER_LATENCY - credit_buffer_latency(True)     # into the output buffer
         sample = stream.Signature(sample_layout(fmt.width))
         super().__init__({
             "config": In(mapper_config_layout(fmt.width, segments)),
@@ -171,7 +172,7 @@ class Mapper(wiring.Component):
             out.i.payload.data.eq(Mux(pooling, pooled, result)),
             out.i.payload.eol.eq(Mux(pooling, pooled_meta.eol, last.eol)),
             out.i.payload.eof.eq(Mux(pooling, pooled_meta.eof, last.eof)),
-            self.busy.eq(Cat(stage.valid for stage in meta).any() | pooling_words | out.o.valid),
+            self.busy.eq(Cat(stage.valid for stage in meta).any() | pooling_words | out.held),
         ]
         return m
 

@@ -24,6 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["StreamFIFO", "FIFO_LATENCY", "BlockRamFIFO", "BLOCK_RAM_FIFO_LATENCY", "PushedFIFO",
            "PUSHED_FIFO_LATENCY", "SinkFIFO", "CreditPusher", "CREDIT_PUSHER_LATENCY", "CreditBuffer",
+           "credit_buffer_latency",
            "full_rate_depth", "delay_line", "replica", "activation"]
 
 
@@ -285,6 +286,12 @@ class CreditPusher(wiring.Component):
         return m
 
 
+def credit_buffer_latency(registered):
+    """A :class:`CreditBuffer`'s cycles from a word written to it (empty) to
+    ``o.valid``: its storage, then (``registered``) its output register."""
+    return 2 if registered else 1
+
+
 class CreditBuffer(wiring.Component):
     """Output buffer of a non-stalling pipeline of ``latency`` cycles.
 
@@ -292,26 +299,36 @@ class CreditBuffer(wiring.Component):
     buffer has room for it and for every word already in flight.  It is a
     register (the pipeline's input handshake is an AND of registers), set
     from the level a cycle old, so it leaves room for one word more than
-    the pipeline holds: with ``depth = latency + 3 + slack`` a consumer
+    the pipeline holds: with ``depth = latency + threshold + 1`` a consumer
     that is always ready sees one word per cycle, and one that starts taking
     words up to ``slack`` cycles late still does.  ``i.valid`` is a write
     that must never be refused (``i.ready`` is tied high; the credit rule
     guarantees room).
+
+    With ``registered`` a word leaves from a register (a ``SyncFIFOBuffered``,
+    a cycle later: :func:`credit_buffer_latency`), not from the storage's
+    read (LUT RAM on an FPGA, whose read would otherwise start the path
+    through a router's multiplexer into a FIFO across the tile); without, the
+    reader registers the word itself (the convolver's partial-sum join).
 
     Members
     -------
     i : In(stream.Signature(shape))
     o : Out(stream.Signature(shape))
     credit : Out(1)
+    held : Out(1)
+        A word is in the buffer (its storage or its output register).
     """
 
-    def __init__(self, shape, latency, slack=0):
+    def __init__(self, shape, latency, slack=0, *, registered=True):
         self._shape = shape
         self._latency = latency
+        self._registered = registered
         #: ``credit`` is set while the level is below this: at full rate the
-        #: buffer holds a word being read and one being written, and ``slack``
-        #: more while its consumer is late.
-        self._threshold = 2 + slack
+        #: buffer holds a word being read and one being written (and one in
+        #: the storage behind a registered output), and ``slack`` more while
+        #: its consumer is late.
+        self._threshold = (3 if registered else 2) + slack
         #: Room for those, for one word more written before the credit (a
         #: cycle old) is seen, and for the ``latency`` words in flight after it.
         self._depth = self._threshold + 1 + latency
@@ -319,12 +336,18 @@ class CreditBuffer(wiring.Component):
             "i": In(stream.Signature(shape)),
             "o": Out(stream.Signature(shape)),
             "credit": Out(1),
+            "held": Out(1),
         })
+
+    @property
+    def latency(self):
+        """Cycles from a word written to the (empty) buffer to ``o.valid``."""
+        return credit_buffer_latency(self._registered)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fifo = buf = fifo.SyncFIFO(width=Shape.cast(self._shape).width,
-                                                 depth=self._depth)
+        kind = fifo.SyncFIFOBuffered if self._registered else fifo.SyncFIFO
+        m.submodules.fifo = buf = kind(width=Shape.cast(self._shape).width, depth=self._depth)
         m.d.comb += [
             buf.w_data.eq(self.i.payload),
             buf.w_en.eq(self.i.valid),
@@ -332,6 +355,7 @@ class CreditBuffer(wiring.Component):
             self.o.payload.eq(buf.r_data),
             self.o.valid.eq(buf.r_rdy),
             buf.r_en.eq(self.o.ready),
+            self.held.eq(buf.level != 0),
         ]
         credit = Signal(init=1, name="credit_r")       # empty after reset
         m.d.sync += credit.eq(buf.level < self._threshold)

@@ -184,8 +184,8 @@ class _ProbedCreditBuffer(CreditBuffer):
 
     made = []
 
-    def __init__(self, shape, latency, slack=0, *, loose=False):
-        super().__init__(shape, latency, slack)
+    def __init__(self, shape, latency, slack=0, *, loose=False, registered=True):
+        super().__init__(shape, latency, slack, registered=registered)
         self.depth = self._depth
         if loose:               # broken on purpose: one credit too many
             self._threshold += 1
@@ -226,7 +226,7 @@ class CreditSpec(Elaboratable):
 def test_credit_buffer_is_never_written_when_full(tmp_path, broken):
     """Inductive (unbounded) proof of the intact buffer for a 5-cycle pipeline."""
     check_proof(CreditSpec(latency=5, slack=1, loose=broken), tmp_path, broken=broken,
-                mode="prove", depth=4)
+                mode="prove", depth=4, platform="formal")
 
 
 class _CreditBlindConvolver(Convolver):
@@ -294,7 +294,7 @@ class JoinCreditSpec(Elaboratable):
 @pytest.mark.parametrize("broken", [False, True], ids=["PartialSumJoin", "loose-join"])
 def test_partial_sum_join_never_overfills_its_output_buffer(tmp_path, monkeypatch, broken):
     monkeypatch.setattr(convolver_module, "CreditBuffer", functools.partial(_ProbedCreditBuffer, loose=broken))
-    check_proof(JoinCreditSpec(), tmp_path, broken=broken, mode="prove", depth=4)
+    check_proof(JoinCreditSpec(), tmp_path, broken=broken, mode="prove", depth=4, platform="formal")
 
 
 class _WindowlessPort(StreamPort):

@@ -7,7 +7,7 @@ import pytest
 from compiler.schedule import HOP_LAG, conv_latency
 from helpers import flat_words, frame_words, simulate, stream_get, stream_put
 from neuflow_hdl.cfgbus import RESPONDER_READ_LATENCY
-from neuflow_hdl.grid import Grid
+from neuflow_hdl.grid import BUS_LAG, Grid
 from neuflow_hdl.numerics import Q8_8
 from neuflow_hdl.presets import GridConfig
 from neuflow_hdl.regs import (AluOp, STATUS, STATUS_REG, Symmetry, Unit, config_address,
@@ -40,7 +40,7 @@ async def bus_write(ctx, dut, items):
         ctx.set(dut.bus.we, 1)
         await ctx.tick()
     ctx.set(dut.bus.we, 0)
-    for _ in range(1 + CONTROL_LAG):
+    for _ in range(1 + BUS_LAG + CONTROL_LAG):
         await ctx.tick()
 
 

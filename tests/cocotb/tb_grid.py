@@ -7,6 +7,7 @@ from cocotb.triggers import FallingEdge, RisingEdge
 
 from cases import frame_flags
 from neuflow_hdl.cfgbus import RESPONDER_READ_LATENCY
+from neuflow_hdl.grid import BUS_LAG
 from neuflow_hdl.regs import (AluOp, ConvMode, GRID_STATUS, GRID_TILE, STATUS, STATUS_REG, Unit,
                               config_address, control_write, tile_config_writes)
 from neuflow_hdl.tile import CONTROL_LAG, STATUS_LAG
@@ -37,7 +38,7 @@ async def bus_write(dut, writes):
         await RisingEdge(dut.clk)
         await FallingEdge(dut.clk)
     dut.bus__we.value = 0
-    for _ in range(1 + CONTROL_LAG):
+    for _ in range(1 + BUS_LAG + CONTROL_LAG):
         await RisingEdge(dut.clk)
         await FallingEdge(dut.clk)
 
