@@ -121,8 +121,14 @@ class StreamALU(wiring.Component):
         # Each path's data registers move only while one of its words is in
         # flight (a clock enable), so an idle ALU does no work in simulation.
         fast_path, divider = Module(), Module()
-        fast = self._fast_path(fast_path, a, b, product)
-        div = self._divider(divider, a, b)
+        # The stages after the operands read the configuration from a copy of
+        # their own: the configuration registers are the tile's, across it, and
+        # the copy is steady from two cycles after a start, before any word
+        # can reach those stages (words enter from then on; see activation).
+        staged = Signal.like(cfg, reset_less=True, name="staged_config")
+        m.d.sync += staged.eq(cfg)
+        fast = self._fast_path(fast_path, staged, a, b, product)
+        div = self._divider(divider, staged, a, b)
         # Each enable is a flip-flop: whether a word of the path is in one of
         # its stages, computed a cycle ahead from the word entering and the
         # stages but the last (an OR over the divider's stages fanning out to
@@ -180,11 +186,12 @@ class StreamALU(wiring.Component):
             m.d.sync += flag_error.eq(1)
         return fire
 
-    def _fast_path(self, m, a, b, product):
-        """Every operation but DIV: the exact result (``product``, the
-        multiplier's register, for MUL and SQUARE), then the one narrowing
-        (the rounding increment, the shift and saturation, a stage each)."""
-        W, cfg = self._fmt.width, self.config
+    def _fast_path(self, m, cfg, a, b, product):
+        """Every operation but DIV on configuration ``cfg``: the exact result
+        (``product``, the multiplier's register, for MUL and SQUARE), then the
+        one narrowing (the rounding increment, the shift and saturation, a
+        stage each)."""
+        W = self._fmt.width
         exact = Signal(signed(2 * W + 1), reset_less=True)
         multiplies = Signal()
         m.d.comb += multiplies.eq((cfg.op == AluOp.MUL) | (cfg.op == AluOp.SQUARE))
@@ -201,11 +208,11 @@ class StreamALU(wiring.Component):
                 m.d.sync += exact.eq(Mux(a < 0, -a, a))
         return hdl_narrow_stages(m, Mux(multiplies, product, exact), cfg.shift, W, W, "fast")
 
-    def _divider(self, m, a, b):
+    def _divider(self, m, cfg, a, b):
         """DIV: restoring division on magnitudes, one quotient bit per stage.
         q = floor((2*(|a| << s) + |b| - neg) / (2*|b|)) is |a * 2**s / b| rounded
         half up for the signed result (neg: the signs differ); q >= 2**W saturates."""
-        W, cfg = self._fmt.width, self.config
+        W = self._fmt.width
         # The operands' magnitudes and signs, then dividend and divisor: a stage each.
         magnitude_a = Signal(unsigned(W), reset_less=True)
         magnitude_b = Signal(unsigned(W), reset_less=True)
