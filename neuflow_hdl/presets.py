@@ -54,7 +54,7 @@ PRESETS = {
                        clock_mhz=100.0),
     # Sized to the ECP5-85F: 3 x (49 + 2) = 153 of its 156 MULT18X18D.  Its clock is the
     # routed grid's median fmax over three placer seeds (88.9 / 89.9 / 91.2 MHz, measured
-    # with nextpnr-ecp5 at HEAD_ALU; docs/architecture.md, "FPGA figures").
+    # with nextpnr-ecp5 at 3f9f606; docs/architecture.md, "FPGA figures").
     "ulx3s-85f": GridConfig(rows=1, columns=3, globals_=4, kernel=7, max_width=512,
                             fifo_depth=512, clock_mhz=89.9),
     # NeuFlow's MAC budget (680 on the Virtex-6) for performance studies: 14 convolvers of
