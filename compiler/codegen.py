@@ -64,6 +64,9 @@ LAYER_ERROR_HALT = 0x100
 
 GRID_STATUS_ADDRESS = config_address(GRID_TILE, Unit.CONTROL, 0)
 PORTS_STATUS_ADDRESS = streamer_address(0, PORTS_STATUS_REG)
+#: The grid's start register of each group of 32 tiles, and the streamer's port start.
+_GRID_START = [config_address(GRID_TILE, Unit.CONTROL, GRID_START_REG + group) for group in range(8)]
+_PORTS_START = streamer_address(0, PORTS_START_REG)
 
 
 class WeightFrames:
@@ -77,10 +80,12 @@ class WeightFrames:
         self._index = {}            #: frame bytes -> address
         self._parent = parent
 
-    def address(self, words, align=1):
+    def address(self, words, align=1, key=None):
         """The address of the frame ``words`` (placed now, at a multiple of
-        ``align``, if it is new or placed elsewhere)."""
-        key = words.tobytes()
+        ``align``, if it is new or placed elsewhere); ``key``: its bytes, if
+        the caller has them."""
+        if key is None:
+            key = words.tobytes()
         frames = self
         while frames is not None:
             if key in frames._index and frames._index[key] % align == 0:
@@ -325,10 +330,18 @@ class CodeGen:
         """Descriptor writes of a port (a port latches its descriptor at start,
         so they may happen while it streams)."""
         shape = ("port", port, rect.width, rect.height, rect.stride, write, line, window)
-        if self._applied.get(("port", port)) == (rect.base, shape):
+        key, base = ("port", port), rect.base
+        applied = self._applied.get(key)
+        self._applied[key] = (base, shape)
+        if applied is not None and applied[1] == shape:
+            # The port's registers hold this shape's descriptor (only this method
+            # writes them between resumes): at most its base register differs.
+            if applied[0] != base:
+                if not 0 <= base < 1 << REGISTER_BITS:
+                    raise ValueError(f"field base: {base} does not fit unsigned({REGISTER_BITS})")
+                self._write_all(((self._port_writes(shape, 0)[PORT_BASE_REG][0], base),))
             return
-        self._applied[("port", port)] = (rect.base, shape)
-        self._write_all(self._port_writes(shape, rect.base))
+        self._write_all(self._port_writes(shape, base))
 
     def _port_writes(self, shape, base):
         """The descriptor writes of a port's ``shape`` (:meth:`_describe`) at
@@ -350,7 +363,8 @@ class CodeGen:
 
     def _wait_not_busy(self, address, layout):
         """Poll the status register at ``address`` until its ``busy`` bit is clear."""
-        self.emit(f"wait {_busy_bit(layout):#04x}, 0x00, {address:#07x}")
+        self.lines.append(_wait_line(address, layout))
+        self._count += 1
 
     def _wait_ports(self):
         """Wait until no streamer port is busy (one poll for a whole pass)."""
@@ -429,10 +443,10 @@ class CodeGen:
         self._wait_not_busy(GRID_STATUS_ADDRESS, GRID_STATUS)
 
     def _frames(self, passes):
-        """Per pass: ``((slots, tile -> slot), held)``: the kernels its tiles must
-        preload, each distinct kernel once; and the kernel every tile holds
-        during the pass."""
-        held = dict(self.loaded)        # becomes self.loaded: what the tiles hold after them
+        """Per pass: ``(slots, tile -> slot)``, the kernels its tiles must
+        preload (tile -> kernel), each distinct kernel once.  ``self.loaded``
+        becomes what the tiles hold after the passes."""
+        held = dict(self.loaded)
         frames = []
         for p in passes:
             wanted = {}
@@ -442,18 +456,20 @@ class CodeGen:
                     continue
                 if held.get(s.tile) != key:
                     wanted[s.tile] = held[s.tile] = key
-            frames.append((_frame(wanted), dict(held)))
+            frames.append(_frame(wanted))
         self.loaded = held
         return frames
 
     def _shadow(self, p, frame):
         """Shadow writes of pass ``p`` (None: no pass) whose tiles preload ``frame``."""
-        where, at = (frame[1], _slot_offsets(frame[0], self.config.kernel)) if frame is not None else ({}, [])
+        where = frame[1] if frame is not None else {}
+        at = _slot_offsets(frame[0], self.config.kernel) if where else ()
         setups = {s.tile: s for s in p.tiles} if p is not None else {}
         applied = self._applied
         for tile in range(self.config.tiles):
             s = setups.get(tile)
-            preload = at[where[tile]] if tile in where else None
+            slot = where.get(tile)
+            preload = None if slot is None else at[slot]
             if s is not None:
                 configuration = (s.routes, s.convolver, s.alu, s.mapper, preload)
             else:
@@ -491,7 +507,8 @@ class CodeGen:
 
     def _emit_passes(self, passes):
         frame_address = self.frames.address
-        frames, held = zip(*self._frames(passes))
+        held = dict(self.loaded)            # the kernel each tile holds during pass n
+        frames = self._frames(passes)
         # ahead[n]: the frame that streams during pass n (pass n+1's kernels), or
         # None.  It goes on a port of its own when pass n leaves one free
         # ("inline"), otherwise first, on its own ("alone").
@@ -516,10 +533,13 @@ class CodeGen:
         marks = []                  # per pass: where its unit's regions start, and its end
         for n, p in enumerate(passes):
             begin = len(self.lines)
-            if n and since >= RESUME_EVERY and not _reads_memory(held[n]):
-                self._resume_point(n, held[n])
+            slots, where = frames[n]
+            for tile, slot in where.items():
+                held[tile] = slots[slot]
+            if n and since >= RESUME_EVERY and not _reads_memory(held):
+                self._resume_point(n, dict(held))
                 since = 0
-            self._start_tiles(set(frames[n][1]) | set(ahead[n][1] if ahead[n] else ()))
+            self._start_tiles(where, ahead[n][1] if ahead[n] else ())
             if alone[n] is not None:
                 self.comment("weight frame first: the data streams use every port")
                 alone_words.append(self._weight_port(0, alone[n], frame_address))
@@ -527,10 +547,8 @@ class CodeGen:
             if n == 0 or alone[n] is not None:  # else written during the previous pass
                 for port, rect, kw in ports:
                     self._describe(port, rect, **kw)
-            self._go_all(port for port, _, _ in ports)
-            streams = [rect.words for _, rect, kw in ports if kw["line"] != self.weight_line]
-            frame = [rect.words for _, rect, kw in ports if kw["line"] == self.weight_line]
-            beats = sum(rect_beats(rect, self.config.beat_words) for _, rect, _ in ports)
+            self._go_all(range(len(ports)))
+            streams, frame, beats = self._stream_words(ports)
             serial = self.measure()        # the streams run from here
             mid = len(self.lines)
             if n + 1 < len(passes):
@@ -547,12 +565,20 @@ class CodeGen:
             marks.append((begin, mid, tail, len(self.lines)))
             if n + 1 < len(passes):
                 ports = following
-            costs.append(PassCost(streams=tuple(streams), latency=p.latency, frame=tuple(frame),
+            costs.append(PassCost(streams=streams, latency=p.latency, frame=frame,
                                   serial=prologue + serial, overlapped=overlapped, waits=waits,
                                   alone=tuple(alone_words), beats=beats))
             since += pass_cycles(costs[-1])
             prologue, alone_words = 0, []
         return self._roll(marks, costs)
+
+    def _stream_words(self, ports):
+        """``(data streams' words, the weight frame's words, bus beats)`` of the transfers ``ports``."""
+        streams, frame, beats, beat_words = [], [], 0, self.config.beat_words
+        for _, rect, kw in ports:
+            (frame if kw["line"] == self.weight_line else streams).append(rect.words)
+            beats += rect_beats(rect, beat_words)
+        return tuple(streams), tuple(frame), beats
 
     def _roll(self, marks, costs):
         """Roll the passes' units (``marks``: their line indexes) into loops
@@ -587,22 +613,23 @@ class CodeGen:
         self.lines.append(f"{pass_label(layer, index)}:")
         self.points.append(ResumePoint(layer, index, MachineState(dict(self.shadow), dict(held))))
 
-    def _start_tiles(self, also):
-        """Start every tile with unstarted shadow writes and every tile in ``also``:
-        one grid write per group of 32 tiles."""
+    def _start_tiles(self, *also):
+        """Start every tile with unstarted shadow writes and every tile in each
+        of ``also``: one grid write per group of 32 tiles."""
         masks = {}
-        for tile in self.dirty | set(also):
-            masks[tile // 32] = masks.get(tile // 32, 0) | 1 << (tile % 32)
+        for tile in self.dirty.union(*also):
+            masks[tile >> 5] = masks.get(tile >> 5, 0) | 1 << (tile & 31)
         for group, mask in sorted(masks.items()):
-            address = config_address(GRID_TILE, Unit.CONTROL, GRID_START_REG + group)
-            self.emit(f"cfgwi {address:#07x}, {mask:#x}")
+            self.lines.append((_GRID_START[group], mask))
+        self._count += len(masks)
         self.dirty = set()
 
     def _go_all(self, ports):
         """Start ``ports`` with one write."""
         mask = sum(1 << port for port in ports)
         if mask:
-            self.emit(f"cfgwi {streamer_address(0, PORTS_START_REG):#07x}, {mask:#x}")
+            self.lines.append((_PORTS_START, mask))
+            self._count += 1
 
     def _weight_port(self, port, frame, frame_address):
         """Stream a weight frame on the weight line; returns its words."""
@@ -617,9 +644,10 @@ _NO_ROUTES = {}
 
 
 @lru_cache(maxsize=None)
-def _busy_bit(layout):
-    """The ``busy`` bit of a status ``layout``."""
-    return pack_bits(layout, {"busy": 1})
+def _wait_line(address, layout):
+    """The line of a poll of the status register at ``address`` until the
+    ``busy`` bit of its ``layout`` is clear."""
+    return f"    wait {pack_bits(layout, {'busy': 1}):#04x}, 0x00, {address:#07x}"
 
 
 def _frame(kernels):
@@ -643,9 +671,14 @@ def _slot_words(slot, K):
 
 def _slot_offsets(slots, K):
     """``[(word offset, kernel size)]`` of each slot of a weight frame."""
+    return _offsets(tuple(_slot_words(slot, K) for slot in slots))
+
+
+@lru_cache(maxsize=1 << 12)
+def _offsets(sizes):
+    """:func:`_slot_offsets` of slots of ``sizes`` words."""
     at, offset = [], 0
-    for slot in slots:
-        words = _slot_words(slot, K)
+    for words in sizes:
         at.append((offset, _side(words)))
         offset += words
     return at
@@ -673,8 +706,9 @@ def _frame_rect(frame, frame_address, K):
                for n, s in enumerate(slots)):
             raise AssertionError("a frame of kernels read from memory takes consecutive kernels")
         return _Words(first, len(slots) * words)
-    words = np.frombuffer(b"".join(slots), dtype=np.int64)
-    return _Words(frame_address(words), len(words))
+    key = b"".join(slots)
+    words = np.frombuffer(key, dtype=np.int64)
+    return _Words(frame_address(words, key=key), len(words))
 
 
 def _freeze(value):

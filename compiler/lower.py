@@ -176,18 +176,20 @@ def lower_conv(node, graph, buffers, config, quant):
     kernels = None if is_max else _piece_kernels(codes, pieces)
     jobs = []
     for x0, wn in strips:
-        inputs, index = [], {}
+        inputs = []                 # input map c's piece p is input c * len(pieces) + p
         for c in range(cin):
             for p, (dy, dx, ph, pw) in enumerate(pieces):
                 kp = max(ph, pw)
                 rect = x.rect(c, dy - t, dx + x0 * s - l, (ho - 1) * s + kp, (wn - 1) * s + kp)
-                index[c, p] = len(inputs)
                 inputs.append((rect, kp))
-        outputs, terms = [], []
+        outputs, terms, group_reads = [], [], {}
         for o in range(cout):
             outputs.append(y.rect(o, 0, x0 // 2, ho // 2, wn // 2) if pool else y.rect(o, 0, x0, ho, wn))
             g = o // per_group_out if not is_max else o
-            reads = [index[in_perm[g * cin_g + ci], p] for ci in range(cin_g) for p in range(len(pieces))]
+            reads = group_reads.get(g)
+            if reads is None:       # the inputs of group g's outputs, in the order they read them
+                maps = np.asarray(in_perm[g * cin_g:(g + 1) * cin_g], dtype=np.int64)
+                reads = group_reads[g] = (maps[:, None] * len(pieces) + np.arange(len(pieces))).ravel().tolist()
             terms.append([(i, None) for i in reads] if is_max else _terms(reads, kernels, o))
         macs = 0 if is_max else ho * wn * kh * kw * connected
         job = ConvJob(ConvMode.MAX if is_max else ConvMode.MAC, s, shift, inputs, outputs,
