@@ -64,8 +64,7 @@ LAYER_ERROR_HALT = 0x100
 
 GRID_STATUS_ADDRESS = config_address(GRID_TILE, Unit.CONTROL, 0)
 PORTS_STATUS_ADDRESS = streamer_address(0, PORTS_STATUS_REG)
-#: The grid's start register of each group of 32 tiles, and the streamer's port start.
-_GRID_START = [config_address(GRID_TILE, Unit.CONTROL, GRID_START_REG + group) for group in range(8)]
+#: The streamer's port start register.
 _PORTS_START = streamer_address(0, PORTS_START_REG)
 
 
@@ -337,9 +336,7 @@ class CodeGen:
             # The port's registers hold this shape's descriptor (only this method
             # writes them between resumes): at most its base register differs.
             if applied[0] != base:
-                if not 0 <= base < 1 << REGISTER_BITS:
-                    raise ValueError(f"field base: {base} does not fit unsigned({REGISTER_BITS})")
-                self._write_all(((self._port_writes(shape, 0)[PORT_BASE_REG][0], base),))
+                self._write_all((self._port_writes(shape, base)[PORT_BASE_REG],))
             return
         self._write_all(self._port_writes(shape, base))
 
@@ -620,7 +617,7 @@ class CodeGen:
         for tile in self.dirty.union(*also):
             masks[tile >> 5] = masks.get(tile >> 5, 0) | 1 << (tile & 31)
         for group, mask in sorted(masks.items()):
-            self.lines.append((_GRID_START[group], mask))
+            self.lines.append((_grid_start(group), mask))
         self._count += len(masks)
         self.dirty = set()
 
@@ -641,6 +638,12 @@ class CodeGen:
 
 #: A tile without a pass: no routes.
 _NO_ROUTES = {}
+
+
+@lru_cache(maxsize=None)
+def _grid_start(group):
+    """The grid's start register of the tiles ``32 group`` to ``32 group + 31``."""
+    return config_address(GRID_TILE, Unit.CONTROL, GRID_START_REG + group)
 
 
 @lru_cache(maxsize=None)

@@ -433,9 +433,8 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
     configs = _kept(job, "_conv_configs", dict)
     inputs, mapper = job.inputs, job.mapper
     mac, mac_psum = ConvMode.MAC, ConvMode.MAC_PSUM
-    # A link inside a chain: its convolver configuration by input (no bias), and its routes.
+    # A link inside a chain: its convolver configuration by input (no bias, MAX or MAC_PSUM).
     inner = _kept(job, "_inner_configs", dict)
-    inner_mode = ConvMode.MAX if max_mode else mac_psum
     for ol, (o, g, terms) in enumerate(chains):
         last_group = g == groups[o] - 1
         psum_line = None
@@ -445,24 +444,6 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
             reads.append((psum_line, _partial(job, o) if g > 0 else job.initial[o]))
         end = len(terms) - 1
         for j, (src, kernel) in enumerate(terms):
-            if 0 < j < end:
-                key = (j > earliest[src], line[src], link_in[pos - 1], hops[pos], ol, False)
-                routes = _ROUTES.get(key) or _routes(*key)
-                conv = inner.get(src)
-                if conv is None:
-                    rect, k = inputs[src]
-                    key = (rect.width, rect.height, k, inner_mode, 0)
-                    conv = inner[src] = configs.get(key) or _conv_config(job, configs, *key)
-                tiles.append(TileSetup(path[pos], routes, conv, None, None, kernel))
-                pos += 1
-                continue
-            rect, k = inputs[src]
-            if max_mode:
-                mode = ConvMode.MAX
-            elif j == 0 and psum_line is None:
-                mode = mac
-            else:
-                mode = mac_psum
             if j > 0:
                 psum_from = link_in[pos - 1]
             else:
@@ -471,8 +452,19 @@ def _conv_pass(job, chains, groups, path, hops, window, total_terms, config):
             out = None if j == end else hops[pos]
             key = (j > earliest[src], line[src], psum_from, out, ol, pooling)
             routes = _ROUTES.get(key) or _routes(*key)
-            key = (rect.width, rect.height, k, mode, job.bias[o] if (j == 0 and g == 0) else 0)
-            conv = configs.get(key) or _conv_config(job, configs, *key)
+            conv = inner.get(src) if 0 < j < end else None
+            if conv is None:
+                rect, k = inputs[src]
+                if max_mode:
+                    mode = ConvMode.MAX
+                elif j == 0 and psum_line is None:
+                    mode = mac
+                else:
+                    mode = mac_psum
+                key = (rect.width, rect.height, k, mode, job.bias[o] if (j == 0 and g == 0) else 0)
+                conv = configs.get(key) or _conv_config(job, configs, *key)
+                if 0 < j < end:
+                    inner[src] = conv
             tiles.append(TileSetup(path[pos], routes, conv, None, mapper if pooling else None, kernel))
             pos += 1
         if last_group or job.partials is None:

@@ -325,10 +325,9 @@ class CreditBuffer(wiring.Component):
         self._latency = latency
         self._registered = registered
         #: ``credit`` is set while the level is below this: at full rate the
-        #: buffer holds a word being read and one being written (and one in
-        #: the storage behind a registered output), and ``slack`` more while
-        #: its consumer is late.
-        self._threshold = (3 if registered else 2) + slack
+        #: buffer holds the word being written and one for each cycle of its
+        #: latency, and ``slack`` more while its consumer is late.
+        self._threshold = self.latency + 1 + slack
         #: Room for those, for one word more written before the credit (a
         #: cycle old) is seen, and for the ``latency`` words in flight after it.
         self._depth = self._threshold + 1 + latency
