@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .dsp import registered_product
 from .numerics import NARROW_STAGES, Q8_8, Format, hdl_narrow_stages, hdl_saturate
 from .regs import ALU_CONFIG, AluOp, sample_layout
-from .stream import CreditBuffer, activation, credit_buffer_latency, delay_line
+from .stream import CREDIT_BUFFER_LATENCY, CreditBuffer, activation, delay_line
 
 __all__ = ["StreamALU", "alu_latency"]
 
@@ -15,9 +15,10 @@ __all__ = ["StreamALU", "alu_latency"]
 def alu_latency(op, width):
     """Cycles from the operands' handshake to ``o.valid`` for ``op`` on
     ``width``-bit words: operands, exact result, rounding increment, shift and
-    saturation (5 stages), or for DIV operands, magnitudes, dividend and divisor, a stage
-    per quotient bit and the sign; then the output buffer (its word leaves from a register)."""
-    return (3 + width + 1 if op == AluOp.DIV else 2 + NARROW_STAGES) + credit_buffer_latency(True)
+    saturation (5 stages), or for DIV operands, magnitudes, the dividend's
+    terms, dividend and divisor, a stage per quotient bit and the sign; then
+    the output buffer (its word leaves from a register)."""
+    return (4 + width + 1 if op == AluOp.DIV else 2 + NARROW_STAGES) + CREDIT_BUFFER_LATENCY
 
 
 class StreamALU(wiring.Component):
@@ -59,8 +60,8 @@ class StreamALU(wiring.Component):
             raise TypeError(f"fmt must be a Format, not {fmt!r}")
         self._fmt = fmt
         W = fmt.width
-        self._fast_pipeline = alu_latency(AluOp.ADD, W) - credit_buffer_latency(True)
-        self._div_pipeline = alu_latency(AluOp.DIV, W) - credit_buffer_latency(True)
+        self._fast_pipeline = alu_latency(AluOp.ADD, W) - CREDIT_BUFFER_LATENCY
+        self._div_pipeline = alu_latency(AluOp.DIV, W) - CREDIT_BUFFER_LATENCY
         sample = stream.Signature(sample_layout(W))
         super().__init__({
             "config": In(ALU_CONFIG),
@@ -213,7 +214,8 @@ class StreamALU(wiring.Component):
         q = floor((2*(|a| << s) + |b| - neg) / (2*|b|)) is |a * 2**s / b| rounded
         half up for the signed result (neg: the signs differ); q >= 2**W saturates."""
         W = self._fmt.width
-        # The operands' magnitudes and signs, then dividend and divisor: a stage each.
+        # The operands' magnitudes and signs, the dividend's terms, then dividend
+        # and divisor: a stage each.
         magnitude_a = Signal(unsigned(W), reset_less=True)
         magnitude_b = Signal(unsigned(W), reset_less=True)
         first_neg = Signal(reset_less=True)
@@ -226,17 +228,33 @@ class StreamALU(wiring.Component):
             first_by_zero.eq(b == 0),
             first_a_sign.eq(Cat(a > 0, a < 0)),
         ]
+        # The dividend's terms, then their sum: the variable shift and the
+        # adder in stages of their own.
+        shifted_a = Signal(unsigned(2 * W), reset_less=True)
+        rounding = Signal(signed(W + 1), reset_less=True)      # -1 only when dividing by 0
+        term_neg = Signal(reset_less=True)
+        term_divisor = Signal(unsigned(W + 1), reset_less=True)
+        term_by_zero = Signal(reset_less=True)
+        term_a_sign = Signal(2, reset_less=True)
+        m.d.sync += [
+            shifted_a.eq(magnitude_a << cfg.shift),
+            rounding.eq(magnitude_b - first_neg),
+            term_neg.eq(first_neg),
+            term_divisor.eq(magnitude_b * 2),
+            term_by_zero.eq(first_by_zero),
+            term_a_sign.eq(first_a_sign),
+        ]
         neg = Signal(reset_less=True)
         dividend = Signal(unsigned(2 * W + 1), reset_less=True)
         divisor = Signal(unsigned(W + 1), reset_less=True)
         by_zero = Signal(reset_less=True)
         a_sign = Signal(2, reset_less=True)     # 1: a > 0, 2: a < 0
         m.d.sync += [
-            neg.eq(first_neg),
-            dividend.eq((magnitude_a << cfg.shift) * 2 + magnitude_b - first_neg),
-            divisor.eq(magnitude_b * 2),
-            by_zero.eq(first_by_zero),
-            a_sign.eq(first_a_sign),
+            neg.eq(term_neg),
+            dividend.eq(shifted_a * 2 + rounding),
+            divisor.eq(term_divisor),
+            by_zero.eq(term_by_zero),
+            a_sign.eq(term_a_sign),
         ]
         side_layout = data.StructLayout({"neg": 1, "by_zero": 1, "a_sign": 2})
         rem = dividend

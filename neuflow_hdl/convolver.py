@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from .dsp import MULTIPLIER_LATENCY, registered_product
 from .numerics import Q8_8, Format, accumulator_width, hdl_half, hdl_saturate
 from .regs import CONV_CONFIG, ConvMode, GEOMETRY_BITS, MAX_KERNEL, sample_layout
-from .stream import CreditBuffer, activation, credit_buffer_latency, delay_line, replica
+from .stream import CREDIT_BUFFER_LATENCY, CreditBuffer, activation, delay_line, replica
 
 __all__ = ["Convolver", "KernelBank", "PartialSumJoin", "JOIN_STAGES", "JOIN_LATENCY", "convolver_latency"]
 
@@ -22,17 +22,15 @@ def _tree_levels(kernel):
 JOIN_STAGES = 3
 #: :class:`PartialSumJoin`'s cycles from a sum taken to its word at the output:
 #: its stages, then its output buffer (the word leaves from a register).
-JOIN_LATENCY = JOIN_STAGES + credit_buffer_latency(True)
-#: The convolver's output buffer of unrounded sums: the join registers their words.
-SUMS_BUFFER_LATENCY = credit_buffer_latency(False)
+JOIN_LATENCY = JOIN_STAGES + CREDIT_BUFFER_LATENCY
 
 
 def convolver_latency(kernel):
     """:attr:`Convolver.latency` of a ``kernel`` x ``kernel`` convolver: fire,
     line buffers, row words, the multipliers' registers, row chains, the tree
-    levels and the bias into the output buffer, then the buffer and the
-    join."""
-    return 4 + MULTIPLIER_LATENCY + _tree_levels(kernel) + SUMS_BUFFER_LATENCY + JOIN_LATENCY
+    levels and the bias into the output buffer of sums, then the buffer and
+    the join."""
+    return 4 + MULTIPLIER_LATENCY + _tree_levels(kernel) + CREDIT_BUFFER_LATENCY + JOIN_LATENCY
 
 
 def _sums_layout(acc_width):
@@ -252,9 +250,10 @@ class PartialSumJoin(wiring.Component):
         psum_aligned = (psum.payload.data << shift)[:acc_width].as_signed()
         flags = data.StructLayout({"eol": 1, "eof": 1})
         # A taken sum and its aligned partial sum (with the rounding
-        # increment) go into registers first: both come out of FIFO storage
-        # (LUT RAM on an FPGA) and the adder's carry chain was placed far
-        # from it.
+        # increment) go into registers before the adder: the sum leaves the
+        # sums buffer from its read register, which on an FPGA is the block
+        # RAM's own (several ns from the clock), the partial sum from a FIFO
+        # through the shift.
         t_acc = Signal(signed(acc_width), reset_less=True)
         t_addend = Signal(signed(acc_width), reset_less=True)
         joined = Signal(signed(acc_width + 1), reset_less=True)
@@ -383,7 +382,7 @@ class Convolver(wiring.Component):
         self._fmt = fmt
         self._psum_slack = psum_slack
         self._tree_levels = _tree_levels(kernel)
-        self._pipeline = convolver_latency(kernel) - SUMS_BUFFER_LATENCY - JOIN_LATENCY     # into the output buffer
+        self._pipeline = convolver_latency(kernel) - CREDIT_BUFFER_LATENCY - JOIN_LATENCY     # into the output buffer
         sample = stream.Signature(sample_layout(fmt.width))
         super().__init__({
             "config": In(CONV_CONFIG),
@@ -411,7 +410,7 @@ class Convolver(wiring.Component):
         acc_shape = signed(accumulator_width(W, K))
         cfg = self.config
         m.submodules.out = out = CreditBuffer(_sums_layout(acc_shape.width), self._pipeline,
-                                              self._psum_slack, registered=False)
+                                              self._psum_slack)
         m.submodules.bank = bank = KernelBank(kernel=K, width=W)
         m.submodules.join = join = PartialSumJoin(width=W, acc_width=acc_shape.width)
         # The convolver rewinds on the cycle after ``start``, from a register
@@ -427,10 +426,16 @@ class Convolver(wiring.Component):
         x, y, fire, emit = self._frame_position(m, rewind, taking, out.credit, flag_error)
         # Side band travelling beside the data: delayed by the pipeline depth.
         meta = delay_line(m, data.StructLayout({"valid": 1, "eol": 1, "eof": 1}), self._pipeline)
+        # A window is its row's last when x + stride >= width: x against a
+        # register of the configuration (width - stride), not an adder on x.
+        last_window_x = Signal(signed(GEOMETRY_BITS + 1), reset_less=True)
+        last_window_y = Signal(signed(GEOMETRY_BITS + 1), reset_less=True)
+        m.d.sync += [last_window_x.eq(cfg.width - cfg.stride), last_window_y.eq(cfg.height - cfg.stride)]
+        row_end = x >= last_window_x
         m.d.sync += [
             meta[0].valid.eq(fire & emit),
-            meta[0].eol.eq(x + cfg.stride >= cfg.width),
-            meta[0].eof.eq((x + cfg.stride >= cfg.width) & (y + cfg.stride >= cfg.height)),
+            meta[0].eol.eq(row_end),
+            meta[0].eof.eq(row_end & (y >= last_window_y)),
         ]
         b_fire, row_word = self._row_words(m, rewind, x, fire)
         row_sums, row_maxes = self._row_chains(m, platform, rewind, bank, b_fire, row_word)
@@ -508,34 +513,41 @@ class Convolver(wiring.Component):
         stride_is_1 = Signal(reset_less=True)
         m.d.sync += [first_window.eq(cfg.k - 1), last_x.eq(cfg.width - 1), last_y.eq(cfg.height - 1),
                      k_is_1.eq(cfg.k == 1), stride_is_1.eq(cfg.stride == 1)]
+        # Registers kept beside the position, so the window tests below start
+        # from flip-flops, not from a compare or an adder on x: whether x and y
+        # are 0, and x + 1 (a reset or a flush leaves x at 0, as their inits say).
+        x_is_0 = Signal(init=1)
+        y_is_0 = Signal(init=1)
+        x_plus_1 = Signal(GEOMETRY_BITS + 1, init=1)
         m.d.comb += [
-            cur_nx.eq(Mux(x == 0, first_window, next_x)),
-            cur_ny.eq(Mux(y == 0, first_window, next_y)),
+            cur_nx.eq(Mux(x_is_0, first_window, next_x)),
+            cur_ny.eq(Mux(y_is_0, first_window, next_y)),
             last_col.eq(x == last_x),
             last_row.eq(y == last_y),
         ]
         fire = Signal()
-        col_here, row_here, emit = self._window_ahead(m, rewind, fire, x, y, cur_nx, cur_ny, last_col,
-                                                      last_row, k_is_1, stride_is_1)
+        col_here, row_here, emit = self._window_ahead(m, rewind, fire, x, x_plus_1, y, cur_nx, cur_ny,
+                                                      last_col, last_row, k_is_1, stride_is_1)
         m.d.comb += [
             self.i.ready.eq(taking & (~emit | credit)),
             fire.eq(self.i.valid & self.i.ready),
         ]
         with m.If(rewind):
-            m.d.sync += [x.eq(0), y.eq(0), flag_error.eq(0)]
+            m.d.sync += [x.eq(0), x_is_0.eq(1), x_plus_1.eq(1), y.eq(0), y_is_0.eq(1), flag_error.eq(0)]
         with m.Elif(fire):
             with m.If((self.i.payload.eol != last_col) | (self.i.payload.eof != (last_col & last_row))):
                 m.d.sync += flag_error.eq(1)
             m.d.sync += next_x.eq(Mux(col_here, cur_nx + cfg.stride, cur_nx))
             with m.If(last_col):
-                m.d.sync += x.eq(0)
+                m.d.sync += [x.eq(0), x_is_0.eq(1), x_plus_1.eq(1)]
                 m.d.sync += next_y.eq(Mux(row_here, cur_ny + cfg.stride, cur_ny))
-                m.d.sync += y.eq(Mux(last_row, 0, y + 1))
+                m.d.sync += [y.eq(Mux(last_row, 0, y + 1)), y_is_0.eq(last_row)]
             with m.Else():
-                m.d.sync += x.eq(x + 1)
+                m.d.sync += [x.eq(x_plus_1), x_is_0.eq(0), x_plus_1.eq(x_plus_1 + 1)]
         return x, y, fire, emit
 
-    def _window_ahead(self, m, rewind, fire, x, y, cur_nx, cur_ny, last_col, last_row, k_is_1, stride_is_1):
+    def _window_ahead(self, m, rewind, fire, x, x_plus_1, y, cur_nx, cur_ny, last_col, last_row, k_is_1,
+                      stride_is_1):
         """Whether the word at the frame position completes a window: an AND
         of two registers (the position's column and row are a window's), each
         computed a word ahead, from the position the word taken now (``fire``)
@@ -556,7 +568,7 @@ class Convolver(wiring.Component):
             row_here.eq(y == cur_ny),
             # The next column: the first window column after a row's end; after
             # a window column, the next if the stride is 1.
-            col_next.eq(Mux(last_col, k_is_1, Mux(col_here, stride_is_1, x + 1 == cur_nx))),
+            col_next.eq(Mux(last_col, k_is_1, Mux(col_here, stride_is_1, x_plus_1 == cur_nx))),
             # The row changes only at a row's end (to the first window row after
             # the frame's last row).
             row_next.eq(Mux(last_col, Mux(last_row, k_is_1, Mux(row_here, stride_is_1, y + 1 == cur_ny)),

@@ -4,16 +4,17 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .dsp import registered_product
 from .numerics import NARROW_STAGES, Q8_8, Format, hdl_half, hdl_narrow_stages, hdl_saturate
 from .regs import PoolMode, Symmetry, mapper_config_layout, sample_layout
-from .stream import CreditBuffer, activation, credit_buffer_latency, delay_line
+from .stream import CREDIT_BUFFER_LATENCY, CreditBuffer, activation, delay_line
 
 __all__ = ["Mapper", "MAPPER_LATENCY", "POOL_LATENCY", "mapper_latency"]
 
 
-#: The mapping alone: seven pipeline stages, then the output buffer (its word
+#: The mapping alone: eight pipeline stages, then the output buffer (its word
 #: leaves from a register).
-MAPPER_LATENCY = 7 + credit_buffer_latency(True)
+MAPPER_LATENCY = 8 + CREDIT_BUFFER_LATENCY
 #: What the pool stage adds: the pair's sum (or maximum), the waiting pair
 #: out of the line buffer, the window's sum, then its narrowing (the rounding
 #: increment, the shift, saturation).
@@ -80,7 +81,7 @@ class Mapper(wiring.Component):
         self._segments = segments
         self._fmt = fmt
         self._max_width = max_width
-        self._pipeline = MAPPER_LATENCY - credit_buffer_latency(True)     # into the output buffer
+        self._pipeline = MAPPER_LATENCY - CREDIT_BUFFER_LATENCY     # into the output buffer
         sample = stream.Signature(sample_layout(fmt.width))
         super().__init__({
             "config": In(mapper_config_layout(fmt.width, segments)),
@@ -139,30 +140,31 @@ class Mapper(wiring.Component):
         for n in range(N):
             m.d.sync += above[n].eq(x >= cfg.segments[n].bound[:W].as_signed())
 
-        # Stage 2: the highest segment whose bound is <= x.
-        slope = Signal(signed(W), reset_less=True)
-        offset = Signal(signed(W), reset_less=True)
-        xs2 = Signal(signed(W), reset_less=True)
-        m.d.sync += xs2.eq(xs)
-        m.d.sync += [slope.eq(cfg.segments[0].slope[:W].as_signed()),
-                     offset.eq(cfg.segments[0].offset[:W].as_signed())]
+        # Stage 2: the highest segment whose bound is <= x: its slope into the
+        # multiplier's input register beside x, its offset into a register.
+        slope = cfg.segments[0].slope[:W].as_signed()
+        offset_in = cfg.segments[0].offset[:W].as_signed()
         for n in range(1, N):
-            with m.If(above[n]):
-                m.d.sync += [slope.eq(cfg.segments[n].slope[:W].as_signed()),
-                             offset.eq(cfg.segments[n].offset[:W].as_signed())]
-
-        # Stage 3: exact a*x + (b << shift) plus the rounding increment (half an
-        # output step, in the aligned offset's zero low bits, so one adder does
-        # both).  Stage 4: shift.  Stage 5: saturate.  Stage 6: odd symmetry.
+            slope = Mux(above[n], cfg.segments[n].slope[:W].as_signed(), slope)
+            offset_in = Mux(above[n], cfg.segments[n].offset[:W].as_signed(), offset_in)
+        offset = Signal(signed(W), reset_less=True)
+        m.d.sync += offset.eq(offset_in)
+        # Stage 3: the product a*x (a multiplier with its own registers:
+        # MULTIPLIER_LATENCY from its factors), beside the offset aligned by
+        # the shift with the rounding increment (half an output step, in the
+        # aligned offset's zero low bits).  Stage 4: their sum.  Stage 5:
+        # shift.  Stage 6: saturate.  Stage 7: odd symmetry.
+        product = registered_product(m, platform, slope, xs, meta[1].valid, meta[2].valid, "multiplier")
+        aligned = Signal(signed(2 * W), reset_less=True)
+        m.d.sync += aligned.eq((offset << cfg.shift)[:2 * W].as_signed() | hdl_half(cfg.shift, W))
         acc = Signal(signed(2 * W + 1), reset_less=True)
-        offset_aligned = (offset << cfg.shift)[:2 * W].as_signed()
-        m.d.sync += acc.eq(slope * xs2 + (offset_aligned | hdl_half(cfg.shift, W)))
+        m.d.sync += acc.eq(product + aligned)
         shifted = Signal(signed(2 * W + 1), reset_less=True)
         m.d.sync += shifted.eq(acc >> cfg.shift)
         y = Signal(signed(W), reset_less=True)
         m.d.sync += y.eq(hdl_saturate(shifted, W))
         result = Signal(signed(W), reset_less=True)
-        m.d.sync += result.eq(Mux(meta[5].negate, hdl_saturate(-y, W), y))
+        m.d.sync += result.eq(Mux(meta[6].negate, hdl_saturate(-y, W), y))
 
         last = meta[self._pipeline - 1]
         pooled, pooled_meta, pooling_words = self._pool(m, rewind, last, result)

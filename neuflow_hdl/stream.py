@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["StreamFIFO", "FIFO_LATENCY", "BlockRamFIFO", "BLOCK_RAM_FIFO_LATENCY", "PushedFIFO",
            "PUSHED_FIFO_LATENCY", "SinkFIFO", "CreditPusher", "CREDIT_PUSHER_LATENCY", "CreditBuffer",
-           "credit_buffer_latency",
+           "CREDIT_BUFFER_LATENCY",
            "full_rate_depth", "delay_line", "replica", "activation"]
 
 
@@ -286,10 +286,9 @@ class CreditPusher(wiring.Component):
         return m
 
 
-def credit_buffer_latency(registered):
-    """A :class:`CreditBuffer`'s cycles from a word written to it (empty) to
-    ``o.valid``: its storage, then (``registered``) its output register."""
-    return 2 if registered else 1
+#: A :class:`CreditBuffer`'s cycles from a word written to it (empty) to
+#: ``o.valid``: its storage, then its output register.
+CREDIT_BUFFER_LATENCY = 2
 
 
 class CreditBuffer(wiring.Component):
@@ -305,11 +304,11 @@ class CreditBuffer(wiring.Component):
     that must never be refused (``i.ready`` is tied high; the credit rule
     guarantees room).
 
-    With ``registered`` a word leaves from a register (a ``SyncFIFOBuffered``,
-    a cycle later: :func:`credit_buffer_latency`), not from the storage's
-    read (LUT RAM on an FPGA, whose read would otherwise start the path
-    through a router's multiplexer into a FIFO across the tile); without, the
-    reader registers the word itself (the convolver's partial-sum join).
+    A word leaves from a register (a ``SyncFIFOBuffered``: a cycle more,
+    :data:`CREDIT_BUFFER_LATENCY` in all), not from the storage's read: LUT RAM
+    on an FPGA, whose read would otherwise start the path through a router's
+    multiplexer into a FIFO across the tile, or block RAM, whose read takes
+    several nanoseconds from the clock.
 
     Members
     -------
@@ -320,10 +319,9 @@ class CreditBuffer(wiring.Component):
         A word is in the buffer (its storage or its output register).
     """
 
-    def __init__(self, shape, latency, slack=0, *, registered=True):
+    def __init__(self, shape, latency, slack=0):
         self._shape = shape
         self._latency = latency
-        self._registered = registered
         #: ``credit`` is set while the level is below this: at full rate the
         #: buffer holds the word being written and one for each cycle of its
         #: latency, and ``slack`` more while its consumer is late.
@@ -341,12 +339,11 @@ class CreditBuffer(wiring.Component):
     @property
     def latency(self):
         """Cycles from a word written to the (empty) buffer to ``o.valid``."""
-        return credit_buffer_latency(self._registered)
+        return CREDIT_BUFFER_LATENCY
 
     def elaborate(self, platform):
         m = Module()
-        kind = fifo.SyncFIFOBuffered if self._registered else fifo.SyncFIFO
-        m.submodules.fifo = buf = kind(width=Shape.cast(self._shape).width, depth=self._depth)
+        m.submodules.fifo = buf = fifo.SyncFIFOBuffered(width=Shape.cast(self._shape).width, depth=self._depth)
         m.d.comb += [
             buf.w_data.eq(self.i.payload),
             buf.w_en.eq(self.i.valid),

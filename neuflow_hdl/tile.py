@@ -187,10 +187,15 @@ class Tile(wiring.Component):
             return register
 
         def registers(unit, layout, init=None):
+            """A unit's shadow and active registers; the copy takes a replica of
+            ``start`` beside them (the one register's net to every active
+            register of the tile was a critical path)."""
             shadow = Signal(layout, init=init)
             active = Signal(layout, init=init)
             hdl_write_registers(m, shadow, we & (addr.unit == unit), addr.reg, wdata)
-            with m.If(start):
+            copy = replica(name=f"start_{unit.name.lower()}")
+            m.d.sync += copy.eq(write_control & control.start)
+            with m.If(copy):
                 m.d.sync += active.eq(shadow)
             return shadow, active
 

@@ -184,8 +184,8 @@ class _ProbedCreditBuffer(CreditBuffer):
 
     made = []
 
-    def __init__(self, shape, latency, slack=0, *, loose=False, registered=True):
-        super().__init__(shape, latency, slack, registered=registered)
+    def __init__(self, shape, latency, slack=0, *, loose=False):
+        super().__init__(shape, latency, slack)
         self.depth = self._depth
         if loose:               # broken on purpose: one credit too many
             self._threshold += 1
