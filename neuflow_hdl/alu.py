@@ -215,52 +215,36 @@ class StreamALU(wiring.Component):
         half up for the signed result (neg: the signs differ); q >= 2**W saturates."""
         W = self._fmt.width
         # The operands' magnitudes and signs, the dividend's terms, then dividend
-        # and divisor: a stage each.
+        # and divisor: a stage each.  The signs travel beside them (``side``).
+        side_layout = data.StructLayout({"neg": 1, "by_zero": 1, "a_sign": 2})   # a_sign 1: a > 0, 2: a < 0
         magnitude_a = Signal(unsigned(W), reset_less=True)
         magnitude_b = Signal(unsigned(W), reset_less=True)
-        first_neg = Signal(reset_less=True)
-        first_by_zero = Signal(reset_less=True)
-        first_a_sign = Signal(2, reset_less=True)
+        first_side = Signal(side_layout, reset_less=True)
         m.d.sync += [
             magnitude_a.eq(Mux(a < 0, -a, a)[:W]),
             magnitude_b.eq(Mux(b < 0, -b, b)[:W]),
-            first_neg.eq((a < 0) ^ (b < 0)),
-            first_by_zero.eq(b == 0),
-            first_a_sign.eq(Cat(a > 0, a < 0)),
+            first_side.neg.eq((a < 0) ^ (b < 0)),
+            first_side.by_zero.eq(b == 0),
+            first_side.a_sign.eq(Cat(a > 0, a < 0)),
         ]
         # The dividend's terms, then their sum: the variable shift and the
         # adder in stages of their own.
         shifted_a = Signal(unsigned(2 * W), reset_less=True)
         rounding = Signal(signed(W + 1), reset_less=True)      # -1 only when dividing by 0
-        term_neg = Signal(reset_less=True)
         term_divisor = Signal(unsigned(W + 1), reset_less=True)
-        term_by_zero = Signal(reset_less=True)
-        term_a_sign = Signal(2, reset_less=True)
+        term_side = Signal(side_layout, reset_less=True)
         m.d.sync += [
             shifted_a.eq(magnitude_a << cfg.shift),
-            rounding.eq(magnitude_b - first_neg),
-            term_neg.eq(first_neg),
+            rounding.eq(magnitude_b - first_side.neg),
             term_divisor.eq(magnitude_b * 2),
-            term_by_zero.eq(first_by_zero),
-            term_a_sign.eq(first_a_sign),
+            term_side.eq(first_side),
         ]
-        neg = Signal(reset_less=True)
         dividend = Signal(unsigned(2 * W + 1), reset_less=True)
         divisor = Signal(unsigned(W + 1), reset_less=True)
-        by_zero = Signal(reset_less=True)
-        a_sign = Signal(2, reset_less=True)     # 1: a > 0, 2: a < 0
-        m.d.sync += [
-            neg.eq(term_neg),
-            dividend.eq(shifted_a * 2 + rounding),
-            divisor.eq(term_divisor),
-            by_zero.eq(term_by_zero),
-            a_sign.eq(term_a_sign),
-        ]
-        side_layout = data.StructLayout({"neg": 1, "by_zero": 1, "a_sign": 2})
+        side = Signal(side_layout, reset_less=True)
+        m.d.sync += [dividend.eq(shifted_a * 2 + rounding), divisor.eq(term_divisor), side.eq(term_side)]
         rem = dividend
         dvs = divisor
-        side = Signal(side_layout)
-        m.d.comb += side.eq(Cat(neg, by_zero, a_sign))
         quotient = Signal(unsigned(0))
         overflow = Signal()
         m.d.comb += overflow.eq(dividend >= (divisor << W))

@@ -423,19 +423,14 @@ class Convolver(wiring.Component):
 
         flag_error = Signal()
         m.d.comb += self.error.eq(~cfg_ok | flag_error)
-        x, y, fire, emit = self._frame_position(m, rewind, taking, out.credit, flag_error)
+        x, y, fire, emit, window_eol, window_eof = self._frame_position(m, rewind, taking, out.credit,
+                                                                        flag_error)
         # Side band travelling beside the data: delayed by the pipeline depth.
         meta = delay_line(m, data.StructLayout({"valid": 1, "eol": 1, "eof": 1}), self._pipeline)
-        # A window is its row's last when x + stride >= width: x against a
-        # register of the configuration (width - stride), not an adder on x.
-        last_window_x = Signal(signed(GEOMETRY_BITS + 1), reset_less=True)
-        last_window_y = Signal(signed(GEOMETRY_BITS + 1), reset_less=True)
-        m.d.sync += [last_window_x.eq(cfg.width - cfg.stride), last_window_y.eq(cfg.height - cfg.stride)]
-        row_end = x >= last_window_x
         m.d.sync += [
             meta[0].valid.eq(fire & emit),
-            meta[0].eol.eq(row_end),
-            meta[0].eof.eq(row_end & (y >= last_window_y)),
+            meta[0].eol.eq(window_eol),
+            meta[0].eof.eq(window_eof),
         ]
         b_fire, row_word = self._row_words(m, rewind, x, fire)
         row_sums, row_maxes = self._row_chains(m, platform, rewind, bank, b_fire, row_word)
@@ -492,7 +487,8 @@ class Convolver(wiring.Component):
         """Stage A: the frame position, window validity and the input handshake.
         A word that completes a window enters only with an output-buffer credit;
         a word whose flags disagree with the geometry sets ``flag_error``.
-        Returns (x, y, fire, emit)."""
+        Returns (x, y, fire, emit, and whether the window at the position
+        ends its row and its frame)."""
         cfg = self.config
         x = Signal(GEOMETRY_BITS)
         y = Signal(GEOMETRY_BITS)
@@ -511,8 +507,13 @@ class Convolver(wiring.Component):
         last_y = Signal(GEOMETRY_BITS, reset_less=True)
         k_is_1 = Signal(reset_less=True)
         stride_is_1 = Signal(reset_less=True)
+        # A window is its row's last when x + stride >= width: x against
+        # width - stride, signed (the same for y).
+        last_window_x = Signal(signed(GEOMETRY_BITS + 1), reset_less=True)
+        last_window_y = Signal(signed(GEOMETRY_BITS + 1), reset_less=True)
         m.d.sync += [first_window.eq(cfg.k - 1), last_x.eq(cfg.width - 1), last_y.eq(cfg.height - 1),
-                     k_is_1.eq(cfg.k == 1), stride_is_1.eq(cfg.stride == 1)]
+                     k_is_1.eq(cfg.k == 1), stride_is_1.eq(cfg.stride == 1),
+                     last_window_x.eq(cfg.width - cfg.stride), last_window_y.eq(cfg.height - cfg.stride)]
         # Registers kept beside the position, so the window tests below start
         # from flip-flops, not from a compare or an adder on x: whether x and y
         # are 0, and x + 1 (a reset or a flush leaves x at 0, as their inits say).
@@ -544,7 +545,8 @@ class Convolver(wiring.Component):
                 m.d.sync += [y.eq(Mux(last_row, 0, y + 1)), y_is_0.eq(last_row)]
             with m.Else():
                 m.d.sync += [x.eq(x_plus_1), x_is_0.eq(0), x_plus_1.eq(x_plus_1 + 1)]
-        return x, y, fire, emit
+        window_eol = x >= last_window_x
+        return x, y, fire, emit, window_eol, window_eol & (y >= last_window_y)
 
     def _window_ahead(self, m, rewind, fire, x, x_plus_1, y, cur_nx, cur_ny, last_col, last_row, k_is_1,
                       stride_is_1):

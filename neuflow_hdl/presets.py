@@ -54,7 +54,7 @@ PRESETS = {
                        clock_mhz=100.0),
     # Sized to the ECP5-85F: 3 x (49 + 2) = 153 of its 156 MULT18X18D.  Its clock is the
     # routed grid's median fmax over three placer seeds (87.3 / 88.5 / 92.1 MHz, measured
-    # with nextpnr-ecp5 on the gateware committed after f4838d0; docs/architecture.md,
+    # with nextpnr-ecp5 at c47f9da; docs/architecture.md,
     # "FPGA figures").
     "ulx3s-85f": GridConfig(rows=1, columns=3, globals_=4, kernel=7, max_width=512,
                             fifo_depth=512, clock_mhz=88.5),

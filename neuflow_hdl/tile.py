@@ -177,25 +177,25 @@ class Tile(wiring.Component):
         m.d.sync += [we.eq(self.we), addr.eq(self.addr), wdata.eq(self.wdata),
                      start.eq(write_control & control.start)]
 
-        def flush(user):
-            """A replica of the flush register for ``user`` (a unit of the
-            tile, or its status), each beside its user, all set on the same
-            cycle as ``start`` (one register's net across the tile was a
-            critical path)."""
-            register = replica(name=f"flush_{user}")
-            m.d.sync += register.eq(write_control & control.flush)
+        def command(name, user):
+            """A replica of CONTROL's ``name`` command register (``start`` or
+            ``flush``) for ``user`` (a unit of the tile, or its status), each
+            beside its user, all set on the same cycle as ``start`` (one
+            register's net across the tile was a critical path)."""
+            register = replica(name=f"{name}_{user}")
+            m.d.sync += register.eq(write_control & getattr(control, name))
             return register
 
+        def flush(user):
+            return command("flush", user)
+
         def registers(unit, layout, init=None):
-            """A unit's shadow and active registers; the copy takes a replica of
-            ``start`` beside them (the one register's net to every active
-            register of the tile was a critical path)."""
+            """A unit's shadow and active registers, the copy on a replica of
+            ``start`` beside them."""
             shadow = Signal(layout, init=init)
             active = Signal(layout, init=init)
             hdl_write_registers(m, shadow, we & (addr.unit == unit), addr.reg, wdata)
-            copy = replica(name=f"start_{unit.name.lower()}")
-            m.d.sync += copy.eq(write_control & control.start)
-            with m.If(copy):
+            with m.If(command("start", unit.name.lower())):
                 m.d.sync += active.eq(shadow)
             return shadow, active
 
