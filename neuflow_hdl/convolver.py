@@ -410,14 +410,14 @@ class Convolver(wiring.Component):
         acc_shape = signed(accumulator_width(W, K))
         cfg = self.config
         m.submodules.out = out = CreditBuffer(_sums_layout(acc_shape.width), self._pipeline,
-                                              self._psum_slack)
+                                              self._psum_slack, copies=2)
         m.submodules.bank = bank = KernelBank(kernel=K, width=W)
         m.submodules.join = join = PartialSumJoin(width=W, acc_width=acc_shape.width)
         # The convolver rewinds on the cycle after ``start``, from a register
         # of its own; the strobe reaches the input handshake only through
         # ``taking`` (see activation).
         is_max, use_psum, runnable = self._checks(m)
-        rewind, cfg_ok, taking = activation(m, self.start, runnable)
+        rewind, cfg_ok, taking = activation(m, self.start, runnable, copies=2)
         m.d.comb += [bank.config.eq(cfg), bank.start.eq(self.start)]
         wiring.connect(m, wiring.flipped(self.weights), bank.weights)
 
@@ -433,7 +433,7 @@ class Convolver(wiring.Component):
             meta[0].eof.eq(window_eof),
         ]
         b_fire, row_word = self._row_words(m, rewind, x, fire)
-        row_sums, row_maxes = self._row_chains(m, platform, rewind, bank, b_fire, row_word)
+        row_sums, row_maxes = self._row_chains(m, platform, bank, b_fire, row_word)
         # The trees and the bias move only while a window is in flight (a clock
         # enable), so an idle convolver does no work in simulation.
         trees = Module()
@@ -526,12 +526,16 @@ class Convolver(wiring.Component):
             last_col.eq(x == last_x),
             last_row.eq(y == last_y),
         ]
+        # The handshake twice, each from replicas of its registers: ``ready``
+        # for the input FIFO, and ``fire`` (the same handshake) beside the
+        # position it moves.  Computed once, the FIFO's ready came back across
+        # the tile as the position's clock enable (a critical path).
         fire = Signal()
-        col_here, row_here, emit = self._window_ahead(m, rewind, fire, x, x_plus_1, y, cur_nx, cur_ny,
-                                                      last_col, last_row, k_is_1, stride_is_1)
+        col_here, row_here, (emit_fifo, emit) = self._window_ahead(
+            m, rewind, fire, x, x_plus_1, y, cur_nx, cur_ny, last_col, last_row, k_is_1, stride_is_1)
         m.d.comb += [
-            self.i.ready.eq(taking & (~emit | credit)),
-            fire.eq(self.i.valid & self.i.ready),
+            self.i.ready.eq(taking[0] & (~emit_fifo | credit[0])),
+            fire.eq(self.i.valid & taking[1] & (~emit | credit[1])),
         ]
         with m.If(rewind):
             m.d.sync += [x.eq(0), x_is_0.eq(1), x_plus_1.eq(1), y.eq(0), y_is_0.eq(1), flag_error.eq(0)]
@@ -559,12 +563,12 @@ class Convolver(wiring.Component):
         leaves the position at the origin and the geometry's registers as
         they were, and the configuration check, a register it clears, lets
         no word in on the first cycle.  Returns (the column's and the row's
-        test at the position, combinational; the registered test)."""
+        test at the position, combinational; the registered test twice, from
+        two replicas of its registers)."""
         cfg = self.config
-        col, row = Signal(name="emit_col"), Signal(name="emit_row")
+        col, row = Signal(name="emit_col_d"), Signal(name="emit_row_d")
         col_here, row_here = Signal(name="emit_col_here"), Signal(name="emit_row_here")
         col_next, row_next = Signal(name="emit_col_next"), Signal(name="emit_row_next")
-        emit = Signal()
         m.d.comb += [
             col_here.eq(x == cur_nx),
             row_here.eq(y == cur_ny),
@@ -575,15 +579,19 @@ class Convolver(wiring.Component):
             # the frame's last row).
             row_next.eq(Mux(last_col, Mux(last_row, k_is_1, Mux(row_here, stride_is_1, y + 1 == cur_ny)),
                             row_here)),
-            emit.eq(col & row),
         ]
         with m.If(rewind):
-            m.d.sync += [col.eq(cfg.k == 1), row.eq(cfg.k == 1)]
+            m.d.comb += [col.eq(cfg.k == 1), row.eq(cfg.k == 1)]
         with m.Elif(fire):
-            m.d.sync += [col.eq(col_next), row.eq(row_next)]
+            m.d.comb += [col.eq(col_next), row.eq(row_next)]
         with m.Else():
-            m.d.sync += [col.eq(col_here), row.eq(row_here)]
-        return col_here, row_here, emit
+            m.d.comb += [col.eq(col_here), row.eq(row_here)]
+        emits = []
+        for n in range(2):
+            col_r, row_r = replica(name=f"emit_col_{n}"), replica(name=f"emit_row_{n}")
+            m.d.sync += [col_r.eq(col), row_r.eq(row)]
+            emits.append(col_r & row_r)
+        return col_here, row_here, emits
 
     def _row_words(self, m, rewind, x, fire):
         """Stage B: the ``K - 1`` line buffers give each kernel row one word per
@@ -618,7 +626,7 @@ class Convolver(wiring.Component):
         m.d.sync += [b_fire.eq(a_fire & ~rewind)] + [row_word[r].eq(column[r]) for r in range(K)]
         return b_fire, row_word
 
-    def _row_chains(self, m, platform, rewind, bank, b_fire, row_word):
+    def _row_chains(self, m, platform, bank, b_fire, row_word):
         """Stages C to E: each kernel row's products, then a transposed chain.
         Link c of row r adds its product to link c - 1's partial sum of the
         previous word, so after word t link K - 1 holds sum_c weight[r][c] *
@@ -627,7 +635,10 @@ class Convolver(wiring.Component):
         is added beside its multiplier (no K*K-leaf tree).  The MAX chains keep running
         maxima of the words inside the k x k corner (MIN outside).  A start
         clears the chains, so no partial sum made with the previous kernel
-        reaches a window.  Returns (row sums, row maxima)."""
+        reaches a window.  Each row takes the start and its words' valid bits
+        through replicas of its own, beside its links (one rewind register's
+        net over the convolver's multipliers into the links' resets was a
+        critical path).  Returns (row sums, row maxima)."""
         K, W = self._kernel, self._fmt.width
         mask = [[Signal(name=f"mask_{r}_{c}", reset_less=True) for c in range(K)] for r in range(K)]
         for r in range(K):
@@ -637,13 +648,15 @@ class Convolver(wiring.Component):
         # registers (registered_product); the chains take it, and the MAX
         # chains their word through as many registers, MULTIPLIER_LATENCY
         # cycles after the word fires.
-        fires = [b_fire]
-        for n in range(MULTIPLIER_LATENCY):
-            fires.append(Signal(name=f"product_fire_{n}"))
-            m.d.sync += fires[-1].eq(fires[-2] & ~rewind)
-        p_fire = fires[-1]
         row_sums, row_maxes = [], []
         for r in range(K):
+            rewind = replica(reset_less=True, name=f"rewind_row_{r}")     # as activation's
+            m.d.sync += rewind.eq(self.start)
+            fires = [b_fire]
+            for n in range(MULTIPLIER_LATENCY):
+                fires.append(replica(name=f"product_fire_{r}_{n}"))
+                m.d.sync += fires[-1].eq(fires[-2] & ~rewind)
+            p_fire = fires[-1]
             # The row's word, a register per stage; the last stage is a
             # register per link, beside it, with the word masked already.
             word_q = row_word[r]

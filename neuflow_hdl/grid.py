@@ -22,7 +22,7 @@ LINE_LATENCY = CREDIT_PUSHER_LATENCY + PUSHED_FIFO_LATENCY
 LINE_DEPTH = PushedFIFO.min_depth
 
 #: Cycles from a word taken on a global input line to the tiles' sinks: the
-#: line's register.
+#: line's register (a replica per tile).
 PUSH_LATENCY = 1
 
 #: Cycles from a configuration write on the grid's bus to the tile's input
@@ -139,20 +139,23 @@ class Grid(wiring.Component):
         whether a word is on its way to the tiles)."""
         G = self._config.globals_
         # Global inputs: a word moves on the credit of every tile reading the
-        # line (registered in each tile) into the line's register, and from
-        # there into every reader a cycle later: no combinational path from
-        # one tile's FIFOs through the grid into another's.
+        # line (registered in each tile) into the line's register, one replica
+        # per tile (one register's net to the far tiles was a critical path),
+        # and from there into every reader a cycle later: no combinational
+        # path from one tile's FIFOs through the grid into another's.
         pushing = []
         for g in range(G):
             line = self.global_in[g]
             used = Cat(t.global_used[g] for t in all_tiles).any()
             ready = Cat(t.global_in[g].ready for t in all_tiles).all()
             pushed = Signal(name=f"global_pushed_{g}")
-            word = Signal.like(line.payload, name=f"global_word_{g}")
             m.d.comb += line.ready.eq(used & ready)
-            m.d.sync += [pushed.eq(line.valid & line.ready), word.eq(line.payload)]
-            for t in all_tiles:
-                m.d.comb += [t.global_in[g].valid.eq(pushed), t.global_in[g].payload.eq(word)]
+            m.d.sync += pushed.eq(line.valid & line.ready)
+            for n, t in enumerate(all_tiles):
+                tile_pushed = replica(name=f"global_pushed_{g}_tile{n}")
+                word = replica(line.payload.shape(), name=f"global_word_{g}_tile{n}")
+                m.d.sync += [tile_pushed.eq(line.valid & line.ready), word.eq(line.payload)]
+                m.d.comb += [t.global_in[g].valid.eq(tile_pushed), t.global_in[g].payload.eq(word)]
             # A pushed word is in a tile's sink on the next cycle, and in its
             # STATUS STATUS_LAG cycles after that: until then it is the grid's.
             recent = [pushed]

@@ -16,7 +16,7 @@ from amaranth.lib import data, enum
 
 __all__ = [
     "REGISTER_BITS", "ConvMode", "AluOp", "Symmetry", "PoolMode", "POOL_CONFIG", "CONV_CONFIG", "ALU_CONFIG",
-    "sample_layout", "mapper_config_layout", "pack_bits", "pack_registers", "register_count", "hdl_write_registers", "unpack_registers",
+    "sample_layout", "mapper_config_layout", "pack_bits", "pack_registers", "register_count", "hdl_register_enables", "hdl_write_registers", "unpack_registers",
     "GEOMETRY_BITS", "MAX_KERNEL", "MAX_STRIDE", "Unit", "CONFIG_ADDRESS", "GRID_TILE", "CONTROL",
     "STATUS", "GRID_STATUS", "CONTROL_REG", "STATUS_REG", "ROUTE_NONE", "ROUTE_BITS", "NEIGHBOURS", "OPPOSITE",
     "OFFSET",
@@ -135,15 +135,23 @@ def mapper_config_layout(width, segments):
     })
 
 
-def hdl_write_registers(m, target, enable, reg, wdata):
-    """Gateware: when ``enable``, write the 32-bit ``wdata`` into register ``reg``
-    of ``target`` (a signal of a register layout; register ``r`` is bits
-    ``32*r .. 32*r+31``, the last one possibly shorter)."""
+def hdl_write_registers(m, target, enables, wdata):
+    """Gateware: write the 32-bit ``wdata`` into register ``r`` of ``target`` (a
+    signal of a register layout; register ``r`` is bits ``32*r .. 32*r+31``,
+    the last one possibly shorter) when ``enables[r]``: one enable per
+    register (see :func:`hdl_register_enables`)."""
     bits = Value.cast(target)
-    for r in range(-(-len(bits) // REGISTER_BITS)):
+    assert len(enables) == -(-len(bits) // REGISTER_BITS)
+    for r, enable in enumerate(enables):
         top = min(len(bits), REGISTER_BITS * (r + 1))
-        with m.If(enable & (reg == r)):
+        with m.If(enable):
             m.d.sync += bits[REGISTER_BITS * r:top].eq(wdata[:top - REGISTER_BITS * r])
+
+
+def hdl_register_enables(enable, reg, layout):
+    """Gateware: the write enable of each register of ``layout`` when a write
+    (``enable``) names register ``reg``."""
+    return [enable & (reg == r) for r in range(register_count(layout))]
 
 
 @lru_cache(maxsize=None)

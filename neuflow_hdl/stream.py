@@ -18,7 +18,7 @@
   without a combinational stall signal fanning out to every pipeline register.
 """
 
-from amaranth.hdl import Module, Shape, Signal
+from amaranth.hdl import Cat, Module, Shape, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -52,7 +52,7 @@ def delay_line(m, layout, depth, name="meta"):
     return stages
 
 
-def activation(m, start, runnable):
+def activation(m, start, runnable, copies=1):
     """An operator's answer to its tile's ``start`` (the cycle the tile's
     configuration registers take a new configuration), as three registers
     ``(rewind, cfg_ok, taking)``: ``rewind``, high on the next cycle, when
@@ -61,12 +61,14 @@ def activation(m, start, runnable):
     old; ``taking``, the same but low on the rewind's cycle, when no word
     may enter.  An input ``ready`` built on ``taking`` sees flip-flops:
     neither the strobe's net across the tile nor a comparison with the
-    configuration."""
+    configuration.  ``taking`` has ``copies`` bits, each a :func:`replica`
+    (for handshakes computed in more than one place)."""
     rewind = replica(reset_less=True, name="rewind")
     cfg_ok = Signal(name="cfg_ok")
-    taking = Signal(name="taking")
-    m.d.sync += [rewind.eq(start), cfg_ok.eq(runnable), taking.eq(runnable & ~start)]
-    return rewind, cfg_ok, taking
+    taking = ([replica(name=f"taking_{n}") for n in range(copies)] if copies > 1 else
+              [Signal(name="taking")])
+    m.d.sync += [rewind.eq(start), cfg_ok.eq(runnable)] + [t.eq(runnable & ~start) for t in taking]
+    return rewind, cfg_ok, Cat(taking)
 
 
 #: :attr:`StreamFIFO.latency` (a ``SyncFIFOBuffered``: its storage, then its output register).
@@ -314,14 +316,17 @@ class CreditBuffer(wiring.Component):
     -------
     i : In(stream.Signature(shape))
     o : Out(stream.Signature(shape))
-    credit : Out(1)
+    credit : Out(copies)
+        Each bit a :func:`replica` of the credit register (for handshakes
+        computed in more than one place).
     held : Out(1)
         A word is in the buffer (its storage or its output register).
     """
 
-    def __init__(self, shape, latency, slack=0):
+    def __init__(self, shape, latency, slack=0, copies=1):
         self._shape = shape
         self._latency = latency
+        self._copies = copies
         #: ``credit`` is set while the level is below this: at full rate the
         #: buffer holds the word being written and one for each cycle of its
         #: latency, and ``slack`` more while its consumer is late.
@@ -332,7 +337,7 @@ class CreditBuffer(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(shape)),
             "o": Out(stream.Signature(shape)),
-            "credit": Out(1),
+            "credit": Out(copies),
             "held": Out(1),
         })
 
@@ -353,7 +358,8 @@ class CreditBuffer(wiring.Component):
             buf.r_en.eq(self.o.ready),
             self.held.eq(buf.level != 0),
         ]
-        credit = Signal(init=1, name="credit_r")       # empty after reset
-        m.d.sync += credit.eq(buf.level < self._threshold)
-        m.d.comb += self.credit.eq(credit)
+        for n in range(self._copies):       # empty after reset
+            credit = (replica if self._copies > 1 else Signal)(init=1, name=f"credit_r{n}")
+            m.d.sync += credit.eq(buf.level < self._threshold)
+            m.d.comb += self.credit[n].eq(credit)
         return m

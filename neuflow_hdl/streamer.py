@@ -8,7 +8,7 @@ from .cfgbus import ConfigBus, registered_requests
 from .membus import memory_bus
 from .numerics import Q8_8
 from .regs import (PORT_START_REG, PORT_STATUS, PORT_STATUS_REG, PORTS_START_REG, PORTS_STATUS,
-                   PORTS_STATUS_REG, STREAM_PORT, STREAMER_TILE, hdl_write_registers,
+                   PORTS_STATUS_REG, STREAM_PORT, STREAMER_TILE, hdl_register_enables, hdl_write_registers,
                    sample_layout)
 
 __all__ = ["BusArbiter", "StreamPort", "Streamer"]
@@ -347,7 +347,8 @@ class Streamer(wiring.Component):
             wiring.connect(m, port.bus, wiring.flipped(self.bus[p]))
             selected = mine & (port_of == p)
             bits = Signal(STREAM_PORT, name=f"desc_{p}")
-            hdl_write_registers(m, bits, cfg.we & selected, cfg.addr.reg, cfg.wdata)
+            hdl_write_registers(m, bits, hdl_register_enables(cfg.we & selected, cfg.addr.reg, STREAM_PORT),
+                                cfg.wdata)
             by_mask = unit0 & (cfg.addr.reg == PORTS_START_REG) & cfg.wdata[p]
             m.d.comb += [port.desc.eq(bits),
                          port.start.eq(cfg.we & ((selected & (cfg.addr.reg == PORT_START_REG)) |

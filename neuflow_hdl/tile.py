@@ -11,7 +11,7 @@ from .mapper import Mapper
 from .numerics import Q8_8
 from .regs import (ALU_CONFIG, CONFIG_ADDRESS, CONTROL, CONTROL_REG, CONV_CONFIG, NEIGHBOURS,
                    REGISTER_BITS, ROUTE_BITS, ROUTE_NONE, STATUS, Unit, mapper_config_layout,
-                   router_sinks, router_sources, sample_layout, hdl_write_registers)
+                   router_sinks, router_sources, sample_layout, hdl_register_enables, hdl_write_registers)
 from .stream import PUSHED_FIFO_LATENCY, CreditPusher, SinkFIFO, full_rate_depth, replica
 
 __all__ = ["Tile", "Routes", "sink_room", "CONTROL_LAG", "LINE_CREDIT_LAG", "LINE_SINK_DEPTH", "OUTPUT_DEPTH",
@@ -46,9 +46,9 @@ SINK_LATENCY = PUSHED_FIFO_LATENCY
 #: write to its ``start`` and ``flush`` acting (decoded after that register).
 CONTROL_LAG = 1
 
-#: Cycles a tile's STATUS lags the tile: each part's holding flag, then the
-#: status register.
-STATUS_LAG = 2
+#: Cycles a tile's STATUS lags the tile: each part's holding flag beside
+#: it, each kind of part's, then the status register.
+STATUS_LAG = 3
 
 
 def sink_room(level, depth):
@@ -189,12 +189,30 @@ class Tile(wiring.Component):
         def flush(user):
             return command("flush", user)
 
+        def unit_bus(unit, layout):
+            """The bus a second time, registered for one unit: the write
+            enable of each of its registers decoded, and the data a replica,
+            beside its shadow registers (one input register's nets to every
+            shadow write enable of the tile, then the decode beside them, were
+            critical paths, nearly all wire).  A write reaches its shadow
+            register two cycles after the tile's input register took it; a
+            CONTROL start on the bus's next cycle sets ``start`` on that same
+            cycle, and ``start`` copies the shadows a cycle later: writes
+            before a start are in what it copies, writes after it are not."""
+            name = unit.name.lower()
+            decoded = hdl_register_enables(we & (addr.unit == unit), addr.reg, layout)
+            enables = [Signal(name=f"cfg_we_{name}_{r}") for r in range(len(decoded))]
+            unit_wdata = replica(len(wdata), name=f"cfg_wdata_{name}")
+            m.d.sync += [e.eq(d) for e, d in zip(enables, decoded)] + [unit_wdata.eq(wdata)]
+            return enables, unit_wdata
+
         def registers(unit, layout, init=None):
-            """A unit's shadow and active registers, the copy on a replica of
-            ``start`` beside them."""
+            """A unit's shadow and active registers, the shadows written from
+            the unit's own bus register, the copy on a replica of ``start``
+            beside them."""
             shadow = Signal(layout, init=init)
             active = Signal(layout, init=init)
-            hdl_write_registers(m, shadow, we & (addr.unit == unit), addr.reg, wdata)
+            hdl_write_registers(m, shadow, *unit_bus(unit, layout))
             with m.If(command("start", unit.name.lower())):
                 m.d.sync += active.eq(shadow)
             return shadow, active
@@ -363,17 +381,24 @@ class Tile(wiring.Component):
             m.d.comb += self.global_driven[g].eq(select[self.sinks.index(f"global_out_{g}")] != ROUTE_NONE)
         m.d.comb += self.global_flush.eq(Mux(flush, self.global_driven, 0))
         # Each part of the tile says whether it holds words through a register
-        # of its own, near it; their OR is the status register's input.  The
-        # parts span a third of the die, so that OR is the long wire.
+        # beside it (a FIFO's level is an adder, compared with 0), then each
+        # kind of part through one more (the sinks span a third of the die, so
+        # that OR is the long wire); their OR is the status register's input.
+        # Every flag is as old as every other, so ``holding`` is the state of
+        # the whole tile on one cycle.
         parts = {"convolver": [conv.busy], "alu": [alu.busy], "mapper": [mapper.busy],
                  "bank": [bank.level[n] != 0 for n in range(self._fifos)],
                  "sinks": [u.level != 0 for u in held + out_fifos],
                  "lines": [(self.global_driven & self.global_held).any()]}
         part_holding = []
         for name, flags in parts.items():
-            flag = Signal(name=f"holding_{name}")
-            m.d.sync += flag.eq(Cat(flags).any() & ~flush)     # a flush empties them all
-            part_holding.append(flag)
+            near = []
+            for n, flag in enumerate(flags):
+                near.append(Signal(name=f"holds_{name}_{n}"))
+                m.d.sync += near[-1].eq(flag & ~flush)     # a flush empties them all
+            part = Signal(name=f"holding_{name}")
+            m.d.sync += part.eq(Cat(near).any() & ~flush)
+            part_holding.append(part)
         holding = Cat(part_holding).any()
         # A frame has ended when its last word leaves the tile's output FIFOs
         # (counted where it leaves, not where the router writes it, so no fork
@@ -395,7 +420,7 @@ class Tile(wiring.Component):
         mapper_error = mapper.error & feeds("mapper_in")
         errors = [route_error, conv_error, alu_error, mapper_error]
         # A register: the grid's read multiplexer is far from the tile.
-        # ``holding`` is a cycle older than ``ended``, which only delays
+        # ``holding`` is two cycles older than ``ended``, which only delays
         # ``done``: the word whose leaving sets ``ended`` was held then.
         m.d.sync += [
             self.status.busy.eq(holding),

@@ -24,7 +24,7 @@ import functools
 
 import pytest
 from amaranth.asserts import AnyConst, AnySeq
-from amaranth.hdl import Assert, Assume, Cat, Elaboratable, Module, ResetInserter, ResetSignal, Signal
+from amaranth.hdl import Assert, Assume, Cat, Const, Elaboratable, Module, ResetInserter, ResetSignal, Signal
 from amaranth.lib import wiring
 
 from formal import check_proof
@@ -184,8 +184,8 @@ class _ProbedCreditBuffer(CreditBuffer):
 
     made = []
 
-    def __init__(self, shape, latency, slack=0, *, loose=False):
-        super().__init__(shape, latency, slack)
+    def __init__(self, shape, latency, slack=0, copies=1, *, loose=False):
+        super().__init__(shape, latency, slack, copies)
         self.depth = self._depth
         if loose:               # broken on purpose: one credit too many
             self._threshold += 1
@@ -233,7 +233,7 @@ class _CreditBlindConvolver(Convolver):
     """Broken on purpose: a window fires without an output-buffer credit."""
 
     def _frame_position(self, m, rewind, taking, credit, flag_error):
-        return super()._frame_position(m, rewind, taking, 1, flag_error)
+        return super()._frame_position(m, rewind, taking, Const(-1, len(credit)), flag_error)
 
 
 def _free_streams(m, *ports):

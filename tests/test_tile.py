@@ -158,6 +158,8 @@ def test_operator_errors_flush_and_done(dut):
             ctx.set(dut.global_in[0].valid, 1)
             await ctx.tick()
         ctx.set(dut.global_in[0].valid, 0)
+        for _ in range(STATUS_LAG):     # the words in the tile's status
+            await ctx.tick()
         assert (await read_status(ctx, dut)).busy
         await bus_write(ctx, dut, [control_write(0, flush=True)])
         assert not (await read_status(ctx, dut)).busy
