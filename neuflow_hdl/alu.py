@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .dsp import registered_product
 from .numerics import NARROW_STAGES, Q8_8, Format, hdl_narrow_stages, hdl_saturate
 from .regs import ALU_CONFIG, AluOp, sample_layout
-from .stream import CREDIT_BUFFER_LATENCY, CreditBuffer, activation, delay_line
+from .stream import CREDIT_BUFFER_LATENCY, CreditBuffer, activation, delay_line, replica
 
 __all__ = ["StreamALU", "alu_latency"]
 
@@ -106,13 +106,15 @@ class StreamALU(wiring.Component):
             meta[0].eol.eq(self.a.payload.eol),
             meta[0].eof.eq(self.a.payload.eof),
         ]
-        a = Signal(signed(W), reset_less=True)
-        b = Signal(signed(W), reset_less=True)
+        # The operands twice, replicas for the fast path and for the divider
+        # (one pair of registers into both pulled them apart: a critical path).
+        a, a_div = (replica(signed(W), reset_less=True, name=name) for name in ("a", "a_div"))
+        b, b_div = (replica(signed(W), reset_less=True, name=name) for name in ("b", "b_div"))
         # SQUARE's second factor is a (it takes no b).
         b_in = Mux(cfg.op == AluOp.SQUARE, self.a.payload.data,
                    Mux(cfg.b_const, cfg.const[:W].as_signed(), self.b.payload.data))
         with m.If(fire):
-            m.d.sync += [a.eq(self.a.payload.data), b.eq(b_in)]
+            m.d.sync += [a.eq(self.a.payload.data), b.eq(b_in), a_div.eq(self.a.payload.data), b_div.eq(b_in)]
         # MUL and SQUARE: the factors enter a multiplier's own input registers
         # with a and b, and its product register is the exact result's stage
         # (a MULT18X18D with its registers on an ECP5: no fabric path through
@@ -129,7 +131,7 @@ class StreamALU(wiring.Component):
         staged = Signal.like(cfg, reset_less=True, name="staged_config")
         m.d.sync += staged.eq(cfg)
         fast = self._fast_path(fast_path, staged, a, b, product)
-        div = self._divider(divider, staged, a, b)
+        div = self._divider(divider, staged, a_div, b_div)
         # Each enable is a flip-flop: whether a word of the path is in one of
         # its stages, computed a cycle ahead from the word entering and the
         # stages but the last (an OR over the divider's stages fanning out to

@@ -242,12 +242,15 @@ class PartialSumJoin(wiring.Component):
         # The mode and shift come from the configuration, steady from a start
         # until the next; registered here, beside the adder, they reach it
         # from flip-flops of its own (a sum arrives cycles after a start).
+        # The shift twice, a replica for each of its two shifters (one
+        # register's net into both was a critical path).
         use_psum = Signal(reset_less=True)
-        shift = Signal.like(self.shift, reset_less=True)
+        align = replica(len(self.shift), reset_less=True, name="align_shift")
+        shift = replica(len(self.shift), reset_less=True, name="shift")
         half = Signal(W, reset_less=True)
-        m.d.sync += [use_psum.eq(self.use_psum), shift.eq(self.shift),
+        m.d.sync += [use_psum.eq(self.use_psum), align.eq(self.shift), shift.eq(self.shift),
                      half.eq(hdl_half(self.shift, W))]
-        psum_aligned = (psum.payload.data << shift)[:acc_width].as_signed()
+        psum_aligned = (psum.payload.data << align)[:acc_width].as_signed()
         flags = data.StructLayout({"eol": 1, "eof": 1})
         # A taken sum and its aligned partial sum (with the rounding
         # increment) go into registers before the adder: the sum leaves the

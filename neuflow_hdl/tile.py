@@ -20,11 +20,12 @@ __all__ = ["Tile", "Routes", "sink_room", "CONTROL_LAG", "LINE_CREDIT_LAG", "LIN
 
 class Routes:
     """A tile's active routes: ``select`` (each sink's source code), ``users``
-    (per source, bit ``k`` set when sink ``k`` selects it) and ``error`` (a
-    select is illegal); the decodes change only when the selects do."""
+    (per source, bit ``k`` set when sink ``k`` selects it), ``error`` (a
+    select is illegal) and ``driven`` (per global output line, whether its
+    sink selects a source); the decodes change only when the selects do."""
 
-    def __init__(self, select, users, error):
-        self.select, self.users, self.error = select, users, error
+    def __init__(self, select, users, error, driven):
+        self.select, self.users, self.error, self.driven = select, users, error, driven
 
 #: Words a global input line may push into a sink that the line's credit did
 #: not count (see :func:`sink_room`).
@@ -232,14 +233,19 @@ class Tile(wiring.Component):
     def _routes(self, m, start, shadow, select):
         """The active routes, and their decodes made active with them (from the
         shadow selects, on the same ``start``): per source the mask of the sinks
-        selecting it, and whether a select is illegal.  So the router's forks
-        and the status compare no select in the cycles between starts."""
+        selecting it, whether a select is illegal, and which global output
+        lines the tile drives.  So the router's forks, the status and the
+        grid's choice of a line's driver compare no select in the cycles
+        between starts."""
         users = [Signal(len(self.sinks), name=f"users_{name}") for name in self.sources]
         error = Signal()
+        driven = Signal(self._globals, name="driven")
         with m.If(start):
             m.d.sync += [mask.eq(Cat(sel == s for sel in shadow)) for s, mask in enumerate(users)]
             m.d.sync += error.eq(self._illegal(shadow))
-        return Routes(select, users, error)
+            m.d.sync += driven.eq(Cat(shadow[self.sinks.index(f"global_out_{g}")] != ROUTE_NONE
+                                      for g in range(self._globals)))
+        return Routes(select, users, error, driven)
 
     def _operators(self, m, start, flush, cfg):
         """The convolver, StreamALU, mapper and FIFO bank, emptied by flush.  They
@@ -377,8 +383,7 @@ class Tile(wiring.Component):
         causes a cycle old), and which global outputs this tile drives."""
         conv, alu, mapper, bank = units
         select, route_error = routes.select, routes.error
-        for g in range(self._globals):
-            m.d.comb += self.global_driven[g].eq(select[self.sinks.index(f"global_out_{g}")] != ROUTE_NONE)
+        m.d.comb += self.global_driven.eq(routes.driven)
         m.d.comb += self.global_flush.eq(Mux(flush, self.global_driven, 0))
         # Each part of the tile says whether it holds words through a register
         # beside it (a FIFO's level is an adder, compared with 0), then each
