@@ -54,7 +54,7 @@ PRESETS = {
                        clock_mhz=100.0),
     # Sized to the ECP5-85F: 3 x (49 + 2) = 153 of its 156 MULT18X18D.  Its clock is the
     # routed grid's median fmax over three placer seeds (83.5 / 90.4 / 93.8 MHz, measured
-    # with nextpnr-ecp5 at COMMIT2; docs/architecture.md,
+    # with nextpnr-ecp5 at 46d94ea; docs/architecture.md,
     # "FPGA figures").
     "ulx3s-85f": GridConfig(rows=1, columns=3, globals_=4, kernel=7, max_width=512,
                             fifo_depth=512, clock_mhz=90.4),
