@@ -61,8 +61,9 @@ def activation(m, start, runnable, copies=1):
     old; ``taking``, the same but low on the rewind's cycle, when no word
     may enter.  An input ``ready`` built on ``taking`` sees flip-flops:
     neither the strobe's net across the tile nor a comparison with the
-    configuration.  ``taking`` has ``copies`` bits, each a :func:`replica`
-    (for handshakes computed in more than one place)."""
+    configuration.  ``taking`` has ``copies`` bits, registers of the same
+    value kept apart (:func:`replica`), for a handshake computed in more than
+    one place."""
     rewind = replica(reset_less=True, name="rewind")
     cfg_ok = Signal(name="cfg_ok")
     taking = ([replica(name=f"taking_{n}") for n in range(copies)] if copies > 1 else
@@ -317,8 +318,8 @@ class CreditBuffer(wiring.Component):
     i : In(stream.Signature(shape))
     o : Out(stream.Signature(shape))
     credit : Out(copies)
-        Each bit a :func:`replica` of the credit register (for handshakes
-        computed in more than one place).
+        The credit register ``copies`` times, kept apart (:func:`replica`),
+        for a handshake computed in more than one place.
     held : Out(1)
         A word is in the buffer (its storage or its output register).
     """
