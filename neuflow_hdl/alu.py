@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .dsp import registered_product
 from .numerics import NARROW_STAGES, Q8_8, Format, hdl_narrow_stages, hdl_saturate
 from .regs import ALU_CONFIG, AluOp, sample_layout
-from .stream import CREDIT_BUFFER_LATENCY, CreditBuffer, activation, delay_line, replica
+from .stream import CREDIT_BUFFER_LATENCY, CreditBuffer, activation, delay_line, replicas
 
 __all__ = ["StreamALU", "alu_latency"]
 
@@ -108,13 +108,12 @@ class StreamALU(wiring.Component):
         ]
         # The operands twice, replicas for the fast path and for the divider
         # (one pair of registers into both pulled them apart: a critical path).
-        a, a_div = (replica(signed(W), reset_less=True, name=name) for name in ("a", "a_div"))
-        b, b_div = (replica(signed(W), reset_less=True, name=name) for name in ("b", "b_div"))
         # SQUARE's second factor is a (it takes no b).
         b_in = Mux(cfg.op == AluOp.SQUARE, self.a.payload.data,
                    Mux(cfg.b_const, cfg.const[:W].as_signed(), self.b.payload.data))
         with m.If(fire):
-            m.d.sync += [a.eq(self.a.payload.data), b.eq(b_in), a_div.eq(self.a.payload.data), b_div.eq(b_in)]
+            a, a_div = replicas(m, self.a.payload.data, 2, "a", signed(W), reset_less=True)
+            b, b_div = replicas(m, b_in, 2, "b", signed(W), reset_less=True)
         # MUL and SQUARE: the factors enter a multiplier's own input registers
         # with a and b, and its product register is the exact result's stage
         # (a MULT18X18D with its registers on an ECP5: no fabric path through

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from .dsp import MULTIPLIER_LATENCY, registered_product
 from .numerics import Q8_8, Format, accumulator_width, hdl_half, hdl_saturate
 from .regs import CONV_CONFIG, ConvMode, GEOMETRY_BITS, MAX_KERNEL, sample_layout
-from .stream import CREDIT_BUFFER_LATENCY, CreditBuffer, activation, delay_line, replica
+from .stream import CREDIT_BUFFER_LATENCY, CreditBuffer, activation, delay_line, replica, replicas
 
 __all__ = ["Convolver", "KernelBank", "PartialSumJoin", "JOIN_STAGES", "JOIN_LATENCY", "convolver_latency"]
 
@@ -245,11 +245,9 @@ class PartialSumJoin(wiring.Component):
         # The shift twice, a replica for each of its two shifters (one
         # register's net into both was a critical path).
         use_psum = Signal(reset_less=True)
-        align = replica(len(self.shift), reset_less=True, name="align_shift")
-        shift = replica(len(self.shift), reset_less=True, name="shift")
+        align, shift = replicas(m, self.shift, 2, "shift", len(self.shift), reset_less=True)
         half = Signal(W, reset_less=True)
-        m.d.sync += [use_psum.eq(self.use_psum), align.eq(self.shift), shift.eq(self.shift),
-                     half.eq(hdl_half(self.shift, W))]
+        m.d.sync += [use_psum.eq(self.use_psum), half.eq(hdl_half(self.shift, W))]
         psum_aligned = (psum.payload.data << align)[:acc_width].as_signed()
         flags = data.StructLayout({"eol": 1, "eof": 1})
         # A taken sum and its aligned partial sum (with the rounding
@@ -589,12 +587,8 @@ class Convolver(wiring.Component):
             m.d.comb += [col.eq(col_next), row.eq(row_next)]
         with m.Else():
             m.d.comb += [col.eq(col_here), row.eq(row_here)]
-        emits = []
-        for n in range(2):
-            col_r, row_r = replica(name=f"emit_col_{n}"), replica(name=f"emit_row_{n}")
-            m.d.sync += [col_r.eq(col), row_r.eq(row)]
-            emits.append(col_r & row_r)
-        return col_here, row_here, emits
+        cols, rows = replicas(m, col, 2, "emit_col"), replicas(m, row, 2, "emit_row")
+        return col_here, row_here, [c & r for c, r in zip(cols, rows)]
 
     def _row_words(self, m, rewind, x, fire):
         """Stage B: the ``K - 1`` line buffers give each kernel row one word per
@@ -653,12 +647,10 @@ class Convolver(wiring.Component):
         # cycles after the word fires.
         row_sums, row_maxes = [], []
         for r in range(K):
-            rewind = replica(reset_less=True, name=f"rewind_row_{r}")     # as activation's
-            m.d.sync += rewind.eq(self.start)
+            (rewind,) = replicas(m, self.start, 1, f"rewind_row_{r}", reset_less=True)    # as activation's
             fires = [b_fire]
             for n in range(MULTIPLIER_LATENCY):
-                fires.append(replica(name=f"product_fire_{r}_{n}"))
-                m.d.sync += fires[-1].eq(fires[-2] & ~rewind)
+                fires += replicas(m, fires[-1] & ~rewind, 1, f"product_fire_{r}_{n}")
             p_fire = fires[-1]
             # The row's word, a register per stage; the last stage is a
             # register per link, beside it, with the word masked already.

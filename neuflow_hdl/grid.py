@@ -8,7 +8,7 @@ from .cfgbus import ConfigBus, registered_requests
 from .presets import GridConfig
 from .regs import (CONFIG_ADDRESS, CONTROL, CONTROL_REG, GRID_START_REG, GRID_STATUS, GRID_TILE, NEIGHBOURS, OFFSET,
                    OPPOSITE, STATUS_REG, Unit, pack_bits, sample_layout)
-from .stream import CREDIT_PUSHER_LATENCY, PUSHED_FIFO_LATENCY, PushedFIFO, replica
+from .stream import CREDIT_PUSHER_LATENCY, PUSHED_FIFO_LATENCY, PushedFIFO, replica, replicas
 from .tile import STATUS_LAG, Tile
 
 __all__ = ["Grid", "BUS_LAG", "LINE_DEPTH", "LINE_LATENCY", "PUSH_LATENCY"]
@@ -148,14 +148,12 @@ class Grid(wiring.Component):
             line = self.global_in[g]
             used = Cat(t.global_used[g] for t in all_tiles).any()
             ready = Cat(t.global_in[g].ready for t in all_tiles).all()
-            pushed = Signal(name=f"global_pushed_{g}")
             m.d.comb += line.ready.eq(used & ready)
-            m.d.sync += pushed.eq(line.valid & line.ready)
-            for n, t in enumerate(all_tiles):
-                tile_pushed = replica(name=f"global_pushed_{g}_tile{n}")
-                word = replica(line.payload.shape(), name=f"global_word_{g}_tile{n}")
-                m.d.sync += [tile_pushed.eq(line.valid & line.ready), word.eq(line.payload)]
-                m.d.comb += [t.global_in[g].valid.eq(tile_pushed), t.global_in[g].payload.eq(word)]
+            # One copy per tile, and the last the grid's own.
+            *tile_pushed, pushed = replicas(m, line.valid & line.ready, len(all_tiles) + 1, f"global_pushed_{g}")
+            words = replicas(m, line.payload, len(all_tiles), f"global_word_{g}", line.payload.shape())
+            for t, valid, word in zip(all_tiles, tile_pushed, words):
+                m.d.comb += [t.global_in[g].valid.eq(valid), t.global_in[g].payload.eq(word)]
             # A pushed word is in a tile's sink on the next cycle, and in its
             # STATUS STATUS_LAG cycles after that: until then it is the grid's.
             recent = [pushed]

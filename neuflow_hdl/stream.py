@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["StreamFIFO", "FIFO_LATENCY", "BlockRamFIFO", "BLOCK_RAM_FIFO_LATENCY", "PushedFIFO",
            "PUSHED_FIFO_LATENCY", "SinkFIFO", "CreditPusher", "CREDIT_PUSHER_LATENCY", "CreditBuffer",
            "CREDIT_BUFFER_LATENCY",
-           "full_rate_depth", "delay_line", "replica", "activation"]
+           "full_rate_depth", "delay_line", "replica", "replicas", "activation"]
 
 
 def replica(shape=1, **kwargs):
@@ -40,6 +40,16 @@ def replica(shape=1, **kwargs):
     where ``opt_merge`` leaves it alone.  ``kwargs`` go to ``Signal``.
     """
     return Signal(shape, attrs={"keep": 1}, **kwargs)
+
+
+def replicas(m, value, copies, name, shape=1, **kwargs):
+    """``copies`` registers of ``value`` (``m.d.sync``, in the caller's
+    conditions), kept apart (:func:`replica`): one register for each group of
+    users of a value whose single register's nets were a critical path.
+    ``name_<n>`` each; ``kwargs`` go to ``Signal``."""
+    registers = [replica(shape, name=f"{name}_{n}", **kwargs) for n in range(copies)]
+    m.d.sync += [register.eq(value) for register in registers]
+    return registers
 
 
 def delay_line(m, layout, depth, name="meta"):
@@ -66,10 +76,12 @@ def activation(m, start, runnable, copies=1):
     one place."""
     rewind = replica(reset_less=True, name="rewind")
     cfg_ok = Signal(name="cfg_ok")
-    taking = ([replica(name=f"taking_{n}") for n in range(copies)] if copies > 1 else
-              [Signal(name="taking")])
-    m.d.sync += [rewind.eq(start), cfg_ok.eq(runnable)] + [t.eq(runnable & ~start) for t in taking]
-    return rewind, cfg_ok, Cat(taking)
+    m.d.sync += [rewind.eq(start), cfg_ok.eq(runnable)]
+    if copies == 1:
+        taking = Signal(name="taking")
+        m.d.sync += taking.eq(runnable & ~start)
+        return rewind, cfg_ok, taking
+    return rewind, cfg_ok, Cat(replicas(m, runnable & ~start, copies, "taking"))
 
 
 #: :attr:`StreamFIFO.latency` (a ``SyncFIFOBuffered``: its storage, then its output register).
@@ -359,8 +371,11 @@ class CreditBuffer(wiring.Component):
             buf.r_en.eq(self.o.ready),
             self.held.eq(buf.level != 0),
         ]
-        for n in range(self._copies):       # empty after reset
-            credit = (replica if self._copies > 1 else Signal)(init=1, name=f"credit_r{n}")
-            m.d.sync += credit.eq(buf.level < self._threshold)
-            m.d.comb += self.credit[n].eq(credit)
+        room = buf.level < self._threshold
+        if self._copies == 1:
+            credit = Signal(init=1, name="credit_r")       # empty after reset
+            m.d.sync += credit.eq(room)
+            m.d.comb += self.credit.eq(credit)
+        else:
+            m.d.comb += self.credit.eq(Cat(replicas(m, room, self._copies, "credit_r", init=1)))
         return m
