@@ -53,7 +53,7 @@ from neuflow_hdl.regs import (CONFIG_ADDRESS, GRID_START_REG, GRID_STATUS, GRID_
 
 from .cost import PassCost, pass_cycles, rect_beats
 from .ir import printable
-from .layout import KERNEL_WORD, MemoryKernel, kernel_words, kernel_words_of, stamp_address
+from .layout import KERNEL_WORD, MemoryKernel, Rect, kernel_words, kernel_words_of, stamp_address
 from .rolling import PassCode, roll
 from .schedule import weight_line
 
@@ -453,6 +453,10 @@ class CodeGen:
                     continue
                 if held.get(s.tile) != key:
                     wanted[s.tile] = held[s.tile] = key
+            if _reads_memory(wanted):
+                # A frame reads kernels where they are in memory, in one
+                # rectangle: it loads all of the pass's, not only those missing.
+                wanted = {s.tile: s.weights for s in p.tiles if isinstance(s.weights, MemoryKernel)}
             frames.append(_frame(wanted))
         self.loaded = held
         return frames
@@ -704,11 +708,13 @@ def _frame_rect(frame, frame_address, K):
     memory, the consecutive kernels where they are."""
     slots = frame[0]
     if isinstance(slots[0], MemoryKernel):
-        first, words = slots[0].address, _slot_words(slots[0], K)
-        if any(not isinstance(s, MemoryKernel) or s.address != first + n * words
+        first, step, words = slots[0].address, slots[0].step, _slot_words(slots[0], K)
+        if any(not isinstance(s, MemoryKernel) or s.step != step or s.address != first + n * words * step
                for n, s in enumerate(slots)):
             raise AssertionError("a frame of kernels read from memory takes consecutive kernels")
-        return _Words(first, len(slots) * words)
+        if step == 1:
+            return _Words(first, len(slots) * words)
+        return Rect(first, 1, len(slots) * words, step)
     key = b"".join(slots)
     words = np.frombuffer(key, dtype=np.int64)
     return _Words(frame_address(words, key=key), len(words))

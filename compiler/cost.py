@@ -15,9 +15,9 @@ Calibrated against the RTL (docs/compiler.md): an instruction takes about
 and a pass's streams take ``STREAM_OVERHEAD`` cycles beyond their words and
 the pipeline's depth (the ports' start and drain).  The memory bus moves one
 beat a cycle, and a port moves every beat that holds words of a row, so a
-row costs its beats from its first word's beat to its last's
-(:func:`rect_beats`); instruction fetches while the streams run take a beat
-each.
+row costs its beats from its first word's beat to its last's, and a
+contiguous rectangle those of its words as one run (:func:`rect_beats`);
+instruction fetches while the streams run take a beat each.
 """
 
 import math
@@ -68,7 +68,11 @@ class PassCost:
 
 def rect_beats(rect, beat_words):
     """Bus beats a port moves for ``rect`` (a :class:`~compiler.layout.Rect`): per
-    row, every beat from the one holding its first word to the one holding its last."""
+    row, every beat from the one holding its first word to the one holding its
+    last; a contiguous rectangle (``stride == width``, or one row) is one run of
+    words, its rows sharing beats."""
+    if rect.stride == rect.width or rect.height == 1:
+        return _beats(rect.base % beat_words, rect.width * rect.height, 1, 0, beat_words)
     return _beats(rect.base % beat_words, rect.width, rect.height, rect.stride % beat_words, beat_words)
 
 
@@ -80,9 +84,11 @@ def _beats(offset, width, height, stride, beat_words):
     return int(np.sum((first + width - 1) // beat_words - first // beat_words + 1))
 
 
-def expected_beats(width, height, beat_words):
-    """:func:`rect_beats` of ``height`` rows of ``width`` words that start anywhere
-    in a beat, on average."""
+def expected_beats(width, height, beat_words, stride=None):
+    """:func:`rect_beats` of ``height`` rows of ``width`` words ``stride`` apart
+    (None: not contiguous) that start anywhere in a beat, on average."""
+    if stride == width or height == 1:
+        return (width * height - 1) / beat_words + 1
     return height * ((width - 1) / beat_words + 1)
 
 

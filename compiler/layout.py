@@ -67,10 +67,13 @@ class Rect:
 
 @dataclass(frozen=True)
 class MemoryKernel:
-    """A kernel that is data: the K x K words at ``address``, read at run time
-    (a chunk of a fully connected layer's input, when its weights stream as
-    images; see :func:`compiler.lower.weight_streams`)."""
+    """A kernel that is data: K x K words read at run time, the first at
+    ``address`` and each next ``step`` words further (a chunk of a fully
+    connected layer's flat input, step 1; or the K x K input maps of a 1 x 1
+    convolution at one pixel, step the maps' distance), when weights stream as
+    images (see :func:`compiler.lower.weight_streams`)."""
     address: int
+    step: int = 1
 
 
 #: A kernel word as a term keeps it: a term's kernel (:mod:`compiler.lower`) is
@@ -339,11 +342,17 @@ def _weight_words(node, config):
 
 def check_memory(graph, buffers, config, grid):
     """Stop before code generation when tensors and kernels cannot fit the memory,
-    naming the first layer whose output or kernels overflow it."""
+    naming the first layer whose output or kernels overflow it (a layer whose
+    weights stream counts the buffers that hold them)."""
     own = lambda t: 0 if buffers[t].view else buffers[t].size      # a view is counted in its tensor
+    streamed = {}               # layer output -> words of its streamed weights' and bias's buffers
+    for b in buffers.values():
+        if b.holds is not None and b.holds[0] in ("weights", "bias"):
+            streamed[b.holds[1]] = streamed.get(b.holds[1], 0) + b.size
     used = DATA_BASE + own(graph.input) + sum(own(t) for t in graph.constants)
     for node in graph.nodes:
-        used += own(node.output) + ALIGN + _weight_words(node, config)
+        weights = streamed[node.output] if node.output in streamed else _weight_words(node, config)
+        used += own(node.output) + ALIGN + weights
         if used > config.memory_words:
             raise CompileError(f"tensors and kernels up to this layer need {used} words; grid "
                                f"{grid} has {config.memory_words} words of memory", node)

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neuflow_hdl.regs import AluOp, ConvMode, PoolMode, Symmetry
+from neuflow_hdl.regs import GEOMETRY_BITS, AluOp, ConvMode, PoolMode, Symmetry
 
 from .errors import CompileError
 from .ir import as_conv
+from .cost import expected_beats, pass_cycles, predicted_cost
 from .layout import KERNEL_WORD, Buffer, MemoryKernel, Rect, chunk_side, conv_geometry
 from .quantise import alu_shift
+from .schedule import HOP_LAG, PassShape, conv_latency
 
 __all__ = ["ConvJob", "StreamJob", "Lowered", "lower_node", "weight_streams", "STREAMED_MIN_OUTPUTS",
            "pool_partials", "partials_key"]
@@ -38,6 +40,8 @@ class ConvJob:
                             #: as its partial sum (a bias per position), or None
     partials: tuple = None  #: ([Rect per output], write window): where partial sums wait between
                             #: an output's passes when not in its output (a pooled output is smaller)
+    frame_groups: list = None   #: per output: only chains of outputs of one group share a pass (their
+                                #: kernels read from memory make one weight frame), or None
 
 
 @dataclass
@@ -141,6 +145,8 @@ def _pooling_mapper(mapper, pool, height, width, config):
 
 def lower_conv(node, graph, buffers, config, quant):
     """A convolution-like node (conv, avgpool, affine, maxpool) as ConvJobs."""
+    if getattr(buffers.get(_stream_keys(node)[0]), "holds", None) == ("weights", node.output):
+        return _lower_pixel_streamed(node, graph, buffers, config, quant)
     K = config.kernel
     x, y = buffers[node.inputs[0]], buffers[node.output]
     fi, fo = x.frac, y.frac
@@ -244,44 +250,185 @@ def _streamed_shape(node, buffers, config, fmt):
     return n_out // m, m
 
 
-def weight_streams(graph, buffers, quantisation, config):
-    """``buffers`` with those of the fully connected layers whose weights stream
-    as data: a layer of N outputs over C chunks of K x K input features computes
-    its outputs as one rows x m map (N = rows * m, K * m words per row at most a
-    line buffer), each chunk c an image of K*rows x K*m weights (output
-    ``r*m + q``'s K x K weights of that chunk at block (r, q)) convolved at
-    stride K with the chunk as its kernel (a :class:`~compiler.layout.MemoryKernel`,
-    loaded from the input at run time), and the bias, in the output format, the
-    first chain's partial sum.  Every weight is read once, as a data stream:
-    each pass's tiles take one word a cycle, where kernels would take a frame
-    each per output."""
-    fmt = config.fmt
+#: A 1 x 1 convolution streams its weights per output pixel (:func:`weight_streams`)
+#: when the cost model predicts that schedule at most this share of the
+#: cycles of its kernels' (a margin for the two predictions' rough shapes).
+PIXEL_STREAM_SHARE = 0.8
+#: Rows of an image a convolver takes (its geometry registers).
+MAX_IMAGE_ROWS = (1 << GEOMETRY_BITS) - 1
+
+
+def _pixel_candidate(node, buffers, config):
+    """Whether a 1 x 1 convolution may stream its weights per output pixel: no
+    groups, pads or fused pool; an input of its own (not a view into a
+    concatenation, whose maps another tensor's words follow) and at least
+    :data:`STREAMED_MIN_OUTPUTS` outputs."""
+    if node.op != "conv" or node.attrs.get("pool") or node.attrs.get("groups", 1) != 1:
+        return False
+    n_out, _, kh, kw = node.params["weight"].shape
+    x = buffers[node.inputs[0]]
+    return ((kh, kw) == (1, 1) and not any(node.attrs["pads"]) and x.view is None and
+            n_out >= STREAMED_MIN_OUTPUTS and not any(k in buffers for k in _stream_keys(node)))
+
+
+def _predicted_pass(config, links, chains, streams, beats):
+    """Predicted cycles of a pass of ``chains`` chains of ``links`` links whose
+    tiles load 1 x 1 kernels or K x K kernels from memory (``streams``: words of
+    each data stream; ``beats``: their bus beats)."""
     K = config.kernel
+    shape = PassShape(loads=links * chains, kernel_words=links * K * K, streams=tuple(streams),
+                      tiles=links * chains, latency=conv_latency(config) + HOP_LAG * (links - 1),
+                      beats=beats)
+    return pass_cycles(predicted_cost(shape, config, first=False))
+
+
+def _kernel_schedule_cycles(n_out, cin, in_rect, pixels, config):
+    """Predicted cycles of a 1 x 1 convolution as kernels, by the cheapest
+    chain length: the grid's tiles in chains of ``links`` links, the chains of
+    a pass reading the same input maps (each a map of ``in_rect`` (height,
+    width) words; partial sums and outputs ``pixels`` words), as
+    :func:`compiler.schedule.conv_packings` packs a dense layer."""
+    h, w = in_rect
+    lines, ports = config.globals_ - 1, config.ports - 1       # a port for the weight frame
+    best = None
+    for links in range(1, min(cin, config.tiles) + 1):
+        chains = min(config.tiles // links, n_out, lines - links, (ports - links) // 2)
+        if chains < 1:
+            continue
+        streams = [h * w] * links + [pixels, pixels] * chains
+        beats = (links * expected_beats(w, h, config.beat_words, w) +     # a map without borders
+                 2 * chains * expected_beats(pixels, 1, config.beat_words))
+        cycles = (-(-n_out // chains) * -(-cin // links) *
+                  _predicted_pass(config, links, chains, streams, beats))
+        best = cycles if best is None else min(best, cycles)
+    return best
+
+
+def _pixel_blocks(n_out, chunks, config):
+    """``(cycles per pixel, blocks, rows, chains)`` of the cheapest split of a
+    1 x 1 convolution's ``n_out`` outputs into blocks of ``rows`` (an image of
+    ``rows * K`` rows each, at most :data:`MAX_IMAGE_ROWS`) when its weights
+    stream per pixel, ``chains`` of them in a pass, predicted by the cost
+    model for one chain length: every chunk of K x K inputs in one chain where
+    the grid holds it."""
+    K, tiles = config.kernel, config.tiles
+    links = min(chunks, tiles)
+    # chains per pass: each takes its links' images and its partial sums on
+    # input lines (the last kept for weight frames), and a port for its output
+    per_pass = max(1, min(tiles // links, (config.globals_ - 1) // (links + 1), config.ports // (links + 2)))
+    fewest = -(-n_out * K // MAX_IMAGE_ROWS)
+    best = None
+    for blocks in range(fewest, max(fewest, per_pass) * 2 + 1):
+        rows = -(-n_out // blocks)
+        if rows * K > MAX_IMAGE_ROWS:
+            continue
+        chains = min(blocks, per_pass)
+        streams = [rows * K * K] * (links * chains) + [rows, rows] * chains
+        beats = (links * chains * expected_beats(K, rows * K, config.beat_words, K) + 2 * chains * rows +
+                 expected_beats(1, links * K * K, config.beat_words))
+        passes = -(-chunks // links) * -(-blocks // chains)
+        cycles = passes * _predicted_pass(config, links, chains, streams, beats)
+        if best is None or cycles < best[0]:
+            best = (cycles, blocks, rows, chains)
+    return best
+
+
+def _streams_per_pixel(node, graph, buffers, config, fmt):
+    """Whether 1 x 1 convolution ``node`` streams its weights per output pixel
+    (:func:`weight_streams`): when the cost model predicts that schedule at
+    most :data:`PIXEL_STREAM_SHARE` of the kernels' and its bias fits the
+    output's format."""
+    if not _pixel_candidate(node, buffers, config):
+        return False
+    K = config.kernel
+    if np.any(fmt.saturated(node.params["bias"], buffers[node.output].frac)):
+        return False                # the bias, a partial sum in the output format, would saturate
+    n_out, cin = node.params["weight"].shape[:2]
+    _, _, s, _, _, ho, wo = conv_geometry(node, graph.shapes, K)
+    per_pixel = _pixel_blocks(n_out, -(-cin // (K * K)), config)[0]
+    kernels = _kernel_schedule_cycles(n_out, cin, ((ho - 1) * s + 1, (wo - 1) * s + 1), ho * wo, config)
+    return ho * wo * per_pixel <= PIXEL_STREAM_SHARE * kernels
+
+
+def _stream_buffers(buffers, node, images, weight_frac, bias):
+    """Add the buffers of a layer whose weights stream: its ``images`` (C, H1,
+    H2, W1, W2 codes, a view written into the memory image as it is read) and
+    its ``bias`` (1, H, W codes in the output's format)."""
+    w_key, b_key = _stream_keys(node)
+    chunks, h1, h2, w1, w2 = images.shape
+    buffers[w_key] = Buffer(w_key, chunks, h1 * h2, w1 * w2, weight_frac, codes=images,
+                            holds=("weights", node.output))
+    buffers[b_key] = Buffer(b_key, *bias.shape, buffers[node.output].frac, codes=bias,
+                            holds=("bias", node.output))
+
+
+def _padded_codes(codes, chunks, K, fmt, columns=None):
+    """A layer's ``(N, F)`` weight codes in the narrowest integers that hold a
+    word, padded to whole chunks of K x K (``columns``: where each of the F
+    goes, by default in order)."""
+    padded = np.zeros((codes.shape[0], chunks * K * K), dtype=np.int16 if fmt.width <= 16 else np.int32)
+    padded[:, slice(0, codes.shape[1]) if columns is None else columns] = codes
+    return padded
+
+
+def _stream_fully_connected(node, buffers, quant, config, rows, m):
+    """The weight images and bias of a fully connected layer whose N outputs
+    are a ``rows`` x ``m`` map (:func:`weight_streams`)."""
+    K, fmt = config.kernel, config.fmt
+    codes = quant.kernel.codes
+    chunks = -(-codes.shape[1] // (K * K))
+    # (chunks, rows, K, m, K): each chunk's image with its rows and columns split into blocks.
+    images = _padded_codes(codes, chunks, K, fmt).reshape(rows, m, chunks, K, K).transpose(2, 0, 3, 1, 4)
+    bias = fmt.quantise(node.params["bias"], buffers[node.output].frac).reshape(1, rows, m)
+    _stream_buffers(buffers, node, images, quant.kernel.weight_frac, bias)
+
+
+def _stream_per_pixel(node, buffers, quant, config):
+    """The weight images and bias of a 1 x 1 convolution whose weights stream
+    per output pixel (:func:`weight_streams`), the images by the order its
+    input's buffer stores the maps (``in_perm`` undone); the input's tail
+    covers the last chunk's maps past its end."""
+    K, fmt = config.kernel, config.fmt
+    codes = quant.kernel.codes.reshape(quant.kernel.codes.shape[:2])
+    n_out, cin = codes.shape
+    chunks = -(-cin // (K * K))
+    perm = node.attrs.get("in_perm")
+    padded = _padded_codes(codes, chunks, K, fmt, None if perm is None else np.asarray(perm, dtype=np.int64))
+    images = padded.reshape(n_out, 1, chunks, K, K).transpose(2, 0, 3, 1, 4)
+    x = buffers[node.inputs[0]]
+    x.tail = max(x.tail, (chunks * K * K - x.channels) * x.map_words)
+    bias = fmt.quantise(node.params["bias"], buffers[node.output].frac).reshape(1, n_out, 1)
+    _stream_buffers(buffers, node, images, quant.kernel.weight_frac, bias)
+
+
+def weight_streams(graph, buffers, quantisation, config):
+    """``buffers`` with those of the layers whose weights stream as data.
+
+    A fully connected layer of N outputs over C chunks of K x K input features
+    computes its outputs as one rows x m map (N = rows * m, K * m words per
+    row at most a line buffer), each chunk c an image of K*rows x K*m weights
+    (output ``r*m + q``'s K x K weights of that chunk at block (r, q))
+    convolved at stride K with the chunk as its kernel (a
+    :class:`~compiler.layout.MemoryKernel`, loaded from the input at run
+    time), and the bias, in the output format, the first chain's partial sum.
+    Every weight is read once, as a data stream: each pass's tiles take one
+    word a cycle, where kernels would take a frame each per output.
+
+    A 1 x 1 convolution on small maps, where a pass per kernel would stream a
+    few dozen words and wait out the chain's latency, computes each output
+    pixel as such a layer (:func:`_streams_per_pixel`): its N outputs at that
+    pixel are maps of rows x 1 (images of ``K * rows`` x K words), the kernel
+    of chunk c the K x K input maps ``c K^2 ..`` at that pixel (a
+    :class:`~compiler.layout.MemoryKernel` whose words are a map apart)."""
     buffers = dict(buffers)
     for node in graph.nodes:
-        if node.op != "gemm":
-            continue
         quant = quantisation.nodes[node.output]
-        shape = _streamed_shape(node, buffers, config, fmt)
-        if shape is None:
-            continue
-        rows, m = shape
-        codes = quant.kernel.codes
-        n_out, features = codes.shape
-        chunks = -(-features // (K * K))
-        # Copied once into the narrowest integers that hold a word (the
-        # transposition below reads them), padded to whole chunks.
-        padded = np.zeros((n_out, chunks * K * K), dtype=np.int16 if fmt.width <= 16 else np.int32)
-        padded[:, :features] = codes
-        # (chunks, rows, K, m, K): each chunk's image with its rows and columns
-        # split into blocks, a view written into the memory image as it is read.
-        images = padded.reshape(rows, m, chunks, K, K).transpose(2, 0, 3, 1, 4)
-        y = buffers[node.output]
-        bias = fmt.quantise(node.params["bias"], y.frac).reshape(1, rows, m)
-        w_key, b_key = _stream_keys(node)
-        buffers[w_key] = Buffer(w_key, chunks, rows * K, m * K, quant.kernel.weight_frac,
-                                codes=images, holds=("weights", node.output))
-        buffers[b_key] = Buffer(b_key, 1, rows, m, y.frac, codes=bias, holds=("bias", node.output))
+        if node.op == "gemm":
+            shape = _streamed_shape(node, buffers, config, config.fmt)
+            if shape is not None:
+                _stream_fully_connected(node, buffers, quant, config, *shape)
+        elif node.op == "conv" and _streams_per_pixel(node, graph, buffers, config, config.fmt):
+            _stream_per_pixel(node, buffers, quant, config)
     return buffers
 
 
@@ -298,6 +445,47 @@ def _lower_streamed(node, x, y, weights, bias, config, quant):
     job = ConvJob(ConvMode.MAC, K, quant.kernel.shift, [(weights.interior(c), K) for c in range(weights.channels)],
                   [Rect(y.base, bias.width, bias.height, bias.width)], [chain], [0], mapper,
                   n_out * features, initial=[bias.interior(0)])
+    return _lowered([job], notes)
+
+
+def _lower_pixel_streamed(node, graph, buffers, config, quant):
+    """A 1 x 1 convolution whose weights stream per output pixel
+    (:func:`weight_streams`): one job whose outputs are each pixel's blocks of
+    output maps, a chain term per chunk of input maps, the bias the first
+    chain's partial sum.  Only chains of one pixel share a pass (their
+    kernels, read from memory, make one weight frame).  The outputs go pixel
+    by pixel when a pass holds all of a pixel's blocks, else block by block,
+    so that every pass loads a frame: passes alike in their waits roll into
+    one loop (:mod:`compiler.rolling`)."""
+    K = config.kernel
+    x, y = buffers[node.inputs[0]], buffers[node.output]
+    w_key, b_key = _stream_keys(node)
+    weights, bias = buffers[w_key], buffers[b_key]
+    _, _, s, _, _, ho, wo = conv_geometry(node, graph.shapes, K)
+    n_out, chunks = y.channels, weights.channels
+    _, blocks, rows, chains = _pixel_blocks(n_out, chunks, config)
+    spans = [(b * rows, min(rows, n_out - b * rows)) for b in range(blocks)]
+    inputs = [(weights.rect(c, first * K, 0, n * K, K), K) for c in range(chunks) for first, n in spans]
+    initial = [bias.rect(0, first, 0, n, 1) for first, n in spans]
+    step = x.map_words
+    kernels = [[MemoryKernel(x.rect(0, r * s, q * s, 1, 1).base + c * K * K * step, step) for c in range(chunks)]
+               for r in range(ho) for q in range(wo)]
+    order = [(pixel, b) for pixel in range(ho * wo) for b in range(blocks)]
+    if chains < blocks:
+        order.sort(key=lambda o: o[1])
+    outputs, terms, groups, starts = [], [], [], []
+    for pixel, b in order:
+        first, n = spans[b]
+        outputs.append(Rect(y.rect(first, *divmod(pixel, wo), 1, 1).base, 1, n, y.map_words))
+        terms.append([(c * blocks + b, kernel) for c, kernel in enumerate(kernels[pixel])])
+        groups.append(pixel)
+        starts.append(initial[b])
+    mapper, notes = _mapper(quant)
+    notes = [f"weights streamed per output pixel: {chunks} images of {weights.height}x{weights.width} "
+             f"in {blocks} block{'s' if blocks > 1 else ''}, {K}x{K} input maps at each pixel as kernels"] + notes
+    connected = int(np.count_nonzero(node.params["weight"]))     # (output, input) pairs: 1 x 1 kernels
+    job = ConvJob(ConvMode.MAC, K, quant.kernel.shift, inputs, outputs, terms, [0] * len(outputs), mapper,
+                  ho * wo * connected, initial=starts, frame_groups=groups)
     return _lowered([job], notes)
 
 

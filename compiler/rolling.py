@@ -4,7 +4,8 @@ The code generator emits every pass of a layer as a :class:`PassCode`: the
 instructions in series before its streams start (tile starts, port starts),
 those that overlap its streams (the next pass's shadow registers and port
 descriptors) and its waits.  Passes whose serial and overlapped code are
-configuration writes (``cfgwi``) only and whose waits are the same become
+configuration writes (``cfgwi``) only, or writes and polls (a weight frame
+streamed alone before the data), and whose polls are the same become
 
 .. code-block:: none
 
@@ -17,12 +18,14 @@ configuration writes (``cfgwi``) only and whose waits are the same become
 
 with each pass's writes, in their order, in the table (``cfgwt``,
 docs/isa.md): first those before its streams start (the last of which
-starts them), then, while they stream, the next pass's registers.  The
+starts them), then, while they stream, the next pass's registers.  A poll
+among the serial writes splits them: the loop runs a ``cfgwt`` for the
+writes before it, the poll, and a ``cfgwt`` for the rest.  The
 machine sees the same configuration writes in the same order as from the
 unrolled code, so a layer of 600 passes costs a few instructions plus its
 table, four words per write, as a ``cfgwi`` would be.  An entry costs about
 what a ``cfgwi`` does (a beat read instead of an instruction fetch), so each
-pass runs two more instructions in series: the ``cfgwt`` and the branch.
+pass runs one more instruction in series per ``cfgwt`` and the branch.
 
 :func:`roll` returns, beside the lines, what each pass's instruction counts
 become (:class:`Added`), so the cost model prices the loop; the code
@@ -81,25 +84,39 @@ def _instructions(lines):
     return [line for line in lines if not isinstance(line, str) or line.startswith("    ")]
 
 
-def _writes(lines):
-    """``[(address, value)]`` of the ``cfgwi`` in ``lines`` (pairs or text), or
-    None if any other instruction is among them."""
-    writes = []
+def _segments(lines):
+    """``(segments, polls)`` of ``lines`` (``cfgwi`` as pairs or text, and
+    ``wait`` instructions): the ``[(address, value)]`` writes between the
+    polls, and the polls (one fewer than the segments); None if another
+    instruction is among them."""
+    segments, polls = [[]], []
     for line in lines:
         if not isinstance(line, str):
-            writes.append(line)
+            segments[-1].append(line)
         elif line.startswith("    "):
             text = line.strip()
-            if not text.startswith("cfgwi "):
+            if text.startswith("wait "):
+                polls.append(line)
+                segments.append([])
+            elif text.startswith("cfgwi "):
+                address, value = text[len("cfgwi "):].split(",")
+                segments[-1].append((int(address, 0), int(value, 0)))
+            else:
                 return None
-            address, value = text[len("cfgwi "):].split(",")
-            writes.append((int(address, 0), int(value, 0)))
-    return writes
+    return segments, tuple(polls)
+
+
+def _writes(lines):
+    """``[(address, value)]`` of the ``cfgwi`` in ``lines``, or None if any
+    other instruction is among them."""
+    found = _segments(lines)
+    return found[0][0] if found is not None and not found[1] else None
 
 
 class _Pass(NamedTuple):
     code: PassCode
-    serial: list            #: its serial writes, or None if it does more than write
+    serial: list            #: its serial writes between polls (a list per segment), or None
+    polls: tuple            #: the polls among its serial writes
     overlapped: list        #: its writes while streaming, or None
     waits: tuple            #: its wait instructions
 
@@ -107,15 +124,27 @@ class _Pass(NamedTuple):
     def tabular(self):
         return self.serial is not None and self.overlapped is not None
 
+    @property
+    def groups(self):
+        """The table's groups of writes, one per ``cfgwt``: the serial
+        segments, the overlapped writes joining the last."""
+        return self.serial[:-1] + [self.serial[-1] + self.overlapped]
+
+
+def _pass(unit):
+    found = _segments(unit.serial)
+    serial, polls = found if found is not None else (None, ())
+    return _Pass(unit, serial, polls, _writes(unit.overlapped), tuple(_instructions(unit.waits)))
+
 
 def _runs(units):
-    """Consecutive passes that only write before and while streaming and wait
-    alike, a label only on a run's first."""
+    """Consecutive passes that only write (and poll) before and while
+    streaming and poll alike, a label only on a run's first."""
     runs = []
     for unit in units:
-        p = _Pass(unit, _writes(unit.serial), _writes(unit.overlapped), tuple(_instructions(unit.waits)))
+        p = _pass(unit)
         if runs and p.tabular and runs[-1][-1].tabular and unit.label is None and \
-                p.waits == runs[-1][-1].waits:
+                (p.polls, p.waits) == (runs[-1][-1].polls, runs[-1][-1].waits):
             runs[-1].append(p)
         else:
             runs.append([p])
@@ -129,26 +158,27 @@ def _plain(run):
 
 
 def _added(run):
-    """The :class:`Added` of each pass of ``run`` rolled, in instructions: the
-    ``cfgwt`` and the branch, each write an entry instead of a ``cfgwi`` (a
-    skip entry for a pass without writes); the set-up (two ``li``) before the
-    first."""
+    """The :class:`Added` of each pass of ``run`` rolled, in instructions: a
+    ``cfgwt`` per group of writes and the branch, each write an entry instead
+    of a ``cfgwi`` (a skip entry for a group without writes); the set-up (two
+    ``li``) before the first."""
     saved = 1 - TABLE_ENTRY
-    return [Added(serial=1 - saved * len(p.serial) + (TABLE_ENTRY if not p.serial + p.overlapped else 0) +
-                  (2 if n == 0 else 0), overlapped=-saved * len(p.overlapped), after=1)
+    return [Added(serial=len(p.groups) - saved * sum(map(len, p.serial)) +
+                  TABLE_ENTRY * sum(not group for group in p.groups) + (2 if n == 0 else 0),
+                  overlapped=-saved * len(p.overlapped), after=1)
             for n, p in enumerate(run)]
 
 
 def _table(run):
-    """Words of the table of ``run``: each pass's writes, its last marked (a
-    skip entry for a pass without writes)."""
+    """Words of the table of ``run``: each pass's groups of writes, the last
+    of each marked (a skip entry for a group without writes)."""
     addresses, values, last, skip = [], [], [], []
-    for p in run:
-        writes = p.serial + p.overlapped or [(0, 0)]
+    for group in (group for p in run for group in p.groups):
+        writes = group or [(0, 0)]
         addresses += [a for a, _ in writes]
         values += [v for _, v in writes]
         last += [False] * (len(writes) - 1) + [True]
-        skip += [not (p.serial + p.overlapped)] + [False] * (len(writes) - 1)
+        skip += [not group] + [False] * (len(writes) - 1)
     entries = table_entries(np.array(addresses, dtype=np.int64), np.array(values, dtype=np.int64),
                             np.array(last), np.array(skip))
     return entries.astype("<u8").view("<u2").astype(np.int64)
@@ -161,8 +191,10 @@ def _loop(run, place_table, label):
     table = place_table(words)
     first = run[0]
     lines = [first.code.label] if first.code.label else []
-    lines += [f"    li {TABLE}, {table:#x}", f"    li {END}, {table + len(words):#x}", f"{label}:",
-              f"    cfgwt {TABLE}", *first.waits, f"    bne {TABLE}, {END}, {label}"]
+    lines += [f"    li {TABLE}, {table:#x}", f"    li {END}, {table + len(words):#x}", f"{label}:"]
+    for poll in first.polls:
+        lines += [f"    cfgwt {TABLE}", poll]
+    lines += [f"    cfgwt {TABLE}", *first.waits, f"    bne {TABLE}, {END}, {label}"]
     return lines
 
 

@@ -120,12 +120,14 @@ _NONE = frozenset()
 def _pack(job, config, chain_length, ports):
     """Chains ``[(output, group, terms)]`` of each pass, with at most
     ``chain_length`` terms per chain, packed greedily in order (every output's
-    first group, then every second group, ...); None when a single chain does
-    not fit.  A pass is limited by tiles, ``ports`` and global lines (the last
-    input line is kept for weight frames, see :mod:`compiler.codegen`)."""
+    first group, then every second group, ...; only outputs of one of the
+    job's ``frame_groups`` in a pass); None when a single chain does not fit.
+    A pass is limited by tiles, ``ports`` and global lines (the last input
+    line is kept for weight frames, see :mod:`compiler.codegen`)."""
     tiles, lines_in, lines_out = config.tiles, weight_line(config), config.globals_
     groups = [-(-len(t) // chain_length) for t in job.terms]
     reads = _term_sources(job)
+    frame_groups = job.frame_groups
     passes, current = [], []
     sources, outputs, psums, used = set(), set(), 0, 0
     for g in range(max(groups)):
@@ -145,7 +147,8 @@ def _pack(job, config, chain_length, ports):
             n_in = len(sources) + len(new) + psums + psum
             if current and (o in outputs or used + links > tiles or
                             n_in + len(current) + 1 > ports or n_in > lines_in or
-                            len(current) + 1 > lines_out):
+                            len(current) + 1 > lines_out or
+                            frame_groups is not None and frame_groups[o] != frame_groups[current[0][0]]):
                 passes.append(current)
                 current, sources, outputs, psums, used = [], set(), set(), 0, 0
                 new = set(reads[o][start:stop])
@@ -237,7 +240,7 @@ def _kept(job, name, make):
 
 def _rect_costs(rects, config):
     """(words, expected beats) of each rectangle of ``rects``."""
-    return [(r.words, expected_beats(r.width, r.height, config.beat_words)) for r in rects]
+    return [(r.words, expected_beats(r.width, r.height, config.beat_words, r.stride)) for r in rects]
 
 
 def _stream_costs(job, config):
@@ -384,7 +387,7 @@ def conv_packings(job, config):
         packed = _pack(job, config, length, ports)
         if packed is not None:
             result[length] = packed
-    if _overlapping_inputs(job):
+    if job.frame_groups is None and _overlapping_inputs(job):
         for length in sorted({-(-config.tiles // n) for n in range(1, 5)}):
             packed = _pack_shared(job, config, ports, min(length, longest))
             if packed is not None:

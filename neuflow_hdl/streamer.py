@@ -167,24 +167,32 @@ class StreamPort(wiring.Component):
             with m.Else():
                 m.d.sync += [reading.eq(0), writing.eq(0), self.error.eq(1)]
         return _PortState(d, inside, reading, writing, flag_error, row, row_addr, col,
-                          last_row=row == d.height - 1)
+                          last_row=row == d.height - 1, last_word=last_word)
 
     def _reader(self, m, port):
         """Memory to stream: one read per beat of the rectangle, at most
-        ``buffer_beats`` ahead of the output; one word out per cycle.  Returns
-        the read request (``issue``)."""
+        ``buffer_beats`` ahead of the output; one word out per cycle.  A
+        contiguous rectangle (``stride == width``, or one row) is read as one
+        run of words, so rows that share a beat cost it once; the flags count
+        the words out.  Returns the read request (``issue``)."""
         B, W = self._beat_words, self._fmt.width
         s = B.bit_length() - 1
         d, row, row_addr, last_row, reading = port.d, port.row, port.row_addr, port.last_row, port.reading
         inside = port.inside
-        meta_layout = data.StructLayout({"first": range(B), "last": range(B), "eol": 1, "eof": 1})
+        meta_layout = data.StructLayout({"first": range(B), "last": range(B)})
         m.submodules.beats = beats = fifo.SyncFIFOBuffered(width=B * W, depth=self._buffer)
         m.submodules.meta = meta = fifo.SyncFIFOBuffered(width=meta_layout.size, depth=self._buffer)
         issuing = Signal()
         beat = Signal(32)
         credits = Signal(range(self._buffer + 1))      # beats asked for and not yet emitted
+        # The run being read: a row, or the whole of a contiguous rectangle.
+        contiguous = Signal()
+        run_end = Signal(32)                # its last word, for a contiguous rectangle
+        with m.If(self.start):
+            m.d.sync += [contiguous.eq((self.desc.stride == self.desc.width) | (self.desc.height == 1)),
+                         run_end.eq(port.last_word)]
         row_end = Signal(32)
-        m.d.comb += row_end.eq(row_addr + d.width - 1)
+        m.d.comb += row_end.eq(Mux(contiguous, run_end, row_addr + d.width - 1))
         end_beat = row_end >> s
         with m.If(self.start):
             m.d.sync += [issuing.eq(inside & ~self.desc.write), beat.eq(self.desc.base >> s)]
@@ -197,8 +205,6 @@ class StreamPort(wiring.Component):
         m.d.comb += [
             new_meta.first.eq(Mux(beat == (row_addr >> s), row_addr[:s] if s else 0, 0)),
             new_meta.last.eq(Mux(beat == end_beat, row_end[:s] if s else 0, B - 1)),
-            new_meta.eol.eq(beat == end_beat),
-            new_meta.eof.eq((beat == end_beat) & last_row),
             meta.w_data.eq(new_meta),
         ]
         asked = Signal()
@@ -209,14 +215,16 @@ class StreamPort(wiring.Component):
             with m.If(beat == end_beat):
                 m.d.sync += [row.eq(row + 1), row_addr.eq(row_addr + d.stride),
                              beat.eq((row_addr + d.stride) >> s)]
-                with m.If(last_row):
+                with m.If(last_row | contiguous):
                     m.d.sync += issuing.eq(0)
             with m.Else():
                 m.d.sync += beat.eq(beat + 1)
         m.d.comb += [meta.w_en.eq(asked),
                      beats.w_data.eq(self.bus.resp.payload), beats.w_en.eq(self.bus.resp.valid),
                      self.bus.resp.ready.eq(1)]      # room was reserved by the credit
-        # Words out of the head beat, one per cycle.
+        # Words out of the head beat, one per cycle; the flags from the words
+        # counted out (registers saying whether the next word ends a row, and
+        # whether its row is the last).
         head = Signal(meta_layout)
         m.d.comb += head.eq(meta.r_data)
         pos = Signal(range(B))
@@ -224,19 +232,31 @@ class StreamPort(wiring.Component):
         at = Mux(in_beat, pos, head.first)
         words = Array(beats.r_data[n * W:(n + 1) * W] for n in range(B))
         have = beats.r_rdy & meta.r_rdy & reading
+        out_col = Signal(16)
+        out_row = Signal(16)
+        ends_row = Signal()
+        in_last_row = Signal()
+        with m.If(self.start):
+            m.d.sync += [out_col.eq(0), out_row.eq(0), ends_row.eq(self.desc.width == 1),
+                         in_last_row.eq(self.desc.height == 1)]
         m.d.comb += [
             self.o.valid.eq(have),
             self.o.payload.data.eq(words[at]),
-            self.o.payload.eol.eq(head.eol & (at == head.last)),
-            self.o.payload.eof.eq(head.eof & (at == head.last)),
+            self.o.payload.eol.eq(ends_row),
+            self.o.payload.eof.eq(ends_row & in_last_row),
         ]
         taken = self.o.valid & self.o.ready
         with m.If(taken):
+            with m.If(ends_row):
+                m.d.sync += [out_col.eq(0), out_row.eq(out_row + 1), ends_row.eq(d.width == 1),
+                             in_last_row.eq(out_row + 2 == d.height)]
+                with m.If(in_last_row):
+                    m.d.sync += [reading.eq(0), self.done.eq(1)]
+            with m.Else():
+                m.d.sync += [out_col.eq(out_col + 1), ends_row.eq(out_col + 2 == d.width)]
             with m.If(at == head.last):
                 m.d.comb += [beats.r_en.eq(1), meta.r_en.eq(1), emitted.eq(1)]
                 m.d.sync += in_beat.eq(0)
-                with m.If(head.eof):
-                    m.d.sync += [reading.eq(0), self.done.eq(1)]
             with m.Else():
                 m.d.sync += [pos.eq(at + 1), in_beat.eq(1)]
         return issue
@@ -298,10 +318,11 @@ class StreamPort(wiring.Component):
 class _PortState:
     """Signals a :class:`StreamPort`'s start, reader and writer share."""
 
-    def __init__(self, d, inside, reading, writing, flag_error, row, row_addr, col, last_row):
+    def __init__(self, d, inside, reading, writing, flag_error, row, row_addr, col, last_row, last_word):
         self.d, self.inside, self.reading, self.writing = d, inside, reading, writing
         self.flag_error, self.row, self.row_addr, self.col = flag_error, row, row_addr, col
         self.last_row = last_row
+        self.last_word = last_word      #: the descriptor's last word (from ``desc``, before ``start``)
 
 
 class Streamer(wiring.Component):

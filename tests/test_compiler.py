@@ -383,6 +383,65 @@ def test_streamed_fully_connected_on_the_rtl(tmp_path):
                 np.random.default_rng(42).normal(0, 1, (1, 2, 8, 8)))
 
 
+def _pointwise(rng):
+    """A 3x3 convolution to 60 maps of 4x4, a channel shuffle, then two 1 x 1
+    convolutions (the second at stride 2) small enough to stream their
+    weights per output pixel."""
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("Reshape", ["ar", "s5"], ["r5"]),
+             helper.make_node("Transpose", ["r5"], ["t5"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t5", "s4"], ["sh"]),
+             helper.make_node("Conv", ["sh", "w1", "b1"], ["b"], name="shuffled"),
+             helper.make_node("Relu", ["b"], ["br"]),
+             helper.make_node("Conv", ["br", "w2", "b2"], ["y"], name="strided", strides=[2, 2])]
+    inits = [("w0", rng.normal(0, 0.3, (60, 3, 3, 3))), ("w1", rng.normal(0, 0.1, (24, 60, 1, 1))),
+             ("b1", rng.normal(0, 0.1, 24)), ("w2", rng.normal(0, 0.15, (16, 24, 1, 1))),
+             ("b2", rng.normal(0, 0.1, 16)),
+             ("s5", np.array([1, 2, 30, 4, 4], np.int64)), ("s4", np.array([1, 60, 4, 4], np.int64))]
+    return model(nodes, (1, 3, 8, 8), (1, 16, 2, 2), inits)
+
+
+def test_pointwise_convolutions_stream_weights_per_pixel(tmp_path, monkeypatch):
+    """A 1 x 1 convolution on small maps computes each output pixel as a fully
+    connected layer whose weights stream: equal to onnxruntime within its
+    bound, its images the weights by the buffer's order of input maps (the
+    shuffle undone), one pass per pixel, and estimated cheaper than the
+    kernels' schedule it replaces."""
+    from compiler import lower
+    m = _pointwise(np.random.default_rng(50))
+    x = np.random.default_rng(51).normal(0, 1, (3, 3, 8, 8))
+    compiled, err = _compile_and_check(m, tmp_path, x)
+    assert err <= compiled.layers[-1].error_bound, (err, compiled.layers[-1].error_bound)
+    shuffled, strided = compiled.layers[-2], compiled.layers[-1]
+    for layer, chunks, pixels in ((shuffled, 2, 16), (strided, 1, 4)):
+        assert any(f"per output pixel: {chunks} images" in note for note in layer.notes), layer.notes
+        assert len(layer.passes) == pixels          # tiny: a chain of the chunks, one per pass
+    weights = compiled.buffers[f"{shuffled.output}:weights"]
+    assert (weights.channels, weights.height, weights.width) == (2, 24 * 7, 7)
+    w1 = dict((t.name, numpy_helper.to_array(t)) for t in m.graph.initializer)["w1"].reshape(24, 60)
+    fmt = compiled.config.fmt
+    images = wrap_signed(weights.gather(compiled.image[weights.base:weights.base + weights.size]), fmt.width)
+    stored = np.zeros((24, 2 * 49))
+    for k in range(60):             # shuffled map k is map (k % 2) * 30 + k // 2 of the buffer
+        stored[:, (k % 2) * 30 + k // 2] = w1[:, k]
+    for o in (0, 11, 23):
+        for c in range(2):
+            block = images[c, 7 * o:7 * o + 7, :].ravel()
+            assert np.array_equal(block, fmt.quantise(stored[o, 49 * c:49 * c + 49], weights.frac))
+    monkeypatch.setattr(lower, "PIXEL_STREAM_SHARE", 0.0)
+    kernels = compile_model(save(m, tmp_path, "kernels.onnx"), "tiny", reference=False)
+    for streamed, plain in zip(compiled.layers[-2:], kernels.layers[-2:]):
+        assert not any("per output pixel" in note for note in plain.notes)
+        assert streamed.cycles < plain.cycles / 2, (streamed.name, streamed.cycles, plain.cycles)
+
+
+@pytest.mark.verilator
+def test_pointwise_convolutions_per_pixel_on_the_rtl(tmp_path):
+    _on_the_rtl(_pointwise(np.random.default_rng(50)), tmp_path,
+                np.random.default_rng(52).normal(0, 1, (1, 3, 8, 8)))
+
+
 def _exclusive_average(stride, size=7):
     """A 3x3 convolution, then a 3x3 AveragePool with pads of 1 that divides a
     border window by its terms inside the image (count_include_pad=0), as

@@ -26,7 +26,7 @@ def _unit(rng, index):
     of two wait sequences, now and then a label or a poll among its serial code."""
     serial = _writes(rng, 4)
     if rng.integers(0, 8) == 0:
-        serial += ("    wait 0x01, 0x00, 0xfe009",)         # not only writes: stays unrolled
+        serial += ("    wait 0x01, 0x00, 0xfe009",)         # a poll: rolls only beside passes with one
     if rng.integers(0, 10) == 0:
         serial = (f"point_{index}:",) + serial
     return PassCode(serial, ("; a comment",) + _writes(rng, 6), WAITS[int(rng.integers(0, 2))])
@@ -67,6 +67,35 @@ def test_rolled_code_writes_what_the_unrolled_code_writes(seed):
     for label in labels:
         following = next(line for line in rolled[rolled.index(label):] if line.startswith("    "))
         assert following.strip().startswith(("li r4", "cfgwi", "wait")), following
+
+
+def test_passes_with_a_poll_among_their_writes_roll():
+    """Passes whose serial writes a poll splits (a weight frame streamed
+    alone, then the data's descriptors) roll into a loop of two ``cfgwt`` per
+    pass, the poll between them; the machine sees the unrolled code's writes."""
+    rng = np.random.default_rng(7)
+    frame_alone = ("    wait 0x01, 0x00, 0xfe009",)
+    units = [PassCode(_writes(rng, 3) + ("; weight frame first",) + frame_alone + _writes(rng, 3),
+                      _writes(rng, 5), WAITS[1]) for _ in range(12)]
+    tables = []
+
+    def place(words):
+        tables.append((0x8000, np.array(words)))
+        return 0x8000
+
+    unrolled = [line for u in units for region in (u.serial, u.overlapped, u.waits) for line in region]
+    rolled, added = roll(units, place, "loop")
+    assert len(tables) == 1 and sum("cfgwt" in line for line in rolled) == 2, rolled
+    assert _run(rolled, tables) == _run(unrolled, [])
+    # Per pass: two cfgwt and the branch; each write an entry (3/4 of an
+    # instruction) instead of a cfgwi; a skip entry for a group without writes.
+    for n, (unit, a) in enumerate(zip(units, added)):
+        poll = unit.serial.index(frame_alone[0])
+        before, after = unit.serial[:poll], unit.serial[poll + 1:]
+        count = lambda lines: sum(line.strip().startswith("cfgwi") for line in lines)
+        groups = (count(before), count(after) + count(unit.overlapped))
+        serial = 2 - 0.25 * (count(before) + count(after)) + 0.75 * groups.count(0) + (2 if n == 0 else 0)
+        assert a == (serial, -0.25 * count(unit.overlapped), 1), (n, a)
 
 
 def _as_writes(unit):

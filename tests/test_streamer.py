@@ -134,6 +134,43 @@ def test_concurrent_ports_every_word_once_in_order(dut):
         np.testing.assert_array_equal(memory[~touched], before[~touched])
 
 
+@pytest.mark.parametrize("width, height, stride", [(7, 9, 7), (1, 13, 1), (5, 6, 9), (1, 11, 3)])
+def test_reader_reads_each_beat_of_a_run_once(dut, width, height, stride):
+    """A contiguous rectangle (``stride == width``) is one run of words: each
+    beat it touches is read once, although its short rows share beats; any
+    other rectangle is read row by row.  The words and flags are the
+    rectangle's either way (random back-pressure and memory latency)."""
+    rng = np.random.default_rng(width * 100 + stride)
+    st = dut.streamer
+    memory = rng.integers(0, 1 << 16, WORDS)
+    base = 301
+    frame = rectangle(memory, base, width, height, stride)
+    if stride == width:         # hand-computed: the beats of one run
+        beats = list(range(base // BEAT, (base + width * height - 1) // BEAT + 1))
+    else:                       # those of each row, in order
+        beats = [b for r in range(height)
+                 for b in range((base + r * stride) // BEAT, (base + r * stride + width - 1) // BEAT + 1)]
+    reads, got = [], {}
+
+    async def control(ctx):
+        await configure(ctx, st, stream_port_writes(1, base=base, width=width, height=height, stride=stride,
+                                                    line=2))
+        while ctx.get(st.busy):
+            await ctx.tick()
+        status = await port_status(ctx, st, 1)
+        assert status.done and not status.error, status
+
+    async def reader(ctx):
+        got["words"] = await stream_get(ctx, st.to_grid[2], frame.size, rng, 0.4)
+
+    simulate(dut, control, reader, processes=[memory_process(dut.memory, memory, rng, BEAT, reads=reads)],
+             cycles=5_000)
+    signed = np.where(frame >= 1 << 15, frame - (1 << 16), frame)
+    assert [w[0] for w in got["words"]] == signed.ravel().tolist()
+    assert [w[1:] for w in got["words"]] == frame_flags(frame.shape)
+    assert reads == beats
+
+
 def test_out_of_window_descriptors_touch_nothing(dut):
     rng = np.random.default_rng(2)
     st = dut.streamer

@@ -3,10 +3,11 @@
 __all__ = ["memory_process"]
 
 
-def memory_process(bus, memory, rng, beat_words, width=16, ready=0.7, max_latency=6):
+def memory_process(bus, memory, rng, beat_words, width=16, ready=0.7, max_latency=6, reads=None):
     """A memory-bus target over the array ``memory`` (changed in place): takes
     commands with probability ``ready`` each cycle and answers reads in order
-    after 0 .. ``max_latency`` cycles."""
+    after 0 .. ``max_latency`` cycles; appends each beat address read to the
+    list ``reads`` (if given)."""
     mask = (1 << width) - 1
 
     async def process(ctx):
@@ -34,4 +35,6 @@ def memory_process(bus, memory, rng, beat_words, width=16, ready=0.7, max_latenc
                             memory[cmd.addr * beat_words + n] = (cmd.wdata >> (width * n)) & mask
                 else:
                     pending.append([int(rng.integers(0, max_latency + 1)), cmd.addr])
+                    if reads is not None:
+                        reads.append(int(cmd.addr))
     return process
