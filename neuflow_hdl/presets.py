@@ -53,11 +53,11 @@ PRESETS = {
     "tiny": GridConfig(rows=2, columns=2, globals_=4, kernel=7, max_width=64, fifo_depth=32,
                        clock_mhz=100.0),
     # Sized to the ECP5-85F: 3 x (49 + 2) = 153 of its 156 MULT18X18D.  Its clock is the
-    # routed grid's median fmax over three placer seeds (83.5 / 90.4 / 93.8 MHz, measured
-    # with nextpnr-ecp5 at 46d94ea; docs/architecture.md,
+    # routed grid's median fmax over three placer seeds (84.2 / 86.9 / 92.3 MHz, measured
+    # with nextpnr-ecp5 at 9fdedbc; docs/architecture.md,
     # "FPGA figures").
     "ulx3s-85f": GridConfig(rows=1, columns=3, globals_=4, kernel=7, max_width=512,
-                            fifo_depth=512, clock_mhz=90.4),
+                            fifo_depth=512, clock_mhz=86.9),
     # NeuFlow's MAC budget (680 on the Virtex-6) for performance studies: 14 convolvers of
     # 7 x 7 = 686 MACs, which 7 x 7 kernels fill (NeuFlow padded them into 10 x 10 slots).
     # 16 ports and lines let one pass chain all 14 tiles; 16-word beats (256-bit bus).
