@@ -19,7 +19,7 @@ from .ir import as_conv
 from .cost import expected_beats, pass_cycles, predicted_cost
 from .layout import KERNEL_WORD, Buffer, MemoryKernel, Rect, chunk_side, conv_geometry
 from .quantise import alu_shift
-from .schedule import HOP_LAG, PassShape, conv_latency
+from .schedule import PassShape, chain_latency, weight_line
 
 __all__ = ["ConvJob", "StreamJob", "Lowered", "lower_node", "weight_streams", "STREAMED_MIN_OUTPUTS",
            "pool_partials", "partials_key"]
@@ -145,7 +145,7 @@ def _pooling_mapper(mapper, pool, height, width, config):
 
 def lower_conv(node, graph, buffers, config, quant):
     """A convolution-like node (conv, avgpool, affine, maxpool) as ConvJobs."""
-    if getattr(buffers.get(_stream_keys(node)[0]), "holds", None) == ("weights", node.output):
+    if _streams_weights(node, buffers):
         return _lower_pixel_streamed(node, graph, buffers, config, quant)
     K = config.kernel
     x, y = buffers[node.inputs[0]], buffers[node.output]
@@ -235,6 +235,11 @@ def _stream_keys(node):
     return f"{node.output}:weights", f"{node.output}:bias"
 
 
+def _streams_weights(node, buffers):
+    """Whether :func:`weight_streams` gave ``node`` buffers of weight images."""
+    return getattr(buffers.get(_stream_keys(node)[0]), "holds", None) == ("weights", node.output)
+
+
 def _streamed_shape(node, buffers, config, fmt):
     """``(rows, m)``: the outputs of fully connected ``node`` as a rows x m map whose
     weights stream as images, or None when it keeps them as kernels."""
@@ -277,7 +282,7 @@ def _predicted_pass(config, links, chains, streams, beats):
     each data stream; ``beats``: their bus beats)."""
     K = config.kernel
     shape = PassShape(loads=links * chains, kernel_words=links * K * K, streams=tuple(streams),
-                      tiles=links * chains, latency=conv_latency(config) + HOP_LAG * (links - 1),
+                      tiles=links * chains, latency=chain_latency(config, links),
                       beats=beats)
     return pass_cycles(predicted_cost(shape, config, first=False))
 
@@ -289,7 +294,7 @@ def _kernel_schedule_cycles(n_out, cin, in_rect, pixels, config):
     width) words; partial sums and outputs ``pixels`` words), as
     :func:`compiler.schedule.conv_packings` packs a dense layer."""
     h, w = in_rect
-    lines, ports = config.globals_ - 1, config.ports - 1       # a port for the weight frame
+    lines, ports = weight_line(config), config.ports - 1       # input lines; a port for the weight frame
     best = None
     for links in range(1, min(cin, config.tiles) + 1):
         chains = min(config.tiles // links, n_out, lines - links, (ports - links) // 2)
@@ -315,7 +320,7 @@ def _pixel_blocks(n_out, chunks, config):
     links = min(chunks, tiles)
     # chains per pass: each takes its links' images and its partial sums on
     # input lines (the last kept for weight frames), and a port for its output
-    per_pass = max(1, min(tiles // links, (config.globals_ - 1) // (links + 1), config.ports // (links + 2)))
+    per_pass = max(1, min(tiles // links, weight_line(config) // (links + 1), config.ports // (links + 2)))
     fewest = -(-n_out * K // MAX_IMAGE_ROWS)
     best = None
     for blocks in range(fewest, max(fewest, per_pass) * 2 + 1):
@@ -494,8 +499,8 @@ def lower_gemm(node, graph, buffers, config, quant):
     (streamed when :func:`weight_streams` gave it its weight images)."""
     K = config.kernel
     x, y = buffers[node.inputs[0]], buffers[node.output]
-    w_key, b_key = _stream_keys(node)
-    if getattr(buffers.get(w_key), "holds", None) == ("weights", node.output):
+    if _streams_weights(node, buffers):
+        w_key, b_key = _stream_keys(node)
         return _lower_streamed(node, x, y, buffers[w_key], buffers[b_key], config, quant)
     w = node.params["weight"]
     n_out, features = w.shape

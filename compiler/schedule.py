@@ -26,7 +26,7 @@ from neuflow_hdl.tile import SINK_LATENCY
 from .cost import expected_beats
 from .layout import MemoryKernel, kernel_words_of
 
-__all__ = ["TileSetup", "Pass", "PassShape", "snake", "weight_line", "conv_latency", "HOP_LAG",
+__all__ = ["TileSetup", "Pass", "PassShape", "snake", "weight_line", "conv_latency", "chain_latency", "HOP_LAG",
            "conv_packings", "conv_passes", "pass_shape", "stream_passes"]
 
 
@@ -282,11 +282,17 @@ def pass_shape(job, chains, config, groups=None):
                      _chain_latency(job, longest, config, mapped), sum(b for _, b in streams))
 
 
+def chain_latency(config, links):
+    """Pipeline depth of a chain of ``links`` convolver links: the head
+    convolver, then HOP_LAG per further link."""
+    return conv_latency(config) + HOP_LAG * (links - 1)
+
+
 def _chain_latency(job, longest, config, mapped):
-    """Pipeline depth of a pass whose longest chain has ``longest`` links: the
-    head convolver, HOP_LAG per further link, then (``mapped``: a chain of
-    the pass ends its output's sum) the mapper and its input FIFO."""
-    return conv_latency(config) + HOP_LAG * (longest - 1) + (_mapper_latency(job) if mapped else 0)
+    """Pipeline depth of a pass whose longest chain has ``longest`` links
+    (:func:`chain_latency`), then (``mapped``: a chain of the pass ends its
+    output's sum) the mapper and its input FIFO."""
+    return chain_latency(config, longest) + (_mapper_latency(job) if mapped else 0)
 
 
 def _pooling(job):
