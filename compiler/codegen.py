@@ -53,7 +53,7 @@ from neuflow_hdl.regs import (CONFIG_ADDRESS, GRID_START_REG, GRID_STATUS, GRID_
 
 from .cost import PassCost, pass_cycles, rect_beats
 from .ir import printable
-from .layout import KERNEL_WORD, MemoryKernel, Rect, kernel_words, kernel_words_of, stamp_address
+from .layout import KERNEL_WORD, MemoryKernel, Rect, kernel_words, stamp_address
 from .rolling import PassCode, roll
 from .schedule import weight_line
 
@@ -220,17 +220,20 @@ class CodeGen:
     _applied: dict = field(default_factory=dict)
     _tile_writes: dict = field(default_factory=dict)   #: tile -> the write list it last took whole
     _diffs: dict = field(default_factory=dict)         #: memo of :meth:`_changed` (shared by forks)
+    _beats_of: dict = field(default_factory=dict)      #: memo of :meth:`_beats` (shared by forks)
 
     def __post_init__(self):
         self.weight_line = weight_line(self.config)
         self._count = 0
+        self._port_keys = tuple(("port", port) for port in range(self.config.ports))
 
     def fork(self):
         """A trial generator that continues from this one's state; its lines are new."""
         return CodeGen(self.config, self.stamps, self.frames.fork(), shadow=dict(self.shadow),
                        loaded=dict(self.loaded), dirty=set(self.dirty), layer_index=self.layer_index,
                        _writes=self._writes, _frozen_of=self._frozen_of, _applied=dict(self._applied),
-                       _tile_writes=dict(self._tile_writes), _diffs=self._diffs)
+                       _tile_writes=dict(self._tile_writes), _diffs=self._diffs,
+                       _beats_of=self._beats_of)
 
     def adopt(self, trial):
         """Keep what ``trial`` (a :meth:`fork` of this generator) emitted, and
@@ -245,6 +248,7 @@ class CodeGen:
         self._writes.clear()
         self._frozen_of.clear()
         self._diffs.clear()
+        self._beats_of.clear()
 
     # -- low level ------------------------------------------------------------
     def emit(self, text):
@@ -325,20 +329,31 @@ class CodeGen:
             held = self._frozen_of[id(config)] = (config, _freeze(config))
         return held[1]
 
-    def _describe(self, port, rect, *, write=False, line=0, window=None):
-        """Descriptor writes of a port (a port latches its descriptor at start,
-        so they may happen while it streams)."""
-        shape = ("port", port, rect.width, rect.height, rect.stride, write, line, window)
-        key, base = ("port", port), rect.base
-        applied = self._applied.get(key)
-        self._applied[key] = (base, shape)
-        if applied is not None and applied[1] == shape:
-            # The port's registers hold this shape's descriptor (only this method
-            # writes them between resumes): at most its base register differs.
-            if applied[0] != base:
-                self._write_all((self._port_writes(shape, base)[PORT_BASE_REG],))
-            return
-        self._write_all(self._port_writes(shape, base))
+    def _describe(self, ports):
+        """Descriptor writes of ``ports`` (:meth:`_ports`; a port latches its
+        descriptor at start, so they may happen while it streams)."""
+        applied = self._applied
+        for port, rect, write, line, window in ports:
+            shape = ("port", port, rect.width, rect.height, rect.stride, write, line, window)
+            key, base = self._port_keys[port], rect.base
+            held = applied.get(key)
+            applied[key] = (base, shape)
+            if held is None or held[1] != shape:
+                self._write_all(self._port_writes(shape, base))
+            elif held[0] != base:
+                # The port's registers hold this shape's descriptor (only this
+                # method writes them between resumes): its base register differs.
+                self._write_base(shape, base)
+
+    def _write_base(self, shape, base):
+        """Write a port's base register (its descriptor of ``shape`` is written)."""
+        if not 0 < base < 1 << REGISTER_BITS:
+            raise ValueError(f"field base: {base} does not fit unsigned({REGISTER_BITS})")
+        address = self._port_writes(shape, 0)[PORT_BASE_REG][0]
+        if self.shadow.get(address) != base:
+            self.lines.append((address, base))
+            self.shadow[address] = base
+            self._count += 1
 
     def _port_writes(self, shape, base):
         """The descriptor writes of a port's ``shape`` (:meth:`_describe`) at
@@ -446,14 +461,13 @@ class CodeGen:
         held = dict(self.loaded)
         frames = []
         for p in passes:
-            wanted = {}
+            wanted, memory = {}, False
             for s in p.tiles:
                 key = s.weights         # a kernel's words as bytes, or a MemoryKernel
-                if key is None:
-                    continue
-                if held.get(s.tile) != key:
+                if key is not None and held.get(s.tile) != key:
                     wanted[s.tile] = held[s.tile] = key
-            if _reads_memory(wanted):
+                    memory = memory or type(key) is MemoryKernel
+            if memory:
                 # A frame reads kernels where they are in memory, in one
                 # rectangle: it loads all of the pass's, not only those missing.
                 wanted = {s.tile: s.weights for s in p.tiles if isinstance(s.weights, MemoryKernel)}
@@ -465,11 +479,13 @@ class CodeGen:
         """Shadow writes of pass ``p`` (None: no pass) whose tiles preload ``frame``."""
         where = frame[1] if frame is not None else {}
         at = _slot_offsets(frame[0], self.config.kernel) if where else ()
-        setups = {s.tile: s for s in p.tiles} if p is not None else {}
+        setups = [None] * self.config.tiles
+        if p is not None:
+            for s in p.tiles:
+                setups[s.tile] = s
         applied = self._applied
-        for tile in range(self.config.tiles):
-            s = setups.get(tile)
-            slot = where.get(tile)
+        for tile, s in enumerate(setups):
+            slot = where.get(tile) if where else None
             preload = None if slot is None else at[slot]
             if s is not None:
                 configuration = (s.routes, s.convolver, s.alu, s.mapper, preload)
@@ -480,15 +496,15 @@ class CodeGen:
 
     def _ports(self, p, frame, frame_address):
         """The transfers of pass ``p`` (``frame``: the weight frame streaming with
-        it, or None): ``[(port, rect, keywords)]``, write ports first, then
-        reads, then the frame on the weight line."""
-        transfers = [(rect, {"write": True, "line": line, "window": window})
-                     for line, rect, window in p.writes]
-        transfers += [(rect, {"line": line}) for line, rect in p.reads]
+        it, or None): ``[(port, rect, write, line, window)]``, write ports
+        first, then reads, then the frame on the weight line."""
+        ports = [(port, rect, True, line, window) for port, (line, rect, window) in enumerate(p.writes)]
+        first = len(ports)
+        ports += [(port, rect, False, line, None) for port, (line, rect) in enumerate(p.reads, first)]
         if frame is not None:
-            transfers.append((_frame_rect(frame, frame_address, self.config.kernel),
-                              {"line": self.weight_line}))
-        return [(port, rect, kw) for port, (rect, kw) in enumerate(transfers)]
+            ports.append((len(ports), _frame_rect(frame, frame_address, self.config.kernel), False,
+                          self.weight_line, None))
+        return ports
 
     def emit_layer(self, name, passes):
         """Code for one layer's :class:`~compiler.schedule.Pass` list, between its
@@ -535,8 +551,7 @@ class CodeGen:
         for n, p in enumerate(passes):
             begin = len(self.lines)
             slots, where = frames[n]
-            for tile, slot in where.items():
-                held[tile] = slots[slot]
+            held.update(zip(where, map(slots.__getitem__, where.values())))
             if n and since >= RESUME_EVERY and not _reads_memory(held):
                 self._resume_point(n, dict(held))
                 since = 0
@@ -546,17 +561,15 @@ class CodeGen:
                 alone_words.append(self._weight_port(0, alone[n], frame_address))
                 self._wait_ports()
             if n == 0 or alone[n] is not None:  # else written during the previous pass
-                for port, rect, kw in ports:
-                    self._describe(port, rect, **kw)
-            self._go_all(range(len(ports)))
+                self._describe(ports)
+            self._go((1 << len(ports)) - 1)
             streams, frame, beats = self._stream_words(ports)
             serial = self.measure()        # the streams run from here
             mid = len(self.lines)
             if n + 1 < len(passes):
                 self._shadow(passes[n + 1], ahead[n + 1])
                 following = self._ports(passes[n + 1], inline[n + 1], frame_address)
-                for port, rect, kw in following:
-                    self._describe(port, rect, **kw)
+                self._describe(following)
             overlapped = self.measure()
             tail = len(self.lines)
             self._wait_ports()
@@ -575,11 +588,19 @@ class CodeGen:
 
     def _stream_words(self, ports):
         """``(data streams' words, the weight frame's words, bus beats)`` of the transfers ``ports``."""
-        streams, frame, beats, beat_words = [], [], 0, self.config.beat_words
-        for _, rect, kw in ports:
-            (frame if kw["line"] == self.weight_line else streams).append(rect.words)
-            beats += rect_beats(rect, beat_words)
+        streams, frame, beats, weights = [], [], 0, self.weight_line
+        for _, rect, _, line, _ in ports:
+            (frame if line == weights else streams).append(rect.width * rect.height)
+            beats += self._beats(rect)
         return tuple(streams), tuple(frame), beats
+
+    def _beats(self, rect):
+        """:func:`~compiler.cost.rect_beats` of ``rect``, once per object (a
+        pass's rectangles are its job's, shared by its passes)."""
+        held = self._beats_of.get(id(rect))
+        if held is None or held[0] is not rect:
+            held = self._beats_of[id(rect)] = (rect, rect_beats(rect, self.config.beat_words))
+        return held[1]
 
     def _roll(self, marks, costs):
         """Roll the passes' units (``marks``: their line indexes) into loops
@@ -617,17 +638,18 @@ class CodeGen:
     def _start_tiles(self, *also):
         """Start every tile with unstarted shadow writes and every tile in each
         of ``also``: one grid write per group of 32 tiles."""
-        masks = {}
-        for tile in self.dirty.union(*also):
-            masks[tile >> 5] = masks.get(tile >> 5, 0) | 1 << (tile & 31)
-        for group, mask in sorted(masks.items()):
-            self.lines.append((_grid_start(group), mask))
-        self._count += len(masks)
+        started = sum(map(_TILE_BITS.__getitem__, self.dirty.union(*also)))
+        group = 0
+        while started:
+            if started & 0xFFFF_FFFF:
+                self.lines.append((_grid_start(group), started & 0xFFFF_FFFF))
+                self._count += 1
+            started >>= 32
+            group += 1
         self.dirty = set()
 
-    def _go_all(self, ports):
-        """Start ``ports`` with one write."""
-        mask = sum(1 << port for port in ports)
+    def _go(self, mask):
+        """Start the ports set in ``mask`` with one write."""
         if mask:
             self.lines.append((_PORTS_START, mask))
             self._count += 1
@@ -635,13 +657,16 @@ class CodeGen:
     def _weight_port(self, port, frame, frame_address):
         """Stream a weight frame on the weight line; returns its words."""
         rect = _frame_rect(frame, frame_address, self.config.kernel)
-        self._describe(port, rect, line=self.weight_line)
-        self._go_all([port])
+        self._describe([(port, rect, False, self.weight_line, None)])
+        self._go(1 << port)
         return rect.words
 
 
 #: A tile without a pass: no routes.
 _NO_ROUTES = {}
+#: Each tile's bit in the tiles' start registers taken as one number
+#: (a register per 32 tiles).
+_TILE_BITS = tuple(1 << tile for tile in range(GRID_TILE))
 
 
 @lru_cache(maxsize=None)
@@ -661,31 +686,27 @@ def _frame(kernels):
     """The weight frame that loads ``kernels`` (tile -> a k x k kernel's words as
     bytes, or a :class:`~compiler.layout.MemoryKernel`): ``(slots, tile ->
     slot)``, each distinct kernel once (as it was given)."""
-    slots, where, index = [], {}, {}
+    index, where = {}, {}
     for tile, key in kernels.items():
-        if key not in index:
-            index[key] = len(slots)
-            slots.append(key)
-        where[tile] = index[key]
-    return slots, where
-
-
-def _slot_words(slot, K):
-    """Words of a weight frame's slot: a kernel's k x k (its words as bytes), one
-    read from memory K x K."""
-    return K * K if isinstance(slot, MemoryKernel) else kernel_words_of(slot)
+        where[tile] = index.setdefault(key, len(index))
+    return list(index), where
 
 
 def _slot_offsets(slots, K):
-    """``[(word offset, kernel size)]`` of each slot of a weight frame."""
-    return _offsets(tuple(_slot_words(slot, K) for slot in slots))
+    """``[(word offset, kernel size)]`` of each slot of a weight frame: a
+    kernel's k x k words (as bytes), or K x K read from memory (a frame holds
+    one kind, see :meth:`CodeGen._frames`)."""
+    if type(slots[0]) is MemoryKernel:
+        return _offsets((K * K,) * len(slots))
+    return _offsets(tuple(map(len, slots)), KERNEL_WORD.itemsize)
 
 
 @lru_cache(maxsize=1 << 12)
-def _offsets(sizes):
-    """:func:`_slot_offsets` of slots of ``sizes`` words."""
+def _offsets(sizes, unit=1):
+    """:func:`_slot_offsets` of slots of ``sizes`` units of ``unit`` bytes."""
     at, offset = [], 0
-    for words in sizes:
+    for size in sizes:
+        words = size // unit
         at.append((offset, _side(words)))
         offset += words
     return at
@@ -708,7 +729,7 @@ def _frame_rect(frame, frame_address, K):
     memory, the consecutive kernels where they are."""
     slots = frame[0]
     if isinstance(slots[0], MemoryKernel):
-        first, step, words = slots[0].address, slots[0].step, _slot_words(slots[0], K)
+        first, step, words = slots[0].address, slots[0].step, K * K
         if any(not isinstance(s, MemoryKernel) or s.step != step or s.address != first + n * words * step
                for n, s in enumerate(slots)):
             raise AssertionError("a frame of kernels read from memory takes consecutive kernels")

@@ -163,24 +163,30 @@ def _added(run):
     of a ``cfgwi`` (a skip entry for a group without writes); the set-up (two
     ``li``) before the first."""
     saved = 1 - TABLE_ENTRY
-    return [Added(serial=len(p.groups) - saved * sum(map(len, p.serial)) +
-                  TABLE_ENTRY * sum(not group for group in p.groups) + (2 if n == 0 else 0),
-                  overlapped=-saved * len(p.overlapped), after=1)
-            for n, p in enumerate(run)]
+    added = []
+    for p in run:
+        groups = p.groups
+        added.append(Added(serial=len(groups) - saved * sum(map(len, p.serial)) +
+                           TABLE_ENTRY * groups.count([]), overlapped=-saved * len(p.overlapped), after=1))
+    added[0] = added[0]._replace(serial=added[0].serial + 2)
+    return added
 
 
 def _table(run):
     """Words of the table of ``run``: each pass's groups of writes, the last
     of each marked (a skip entry for a group without writes)."""
-    addresses, values, last, skip = [], [], [], []
+    writes, last, skip = [], [], []
     for group in (group for p in run for group in p.groups):
-        writes = group or [(0, 0)]
-        addresses += [a for a, _ in writes]
-        values += [v for _, v in writes]
-        last += [False] * (len(writes) - 1) + [True]
-        skip += [not group] + [False] * (len(writes) - 1)
-    entries = table_entries(np.array(addresses, dtype=np.int64), np.array(values, dtype=np.int64),
-                            np.array(last), np.array(skip))
+        if not group:
+            group = [(0, 0)]
+            skip.append(len(writes))
+        writes += group
+        last.append(len(writes) - 1)
+    pairs = np.array(writes, dtype=np.int64).reshape(-1, 2)
+    marks = np.zeros((2, len(writes)), dtype=bool)
+    marks[0, last] = True
+    marks[1, skip] = True
+    entries = table_entries(pairs[:, 0], pairs[:, 1], marks[0], marks[1])
     return entries.astype("<u8").view("<u2").astype(np.int64)
 
 
@@ -206,9 +212,11 @@ def roll(units, place_table, prefix, accept=lambda start, added: True):
     4) of a table; loop labels start with ``prefix``."""
     lines, added, start = [], [], 0
     for number, run in enumerate(_runs(units)):
-        more, extra = _plain(run)
-        if len(run) >= MIN_RUN and accept(start, _added(run)):
-            more, extra = _loop(run, place_table, f"{prefix}_{number}"), _added(run)
+        rolled = _added(run) if len(run) >= MIN_RUN else None
+        if rolled is not None and accept(start, rolled):
+            more, extra = _loop(run, place_table, f"{prefix}_{number}"), rolled
+        else:
+            more, extra = _plain(run)
         lines += more
         added += extra
         start += len(run)

@@ -124,6 +124,8 @@ def _pack(job, config, chain_length, ports):
     job's ``frame_groups`` in a pass); None when a single chain does not fit.
     A pass is limited by tiles, ``ports`` and global lines (the last input
     line is kept for weight frames, see :mod:`compiler.codegen`)."""
+    if job.frame_groups is None and _uniform(job):
+        return _pack_uniform(job, config, chain_length, ports)
     tiles, lines_in, lines_out = config.tiles, weight_line(config), config.globals_
     groups = [-(-len(t) // chain_length) for t in job.terms]
     reads = _term_sources(job)
@@ -163,6 +165,75 @@ def _pack(job, config, chain_length, ports):
     if current:
         passes.append(current)
     return passes, groups
+
+
+def _uniform(job):
+    """Whether every output of ``job`` reads the same input maps in the same
+    order (a dense convolution)."""
+    return _kept(job, "_uniform", lambda: all(r == _term_sources(job)[0] for r in _term_sources(job)))
+
+
+def _pack_uniform(job, config, chain_length, ports):
+    """:func:`_pack` of a job without frame groups whose outputs all read the
+    same input maps in the same order (:func:`_uniform`): the same passes,
+    found a pass at a time.  In a group all chains read the same window, so
+    once a chain starts a pass, that pass and every next one of the group
+    hold as many chains as the first fits (:func:`_chains_that_fit`); only
+    the chains that join a pass carried over from the previous group are
+    tried one by one."""
+    tiles, lines_in, lines_out = config.tiles, weight_line(config), config.globals_
+    terms, outputs = job.terms, len(job.terms)
+    reads = _term_sources(job)[0]
+    n_groups = -(-len(reads) // chain_length)
+    passes, current = [], []
+    sources, members, psums, used = set(), set(), 0, 0
+    for g in range(n_groups):
+        start, stop = g * chain_length, (g + 1) * chain_length
+        psum = 1 if g > 0 or job.initial else 0
+        window = reads[start:stop]
+        links = len(window)
+        o = 0
+        while o < outputs:
+            new = set(window) - sources
+            n_in = len(sources) + len(new) + psums + psum
+            fresh = not current or (o in members or used + links > tiles or
+                                    n_in + len(current) + 1 > ports or n_in > lines_in or
+                                    len(current) + 1 > lines_out)
+            if fresh:
+                n_in = len(set(window)) + psum
+            if links > tiles or n_in + 1 > ports or n_in > lines_in:
+                return None
+            if not fresh:           # joins the pass carried over from the previous group
+                current.append((o, g, terms[o][start:stop]))
+                sources |= new
+                members.add(o)
+                psums += psum
+                used += links
+                o += 1
+                continue
+            if current:
+                passes.append(current)
+            fit = _chains_that_fit(len(set(window)), links, psum, tiles, ports, lines_in, lines_out)
+            for first in range(o, outputs, fit):
+                if first > o:
+                    passes.append(current)
+                current = [(p, g, terms[p][start:stop]) for p in range(first, min(first + fit, outputs))]
+            sources, members = set(window), {p for p, _, _ in current}
+            psums, used = psum * len(current), links * len(current)
+            o = outputs
+    if current:
+        passes.append(current)
+    return passes, [n_groups] * outputs
+
+
+def _chains_that_fit(inputs, links, psum, tiles, ports, lines_in, lines_out):
+    """How many chains of ``links`` links, all reading the same ``inputs``
+    maps (and each a partial sum when ``psum``), one pass holds (at least one)."""
+    fit = 1
+    while (fit + 1) * links <= tiles and inputs + (fit + 1) * (psum + 1) <= ports and \
+            inputs + (fit + 1) * psum <= lines_in and fit + 1 <= lines_out:
+        fit += 1
+    return fit
 
 
 def _pack_shared(job, config, ports, longest):

@@ -609,6 +609,36 @@ def test_sparse_connection_table_shares_input_maps(tmp_path):
     assert lagged
 
 
+@pytest.mark.parametrize("grid", ["tiny", "neuflow-v6"])
+def test_dense_layers_pack_as_the_greedy_packing_does(grid, monkeypatch):
+    """A dense layer's packing found a pass at a time (schedule._pack_uniform)
+    is the greedy chain-by-chain packing's, for random layer sizes, chain
+    lengths, port budgets and partial sums, and packs every term once."""
+    from compiler import schedule
+    from compiler.layout import Rect
+    from compiler.lower import ConvJob, ConvMode
+    from neuflow_hdl.presets import preset
+    config = preset(grid)
+    rng = np.random.default_rng(5)
+    rect = Rect(0, 4, 4, 4)
+    for _ in range(300):
+        n_in, n_out = int(rng.integers(1, 24)), int(rng.integers(1, 24))
+        job = ConvJob(ConvMode.MAC, 1, 0, [(rect, 3)] * n_in, [rect] * n_out,
+                      [[(src, bytes([o, src])) for src in range(n_in)] for o in range(n_out)], [0] * n_out,
+                      initial=[rect] * n_out if rng.random() < 0.3 else None)
+        twin = ConvJob(**{k: v for k, v in vars(job).items()})
+        length = int(rng.integers(1, config.tiles + 1))
+        ports = int(rng.integers(2, config.ports + 1))
+        fast = schedule._pack(job, config, length, ports)
+        monkeypatch.setattr(schedule, "_uniform", lambda job: False)
+        greedy = schedule._pack(twin, config, length, ports)
+        monkeypatch.undo()
+        assert fast == greedy, (n_in, n_out, length, ports)
+        if fast is not None:
+            packed = sorted((o, src) for chains in fast[0] for o, _, terms in chains for src, _ in terms)
+            assert packed == [(o, src) for o in range(n_out) for src in range(n_in)]
+
+
 def _chain_positions(p, config):
     """{tile: links from its chain's head} of a pass, from the psum routes alone."""
     from neuflow_hdl.regs import OFFSET
