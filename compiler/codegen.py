@@ -347,7 +347,7 @@ class CodeGen:
 
     def _write_base(self, shape, base):
         """Write a port's base register (its descriptor of ``shape`` is written)."""
-        if not 0 < base < 1 << REGISTER_BITS:
+        if not 0 <= base < 1 << REGISTER_BITS:
             raise ValueError(f"field base: {base} does not fit unsigned({REGISTER_BITS})")
         address = self._port_writes(shape, 0)[PORT_BASE_REG][0]
         if self.shadow.get(address) != base:
