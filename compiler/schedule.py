@@ -114,116 +114,83 @@ def _term_sources(job):
     return _kept(job, "_term_sources", lambda: [[src for src, _ in t] for t in job.terms])
 
 
-_NONE = frozenset()
-
-
 def _pack(job, config, chain_length, ports):
     """Chains ``[(output, group, terms)]`` of each pass, with at most
     ``chain_length`` terms per chain, packed greedily in order (every output's
     first group, then every second group, ...; only outputs of one of the
     job's ``frame_groups`` in a pass); None when a single chain does not fit.
     A pass is limited by tiles, ``ports`` and global lines (the last input
-    line is kept for weight frames, see :mod:`compiler.codegen`)."""
-    if job.frame_groups is None and _uniform(job):
-        return _pack_uniform(job, config, chain_length, ports)
+    line is kept for weight frames, see :mod:`compiler.codegen`).
+
+    Consecutive outputs that read the same maps in the same order (and are in
+    one frame group) are alike (:func:`_alike`): once one of them starts a
+    pass, that pass and each next one hold as many of their chains as the
+    first fits (:func:`_chains_that_fit`), so the greedy packing takes them a
+    pass at a time; the others join or start passes chain by chain."""
     tiles, lines_in, lines_out = config.tiles, weight_line(config), config.globals_
-    groups = [-(-len(t) // chain_length) for t in job.terms]
+    terms = job.terms
+    groups = [-(-len(t) // chain_length) for t in terms]
     reads = _term_sources(job)
     frame_groups = job.frame_groups
+    alike = _alike(job)
     passes, current = [], []
-    sources, outputs, psums, used = set(), set(), 0, 0
+    sources, members, psums, used = set(), set(), 0, 0
     for g in range(max(groups)):
         start, stop = g * chain_length, (g + 1) * chain_length
         psum = 1 if g > 0 or job.initial else 0
-        for o, terms in enumerate(job.terms):
-            if g >= groups[o]:
-                continue
-            chain = terms[start:stop]
-            links = len(chain)
-            window = reads[o][start:stop]
-            if sources.issuperset(window):      # the common case: chains sharing their inputs
-                new = _NONE
-            else:
-                new = set(window)
-                new -= sources
-            n_in = len(sources) + len(new) + psums + psum
-            if current and (o in outputs or used + links > tiles or
-                            n_in + len(current) + 1 > ports or n_in > lines_in or
-                            len(current) + 1 > lines_out or
-                            frame_groups is not None and frame_groups[o] != frame_groups[current[0][0]]):
-                passes.append(current)
-                current, sources, outputs, psums, used = [], set(), set(), 0, 0
-                new = set(reads[o][start:stop])
-                n_in = len(new) + psum
-            if links > tiles or n_in + 1 > ports or n_in > lines_in:
-                return None
-            current.append((o, g, chain))
-            sources |= new
-            outputs.add(o)
-            psums += psum
-            used += links
-    if current:
-        passes.append(current)
-    return passes, groups
-
-
-def _uniform(job):
-    """Whether every output of ``job`` reads the same input maps in the same
-    order (a dense convolution)."""
-    return _kept(job, "_uniform", lambda: all(r == _term_sources(job)[0] for r in _term_sources(job)))
-
-
-def _pack_uniform(job, config, chain_length, ports):
-    """:func:`_pack` of a job without frame groups whose outputs all read the
-    same input maps in the same order (:func:`_uniform`): the same passes,
-    found a pass at a time.  In a group all chains read the same window, so
-    once a chain starts a pass, that pass and every next one of the group
-    hold as many chains as the first fits (:func:`_chains_that_fit`); only
-    the chains that join a pass carried over from the previous group are
-    tried one by one."""
-    tiles, lines_in, lines_out = config.tiles, weight_line(config), config.globals_
-    terms, outputs = job.terms, len(job.terms)
-    reads = _term_sources(job)[0]
-    n_groups = -(-len(reads) // chain_length)
-    passes, current = [], []
-    sources, members, psums, used = set(), set(), 0, 0
-    for g in range(n_groups):
-        start, stop = g * chain_length, (g + 1) * chain_length
-        psum = 1 if g > 0 or job.initial else 0
-        window = reads[start:stop]
-        links = len(window)
         o = 0
-        while o < outputs:
+        while o < len(terms):
+            if g >= groups[o]:
+                o += 1
+                continue
+            window = reads[o][start:stop]
+            links = len(window)
             new = set(window) - sources
             n_in = len(sources) + len(new) + psums + psum
-            fresh = not current or (o in members or used + links > tiles or
-                                    n_in + len(current) + 1 > ports or n_in > lines_in or
-                                    len(current) + 1 > lines_out)
-            if fresh:
-                n_in = len(set(window)) + psum
-            if links > tiles or n_in + 1 > ports or n_in > lines_in:
-                return None
-            if not fresh:           # joins the pass carried over from the previous group
-                current.append((o, g, terms[o][start:stop]))
+            if current and not (o in members or used + links > tiles or
+                                n_in + len(current) + 1 > ports or n_in > lines_in or
+                                len(current) + 1 > lines_out or
+                                frame_groups is not None and frame_groups[o] != frame_groups[current[0][0]]):
+                current.append((o, g, terms[o][start:stop]))       # joins the pass
                 sources |= new
                 members.add(o)
                 psums += psum
                 used += links
                 o += 1
                 continue
+            new = set(window)                                       # starts a pass
+            n_in = len(new) + psum
+            if links > tiles or n_in + 1 > ports or n_in > lines_in:
+                return None
             if current:
                 passes.append(current)
-            fit = _chains_that_fit(len(set(window)), links, psum, tiles, ports, lines_in, lines_out)
-            for first in range(o, outputs, fit):
+            fit = _chains_that_fit(len(new), links, psum, tiles, ports, lines_in, lines_out)
+            end = alike[o]
+            for first in range(o, end, fit):
                 if first > o:
                     passes.append(current)
-                current = [(p, g, terms[p][start:stop]) for p in range(first, min(first + fit, outputs))]
-            sources, members = set(window), {p for p, _, _ in current}
+                current = [(p, g, terms[p][start:stop]) for p in range(first, min(first + fit, end))]
+            sources, members = new, {p for p, _, _ in current}
             psums, used = psum * len(current), links * len(current)
-            o = outputs
+            o = end
     if current:
         passes.append(current)
-    return passes, [n_groups] * outputs
+    return passes, groups
+
+
+def _alike(job):
+    """Per output ``o``: the end of the run of outputs from ``o`` on that read
+    the same input maps in the same order as ``o`` (in the same frame group)."""
+    def ends():
+        reads, frame_groups = _term_sources(job), job.frame_groups
+        found, end = [0] * len(reads), len(reads)
+        for o in reversed(range(len(reads))):
+            if o + 1 < len(reads) and (reads[o + 1] != reads[o] or
+                                       frame_groups is not None and frame_groups[o + 1] != frame_groups[o]):
+                end = o + 1
+            found[o] = end
+        return found
+    return _kept(job, "_alike", ends)
 
 
 def _chains_that_fit(inputs, links, psum, tiles, ports, lines_in, lines_out):
