@@ -24,7 +24,7 @@ from neuflow_hdl.regs import OFFSET, OPPOSITE, ConvMode
 from neuflow_hdl.tile import SINK_LATENCY
 
 from .cost import expected_beats
-from .layout import MemoryKernel, kernel_words_of
+from .layout import KERNEL_WORD, MemoryKernel
 
 __all__ = ["TileSetup", "Pass", "PassShape", "snake", "weight_line", "conv_latency", "chain_latency", "HOP_LAG",
            "conv_packings", "conv_passes", "pass_shape", "stream_passes"]
@@ -301,21 +301,24 @@ def pass_shape(job, chains, config, groups=None):
     output's last)."""
     inputs, outputs = _stream_costs(job, config)
     partials = _partial_costs(job, config)
-    last = lambda o, g: groups is None or g == groups[o] - 1
+    memory_words, word_bytes = config.kernel ** 2, KERNEL_WORD.itemsize
     sources = set()
     loads = kernel_words = tiles = longest = 0
-    for _, _, terms in chains:
+    sums, ends, mapped = [], [], False
+    for o, g, terms in chains:
         tiles += len(terms)
         longest = max(longest, len(terms))
         for src, kernel in terms:
             sources.add(src)
             if kernel is not None:
                 loads += 1
-                kernel_words += config.kernel ** 2 if isinstance(kernel, MemoryKernel) else kernel_words_of(kernel)
-    streams = [inputs[src] for src in sources]
-    streams += [partials[o] if g > 0 else outputs[o] for o, g, _ in chains if g > 0 or job.initial]
-    streams += [outputs[o] if last(o, g) else partials[o] for o, g, _ in chains]
-    mapped = any(last(o, g) for o, g, _ in chains)
+                kernel_words += memory_words if type(kernel) is MemoryKernel else len(kernel) // word_bytes
+        if g > 0 or job.initial:
+            sums.append(partials[o] if g > 0 else outputs[o])
+        last = groups is None or g == groups[o] - 1
+        ends.append(outputs[o] if last else partials[o])
+        mapped = mapped or last
+    streams = [inputs[src] for src in sources] + sums + ends
     return PassShape(loads, kernel_words, tuple(w for w, _ in streams), tiles,
                      _chain_latency(job, longest, config, mapped), sum(b for _, b in streams))
 
