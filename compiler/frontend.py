@@ -39,7 +39,7 @@ def load_model(path):
     if not model.graph.node:
         raise CompileError(f"{path}: not an ONNX model (no graph nodes)")
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(str(path))     # the checker reads the file: no copy of the model
     except Exception as exc:
         raise CompileError(f"{path}: invalid ONNX model: {_checker_message(exc)}") from None
     return model

@@ -13,18 +13,21 @@ def run_onnx(model, x, names=()):
     ``names`` (intermediate tensors are added as extra graph outputs).
     """
     import onnxruntime as ort
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    present = {o.name for o in m.graph.output}
+    outputs = model.graph.output
+    kept = len(outputs)
+    present = {o.name for o in outputs}
     for name in names:
         if name not in present:
-            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+            outputs.append(onnx.helper.make_empty_tensor_value_info(name))
             present.add(name)
+    try:        # the model with the extra outputs, serialised without a copy of its weights first
+        serialised = model.SerializeToString()
+    finally:
+        del outputs[kept:]
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(m.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(serialised, options, providers=["CPUExecutionProvider"])
     feed_name = session.get_inputs()[0].name
     feed_type = session.get_inputs()[0].type
     dtype = np.float64 if "double" in feed_type else np.float32

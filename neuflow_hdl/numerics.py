@@ -33,6 +33,11 @@ def bits_for(n):
     return max(int(n).bit_length(), 1)
 
 
+#: Values :meth:`Format.quantise` rounds at a time in a large array (its float
+#: scratch stays in the cache).
+QUANTISE_CHUNK = 1 << 16
+
+
 @dataclass(frozen=True)
 class Format:
     """A signed fixed-point word format: ``width`` bits, ``frac`` of them fraction."""
@@ -77,9 +82,18 @@ class Format:
     def quantise(self, x, frac=None):
         """Float to integer codes: ``floor(x * 2**frac + 0.5)``, saturated (the one
         rounding rule for inputs, weights and mapper coefficients; ``frac`` may
-        be negative)."""
-        rounded = self._rounded(x, frac)
-        return np.clip(rounded, self.min, self.max, out=rounded).astype(np.int64)[()]
+        be negative).  A large array is rounded :data:`QUANTISE_CHUNK` values at
+        a time into the codes (no float copy of a network's weights)."""
+        x = np.asarray(x)
+        if x.size <= QUANTISE_CHUNK:
+            rounded = self._rounded(x, frac)
+            return np.clip(rounded, self.min, self.max, out=rounded).astype(np.int64)[()]
+        flat = np.ascontiguousarray(x).reshape(-1)
+        codes = np.empty(flat.shape, dtype=np.int64)
+        for start in range(0, flat.size, QUANTISE_CHUNK):
+            part = self._rounded(flat[start:start + QUANTISE_CHUNK], frac)
+            codes[start:start + QUANTISE_CHUNK] = np.clip(part, self.min, self.max, out=part)
+        return codes.reshape(x.shape)
 
     def saturated(self, x, frac=None):
         """Where :meth:`quantise` saturates ``x``: its rounded code lies outside the words."""

@@ -31,6 +31,26 @@ def test_quantise_matches_neuflow_rule():
         Format(16, 16)
 
 
+def test_quantise_of_a_large_array_is_the_rule_value_by_value():
+    """Arrays larger than a chunk (rounded a chunk at a time) give every value
+    the rule's code, hand-computed with exact fractions, in their shape and
+    whatever their order in memory or float type."""
+    from fractions import Fraction
+    from neuflow_hdl.numerics import QUANTISE_CHUNK
+    rng = np.random.default_rng(3)
+    fmt = Format(12, 4)
+    x = rng.normal(0, 40, (3, QUANTISE_CHUNK // 2 + 7)) * rng.choice([1.0, 1e-3, 1e3], (3, QUANTISE_CHUNK // 2 + 7))
+    x[0, :4] = [2.5 / 32, -2.5 / 32, 1e9, -1e9]         # ties round up; saturation both ways
+    for values, frac in ((x, 5), (x.T, -1), (x.astype(np.float32), 9)):
+        codes = fmt.quantise(values, frac)
+        assert codes.shape == values.shape and codes.dtype == np.int64
+        flat, got = np.ravel(values), np.ravel(codes)
+        for i in rng.choice(flat.size, 400, replace=False).tolist() + [0, 1, 2, 3]:
+            exact = Fraction(float(flat[i])) * Fraction(2) ** frac + Fraction(1, 2)
+            expected = min(max(exact.numerator // exact.denominator, fmt.min), fmt.max)
+            assert got[i] == expected, (i, flat[i], frac)
+
+
 @given(st.integers(Q8_8.min, Q8_8.max), st.integers(Q8_8.min, Q8_8.max), st.integers(0, 16))
 def test_div_round_against_fractions(a, b, s):
     from fractions import Fraction
