@@ -24,7 +24,7 @@ from neuflow_hdl.regs import OFFSET, OPPOSITE, ConvMode
 from neuflow_hdl.tile import SINK_LATENCY
 
 from .cost import expected_beats
-from .layout import KERNEL_WORD, MemoryKernel
+from .layout import MemoryKernel, kernel_words_of
 
 __all__ = ["TileSetup", "Pass", "PassShape", "snake", "weight_line", "conv_latency", "chain_latency", "HOP_LAG",
            "conv_packings", "conv_passes", "pass_shape", "stream_passes"]
@@ -301,7 +301,7 @@ def pass_shape(job, chains, config, groups=None):
     output's last)."""
     inputs, outputs = _stream_costs(job, config)
     partials = _partial_costs(job, config)
-    memory_words, word_bytes = config.kernel ** 2, KERNEL_WORD.itemsize
+    memory_words = config.kernel ** 2
     sources = set()
     loads = kernel_words = tiles = longest = 0
     sums, ends, mapped = [], [], False
@@ -312,7 +312,7 @@ def pass_shape(job, chains, config, groups=None):
             sources.add(src)
             if kernel is not None:
                 loads += 1
-                kernel_words += memory_words if type(kernel) is MemoryKernel else len(kernel) // word_bytes
+                kernel_words += memory_words if type(kernel) is MemoryKernel else kernel_words_of(kernel)
         if g > 0 or job.initial:
             sums.append(partials[o] if g > 0 else outputs[o])
         last = groups is None or g == groups[o] - 1
