@@ -347,13 +347,7 @@ class CodeGen:
 
     def _write_base(self, shape, base):
         """Write a port's base register (its descriptor of ``shape`` is written)."""
-        if not 0 <= base < 1 << REGISTER_BITS:
-            raise ValueError(f"field base: {base} does not fit unsigned({REGISTER_BITS})")
-        address = self._port_writes(shape, 0)[PORT_BASE_REG][0]
-        if self.shadow.get(address) != base:
-            self.lines.append((address, base))
-            self.shadow[address] = base
-            self._count += 1
+        self._write_all(((self._port_writes(shape, 0)[PORT_BASE_REG][0], _port_base(base)),))
 
     def _port_writes(self, shape, base):
         """The descriptor writes of a port's ``shape`` (:meth:`_describe`) at
@@ -367,10 +361,8 @@ class CodeGen:
                 port, base=0, width=width, height=height, stride=stride, write=write, line=line, start=False,
                 **extra)
         if base:
-            if not 0 < base < 1 << REGISTER_BITS:
-                raise ValueError(f"field base: {base} does not fit unsigned({REGISTER_BITS})")
             writes = list(writes)
-            writes[PORT_BASE_REG] = (writes[PORT_BASE_REG][0], base)
+            writes[PORT_BASE_REG] = (writes[PORT_BASE_REG][0], _port_base(base))
         return writes
 
     def _wait_not_busy(self, address, layout):
@@ -590,7 +582,7 @@ class CodeGen:
         """``(data streams' words, the weight frame's words, bus beats)`` of the transfers ``ports``."""
         streams, frame, beats, weights = [], [], 0, self.weight_line
         for _, rect, _, line, _ in ports:
-            (frame if line == weights else streams).append(rect.width * rect.height)
+            (frame if line == weights else streams).append(rect.words)
             beats += self._beats(rect)
         return tuple(streams), tuple(frame), beats
 
@@ -667,6 +659,13 @@ _NO_ROUTES = {}
 #: Each tile's bit in the tiles' start registers taken as one number
 #: (a register per 32 tiles).
 _TILE_BITS = tuple(1 << tile for tile in range(GRID_TILE))
+
+
+def _port_base(base):
+    """``base`` as a port's base register holds it (``ValueError`` if it does not fit)."""
+    if not 0 <= base < 1 << REGISTER_BITS:
+        raise ValueError(f"field base: {base} does not fit unsigned({REGISTER_BITS})")
+    return base
 
 
 @lru_cache(maxsize=None)

@@ -27,8 +27,9 @@ from functools import lru_cache
 import numpy as np
 
 from neuflow_hdl.soc import CONFIG_READ_LATENCY
+from neuflow_hdl.streamer import reads_as_one_run
 
-__all__ = ["CYCLES_PER_INSTRUCTION", "TABLE_ENTRY", "STREAM_OVERHEAD", "READ_EXTRA", "WAIT_EXTRA", "PassCost", "contiguous", "rect_beats", "expected_beats",
+__all__ = ["CYCLES_PER_INSTRUCTION", "TABLE_ENTRY", "STREAM_OVERHEAD", "READ_EXTRA", "WAIT_EXTRA", "PassCost", "rect_beats", "expected_beats",
            "stream_cycles", "pass_cycles", "predicted_cost"]
 
 CYCLES_PER_INSTRUCTION = 4
@@ -66,18 +67,12 @@ class PassCost:
                         self.reads + reads)
 
 
-def contiguous(width, height, stride):
-    """Whether a port reads a rectangle as one run of words
-    (:class:`neuflow_hdl.streamer.StreamPort`): its rows follow each other."""
-    return stride == width or height == 1
-
-
 def rect_beats(rect, beat_words):
     """Bus beats a port moves for ``rect`` (a :class:`~compiler.layout.Rect`): per
     row, every beat from the one holding its first word to the one holding its
     last; a contiguous rectangle (``stride == width``, or one row) is one run of
     words, its rows sharing beats."""
-    if contiguous(rect.width, rect.height, rect.stride):
+    if reads_as_one_run(rect.width, rect.height, rect.stride):
         return _beats(rect.base % beat_words, rect.width * rect.height, 1, 0, beat_words)
     return _beats(rect.base % beat_words, rect.width, rect.height, rect.stride % beat_words, beat_words)
 
@@ -93,7 +88,7 @@ def _beats(offset, width, height, stride, beat_words):
 def expected_beats(width, height, beat_words, stride=None):
     """:func:`rect_beats` of ``height`` rows of ``width`` words ``stride`` apart
     (None: not contiguous) that start anywhere in a beat, on average."""
-    if contiguous(width, height, stride):
+    if reads_as_one_run(width, height, stride):
         return (width * height - 1) / beat_words + 1
     return height * ((width - 1) / beat_words + 1)
 

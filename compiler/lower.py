@@ -19,7 +19,7 @@ from .ir import as_conv
 from .cost import expected_beats, pass_cycles, predicted_cost
 from .layout import KERNEL_WORD, Buffer, MemoryKernel, Rect, chunk_side, conv_geometry
 from .quantise import alu_shift
-from .schedule import PassShape, chain_latency, weight_line
+from .schedule import PassShape, chain_latency, chains_per_pass, weight_line
 
 __all__ = ["ConvJob", "StreamJob", "Lowered", "lower_node", "weight_streams", "STREAMED_MIN_OUTPUTS",
            "pool_partials", "partials_key"]
@@ -240,6 +240,15 @@ def _streams_weights(node, buffers):
     return getattr(buffers.get(_stream_keys(node)[0]), "holds", None) == ("weights", node.output)
 
 
+def _may_stream(node, buffers, n_out, fmt):
+    """Whether a layer of ``n_out`` outputs may stream its weights as images: at
+    least :data:`STREAMED_MIN_OUTPUTS` outputs, no tensor already named as its
+    weights' and bias's buffers, and its bias (the first chain's partial sum,
+    in the output's format) not saturating."""
+    return (n_out >= STREAMED_MIN_OUTPUTS and not any(k in buffers for k in _stream_keys(node)) and
+            not np.any(fmt.saturated(node.params["bias"], buffers[node.output].frac)))
+
+
 def _streamed_shape(node, buffers, config, fmt):
     """``(rows, m)``: the outputs of fully connected ``node`` as a rows x m map whose
     weights stream as images, or None when it keeps them as kernels."""
@@ -247,10 +256,8 @@ def _streamed_shape(node, buffers, config, fmt):
     x, y = buffers[node.inputs[0]], buffers[node.output]
     n_out, features = node.params["weight"].shape
     if not (x.flat and y.flat and y.map_words == 1 and chunk_side(features, K) == K and
-            n_out >= STREAMED_MIN_OUTPUTS and not any(k in buffers for k in _stream_keys(node))):
+            _may_stream(node, buffers, n_out, fmt)):
         return None
-    if np.any(fmt.saturated(node.params["bias"], y.frac)):
-        return None                 # the bias, a partial sum in the output format, would saturate
     m = max(d for d in range(1, config.max_width // K + 1) if n_out % d == 0)
     return n_out // m, m
 
@@ -266,17 +273,17 @@ PIXEL_STREAM_SHARE = 1.0
 MAX_IMAGE_ROWS = (1 << GEOMETRY_BITS) - 1
 
 
-def _pixel_candidate(node, buffers, config):
+def _pixel_candidate(node, buffers, fmt):
     """Whether a 1 x 1 convolution may stream its weights per output pixel: no
     groups, pads or fused pool; an input of its own (not a view into a
-    concatenation, whose maps another tensor's words follow) and at least
-    :data:`STREAMED_MIN_OUTPUTS` outputs."""
+    concatenation, whose maps another tensor's words follow) and
+    :func:`_may_stream`."""
     if node.op != "conv" or node.attrs.get("pool") or node.attrs.get("groups", 1) != 1:
         return False
     n_out, _, kh, kw = node.params["weight"].shape
     x = buffers[node.inputs[0]]
     return ((kh, kw) == (1, 1) and not any(node.attrs["pads"]) and x.view is None and
-            n_out >= STREAMED_MIN_OUTPUTS and not any(k in buffers for k in _stream_keys(node)))
+            _may_stream(node, buffers, n_out, fmt))
 
 
 def _predicted_pass(config, links, chains, streams, beats):
@@ -297,10 +304,11 @@ def _kernel_schedule_cycles(n_out, cin, in_rect, pixels, config):
     width) words; partial sums and outputs ``pixels`` words), as
     :func:`compiler.schedule.conv_packings` packs a dense layer."""
     h, w = in_rect
-    lines, ports = weight_line(config), config.ports - 1       # input lines; a port for the weight frame
     best = None
     for links in range(1, min(cin, config.tiles) + 1):
-        chains = min(config.tiles // links, n_out, lines - links, (ports - links) // 2)
+        # a port for the weight frame; the last input line kept for it
+        chains = min(n_out, chains_per_pass(links, links, 1, config.tiles, config.ports - 1, weight_line(config),
+                                            config.globals_))
         if chains < 1:
             continue
         streams = [h * w] * links + [pixels, pixels] * chains
@@ -346,11 +354,9 @@ def _streams_per_pixel(node, graph, buffers, config, fmt):
     (:func:`weight_streams`): when the cost model predicts that schedule at
     most :data:`PIXEL_STREAM_SHARE` of the kernels' and its bias fits the
     output's format."""
-    if not _pixel_candidate(node, buffers, config):
+    if not _pixel_candidate(node, buffers, fmt):
         return False
     K = config.kernel
-    if np.any(fmt.saturated(node.params["bias"], buffers[node.output].frac)):
-        return False                # the bias, a partial sum in the output format, would saturate
     n_out, cin = node.params["weight"].shape[:2]
     _, _, s, _, _, ho, wo = conv_geometry(node, graph.shapes, K)
     per_pixel = _pixel_blocks(n_out, -(-cin // (K * K)), config)[0]

@@ -27,7 +27,7 @@ from .cost import expected_beats
 from .layout import MemoryKernel, kernel_words_of
 
 __all__ = ["TileSetup", "Pass", "PassShape", "snake", "weight_line", "conv_latency", "chain_latency", "HOP_LAG",
-           "conv_packings", "conv_passes", "pass_shape", "stream_passes"]
+           "conv_packings", "conv_passes", "pass_shape", "stream_passes", "chains_per_pass"]
 
 
 @dataclass(slots=True)
@@ -125,7 +125,7 @@ def _pack(job, config, chain_length, ports):
     Consecutive outputs that read the same maps in the same order (and are in
     one frame group) are alike (:func:`_alike`): once one of them starts a
     pass, that pass and each next one hold as many of their chains as the
-    first fits (:func:`_chains_that_fit`), so the greedy packing takes them a
+    first fits (:func:`chains_per_pass`), so the greedy packing takes them a
     pass at a time; the others join or start passes chain by chain."""
     tiles, lines_in, lines_out = config.tiles, weight_line(config), config.globals_
     terms = job.terms
@@ -164,7 +164,7 @@ def _pack(job, config, chain_length, ports):
                 return None
             if current:
                 passes.append(current)
-            fit = _chains_that_fit(len(new), links, psum, tiles, ports, lines_in, lines_out)
+            fit = chains_per_pass(len(new), links, psum, tiles, ports, lines_in, lines_out)
             end = alike[o]
             for first in range(o, end, fit):
                 if first > o:
@@ -193,10 +193,12 @@ def _alike(job):
     return _kept(job, "_alike", ends)
 
 
-def _chains_that_fit(inputs, links, psum, tiles, ports, lines_in, lines_out):
+def chains_per_pass(inputs, links, psum, tiles, ports, lines_in, lines_out):
     """How many chains of ``links`` links, all reading the same ``inputs``
-    maps (and each a partial sum when ``psum``), one pass holds (at least one)."""
-    fit = 1
+    maps (and each a partial sum when ``psum``), one pass holds: each takes
+    its tiles, an output line and port, and a line and port for its partial
+    sum (0 when not even one fits)."""
+    fit = 0
     while (fit + 1) * links <= tiles and inputs + (fit + 1) * (psum + 1) <= ports and \
             inputs + (fit + 1) * psum <= lines_in and fit + 1 <= lines_out:
         fit += 1

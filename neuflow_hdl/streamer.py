@@ -11,7 +11,7 @@ from .regs import (PORT_START_REG, PORT_STATUS, PORT_STATUS_REG, PORTS_START_REG
                    PORTS_STATUS_REG, STREAM_PORT, STREAMER_TILE, hdl_register_enables, hdl_write_registers,
                    sample_layout)
 
-__all__ = ["BusArbiter", "StreamPort", "Streamer"]
+__all__ = ["BusArbiter", "StreamPort", "Streamer", "reads_as_one_run"]
 
 
 class BusArbiter(wiring.Component):
@@ -81,6 +81,12 @@ def _product_in_logic(a, b):
     for bit in range(len(a)):
         total = total + Mux(a[bit], b << bit, 0)
     return total
+
+
+def reads_as_one_run(width, height, stride):
+    """Whether a port reads a rectangle as one run of words (its rows follow
+    each other: ``stride == width``, or one row); of numbers or of signals."""
+    return (stride == width) | (height == 1)
 
 
 class StreamPort(wiring.Component):
@@ -189,7 +195,7 @@ class StreamPort(wiring.Component):
         contiguous = Signal()
         run_end = Signal(32)                # its last word, for a contiguous rectangle
         with m.If(self.start):
-            m.d.sync += [contiguous.eq((self.desc.stride == self.desc.width) | (self.desc.height == 1)),
+            m.d.sync += [contiguous.eq(reads_as_one_run(self.desc.width, self.desc.height, self.desc.stride)),
                          run_end.eq(port.last_word)]
         row_end = Signal(32)
         m.d.comb += row_end.eq(Mux(contiguous, run_end, row_addr + d.width - 1))
